@@ -1,0 +1,197 @@
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import PgBoss from 'pg-boss';
+import type { Sql } from '../src/db/client.js';
+import { insertPendingExecutions, oneStepGraph } from './seed.js';
+import { autonodeEnv, elapsedMs, generateSecret, log, median, sleep, spawnNode, withBenchDatabase, type NodeProcess } from './support.js';
+
+const RUNS = 5_000;
+const CONCURRENCY = 4;
+const POLL_MS = 50;
+const PAIRS = 3;
+/** How often the bench counts finished work (the brief's 100 ms; both sides alike). */
+const COUNT_EVERY_MS = 100;
+/** 5,000 runs slower than ~40/s means something is broken; the suite must still end in time. */
+const RUN_TIMEOUT_MS = 120_000;
+const PGBOSS_SCHEMA = 'pgboss_bench';
+const PGBOSS_QUEUE = 'bench-noop';
+
+export interface DrainRun {
+  /** From spawning the worker process until the last of the 5,000 is completed. */
+  readonly totalMs: number;
+  /** From spawning until the first completion was counted: start-up cost. */
+  readonly firstCompletionMs: number;
+  readonly perSecond: number;
+  readonly peakRssMiB: number | undefined;
+}
+
+export interface EngineSide {
+  readonly perSecond: number;
+  readonly totalMs: number;
+  readonly firstCompletionMs: number;
+  /** After the first completion: the rate once started, without start-up. */
+  readonly steadyPerSecond: number;
+  readonly peakRssMiB: number | undefined;
+}
+
+export interface EngineResults {
+  readonly runs: number;
+  readonly concurrency: number;
+  readonly autonode: EngineSide;
+  readonly pgBoss: EngineSide;
+  /** Autonode / pg-boss, on the medians of completions per second. */
+  readonly ratio: number;
+  readonly pgBossVersion: string;
+}
+
+interface Progress {
+  readonly completed: number;
+  /** Finished otherwise (failed, cancelled): the run is broken, waiting longer would not help. */
+  readonly failed: number;
+}
+
+/**
+ * Starts the timer, spawns the worker and counts completions every 100 ms until all `RUNS` are
+ * done. The worker is stopped afterwards, whatever happened.
+ */
+async function drain(sql: Sql, start: () => NodeProcess, progress: () => Promise<Progress>, describeFailure: () => Promise<string>): Promise<DrainRun> {
+  // The previous run's dirty pages are flushed now rather than by a checkpoint in the middle of
+  // this one (needs superuser or pg_checkpoint; without it runs are just a little noisier).
+  await sql`checkpoint`.catch(() => undefined);
+  const started = performance.now();
+  const worker = start();
+  let firstCompletionMs: number | undefined;
+  try {
+    for (;;) {
+      await sleep(COUNT_EVERY_MS);
+      const { completed, failed } = await progress();
+      if (completed > 0) firstCompletionMs ??= elapsedMs(started);
+      if (completed >= RUNS) {
+        const totalMs = elapsedMs(started);
+        return { totalMs, firstCompletionMs: firstCompletionMs ?? totalMs, perSecond: RUNS / (totalMs / 1000), peakRssMiB: worker.peakRssMiB() };
+      }
+      if (failed > 0) throw new Error(`${worker.name}: ${failed} runs did not complete: ${await describeFailure()}`);
+      if (!worker.isRunning()) throw new Error(`${worker.name} exited (${String(await worker.exited)}) with ${completed}/${RUNS} done:\n${worker.output()}`);
+      if (elapsedMs(started) > RUN_TIMEOUT_MS) throw new Error(`${worker.name}: only ${completed}/${RUNS} done after ${RUN_TIMEOUT_MS} ms:\n${worker.output()}`);
+    }
+  } finally {
+    await worker.stop(3_000);
+  }
+}
+
+async function autonodeRun(sql: Sql, url: string, secret: string, userId: string, workflowId: string): Promise<DrainRun> {
+  // Each run starts from the same state: an empty history and 5,000 pending runs, no engine running.
+  await sql`truncate executions, execution_steps cascade`;
+  await insertPendingExecutions(sql, userId, workflowId, RUNS);
+  return drain(
+    sql,
+    () =>
+      spawnNode('autonode-worker', 'src/worker.ts', {
+        ...autonodeEnv(url, secret),
+        ENGINE_CONCURRENCY: String(CONCURRENCY),
+        ENGINE_POLL_MS: String(POLL_MS),
+      }),
+    async () => {
+      const [row] = await sql<Progress[]>`
+        select count(*) filter (where status = 'completed')::int as completed,
+               count(*) filter (where status in ('failed', 'cancelled'))::int as failed
+          from executions`;
+      return row ?? { completed: 0, failed: 0 };
+    },
+    async () => {
+      const [row] = await sql<{ error: unknown }[]>`select error from executions where status in ('failed', 'cancelled') limit 1`;
+      return JSON.stringify(row?.error);
+    },
+  );
+}
+
+async function pgBossRun(sql: Sql, url: string): Promise<DrainRun> {
+  // A fresh schema per run, like Autonode's fresh tables; installing it and queueing the jobs is not timed.
+  await sql`drop schema if exists ${sql(PGBOSS_SCHEMA)} cascade`;
+  const boss = new PgBoss({ connectionString: url, schema: PGBOSS_SCHEMA, max: 2, supervise: false, schedule: false });
+  boss.on('error', (error) => log(`pg-boss (setup) error: ${error.message}`));
+  await boss.start();
+  try {
+    await boss.createQueue(PGBOSS_QUEUE);
+    const jobs: PgBoss.JobInsert<{ n: number }>[] = Array.from({ length: RUNS }, (_, index) => ({ name: PGBOSS_QUEUE, data: { n: index + 1 } }));
+    for (let offset = 0; offset < jobs.length; offset += 1_000) await boss.insert(jobs.slice(offset, offset + 1_000));
+  } finally {
+    await boss.stop({ graceful: false, wait: true });
+  }
+  await sql`vacuum (analyze) ${sql(PGBOSS_SCHEMA)}.job`;
+  return drain(
+    sql,
+    () =>
+      spawnNode('pgboss-worker', 'bench/pgboss-worker.ts', {
+        DATABASE_URL: url,
+        PGBOSS_SCHEMA,
+        PGBOSS_QUEUE,
+        CONCURRENCY: String(CONCURRENCY),
+        POLL_MS: String(POLL_MS),
+        DB_POOL_SIZE: '10',
+        NODE_ENV: 'production',
+      }),
+    async () => {
+      const [row] = await sql<Progress[]>`
+        select count(*) filter (where state = 'completed')::int as completed,
+               count(*) filter (where state in ('failed', 'cancelled'))::int as failed
+          from ${sql(PGBOSS_SCHEMA)}.job where name = ${PGBOSS_QUEUE}`;
+      return row ?? { completed: 0, failed: 0 };
+    },
+    async () => {
+      const [row] = await sql<{ output: unknown }[]>`
+        select output from ${sql(PGBOSS_SCHEMA)}.job where name = ${PGBOSS_QUEUE} and state in ('failed', 'cancelled') limit 1`;
+      return JSON.stringify(row?.output);
+    },
+  );
+}
+
+/** The installed pg-boss package's version, for the report (its main is src/index.js). */
+function installedPgBossVersion(): string {
+  const main = createRequire(import.meta.url).resolve('pg-boss');
+  const manifest: unknown = JSON.parse(readFileSync(path.join(path.dirname(main), '..', 'package.json'), 'utf8'));
+  return typeof manifest === 'object' && manifest !== null && 'version' in manifest && typeof manifest.version === 'string' ? manifest.version : 'unknown';
+}
+
+function summarise(runs: readonly DrainRun[]): EngineSide {
+  return {
+    perSecond: median(runs.map((run) => run.perSecond)),
+    totalMs: median(runs.map((run) => run.totalMs)),
+    firstCompletionMs: median(runs.map((run) => run.firstCompletionMs)),
+    steadyPerSecond: median(runs.map((run) => RUNS / ((run.totalMs - run.firstCompletionMs) / 1000))),
+    peakRssMiB: Math.max(...runs.map((run) => run.peakRssMiB ?? 0)) || undefined,
+  };
+}
+
+/** Benchmark 3: 5,000 one-step workflow runs on Autonode's engine against 5,000 no-op pg-boss jobs. */
+export async function runEngine(): Promise<EngineResults> {
+  return withBenchDatabase('autonode_bench_engine', async (database) => {
+    const sql = database.client.sql;
+    const secret = generateSecret();
+    const [owner] = await sql<{ id: string }[]>`
+      insert into "user" (id, name, email) values ('bench-engine-owner', 'Bench engine owner', 'bench-engine-owner@bench.test') returning id`;
+    if (!owner) throw new Error('could not create the workflow owner');
+    const [workflow] = await sql<{ id: string }[]>`
+      insert into workflows (user_id, name, nodes, edges)
+      values (${owner.id}, 'One step', ${JSON.stringify(oneStepGraph.nodes)}::jsonb, ${JSON.stringify(oneStepGraph.edges)}::jsonb)
+      returning id`;
+    if (!workflow) throw new Error('could not create the workflow');
+
+    const autonodeRuns: DrainRun[] = [];
+    const pgBossRuns: DrainRun[] = [];
+    for (let pair = 0; pair < PAIRS; pair += 1) {
+      autonodeRuns.push(await autonodeRun(sql, database.url, secret, owner.id, workflow.id));
+      pgBossRuns.push(await pgBossRun(sql, database.url));
+      const [ours, theirs] = [autonodeRuns.at(-1), pgBossRuns.at(-1)];
+      log(
+        `engine pair ${pair + 1}: Autonode ${ours?.perSecond.toFixed(0)}/s (first after ${ours?.firstCompletionMs.toFixed(0)} ms)` +
+          ` | pg-boss ${theirs?.perSecond.toFixed(0)}/s (first after ${theirs?.firstCompletionMs.toFixed(0)} ms)`,
+      );
+    }
+    const autonode = summarise(autonodeRuns);
+    const pgBoss = summarise(pgBossRuns);
+    return { runs: RUNS, concurrency: CONCURRENCY, autonode, pgBoss, ratio: autonode.perSecond / pgBoss.perSecond, pgBossVersion: installedPgBossVersion() };
+  });
+}

@@ -1,0 +1,119 @@
+import type { EngineResults } from './engine.js';
+import type { ListAndDepthResults } from './list.js';
+import type { SignInResults } from './signin.js';
+
+export interface SuiteResults {
+  readonly startedAt: Date;
+  readonly durationMs: number;
+  readonly nodeVersion: string;
+  readonly cpuCores: number;
+  readonly postgresVersion: string;
+  /** Share of all CPUs in use in the 2 s before the start (other work on the machine skews every figure). */
+  readonly cpuBusyBeforeStart: number | undefined;
+  readonly listAndDepth?: ListAndDepthResults;
+  readonly engine?: EngineResults;
+  readonly signIn?: SignInResults;
+  /** Benchmarks that failed, with the reason: the table says so rather than leaving rows out silently. */
+  readonly failures: readonly string[];
+  readonly profiled: boolean;
+}
+
+const LIST_TARGET = 0.8;
+const DEPTH_TARGET = 1.3;
+const ENGINE_TARGET = 1.0;
+/** Above this share of CPU in use before the start, other work is running: the report says so. */
+export const BUSY_MACHINE = 0.2;
+
+const whole = (value: number) => Math.round(value).toLocaleString('en-US');
+const oneDecimal = (value: number) => value.toFixed(1);
+const ratio = (value: number) => value.toFixed(2);
+const mib = (value: number | undefined) => (value === undefined ? '?' : whole(value));
+const percent = (fraction: number) => `${Math.round(fraction * 100)}%`;
+const verdict = (met: boolean) => (met ? 'met' : 'MISSED');
+
+function duration(ms: number): string {
+  const seconds = Math.round(ms / 1000);
+  return `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
+}
+
+type Row = readonly [benchmark: string, metric: string, autonode: string, reference: string, ratio: string, target: string, rss: string];
+
+export function renderReport(results: SuiteResults): string {
+  const rows: Row[] = [];
+  const { listAndDepth, engine, signIn } = results;
+
+  if (listAndDepth) {
+    for (const route of listAndDepth.routes) {
+      const rss = `${mib(route.autonode.peakRssMiB)} / ${mib(route.baseline.peakRssMiB)}`;
+      rows.push([`1. ${route.label}`, 'req/s', whole(route.autonode.okPerSecond), whole(route.baseline.okPerSecond), ratio(route.throughputRatio), `>= ${LIST_TARGET.toFixed(2)}: ${verdict(route.throughputRatio >= LIST_TARGET)}`, rss]);
+      rows.push([`1. ${route.label}`, 'p99 ms', whole(route.autonode.p99Ms), whole(route.baseline.p99Ms), ratio(route.autonode.p99Ms / route.baseline.p99Ms), '', '']);
+    }
+    const { depth } = listAndDepth;
+    rows.push([
+      `2. Depth: page ${depth.pagesWalked + 1} vs page 1`,
+      'p50 ms',
+      oneDecimal(depth.deepPageP50Ms),
+      oneDecimal(depth.firstPageP50Ms),
+      ratio(depth.ratio),
+      `<= ${DEPTH_TARGET.toFixed(2)}: ${verdict(depth.ratio <= DEPTH_TARGET)}`,
+      '',
+    ]);
+  }
+
+  if (engine) {
+    const label = `3. Engine: ${whole(engine.runs)} runs, concurrency ${engine.concurrency}`;
+    rows.push([label, 'completed/s', whole(engine.autonode.perSecond), whole(engine.pgBoss.perSecond), ratio(engine.ratio), `>= ${ENGINE_TARGET.toFixed(2)}: ${verdict(engine.ratio >= ENGINE_TARGET)}`, `${mib(engine.autonode.peakRssMiB)} / ${mib(engine.pgBoss.peakRssMiB)}`]);
+    rows.push([label, 'ms to first completion', whole(engine.autonode.firstCompletionMs), whole(engine.pgBoss.firstCompletionMs), '', '', '']);
+    rows.push([label, 'completed/s after the first', whole(engine.autonode.steadyPerSecond), whole(engine.pgBoss.steadyPerSecond), ratio(engine.autonode.steadyPerSecond / engine.pgBoss.steadyPerSecond), '', '']);
+  }
+
+  if (signIn) {
+    rows.push(['4. Sign-in, 10 clients', 'sign-ins/s', oneDecimal(signIn.okPerSecond), '', '', 'report only', mib(signIn.peakRssMiB)]);
+    rows.push(['4. Sign-in, 10 clients', 'p99 ms', whole(signIn.p99Ms), '', '', '', '']);
+  }
+
+  const header: Row = ['Benchmark', 'Metric', 'Autonode', 'Reference', 'Ratio', 'Target', 'Peak RSS MiB (Autonode / reference)'];
+  const table = [header, ['---', '---', '---:', '---:', '---:', '---', '---:'] as const, ...rows].map((row) => `| ${row.join(' | ')} |`).join('\n');
+
+  const notes: string[] = [];
+  notes.push(
+    'Reference: 1. a bare Fastify + postgres.js server running the same SQL without auth (bench/baseline-server.ts); ' +
+      '2. the first page; 3. pg-boss' +
+      (engine ? ` ${engine.pgBossVersion}` : '') +
+      ' no-op jobs, same concurrency, same database server. Ratio = Autonode / reference.',
+  );
+  notes.push(
+    'Method: every figure is the median of 3 alternating runs (A, B, A, B, A, B; sign-in: 3 runs). HTTP runs are autocannon with 50 connections ' +
+      '(sign-in: 10), after a warm-up per side (5 s; sign-in: 3 s), each sized to about 8 s and ended when its requests are answered (not at a deadline, ' +
+      'which would abandon requests in flight); req/s counts 2xx answers only. Depth: 3 pairs of 200 sequential requests. ' +
+      'Peak RSS is VmHWM of the server or worker process.',
+  );
+  if (results.cpuBusyBeforeStart !== undefined && results.cpuBusyBeforeStart > BUSY_MACHINE) {
+    notes.push(
+      `Something else was using ${percent(results.cpuBusyBeforeStart)} of the CPUs when the suite started: ` +
+        'the figures are skewed and noisy; run again on an idle machine before drawing conclusions.',
+    );
+  }
+  if (listAndDepth) {
+    const failing = listAndDepth.routes.filter((route) => route.autonode.failures > 0 || route.baseline.failures > 0);
+    for (const route of failing) notes.push(`${route.label}: non-2xx or errors: Autonode ${route.autonode.failures}, baseline ${route.baseline.failures}.`);
+    for (const mismatch of listAndDepth.mismatches) notes.push(`Answers differ between Autonode and the baseline: ${mismatch}`);
+  }
+  if (signIn && signIn.failures > 0) notes.push(`Sign-in: ${signIn.failures} non-2xx answers or errors.`);
+  for (const failure of results.failures) notes.push(`FAILED: ${failure}`);
+  if (results.profiled) notes.push('The Autonode server ran with --cpu-prof: its figures are lower than without the profiler.');
+
+  return [
+    '# Autonode benchmarks',
+    '',
+    `- Date: ${results.startedAt.toISOString()}`,
+    `- Node ${results.nodeVersion}, ${results.cpuCores} CPU cores, PostgreSQL ${results.postgresVersion}`,
+    `- CPU in use in the 2 s before the start: ${results.cpuBusyBeforeStart === undefined ? 'unknown' : percent(results.cpuBusyBeforeStart)}`,
+    `- Total duration: ${duration(results.durationMs)}`,
+    '',
+    table,
+    '',
+    ...notes.map((note) => `- ${note}`),
+    '',
+  ].join('\n');
+}

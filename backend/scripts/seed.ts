@@ -1,0 +1,144 @@
+import { eq } from 'drizzle-orm';
+import type { Logger } from 'pino';
+import { createAuth } from '../src/auth/auth.js';
+import type { Config } from '../src/config.js';
+import type { DbClient } from '../src/db/client.js';
+import { executions, executionSteps, jobs, user, workflows } from '../src/db/schema/index.js';
+import { parseSchedule } from '../src/engine/schedule.js';
+
+export const DEMO_USER = { name: 'Demo User', email: 'demo@autonode.local', password: 'demo-password' } as const;
+
+export interface SeedSummary {
+  userId: string;
+  workflows: number;
+  jobs: number;
+  executions: number;
+}
+
+// Fixed ids make every insert an upsert of the same row: running the seed twice changes nothing.
+const ids = {
+  greetingWorkflow: '5eed0000-0000-4000-8000-000000000001',
+  fetchWorkflow: '5eed0000-0000-4000-8000-000000000002',
+  dailyJob: '5eed0000-0000-4000-8000-000000000101',
+  completedExecution: '5eed0000-0000-4000-8000-000000000201',
+  failedExecution: '5eed0000-0000-4000-8000-000000000202',
+} as const;
+
+const greetingGraph = {
+  nodes: [
+    { id: 'start', type: 'trigger.manual', name: 'Start', params: {} },
+    { id: 'greet', type: 'transform', name: 'Greet', params: { expression: '"Hello, " & input.name' } },
+  ],
+  edges: [{ source: 'start', target: 'greet' }],
+};
+
+const fetchGraph = {
+  nodes: [
+    { id: 'tick', type: 'trigger.schedule', name: 'Every morning', params: {} },
+    { id: 'fetch', type: 'http.request', name: 'Fetch status', params: { method: 'GET' as const, url: 'https://status.example.com/api' } },
+    { id: 'healthy', type: 'condition', name: 'Healthy?', params: { expression: 'steps.fetch.status = 200' } },
+    { id: 'alert', type: 'transform', name: 'Alert', params: { expression: '"status page is down"' } },
+  ],
+  edges: [
+    { source: 'tick', target: 'fetch' },
+    { source: 'fetch', target: 'healthy' },
+    { source: 'healthy', target: 'alert', when: false },
+  ],
+};
+
+/**
+ * Idempotent demo data: fixed identities and upserts, so a second run leaves the same rows.
+ * The demo password is public, so seeding is refused in production.
+ */
+export async function seedDemoData(database: DbClient, config: Config, logger: Logger): Promise<SeedSummary> {
+  if (config.isProduction) throw new Error('db:seed refused: NODE_ENV is production (the demo password is public).');
+  const userId = await ensureDemoUser(database, config, logger);
+  const { db } = database;
+  const at = (iso: string) => new Date(iso);
+
+  for (const [id, name, description, graph] of [
+    [ids.greetingWorkflow, 'Greeting', 'Says hello to the name in the input.', greetingGraph],
+    [ids.fetchWorkflow, 'Status check', 'Fetches a status page every morning and alerts when it is down.', fetchGraph],
+  ] as const) {
+    await db
+      .insert(workflows)
+      .values({ id, userId, name, description, nodes: graph.nodes, edges: graph.edges, createdAt: at('2026-01-01T09:00:00Z'), updatedAt: at('2026-01-01T09:00:00Z') })
+      .onConflictDoUpdate({ target: workflows.id, set: { name, description, nodes: graph.nodes, edges: graph.edges } });
+  }
+
+  const schedule = parseSchedule('0 8 * * *', 'Europe/Paris');
+  if ('errors' in schedule) throw new Error('the demo schedule is invalid');
+  await db
+    .insert(jobs)
+    .values({
+      id: ids.dailyJob,
+      userId,
+      workflowId: ids.fetchWorkflow,
+      name: 'Morning status check',
+      definitionNL: 'Every day at 8:00 Paris time, check the status page and alert if it is down.',
+      cron: schedule.schedule.cron,
+      timezone: schedule.schedule.timezone,
+      status: 'PAUSED',
+      createdAt: at('2026-01-01T09:05:00Z'),
+      updatedAt: at('2026-01-01T09:05:00Z'),
+    })
+    .onConflictDoNothing({ target: jobs.id });
+
+  await db
+    .insert(executions)
+    .values([
+      {
+        id: ids.completedExecution,
+        userId,
+        workflowId: ids.greetingWorkflow,
+        workflowVersion: 1,
+        workflowSnapshot: greetingGraph,
+        trigger: 'manual',
+        status: 'completed',
+        input: { name: 'Ada' },
+        output: { greet: 'Hello, Ada' },
+        startedAt: at('2026-01-02T10:00:00.000Z'),
+        finishedAt: at('2026-01-02T10:00:00.120Z'),
+        createdAt: at('2026-01-02T10:00:00.000Z'),
+      },
+      {
+        id: ids.failedExecution,
+        userId,
+        workflowId: ids.fetchWorkflow,
+        workflowVersion: 1,
+        workflowSnapshot: fetchGraph,
+        jobId: ids.dailyJob,
+        trigger: 'schedule',
+        status: 'failed',
+        input: { jobId: ids.dailyJob, scheduledAt: '2026-01-03T07:00:00.000Z' },
+        error: { nodeId: 'fetch', message: 'HTTP 503 from status.example.com' },
+        startedAt: at('2026-01-03T07:00:00.010Z'),
+        finishedAt: at('2026-01-03T07:00:02.500Z'),
+        createdAt: at('2026-01-03T07:00:00.000Z'),
+      },
+    ])
+    .onConflictDoNothing({ target: executions.id });
+
+  await db
+    .insert(executionSteps)
+    .values([
+      { executionId: ids.completedExecution, nodeId: 'start', status: 'completed', attempt: 1, output: { name: 'Ada' } },
+      { executionId: ids.completedExecution, nodeId: 'greet', status: 'completed', attempt: 1, output: 'Hello, Ada' },
+      { executionId: ids.failedExecution, nodeId: 'tick', status: 'completed', attempt: 1 },
+      { executionId: ids.failedExecution, nodeId: 'fetch', status: 'failed', attempt: 3, error: { message: 'HTTP 503' } },
+      { executionId: ids.failedExecution, nodeId: 'healthy', status: 'skipped', attempt: 0 },
+      { executionId: ids.failedExecution, nodeId: 'alert', status: 'skipped', attempt: 0 },
+    ])
+    .onConflictDoNothing({ target: [executionSteps.executionId, executionSteps.nodeId] });
+
+  return { userId, workflows: 2, jobs: 1, executions: 2 };
+}
+
+async function ensureDemoUser(database: DbClient, config: Config, logger: Logger): Promise<string> {
+  const [existing] = await database.db.select({ id: user.id }).from(user).where(eq(user.email, DEMO_USER.email));
+  if (existing) return existing.id;
+  // Through Better Auth, so the password is hashed and the account row made exactly as sign-up does.
+  const auth = createAuth({ config, db: database.db, logger });
+  const result = await auth.api.signUpEmail({ body: { ...DEMO_USER } });
+  return result.user.id;
+}

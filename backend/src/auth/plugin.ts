@@ -1,0 +1,202 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import type { EventBus } from '../engine/events.js';
+import { sha256 } from '../lib/http.js';
+import { ProblemError, unauthorized } from '../lib/problem.js';
+import { hashApiKey, presentedApiKey, verifyApiKey } from './api-keys.js';
+import { CLIENT_IP_HEADER, type Auth } from './auth.js';
+import { CallerCache } from './caller-cache.js';
+import type { RequestCaller, RequestUser } from './caller.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    auth: Auth;
+    callerCache: CallerCache;
+    /** Drops a user's cached callers here and on every replica (after a sign-out or a revocation). */
+    forgetCallers(userId: string): Promise<void>;
+    authFailures: FailureCounter;
+  }
+  interface FastifyRequest {
+    /** The caller and how it proved itself; set by `requireUser` on protected routes only. */
+    caller: RequestCaller;
+    /** The calling user (`caller.user`); set by `requireUser` on protected routes only. */
+    user: RequestUser;
+  }
+}
+
+/** Copies Node's headers into a Fetch Headers object, with the client address Better Auth may trust. */
+function toFetchHeaders(request: FastifyRequest): Headers {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (value === undefined || name === CLIENT_IP_HEADER) continue;
+    if (Array.isArray(value)) for (const item of value) headers.append(name, item);
+    else headers.set(name, String(value));
+  }
+  headers.set(CLIENT_IP_HEADER, request.ip);
+  return headers;
+}
+
+// Hop-by-hop or length headers describe the Fetch response's framing, not ours.
+const skippedResponseHeaders = new Set(['content-length', 'transfer-encoding', 'connection', 'content-encoding', 'set-cookie']);
+
+export interface AuthPluginOptions {
+  readonly auth: Auth;
+  /** Public API root (…/api): the origin of the URLs handed to Better Auth. */
+  readonly apiBaseUrl: string;
+  readonly bus: EventBus;
+  /** How long a verified caller is reused without a query (0: never). */
+  readonly callerCacheTtlMs: number;
+  /** Bad or missing credentials allowed per client address per minute before 429. */
+  readonly failureLimitPerMinute: number;
+  /** Takes a database permit for the request (the auth endpoints use the database). */
+  readonly admit: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+}
+
+/** Auth endpoints that only create sessions: nothing cached can be invalidated by them. */
+const sessionCreatingPaths = new Set(['/api/auth/sign-in/email', '/api/auth/sign-up/email']);
+
+async function authPlugin(app: FastifyInstance, { auth, apiBaseUrl, bus, callerCacheTtlMs, failureLimitPerMinute, admit }: AuthPluginOptions) {
+  const cache = new CallerCache(callerCacheTtlMs);
+  app.decorate('auth', auth);
+  app.decorate('callerCache', cache);
+  app.decorate('authFailures', new FailureCounter(failureLimitPerMinute, 60_000));
+  app.decorate('forgetCallers', async (userId: string) => {
+    cache.forgetUser(userId);
+    await bus.publish({ kind: 'callers-changed', userId });
+  });
+  const unsubscribe = bus.subscribe((message) => {
+    if (message.kind === 'callers-changed') cache.forgetUser(message.userId);
+  });
+  app.addHook('onClose', async () => unsubscribe());
+  // Fastify needs an initial value; outside the protected scope these stay null and are never read.
+  app.decorateRequest('caller', null as unknown as RequestCaller);
+  app.decorateRequest('user', null as unknown as RequestUser);
+
+  const origin = new URL(apiBaseUrl).origin;
+
+  // Better Auth is a Fetch handler: hand it a Request, copy its Response back. Its endpoints and
+  // bodies are its own (API.md: "unchanged"), so the route is hidden from our OpenAPI document.
+  app.route({
+    method: ['GET', 'POST'],
+    url: '/api/auth/*',
+    schema: { hide: true },
+    onRequest: admit,
+    async handler(request: FastifyRequest, reply: FastifyReply) {
+      const path = request.url.split('?')[0] ?? '';
+      // Any other state-changing auth call (sign-out, revoke sessions, change password, delete user)
+      // may end sessions: whose they are is known before, and the caches are told after.
+      const invalidates = request.method === 'POST' && !sessionCreatingPaths.has(path);
+      const userBefore = invalidates ? (await resolveCaller(request))?.user.id : undefined;
+      const hasBody = request.method !== 'GET' && request.body !== undefined && request.body !== null;
+      const response = await auth.handler(
+        new Request(new URL(request.url, origin), {
+          method: request.method,
+          headers: toFetchHeaders(request),
+          ...(hasBody ? { body: JSON.stringify(request.body) } : {}),
+        }),
+      );
+      reply.code(response.status);
+      response.headers.forEach((value, name) => {
+        if (!skippedResponseHeaders.has(name)) reply.header(name, value);
+      });
+      const cookies = response.headers.getSetCookie();
+      if (cookies.length > 0) reply.header('set-cookie', cookies);
+      if (userBefore && response.ok) await app.forgetCallers(userBefore);
+      return reply.send(response.body ? await response.text() : null);
+    },
+  });
+}
+
+/**
+ * Resolves the caller: an API key when the request presents one (a bad key is refused, never
+ * passed over for a cookie), else the Better Auth session cookie.
+ */
+export async function resolveCaller(request: FastifyRequest): Promise<RequestCaller | null> {
+  const { callerCache } = request.server;
+  const apiKey = presentedApiKey(request.headers);
+  if (apiKey !== undefined) {
+    const cacheKey = `key:${hashApiKey(apiKey)}`;
+    const cached = callerCache.get(cacheKey);
+    if (cached) return cached;
+    const owner = await verifyApiKey(request.server.db, apiKey);
+    if (!owner) return null;
+    const caller: RequestCaller = { user: { id: owner.id, name: owner.name, email: owner.email }, via: 'api-key' };
+    callerCache.set(cacheKey, caller, owner.expiresAt);
+    return caller;
+  }
+  const sessionCookie = sessionCookieOf(request.headers.cookie);
+  if (sessionCookie === undefined) return null;
+  const cacheKey = `session:${sha256(sessionCookie)}`;
+  const cached = callerCache.get(cacheKey);
+  if (cached) return cached;
+  const session = await request.server.auth.api.getSession({ headers: toFetchHeaders(request) });
+  if (!session) return null;
+  const { id, name, email } = session.user;
+  const caller: RequestCaller = { user: { id, name, email }, via: 'session' };
+  callerCache.set(cacheKey, caller, new Date(session.session.expiresAt));
+  return caller;
+}
+
+/** The session cookie's value (`better-auth.session_token`, or its `__Secure-` form in production). */
+function sessionCookieOf(header: string | undefined): string | undefined {
+  if (!header) return undefined;
+  for (const pair of header.split(';')) {
+    const separator = pair.indexOf('=');
+    if (separator === -1) continue;
+    if (pair.slice(0, separator).trim().endsWith('better-auth.session_token')) return pair.slice(separator + 1).trim();
+  }
+  return undefined;
+}
+
+/**
+ * onRequest hook of the protected scope: sets `request.caller` and `request.user`, or answers 401.
+ * A client address that keeps failing (guessing keys or cookies) gets 429 for the rest of the minute.
+ */
+export async function requireUser(request: FastifyRequest): Promise<void> {
+  const failures = request.server.authFailures;
+  if (failures.isBlocked(request.ip)) {
+    throw new ProblemError(429, 'RATE_LIMITED', 'Too many requests without valid credentials from this address.', {
+      headers: { 'retry-after': String(failures.retryAfterSeconds(request.ip)) },
+    });
+  }
+  const caller = await resolveCaller(request);
+  if (!caller) {
+    failures.record(request.ip);
+    throw unauthorized();
+  }
+  request.caller = caller;
+  request.user = caller.user;
+}
+
+/** Failures per key in fixed windows, in memory: a brake on guessing, not an accounting. */
+class FailureCounter {
+  private readonly windows = new Map<string, { count: number; resetAt: number }>();
+
+  constructor(
+    private readonly limit: number,
+    private readonly windowMs: number,
+  ) {}
+
+  record(key: string): void {
+    const now = Date.now();
+    const window = this.windows.get(key);
+    if (!window || window.resetAt <= now) {
+      if (this.windows.size > 100_000) this.windows.clear();
+      this.windows.set(key, { count: 1, resetAt: now + this.windowMs });
+    } else {
+      window.count++;
+    }
+  }
+
+  isBlocked(key: string): boolean {
+    const window = this.windows.get(key);
+    return window !== undefined && window.resetAt > Date.now() && window.count >= this.limit;
+  }
+
+  retryAfterSeconds(key: string): number {
+    const window = this.windows.get(key);
+    return window ? Math.max(1, Math.ceil((window.resetAt - Date.now()) / 1000)) : 1;
+  }
+}
+
+export default fp(authPlugin, { name: 'autonode-auth', fastify: '5.x', dependencies: ['autonode-db'] });

@@ -1,0 +1,260 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+
+/** The repository root: `.data/` (the embedded database) lives here, whatever the working directory. */
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/**
+ * The secret used when BETTER_AUTH_SECRET is unset outside production. It is public (it is in this
+ * file), so production refuses it: sessions signed with it could be forged by anyone.
+ */
+export const DEVELOPMENT_AUTH_SECRET = 'autonode-development-secret-do-not-use-in-production';
+
+const booleanFromEnv = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'expected true or false' })
+  .transform((value) => value === 'true' || value === '1' || value === 'yes');
+
+const integerFromEnv = (min: number, max: number) =>
+  z.coerce
+    .number({ message: 'expected a whole number' })
+    .int({ message: 'expected a whole number' })
+    .min(min, { message: `expected a number >= ${min}` })
+    .max(max, { message: `expected a number <= ${max}` });
+
+const originList = z.string().transform((value, ctx) => {
+  const origins: string[] = [];
+  for (const entry of value.split(',').map((part) => part.trim()).filter(Boolean)) {
+    let url: URL;
+    try {
+      url = new URL(entry);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `'${entry}' is not an origin (scheme://host[:port])` });
+      return z.NEVER;
+    }
+    if (url.origin !== entry.replace(/\/$/, '')) {
+      ctx.addIssue({ code: 'custom', message: `'${entry}' must be a bare origin such as ${url.origin}` });
+      return z.NEVER;
+    }
+    origins.push(url.origin);
+  }
+  return origins;
+});
+
+/**
+ * Fastify's `trustProxy`: false (ignore X-Forwarded-*), true (trust every hop), a hop count, or a
+ * comma-separated list of proxy addresses/CIDRs. Only a trusted proxy may set the client address.
+ */
+const trustProxy = z.string().transform((value, ctx): boolean | number | string[] => {
+  const trimmed = value.trim();
+  if (trimmed === 'false' || trimmed === '') return false;
+  if (trimmed === 'true') return true;
+  if (/^\d+$/.test(trimmed)) return Number(trimmed);
+  const entries = trimmed.split(',').map((part) => part.trim()).filter(Boolean);
+  if (entries.every((entry) => /^[0-9a-fA-F:.]+(\/\d{1,3})?$/.test(entry) || entry === 'loopback' || entry === 'linklocal' || entry === 'uniquelocal')) {
+    return entries;
+  }
+  ctx.addIssue({ code: 'custom', message: 'expected false, true, a hop count, or a comma-separated list of addresses/CIDRs' });
+  return z.NEVER;
+});
+
+const postgresUrl = z
+  .string()
+  .refine((value) => /^postgres(ql)?:\/\//.test(value), { message: 'expected a postgres:// or postgresql:// URL' });
+
+const variablesSchema = z.object({
+    NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+    HOST: z.string().min(1).default('127.0.0.1'),
+    PORT: integerFromEnv(0, 65535).default(3000),
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    DATABASE_URL: postgresUrl.optional(),
+    EMBEDDED_DATA_DIR: z.string().min(1).default(path.join(repoRoot, '.data')),
+    DB_POOL_SIZE: integerFromEnv(1, 1000).default(10),
+    DB_IDLE_TIMEOUT: integerFromEnv(0, 86_400).default(20),
+    DB_CONNECT_TIMEOUT: integerFromEnv(1, 600).default(10),
+    DB_STATEMENT_TIMEOUT: integerFromEnv(0, 3_600_000).default(30_000),
+    MIGRATE_ON_START: booleanFromEnv.default(false),
+    AUTH_BASE_URL: z
+      .url({ message: 'expected an absolute http(s) URL' })
+      .default('http://localhost:3000/api')
+      .refine((value) => /^https?:$/.test(new URL(value).protocol), { message: 'expected an http(s) URL' })
+      .refine((value) => new URL(value).pathname.replace(/\/+$/, '') === '/api', {
+        message: 'must be the public URL of the API root, ending in /api (for example http://localhost:3000/api)',
+      })
+      .transform((value) => value.replace(/\/+$/, '')),
+    BETTER_AUTH_SECRET: z.string().min(32, { message: 'must be at least 32 characters' }).optional(),
+    CORS_ORIGINS: originList.default(['http://localhost:8100']),
+    AUTH_CACHE_TTL_MS: integerFromEnv(0, 60_000).default(5_000),
+    AUTH_RATE_LIMIT_MAX: integerFromEnv(1, 1_000_000).default(10),
+    AUTH_RATE_LIMIT_WINDOW_S: integerFromEnv(1, 86_400).default(60),
+    RATE_LIMIT_MAX: integerFromEnv(1, 10_000_000).default(1_200),
+    RATE_LIMIT_WINDOW_MS: integerFromEnv(1_000, 86_400_000).default(60_000),
+    AUTH_FAILURE_LIMIT: integerFromEnv(1, 1_000_000).default(60),
+    DB_ACQUIRE_TIMEOUT_MS: integerFromEnv(1, 60_000).default(3_000),
+    HANDLER_TIMEOUT_MS: integerFromEnv(100, 600_000).default(30_000),
+    TRUST_PROXY: trustProxy.default(false),
+    SHUTDOWN_GRACE_MS: integerFromEnv(0, 600_000).default(10_000),
+    ENABLE_TEST_ROUTES: booleanFromEnv.default(false),
+    ENGINE_ENABLED: booleanFromEnv.default(true),
+    ENGINE_CONCURRENCY: integerFromEnv(1, 1000).default(4),
+    ENGINE_LEASE_MS: integerFromEnv(1_000, 3_600_000).default(30_000),
+    ENGINE_POLL_MS: integerFromEnv(10, 60_000).default(500),
+    ENGINE_HTTP_ALLOW: z.string().default('').transform((value) => value.split(',').map((entry) => entry.trim()).filter(Boolean)),
+    ENGINE_HTTP_TIMEOUT_MS: integerFromEnv(1, 300_000).default(30_000),
+    ENGINE_HTTP_MAX_RESPONSE_BYTES: integerFromEnv(1_024, 100 * 1024 * 1024).default(1024 * 1024),
+    ENGINE_MAX_PAYLOAD_BYTES: integerFromEnv(1_024, 100 * 1024 * 1024).default(1024 * 1024),
+});
+
+/** Every variable the service reads (the .env.example test checks each is documented). */
+export const configVariables = Object.keys(variablesSchema.shape);
+
+const environmentSchema = variablesSchema.superRefine((env, ctx) => {
+    if (env.NODE_ENV !== 'production') return;
+    if (!env.DATABASE_URL) {
+      ctx.addIssue({ code: 'custom', path: ['DATABASE_URL'], message: 'is required in production (the embedded database is for development only)' });
+    }
+    if (!env.BETTER_AUTH_SECRET || env.BETTER_AUTH_SECRET === DEVELOPMENT_AUTH_SECRET) {
+      ctx.addIssue({ code: 'custom', path: ['BETTER_AUTH_SECRET'], message: 'must be set to a private random value in production (openssl rand -base64 32)' });
+    }
+    if (env.ENABLE_TEST_ROUTES) {
+      ctx.addIssue({ code: 'custom', path: ['ENABLE_TEST_ROUTES'], message: 'must not be enabled in production' });
+    }
+  });
+
+export type DatabaseTarget =
+  | { kind: 'external'; url: string }
+  | { kind: 'embedded'; dataDir: string };
+
+export interface Config {
+  readonly env: 'development' | 'test' | 'production';
+  readonly isProduction: boolean;
+  readonly host: string;
+  readonly port: number;
+  readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  readonly database: DatabaseTarget;
+  readonly db: {
+    readonly poolSize: number;
+    readonly idleTimeoutSeconds: number;
+    readonly connectTimeoutSeconds: number;
+    /** 0 disables the server-side limit. */
+    readonly statementTimeoutMs: number;
+    readonly migrateOnStart: boolean;
+    /** Longest a request waits for a free database connection before it is answered 503. */
+    readonly acquireTimeoutMs: number;
+  };
+  readonly auth: {
+    /** Public URL of the API root (…/api); Better Auth lives at `${apiBaseUrl}/auth`. */
+    readonly apiBaseUrl: string;
+    readonly secret: string;
+    readonly trustedOrigins: readonly string[];
+    /** How long a verified session or API key is reused without a query (0: never). */
+    readonly callerCacheTtlMs: number;
+    /** Better Auth's own limiter on sign-in/sign-up, per client address, stored in the database (all replicas). */
+    readonly rateLimit: { readonly max: number; readonly windowSeconds: number };
+    /** Requests with a bad or missing credential allowed per client address per minute before 429. */
+    readonly failureLimitPerMinute: number;
+  };
+  /** Longest a request may take before it is answered 503 (whatever it waits on). */
+  readonly handlerTimeoutMs: number;
+  /** Requests per caller (user) per window on /api/v1. */
+  readonly rateLimit: { readonly max: number; readonly windowMs: number };
+  readonly corsOrigins: readonly string[];
+  readonly trustProxy: boolean | number | readonly string[];
+  readonly shutdownGraceMs: number;
+  readonly enableTestRoutes: boolean;
+  readonly engine: EngineConfig;
+}
+
+export interface EngineConfig {
+  /** Run the engine (workers and scheduler) inside this process. */
+  readonly enabled: boolean;
+  /** Executions this process runs at once. */
+  readonly concurrency: number;
+  /** How long a claimed execution stays ours without a heartbeat (a crashed worker's work is reclaimed after it). */
+  readonly leaseMs: number;
+  /** How often an idle worker looks for work that no notification announced (delays, backoffs, expired leases). */
+  readonly pollMs: number;
+  readonly http: {
+    /** Loopback/private addresses or host names http.request may reach anyway. */
+    readonly allow: readonly string[];
+    readonly timeoutMs: number;
+    readonly maxResponseBytes: number;
+  };
+  /** Largest execution input and step output, as JSON. */
+  readonly maxPayloadBytes: number;
+}
+
+/** Thrown for an unusable environment; `message` is one line naming the variable and the problem. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => `${issue.path.join('.') || 'environment'}: ${issue.message}`)
+    .join('; ');
+}
+
+/** Parses the environment once into a frozen, typed config. Empty strings count as unset. */
+export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
+  const present = Object.fromEntries(
+    Object.entries(source).filter(([, value]) => value !== undefined && value !== ''),
+  );
+  const parsed = environmentSchema.safeParse(present);
+  if (!parsed.success) {
+    throw new ConfigError(`Invalid configuration: ${describeIssues(parsed.error)}`);
+  }
+  const env = parsed.data;
+  const config: Config = {
+    env: env.NODE_ENV,
+    isProduction: env.NODE_ENV === 'production',
+    host: env.HOST,
+    port: env.PORT,
+    logLevel: env.LOG_LEVEL,
+    database: env.DATABASE_URL
+      ? { kind: 'external', url: env.DATABASE_URL }
+      : { kind: 'embedded', dataDir: path.resolve(env.EMBEDDED_DATA_DIR) },
+    db: {
+      poolSize: env.DB_POOL_SIZE,
+      idleTimeoutSeconds: env.DB_IDLE_TIMEOUT,
+      connectTimeoutSeconds: env.DB_CONNECT_TIMEOUT,
+      statementTimeoutMs: env.DB_STATEMENT_TIMEOUT,
+      migrateOnStart: env.MIGRATE_ON_START,
+      acquireTimeoutMs: env.DB_ACQUIRE_TIMEOUT_MS,
+    },
+    auth: {
+      apiBaseUrl: env.AUTH_BASE_URL,
+      secret: env.BETTER_AUTH_SECRET ?? DEVELOPMENT_AUTH_SECRET,
+      trustedOrigins: Object.freeze([...env.CORS_ORIGINS]),
+      callerCacheTtlMs: env.AUTH_CACHE_TTL_MS,
+      rateLimit: { max: env.AUTH_RATE_LIMIT_MAX, windowSeconds: env.AUTH_RATE_LIMIT_WINDOW_S },
+      failureLimitPerMinute: env.AUTH_FAILURE_LIMIT,
+    },
+    rateLimit: { max: env.RATE_LIMIT_MAX, windowMs: env.RATE_LIMIT_WINDOW_MS },
+    handlerTimeoutMs: env.HANDLER_TIMEOUT_MS,
+    corsOrigins: Object.freeze([...env.CORS_ORIGINS]),
+    trustProxy: Array.isArray(env.TRUST_PROXY) ? Object.freeze([...env.TRUST_PROXY]) : env.TRUST_PROXY,
+    shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
+    enableTestRoutes: env.ENABLE_TEST_ROUTES,
+    engine: {
+      enabled: env.ENGINE_ENABLED,
+      concurrency: env.ENGINE_CONCURRENCY,
+      leaseMs: env.ENGINE_LEASE_MS,
+      pollMs: env.ENGINE_POLL_MS,
+      http: {
+        allow: Object.freeze([...env.ENGINE_HTTP_ALLOW]),
+        timeoutMs: env.ENGINE_HTTP_TIMEOUT_MS,
+        maxResponseBytes: env.ENGINE_HTTP_MAX_RESPONSE_BYTES,
+      },
+      maxPayloadBytes: env.ENGINE_MAX_PAYLOAD_BYTES,
+    },
+  };
+  return deepFreeze(config);
+}
+
+function deepFreeze<T extends object>(value: T): T {
+  for (const child of Object.values(value)) {
+    if (child && typeof child === 'object' && !Object.isFrozen(child)) deepFreeze(child);
+  }
+  return Object.freeze(value);
+}

@@ -1,0 +1,99 @@
+import { relations, sql } from 'drizzle-orm';
+import { index, integer, jsonb, pgEnum, pgTable, text, uniqueIndex, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core';
+import type { WorkflowEdge, WorkflowNode } from '../../engine/graph.js';
+import { user } from './auth.js';
+import { createdAt, millisecondTimestamp, ownerId } from './columns.js';
+import { jobs } from './jobs.js';
+import { workflows } from './workflows.js';
+
+export const executionStatuses = ['pending', 'running', 'paused', 'completed', 'failed', 'cancelled'] as const;
+export const executionStatus = pgEnum('execution_status', executionStatuses);
+export const executionTriggers = ['manual', 'schedule', 'retry'] as const;
+export const executionTrigger = pgEnum('execution_trigger', executionTriggers);
+export const stepStatuses = ['pending', 'running', 'completed', 'failed', 'skipped'] as const;
+export const stepStatus = pgEnum('step_status', stepStatuses);
+
+/** The graph an execution ran, frozen at its start: later edits of the workflow do not change it. */
+export interface WorkflowSnapshot {
+  nodes: WorkflowNode[];
+  edges: WorkflowEdge[];
+}
+
+export const executions = pgTable(
+  'executions',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    userId: ownerId(),
+    workflowId: uuid('workflow_id')
+      .notNull()
+      .references(() => workflows.id, { onDelete: 'cascade' }),
+    workflowVersion: integer('workflow_version').notNull(),
+    workflowSnapshot: jsonb('workflow_snapshot').$type<WorkflowSnapshot>().notNull(),
+    // A job's history outlives the job: deleting a job keeps its executions.
+    jobId: uuid('job_id').references(() => jobs.id, { onDelete: 'set null' }),
+    trigger: executionTrigger('trigger').notNull(),
+    status: executionStatus('status').notNull().default('pending'),
+    input: jsonb('input').$type<unknown>(),
+    output: jsonb('output').$type<unknown>(),
+    error: jsonb('error').$type<unknown>(),
+    startedAt: millisecondTimestamp('started_at'),
+    finishedAt: millisecondTimestamp('finished_at'),
+    createdAt: createdAt(),
+    /** The execution this one retries (trigger `retry`). */
+    retryOfId: uuid('retry_of_id').references((): AnyPgColumn => executions.id, { onDelete: 'set null' }),
+    /** The worker holding the execution while it runs, and until when; an expired lease is claimed again. */
+    leaseOwner: text('lease_owner'),
+    leaseExpiresAt: millisecondTimestamp('lease_expires_at'),
+    /** A pending or paused execution is not runnable before this time (a delay, a retry backoff). */
+    wakeAt: millisecondTimestamp('wake_at'),
+    /** Bumped by every change to the execution or its steps: orders the live events. */
+    revision: integer('revision').notNull().default(0),
+  },
+  (table) => [
+    // The engine's claim: runnable executions, and running ones whose worker stopped renewing its lease.
+    index('executions_runnable_idx').on(table.wakeAt).where(sql`${table.status} in ('pending', 'paused')`),
+    index('executions_lease_idx').on(table.leaseExpiresAt).where(sql`${table.status} = 'running'`),
+    index('executions_user_created_idx').on(table.userId, table.createdAt, table.id),
+    index('executions_user_workflow_created_idx').on(table.userId, table.workflowId, table.createdAt, table.id),
+    index('executions_user_status_created_idx').on(table.userId, table.status, table.createdAt, table.id),
+    index('executions_user_job_created_idx').on(table.userId, table.jobId, table.createdAt, table.id),
+    index('executions_workflow_idx').on(table.workflowId),
+    index('executions_job_idx').on(table.jobId),
+  ],
+);
+
+export const executionSteps = pgTable(
+  'execution_steps',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    executionId: uuid('execution_id')
+      .notNull()
+      .references(() => executions.id, { onDelete: 'cascade' }),
+    nodeId: text('node_id').notNull(),
+    status: stepStatus('status').notNull().default('pending'),
+    /** Attempts made so far (retries included). */
+    attempt: integer('attempt').notNull().default(0),
+    input: jsonb('input').$type<unknown>(),
+    output: jsonb('output').$type<unknown>(),
+    error: jsonb('error').$type<unknown>(),
+    startedAt: millisecondTimestamp('started_at'),
+    finishedAt: millisecondTimestamp('finished_at'),
+    createdAt: createdAt(),
+  },
+  (table) => [
+    // One row per node of an execution; its attempts are counted in the row.
+    uniqueIndex('execution_steps_execution_node_idx').on(table.executionId, table.nodeId),
+    index('execution_steps_execution_created_idx').on(table.executionId, table.createdAt, table.id),
+  ],
+);
+
+export const executionsRelations = relations(executions, ({ one, many }) => ({
+  owner: one(user, { fields: [executions.userId], references: [user.id] }),
+  workflow: one(workflows, { fields: [executions.workflowId], references: [workflows.id] }),
+  job: one(jobs, { fields: [executions.jobId], references: [jobs.id] }),
+  steps: many(executionSteps),
+}));
+
+export const executionStepsRelations = relations(executionSteps, ({ one }) => ({
+  execution: one(executions, { fields: [executionSteps.executionId], references: [executions.id] }),
+}));

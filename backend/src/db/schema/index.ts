@@ -1,0 +1,6 @@
+export * from './auth.js';
+export * from './workflows.js';
+export * from './jobs.js';
+export * from './executions.js';
+export * from './api-keys.js';
+export * from './idempotency.js';

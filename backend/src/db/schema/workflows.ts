@@ -1,0 +1,32 @@
+import { relations } from 'drizzle-orm';
+import { index, integer, jsonb, pgTable, text, uuid } from 'drizzle-orm/pg-core';
+import type { WorkflowEdge, WorkflowNode } from '../../engine/graph.js';
+import { user } from './auth.js';
+import { createdAt, ownerId, updatedAt } from './columns.js';
+
+export const workflows = pgTable(
+  'workflows',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    userId: ownerId(),
+    name: text('name').notNull(),
+    description: text('description').notNull().default(''),
+    nodes: jsonb('nodes').$type<WorkflowNode[]>().notNull(),
+    edges: jsonb('edges').$type<WorkflowEdge[]>().notNull(),
+    /** Bumped on every change; the ETag, and what an execution records as the version it ran. */
+    version: integer('version').notNull().default(1),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  // Ascending (user, sort key, id): read forwards or backwards, each serves both sort directions
+  // of a keyset page with no Sort node (drizzle's .desc() would be DESC NULLS LAST, a different order).
+  (table) => [
+    index('workflows_user_created_idx').on(table.userId, table.createdAt, table.id),
+    index('workflows_user_updated_idx').on(table.userId, table.updatedAt, table.id),
+    index('workflows_user_name_idx').on(table.userId, table.name, table.id),
+  ],
+);
+
+export const workflowsRelations = relations(workflows, ({ one }) => ({
+  owner: one(user, { fields: [workflows.userId], references: [user.id] }),
+}));

@@ -1,0 +1,187 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import type { EngineConfig } from '../config.js';
+import type { DbClient } from '../db/client.js';
+import { isDatabaseUnavailable } from '../db/errors.js';
+import { PostgresEventBus, type EventBus } from './events.js';
+import { ExecutionRunner } from './runner.js';
+import { fireDueJobs } from './scheduler.js';
+import { EngineStore, type ClaimedExecution } from './store.js';
+
+export interface EngineDeps {
+  readonly database: DbClient;
+  readonly bus: EventBus;
+  readonly config: EngineConfig;
+  readonly logger: Logger;
+}
+
+/**
+ * The workers and the scheduler of one process. PostgreSQL is the queue: executions are claimed
+ * with SKIP LOCKED and held by a lease renewed by heartbeat, so any number of processes can run
+ * side by side on one database, and a crashed one's work is taken over when its lease expires.
+ */
+export class Engine {
+  readonly workerId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  private readonly store: EngineStore;
+  private readonly runner: ExecutionRunner;
+  private readonly running = new Map<string, { controller: AbortController; done: Promise<void>; userId: string }>();
+  private readonly log: Logger;
+  private state: 'idle' | 'running' | 'draining' | 'stopped' = 'idle';
+  private wakeUp: (() => void) | undefined;
+  private loop: Promise<void> | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private schedulerTimer: NodeJS.Timeout | undefined;
+  private unsubscribe: (() => void) | undefined;
+
+  constructor(private readonly deps: EngineDeps) {
+    this.log = deps.logger.child({ module: 'engine', workerId: this.workerId });
+    this.store = new EngineStore(deps.database.sql, this.workerId, deps.bus instanceof PostgresEventBus);
+    this.runner = new ExecutionRunner(
+      this.store,
+      deps.bus,
+      {
+        http: { allow: deps.config.http.allow, maxResponseBytes: deps.config.http.maxResponseBytes, defaultTimeoutMs: deps.config.http.timeoutMs },
+        maxPayloadBytes: deps.config.maxPayloadBytes,
+        now: () => new Date(),
+      },
+      this.log,
+    );
+  }
+
+  start(): void {
+    if (this.state !== 'idle') return;
+    this.state = 'running';
+    this.unsubscribe = this.deps.bus.subscribe((message) => {
+      if (message.kind === 'work') this.wake();
+      // A cancel (from any replica) reaches the worker running it at once: its step is aborted.
+      else if (message.kind === 'execution' && message.status === 'cancelled') this.running.get(message.executionId)?.controller.abort();
+    });
+    this.heartbeatTimer = setInterval(() => void this.heartbeat(), Math.max(100, Math.floor(this.deps.config.leaseMs / 3)));
+    this.heartbeatTimer.unref();
+    // Cron has minute resolution: looking for due jobs every second (or every poll, if slower) is enough.
+    this.schedulerTimer = setInterval(() => void this.fireSchedules(), Math.max(1_000, this.deps.config.pollMs));
+    this.schedulerTimer.unref();
+    void this.fireSchedules();
+    this.loop = this.claimLoop();
+    this.log.info({ concurrency: this.deps.config.concurrency }, 'engine started');
+  }
+
+  /** Nudges the claim loop (new work was announced). */
+  wake(): void {
+    this.wakeUp?.();
+  }
+
+  private async claimLoop(): Promise<void> {
+    let backoffMs = this.deps.config.pollMs;
+    while (this.state === 'running') {
+      try {
+        const free = this.deps.config.concurrency - this.running.size;
+        const claimed = free > 0 ? await this.store.claim(free, this.deps.config.leaseMs) : [];
+        for (const execution of claimed) this.launch(execution);
+        backoffMs = this.deps.config.pollMs;
+        // A full batch suggests more work waiting: look again at once.
+        if (claimed.length > 0 && claimed.length === free) continue;
+      } catch (error) {
+        // The database is down or refusing: stop claiming, back off, try again (nothing is lost: the rows wait).
+        backoffMs = Math.min(backoffMs * 2, 5_000);
+        if (isDatabaseUnavailable(error)) this.log.warn({ err: error, retryInMs: backoffMs }, 'engine cannot reach the database');
+        else this.log.error({ err: error, retryInMs: backoffMs }, 'engine loop failed');
+      }
+      await this.idle(backoffMs);
+    }
+  }
+
+  /** The scheduler runs on its own timer, so a busy claim loop does not pay a transaction per turn. */
+  private async fireSchedules(): Promise<void> {
+    if (this.state !== 'running') return;
+    try {
+      const fired = await fireDueJobs(this.deps.database.sql);
+      for (const job of fired) this.log.info({ jobId: job.jobId, executionId: job.executionId, scheduledAt: job.scheduledAt }, 'job fired');
+      if (fired.length > 0) this.wake();
+    } catch (error) {
+      if (isDatabaseUnavailable(error)) this.log.warn({ err: error }, 'scheduler cannot reach the database');
+      else this.log.error({ err: error }, 'scheduler failed');
+    }
+  }
+
+  private idle(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wakeUp = () => {
+        this.wakeUp = undefined;
+        done();
+      };
+    });
+  }
+
+  private launch(execution: ClaimedExecution): void {
+    const controller = new AbortController();
+    const done = this.runner
+      .run(execution, controller.signal, () => this.state !== 'running')
+      .catch((error: unknown) => {
+        // The lease stays: when it expires another worker (or this one) takes the execution over.
+        this.log.error({ err: error, executionId: execution.id }, 'execution run failed; it will be retried after its lease expires');
+      })
+      .finally(() => {
+        this.running.delete(execution.id);
+        this.wake();
+      });
+    this.running.set(execution.id, { controller, done, userId: execution.userId });
+  }
+
+  private async heartbeat(): Promise<void> {
+    const ids = [...this.running.keys()];
+    if (ids.length === 0) return;
+    try {
+      const held = await this.store.heartbeat(ids, this.deps.config.leaseMs);
+      for (const id of ids) if (!held.has(id)) this.running.get(id)?.controller.abort();
+    } catch (error) {
+      this.log.warn({ err: error }, 'heartbeat failed');
+    }
+  }
+
+  /**
+   * Stops claiming; running executions finish their current steps and hand themselves back
+   * (another worker continues them) within `graceMs`; after that they are aborted, and their
+   * leases expire for another worker to take over.
+   */
+  async stop(graceMs: number): Promise<void> {
+    if (this.state === 'stopped' || this.state === 'idle') {
+      this.state = 'stopped';
+      return;
+    }
+    this.state = 'draining';
+    clearInterval(this.schedulerTimer);
+    this.wake();
+    await this.loop;
+    const all = Promise.all([...this.running.values()].map((entry) => entry.done));
+    let timer: NodeJS.Timeout | undefined;
+    const graceOver = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), graceMs);
+    });
+    if ((await Promise.race([all.then(() => 'done' as const), graceOver])) === 'timeout') {
+      this.log.warn({ unfinished: this.running.size }, 'grace period over: aborting the remaining executions');
+      const unfinished = [...this.running.entries()].map(([id, entry]) => ({ id, userId: entry.userId }));
+      for (const entry of this.running.values()) entry.controller.abort();
+      await all;
+      // Hand them back at once rather than at lease expiry: another worker continues them.
+      for (const { id, userId } of unfinished) {
+        const event = { kind: 'execution', executionId: id, userId, status: 'pending' } as const;
+        const revision = await this.store.release(id, 'pending', null, event).catch(() => null);
+        if (revision !== null && !this.store.notifyInSql) await this.deps.bus.publish({ ...event, revision }).catch(() => undefined);
+      }
+      await this.deps.bus.publish({ kind: 'work' }).catch(() => undefined);
+    }
+    clearTimeout(timer);
+    clearInterval(this.heartbeatTimer);
+    clearInterval(this.schedulerTimer);
+    this.unsubscribe?.();
+    this.state = 'stopped';
+    this.log.info('engine stopped');
+  }
+}

@@ -1,0 +1,473 @@
+import dns, { type LookupAddress } from 'node:dns';
+import http, { type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
+import https from 'node:https';
+import net, { type LookupFunction } from 'node:net';
+import { TextDecoder } from 'node:util';
+import { StepError } from './errors.js';
+
+/**
+ * The HTTP call of an `http.request` node.
+ *
+ * Workflows are written by users, so every request is a possible SSRF: the target is vetted after
+ * DNS resolution, and the socket then connects only to the addresses that were vetted (a custom
+ * `lookup`), so a second, different DNS answer (rebinding) can never be used.
+ */
+
+export interface HttpRequestParams {
+  method: 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'OPTIONS';
+  url: string;
+  headers?: Record<string, string>;
+  body?: unknown;
+  timeoutMs?: number;
+}
+
+export interface HttpGuard {
+  /** Entries from ENGINE_HTTP_ALLOW: IP addresses, CIDRs (v4/v6) or host names that may be reached even though they are loopback/private/link-local. */
+  allow: readonly string[];
+  /** Response bodies longer than this are cut, with a marker. */
+  maxResponseBytes: number;
+  /** Default timeout when params.timeoutMs is absent. */
+  defaultTimeoutMs: number;
+}
+
+export interface HttpResult {
+  status: number;
+  headers: Record<string, string>;
+  body: unknown;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses
+
+interface IpAddress {
+  version: 4 | 6;
+  /** The address as one number (32 or 128 bits), so range checks are a shift and a compare. */
+  value: bigint;
+}
+
+interface AddressRange {
+  network: IpAddress;
+  prefixLength: number;
+}
+
+interface BlockedRange extends AddressRange {
+  kind: string;
+}
+
+function parseIPv4(address: string): bigint {
+  return address.split('.').reduce((value, octet) => (value << 8n) | BigInt(Number(octet)), 0n);
+}
+
+function parseIPv6(address: string): bigint {
+  let text = address;
+  // A trailing dotted quad (::ffff:1.2.3.4) stands for the last two groups.
+  const dottedQuad = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (dottedQuad?.[1] !== undefined) {
+    const v4 = parseIPv4(dottedQuad[1]);
+    text = `${text.slice(0, dottedQuad.index)}${(v4 >> 16n).toString(16)}:${(v4 & 0xffffn).toString(16)}`;
+  }
+  const [head = '', tail] = text.split('::');
+  const headGroups = head === '' ? [] : head.split(':');
+  const tailGroups = tail === undefined || tail === '' ? [] : tail.split(':');
+  const elided = tail === undefined ? [] : new Array<string>(8 - headGroups.length - tailGroups.length).fill('0');
+  return [...headGroups, ...elided, ...tailGroups].reduce((value, group) => (value << 16n) | BigInt(`0x${group}`), 0n);
+}
+
+/** Undefined when the text is not an IP address. Accepts an IPv6 zone (fe80::1%eth0), which does not change the address. */
+function parseIp(text: string): IpAddress | undefined {
+  const address = text.includes(':') ? (text.split('%', 1)[0] ?? '') : text;
+  // net.isIP validates, so the parsers below only ever see well-formed addresses.
+  switch (net.isIP(address)) {
+    case 4:
+      return { version: 4, value: parseIPv4(address) };
+    case 6:
+      return { version: 6, value: parseIPv6(address) };
+    default:
+      return undefined;
+  }
+}
+
+const bitsOf = (version: 4 | 6): bigint => (version === 4 ? 32n : 128n);
+
+/** An address alone counts as a range of one (full prefix). */
+function parseRange(text: string): AddressRange | undefined {
+  const [addressText = '', prefixText, extra] = text.split('/');
+  if (extra !== undefined) return undefined;
+  const network = parseIp(addressText);
+  if (!network) return undefined;
+  const maxPrefix = Number(bitsOf(network.version));
+  if (prefixText === undefined) return { network, prefixLength: maxPrefix };
+  if (!/^\d{1,3}$/.test(prefixText) || Number(prefixText) > maxPrefix) return undefined;
+  return { network, prefixLength: Number(prefixText) };
+}
+
+function rangeContains(range: AddressRange, address: IpAddress): boolean {
+  if (range.network.version !== address.version) return false;
+  const hostBits = bitsOf(address.version) - BigInt(range.prefixLength);
+  return range.network.value >> hostBits === address.value >> hostBits;
+}
+
+function blocked(cidr: string, kind: string): BlockedRange {
+  const range = parseRange(cidr);
+  if (!range) throw new Error(`bad built-in range ${cidr}`);
+  return { ...range, kind };
+}
+
+/**
+ * First match wins, so the more specific entries (metadata, ::, ::1) come before the ranges that
+ * contain them. IPv4-mapped, NAT64 and 6to4 addresses are not listed: they are judged by the
+ * IPv4 address they carry (see embeddedIPv4), so a public address behind NAT64 stays reachable.
+ */
+const blockedRanges: readonly BlockedRange[] = [
+  blocked('169.254.169.254/32', 'cloud metadata address'),
+  blocked('0.0.0.0/8', 'unspecified address'),
+  blocked('10.0.0.0/8', 'private address'),
+  blocked('100.64.0.0/10', 'shared CGNAT address'),
+  blocked('127.0.0.0/8', 'loopback address'),
+  blocked('169.254.0.0/16', 'link-local address'),
+  blocked('172.16.0.0/12', 'private address'),
+  blocked('192.0.0.0/24', 'reserved address'),
+  blocked('192.0.2.0/24', 'reserved address'),
+  blocked('192.88.99.0/24', 'reserved address'),
+  blocked('192.168.0.0/16', 'private address'),
+  blocked('198.18.0.0/15', 'reserved address'),
+  blocked('198.51.100.0/24', 'reserved address'),
+  blocked('203.0.113.0/24', 'reserved address'),
+  blocked('224.0.0.0/4', 'multicast address'),
+  blocked('240.0.0.0/4', 'reserved address'),
+  blocked('fd00:ec2::254/128', 'cloud metadata address'),
+  blocked('::/128', 'unspecified address'),
+  blocked('::1/128', 'loopback address'),
+  blocked('::/96', 'reserved address'), // deprecated IPv4-compatible addresses
+  blocked('64:ff9b:1::/48', 'reserved address'), // local-use NAT64: its translations are site-specific
+  blocked('100::/64', 'reserved address'),
+  blocked('2001::/23', 'reserved address'),
+  blocked('2001:db8::/32', 'reserved address'),
+  blocked('fc00::/7', 'unique-local address'),
+  blocked('fe80::/10', 'link-local address'),
+  blocked('fec0::/10', 'site-local address'),
+  blocked('ff00::/8', 'multicast address'),
+];
+
+const ipv4MappedPrefix = 0xffffn; // ::ffff:0:0/96
+const nat64Prefix = 0x64ff9b_0000_0000_0000_0000n; // 64:ff9b::/96
+const sixToFourPrefix = 0x2002n; // 2002::/16
+
+/** The IPv4 address an IPv6 address leads to (IPv4-mapped, NAT64, 6to4), if any. */
+function embeddedIPv4(address: IpAddress): IpAddress | undefined {
+  if (address.version !== 6) return undefined;
+  const low32 = address.value & 0xffff_ffffn;
+  if (address.value >> 32n === ipv4MappedPrefix || address.value >> 32n === nat64Prefix) return { version: 4, value: low32 };
+  if (address.value >> 112n === sixToFourPrefix) return { version: 4, value: (address.value >> 80n) & 0xffff_ffffn };
+  return undefined;
+}
+
+function blockedKind(address: IpAddress): string | undefined {
+  const embedded = embeddedIPv4(address);
+  if (embedded) return blockedKind(embedded);
+  return blockedRanges.find((range) => rangeContains(range, address))?.kind;
+}
+
+/** True when the address is loopback, private (RFC 1918), link-local, unique-local, CGNAT 100.64/10, unspecified 0.0.0.0/8 or ::, multicast/reserved, the cloud metadata address 169.254.169.254, or an IPv4-mapped IPv6 form of any of these. Anything that is not an IP address counts as blocked: when in doubt, do not connect. */
+export function isBlockedAddress(address: string): boolean {
+  const parsed = parseIp(address);
+  return parsed === undefined || blockedKind(parsed) !== undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vetting the target
+
+const normaliseHostName = (name: string): string => name.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1').replace(/\.+$/, '');
+
+function isAllowed(hostName: string, address: IpAddress, allow: readonly string[]): boolean {
+  // An allowed IPv4 address also allows its IPv4-mapped form, which is the same destination.
+  const candidates = [address, embeddedIPv4(address)].filter((candidate) => candidate !== undefined);
+  return allow.some((entry) => {
+    const normalised = normaliseHostName(entry);
+    if (normalised === '') return false;
+    if (normalised === hostName) return true;
+    const range = parseRange(normalised);
+    return range !== undefined && candidates.some((candidate) => rangeContains(range, candidate));
+  });
+}
+
+async function resolveHost(hostName: string): Promise<LookupAddress[]> {
+  let addresses: LookupAddress[];
+  try {
+    // Through the `dns.promises` object rather than a named import, so tests can stand in for DNS.
+    addresses = await dns.promises.lookup(hostName, { all: true });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new StepError(`could not resolve ${hostName}${code ? ` (${code})` : ''}`, { retryable: true, cause: error });
+  }
+  if (addresses.length === 0) throw new StepError(`could not resolve ${hostName}`, { retryable: true });
+  return addresses;
+}
+
+/** The addresses the socket may connect to: every one of them passed the guard. */
+async function vetTarget(url: URL, allow: readonly string[]): Promise<LookupAddress[]> {
+  // URL keeps IPv6 literals in brackets and has already turned decimal/hex IPv4 forms into dotted quads.
+  const hostName = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  const literal = parseIp(hostName);
+  const addresses = literal ? [{ address: hostName, family: literal.version }] : await resolveHost(hostName);
+  for (const { address } of addresses) {
+    const parsed = parseIp(address);
+    const kind = parsed ? blockedKind(parsed) : 'not an IP address';
+    if (kind === undefined || (parsed && isAllowed(normaliseHostName(hostName), parsed, allow))) continue;
+    const what = literal ? `${address} (${kind})` : `${hostName} (${address}: ${kind})`;
+    throw new StepError(`refused to connect to ${what}; add it to ENGINE_HTTP_ALLOW to allow it`, { retryable: false });
+  }
+  return addresses;
+}
+
+/** A `lookup` for http.request that answers only with the vetted addresses, never asking DNS again. */
+function lookupVetted(addresses: readonly LookupAddress[]): LookupFunction {
+  return (_hostName, options, callback) => {
+    const family = options.family === 'IPv4' ? 4 : options.family === 'IPv6' ? 6 : (options.family ?? 0);
+    const candidates = family === 0 ? [...addresses] : addresses.filter((candidate) => candidate.family === family);
+    // Asynchronously, as a real lookup would answer: net attaches its listeners after calling it.
+    process.nextTick(() => {
+      const [first] = candidates;
+      if (!first) {
+        const error: NodeJS.ErrnoException = new Error(`no vetted IPv${family} address`);
+        error.code = 'ENOTFOUND';
+        callback(error, '');
+      } else if (options.all) {
+        callback(null, candidates);
+      } else {
+        callback(null, first.address, first.family);
+      }
+    });
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The exchange
+
+interface OutgoingRequest {
+  method: HttpRequestParams['method'];
+  headers: OutgoingHttpHeaders;
+  body: string | undefined;
+}
+
+interface ReceivedResponse extends HttpResult {
+  statusText: string;
+}
+
+const cancelled = (): StepError => new StepError('cancelled', { retryable: false });
+
+/** Why the exchange was stopped: the deadline or the caller's cancellation put a StepError there. */
+const stopReason = (signal: AbortSignal): StepError => (signal.reason instanceof StepError ? signal.reason : cancelled());
+
+const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error));
+
+function parseTarget(text: string): URL {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch (error) {
+    throw new StepError(`'${text.slice(0, 200)}' is not a valid URL`, { retryable: false, cause: error });
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new StepError(`only http and https URLs are supported, not ${url.protocol.slice(0, -1)}`, { retryable: false });
+  }
+  return url;
+}
+
+function prepareRequest(params: HttpRequestParams): OutgoingRequest {
+  const callerHeaders = Object.entries(params.headers ?? {});
+  const callerSet = (name: string): boolean => callerHeaders.some(([headerName]) => headerName.toLowerCase() === name);
+  // Node's header object is case-insensitive on lookup but not here: build a fresh one.
+  const headers: OutgoingHttpHeaders = Object.fromEntries(
+    // The body is ours, so its length is too: a stale caller content-length would corrupt the framing.
+    callerHeaders.filter(([name]) => name.toLowerCase() !== 'content-length'),
+  );
+  if (!callerSet('user-agent')) headers['user-agent'] = 'autonode-engine';
+
+  // null counts as no body: a body expression that evaluated to nothing should not send the text "null".
+  if (params.body === undefined || params.body === null) return { method: params.method, headers, body: undefined };
+
+  let body: string;
+  if (typeof params.body === 'string') {
+    body = params.body;
+  } else {
+    let json: string | undefined;
+    try {
+      json = JSON.stringify(params.body);
+    } catch (error) {
+      throw new StepError(`the request body cannot be sent as JSON: ${messageOf(error)}`, { retryable: false, cause: error });
+    }
+    if (json === undefined) throw new StepError('the request body cannot be sent as JSON', { retryable: false });
+    body = json;
+    if (!callerSet('content-type')) headers['content-type'] = 'application/json';
+  }
+  // Explicit, because Node sends GET/DELETE/OPTIONS bodies with neither a length nor chunking.
+  headers['content-length'] = Buffer.byteLength(body);
+  return { method: params.method, headers, body };
+}
+
+const isJsonContentType = (mediaType: string): boolean => /^application\/(?:[\w.!#$&^-]+\+)?json$/i.test(mediaType);
+
+function decodeBody(bytes: Buffer, contentType: string | undefined, truncatedAt: number | undefined): unknown {
+  const [mediaType = '', ...parameters] = (contentType ?? '').split(';').map((part) => part.trim());
+  const charset = parameters.find((parameter) => /^charset=/i.test(parameter))?.slice('charset='.length).replace(/^"|"$/g, '');
+  let decoder: TextDecoder;
+  try {
+    decoder = new TextDecoder(charset || 'utf-8');
+  } catch {
+    decoder = new TextDecoder('utf-8');
+  }
+  if (truncatedAt !== undefined) {
+    // stream: true holds back a character cut in half at the limit instead of emitting U+FFFD.
+    return `${decoder.decode(bytes, { stream: true })}…[truncated: response exceeded ${truncatedAt} bytes]`;
+  }
+  const text = decoder.decode(bytes);
+  if (!isJsonContentType(mediaType)) return text;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
+}
+
+function flattenHeaders(response: IncomingMessage): Record<string, string> {
+  // headersDistinct keeps every value (res.headers drops duplicates of some names); names are lower-case.
+  return Object.fromEntries(Object.entries(response.headersDistinct).map(([name, values]) => [name, (values ?? []).join(', ')]));
+}
+
+function networkError(host: string, error: unknown): StepError {
+  // The host only, not the URL: paths and query strings often carry tokens, and this message is stored.
+  return new StepError(`request to ${host} failed: ${messageOf(error)}`, { retryable: true, cause: error });
+}
+
+function exchange(url: URL, outgoing: OutgoingRequest, addresses: readonly LookupAddress[], maxResponseBytes: number, stop: AbortSignal): Promise<ReceivedResponse> {
+  return new Promise((resolve, reject) => {
+    if (stop.aborted) {
+      reject(stopReason(stop));
+      return;
+    }
+    const transport = url.protocol === 'https:' ? https : http;
+    let request: http.ClientRequest;
+    try {
+      request = transport.request(url, {
+        method: outgoing.method,
+        headers: outgoing.headers,
+        // No pooling: a fresh socket per call, connected through the vetted lookup, closed afterwards.
+        agent: false,
+        lookup: lookupVetted(addresses),
+      });
+    } catch (error) {
+      // Node checks header names and values before anything is sent.
+      reject(new StepError(`invalid request: ${messageOf(error)}`, { retryable: false, cause: error }));
+      return;
+    }
+
+    let settled = false;
+    const settle = (finish: () => void): void => {
+      if (settled) return;
+      settled = true;
+      stop.removeEventListener('abort', onStop);
+      finish();
+    };
+    const onStop = (): void =>
+      settle(() => {
+        request.destroy();
+        reject(stopReason(stop));
+      });
+    stop.addEventListener('abort', onStop, { once: true });
+
+    request.on('error', (error) => settle(() => reject(networkError(url.host, error))));
+    request.on('response', (response) => {
+      const chunks: Buffer[] = [];
+      let received = 0;
+      const complete = (truncatedAt: number | undefined): ReceivedResponse => {
+        const headers = flattenHeaders(response);
+        return {
+          status: response.statusCode ?? 0,
+          statusText: response.statusMessage ?? '',
+          headers,
+          body: decodeBody(Buffer.concat(chunks), headers['content-type'], truncatedAt),
+        };
+      };
+      response.on('data', (chunk: Buffer) => {
+        if (settled) return;
+        const room = maxResponseBytes - received;
+        if (chunk.length <= room) {
+          chunks.push(chunk);
+          received += chunk.length;
+          return;
+        }
+        chunks.push(chunk.subarray(0, room));
+        // Stop reading: the rest may be unbounded, and it would be thrown away anyway.
+        response.destroy();
+        request.destroy();
+        settle(() => resolve(complete(maxResponseBytes)));
+      });
+      response.on('end', () => settle(() => resolve(complete(undefined))));
+      response.on('error', (error) => settle(() => reject(networkError(url.host, error))));
+      response.on('close', () => {
+        if (!response.complete) settle(() => reject(networkError(url.host, new Error('the connection closed before the response ended'))));
+      });
+    });
+
+    if (outgoing.body === undefined) request.end();
+    else request.end(outgoing.body);
+  });
+}
+
+/** Settles like `work`, unless `stop` aborts first (DNS lookups themselves cannot be cancelled). */
+function untilStopped<T>(work: Promise<T>, stop: AbortSignal): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onStop = (): void => reject(stopReason(stop));
+    if (stop.aborted) {
+      onStop();
+      return;
+    }
+    stop.addEventListener('abort', onStop, { once: true });
+    work.then(
+      (value) => {
+        stop.removeEventListener('abort', onStop);
+        resolve(value);
+      },
+      (error: unknown) => {
+        stop.removeEventListener('abort', onStop);
+        reject(error);
+      },
+    );
+  });
+}
+
+function statusError(response: ReceivedResponse): StepError {
+  const { status, statusText, headers, body } = response;
+  const location = headers.location;
+  const redirectNote = status >= 300 && status < 400 ? ` (redirects are not followed${location ? `; location: ${location}` : ''})` : '';
+  return new StepError(`request failed with status ${status}${statusText ? ` ${statusText}` : ''}${redirectNote}`, {
+    // 5xx and 429 are the server's passing trouble; another 4xx will answer the same next time.
+    retryable: status >= 500 || status === 429,
+    details: { status, headers, body },
+  });
+}
+
+/** Throws StepError for: a refused address, a bad URL or scheme (only http/https), a timeout, a network error, or a non-2xx status (the message names the status; `details` carries { status, headers, body } for non-2xx). Aborts promptly (within a few ms) when `signal` aborts, throwing StepError('cancelled', { retryable: false }). */
+export async function performHttpRequest(params: HttpRequestParams, guard: HttpGuard, signal: AbortSignal): Promise<HttpResult> {
+  if (signal.aborted) throw cancelled();
+  const url = parseTarget(params.url);
+  const outgoing = prepareRequest(params);
+  const timeoutMs = params.timeoutMs ?? guard.defaultTimeoutMs;
+
+  // One signal ends the whole exchange (DNS, connect, upload, download), whichever comes first:
+  // the deadline or the caller's cancellation. Its reason is the StepError to throw.
+  const stop = new AbortController();
+  const deadline = setTimeout(() => stop.abort(new StepError(`request timed out after ${timeoutMs} ms`, { retryable: true })), timeoutMs);
+  const forwardCancel = (): void => stop.abort(cancelled());
+  signal.addEventListener('abort', forwardCancel, { once: true });
+  try {
+    const addresses = await untilStopped(vetTarget(url, guard.allow), stop.signal);
+    const response = await exchange(url, outgoing, addresses, guard.maxResponseBytes, stop.signal);
+    if (response.status < 200 || response.status > 299) throw statusError(response);
+    return { status: response.status, headers: response.headers, body: response.body };
+  } finally {
+    clearTimeout(deadline);
+    signal.removeEventListener('abort', forwardCancel);
+  }
+}

@@ -1,0 +1,37 @@
+import type { z } from 'zod';
+import type { ExpressionScope } from '../expressions.js';
+import type { HttpGuard } from '../http-request.js';
+import type { StepState } from '../store.js';
+
+export interface NodeContext {
+  /** `{ input, steps }`: what expressions see. */
+  readonly scope: ExpressionScope;
+  /** Aborted when the execution is cancelled or this worker loses it. */
+  readonly signal: AbortSignal;
+  /** The node's row so far (a delay reads the time it chose before a restart). */
+  readonly step: StepState | undefined;
+  readonly http: HttpGuard;
+  readonly now: () => Date;
+}
+
+/** A finished step, with the input it ran with (resolved params) for the step row. */
+export interface Completed {
+  readonly output: unknown;
+  readonly input?: unknown;
+}
+
+/** The step waits (a delay) without holding a worker: the execution is paused until then. */
+export interface Waiting {
+  readonly waitUntil: Date;
+  readonly input: unknown;
+}
+
+export type NodeResult = Completed | Waiting;
+
+export interface NodeDefinition<Params> {
+  /** Shape of the node's params, checked when a workflow is saved. */
+  readonly params: z.ZodType<Params>;
+  execute(params: Params, context: NodeContext): Promise<NodeResult>;
+}
+
+export const defineNode = <Params>(definition: NodeDefinition<Params>) => definition;

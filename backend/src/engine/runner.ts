@@ -1,0 +1,222 @@
+import type { Logger } from 'pino';
+import type { WorkflowNode } from './graph.js';
+import { StepError } from './errors.js';
+import type { EventBus, ExecutionEvent } from './events.js';
+import type { HttpGuard } from './http-request.js';
+import { executionOutput, planNext } from './plan.js';
+import { isNodeType, nodeDefinition } from './registry.js';
+import type { ClaimedExecution, EngineStore, PendingEvent, StepState } from './store.js';
+
+/** Node types that finish at once (no I/O): they go straight to completed, with no `running` write. */
+const instantTypes = new Set(['trigger.manual', 'trigger.schedule', 'transform', 'condition']);
+
+export interface RunnerSettings {
+  readonly http: HttpGuard;
+  readonly maxPayloadBytes: number;
+  readonly now: () => Date;
+}
+
+/** Why a run stopped before its end: handed back (delay, backoff, shutdown) or taken away (cancel, lost lease). */
+type Interruption = { kind: 'release'; status: 'pending' | 'paused'; wakeAt: Date | null } | { kind: 'lost' };
+
+const MAX_BACKOFF_MS = 3_600_000;
+
+/** Exponential backoff with full jitter between half and all of the step: retries of many executions spread out. */
+export function backoffDelay(backoffMs: number, attempt: number): number {
+  const exponential = Math.min(MAX_BACKOFF_MS, backoffMs * 2 ** Math.max(0, attempt - 1));
+  return Math.round(exponential / 2 + Math.random() * (exponential / 2));
+}
+
+function errorRecord(error: unknown, nodeId?: string): Record<string, unknown> {
+  if (error instanceof StepError) return { ...(nodeId ? { nodeId } : {}), message: error.message, ...(error.details ? { details: error.details } : {}) };
+  return { ...(nodeId ? { nodeId } : {}), message: error instanceof Error ? error.message : String(error) };
+}
+
+function jsonSize(value: unknown): number {
+  return value === undefined ? 0 : Buffer.byteLength(JSON.stringify(value) ?? '', 'utf8');
+}
+
+/**
+ * Runs one claimed execution until it ends or is handed back. It holds no transaction while a step
+ * runs (the embedded database has a single connection); every write is fenced by the lease.
+ */
+export class ExecutionRunner {
+  constructor(
+    private readonly store: EngineStore,
+    private readonly bus: EventBus,
+    private readonly settings: RunnerSettings,
+    private readonly logger: Logger,
+  ) {}
+
+  async run(execution: ClaimedExecution, signal: AbortSignal, draining: () => boolean): Promise<void> {
+    const log = this.logger.child({ executionId: execution.id });
+    if (!this.store.notifyInSql) {
+      await this.bus.publish({ kind: 'execution', executionId: execution.id, userId: execution.userId, revision: execution.revision, status: 'running' });
+    }
+    const steps = new Map(execution.steps.map((step) => [step.nodeId, step]));
+    const nodes = new Map(execution.snapshot.nodes.map((node) => [node.id, node]));
+
+    if (jsonSize(execution.input) > this.settings.maxPayloadBytes) {
+      await this.end(execution, { status: 'failed', error: { message: `the execution input is larger than ${this.settings.maxPayloadBytes} bytes` } });
+      return;
+    }
+
+    for (;;) {
+      if (signal.aborted) return;
+      const plan = planNext(execution.snapshot, steps);
+      if (plan.failed) {
+        await this.end(execution, { status: 'failed', error: plan.failed.error ?? { nodeId: plan.failed.nodeId, message: 'step failed' } });
+        return;
+      }
+      for (const nodeId of plan.skip) {
+        const skipped: StepState = { nodeId, status: 'skipped', attempt: 0, input: null, output: null, error: null };
+        if (!(await this.writeStep(execution, skipped, { finished: true }))) return;
+        steps.set(nodeId, skipped);
+      }
+      if (plan.skip.length > 0) continue;
+      if (plan.done) {
+        await this.end(execution, { status: 'completed', output: executionOutput(execution.snapshot, steps) });
+        return;
+      }
+      if (draining()) {
+        await this.interrupt(execution, { kind: 'release', status: 'pending', wakeAt: null }, log);
+        return;
+      }
+      // Independent ready nodes run side by side; the wave ends when all have settled.
+      const outcomes = await Promise.all(plan.ready.map((nodeId) => this.runStep(execution, nodes.get(nodeId) as WorkflowNode, steps, signal)));
+      const interruption = outcomes.find((outcome): outcome is Interruption => outcome !== undefined);
+      if (interruption) {
+        const wakeTimes = outcomes.flatMap((outcome) => (outcome?.kind === 'release' && outcome.wakeAt ? [outcome.wakeAt.getTime()] : []));
+        const merged: Interruption =
+          interruption.kind === 'lost' || outcomes.some((outcome) => outcome?.kind === 'lost')
+            ? { kind: 'lost' }
+            : {
+                kind: 'release',
+                status: outcomes.some((outcome) => outcome?.kind === 'release' && outcome.status === 'paused') ? 'paused' : 'pending',
+                wakeAt: wakeTimes.length > 0 ? new Date(Math.min(...wakeTimes)) : null,
+              };
+        await this.interrupt(execution, merged, log);
+        return;
+      }
+    }
+  }
+
+  /** Runs one attempt of one node; undefined when the step completed or failed for good. */
+  private async runStep(execution: ClaimedExecution, node: WorkflowNode, steps: Map<string, StepState>, signal: AbortSignal): Promise<Interruption | undefined> {
+    const previous = steps.get(node.id);
+    const isWaitingDelay = node.type === 'delay' && previous?.status === 'running';
+    // A step found `running` was interrupted (crash, shutdown): that attempt counts, the next one starts.
+    const attempt = isWaitingDelay ? (previous?.attempt ?? 1) : (previous?.attempt ?? 0) + 1;
+    const maxAttempts = node.retry?.maxAttempts ?? 1;
+    const scope = {
+      input: execution.input ?? null,
+      steps: Object.fromEntries([...steps.values()].filter((step) => step.status === 'completed').map((step) => [step.nodeId, step.output])),
+    };
+
+    // A step with I/O is marked running first (live progress; an interrupted attempt is counted).
+    const instant = instantTypes.has(node.type);
+    if (!isWaitingDelay && !instant) {
+      const running: StepState = { nodeId: node.id, status: 'running', attempt, input: null, output: null, error: null };
+      if (!(await this.writeStep(execution, running, { started: true }))) return { kind: 'lost' };
+    }
+
+    try {
+      if (!isNodeType(node.type)) throw new StepError(`unknown node type '${node.type}'`, { retryable: false });
+      const definition = nodeDefinition(node.type);
+      const params = definition.params.parse(node.params);
+      const result = await definition.execute(params, { scope, signal, step: previous, http: this.settings.http, now: this.settings.now });
+      if (signal.aborted) return { kind: 'lost' };
+      if ('waitUntil' in result) {
+        const waiting: StepState = { nodeId: node.id, status: 'running', attempt, input: result.input, output: null, error: null };
+        if (!(await this.writeStep(execution, waiting, {}))) return { kind: 'lost' };
+        steps.set(node.id, waiting);
+        return { kind: 'release', status: 'paused', wakeAt: result.waitUntil };
+      }
+      if (jsonSize(result.output) > this.settings.maxPayloadBytes) {
+        throw new StepError(`the step output is larger than ${this.settings.maxPayloadBytes} bytes`, { retryable: false });
+      }
+      const completed: StepState = { nodeId: node.id, status: 'completed', attempt, input: result.input ?? null, output: result.output ?? null, error: null };
+      if (!(await this.writeStep(execution, completed, { finished: true, started: instant }))) return { kind: 'lost' };
+      steps.set(node.id, completed);
+      return undefined;
+    } catch (error) {
+      if (signal.aborted) return { kind: 'lost' };
+      const record = errorRecord(error, node.id);
+      const retryable = !(error instanceof StepError) || error.retryable;
+      if (retryable && attempt < maxAttempts) {
+        const pending: StepState = { nodeId: node.id, status: 'pending', attempt, input: null, output: null, error: record };
+        if (!(await this.writeStep(execution, pending, {}))) return { kind: 'lost' };
+        steps.set(node.id, pending);
+        const wait = backoffDelay(node.retry?.backoffMs ?? 0, attempt);
+        return { kind: 'release', status: 'pending', wakeAt: new Date(this.settings.now().getTime() + wait) };
+      }
+      const failed: StepState = { nodeId: node.id, status: 'failed', attempt, input: null, output: null, error: record };
+      if (!(await this.writeStep(execution, failed, { finished: true, started: instant }))) return { kind: 'lost' };
+      steps.set(node.id, failed);
+      return undefined;
+    }
+  }
+
+  private async end(execution: ClaimedExecution, outcome: { status: 'completed' | 'failed'; output?: unknown; error?: unknown }): Promise<void> {
+    const event: PendingEvent = {
+      kind: 'execution',
+      executionId: execution.id,
+      userId: execution.userId,
+      status: outcome.status,
+      ...(outcome.output !== undefined ? { output: outcome.output } : {}),
+      ...(outcome.error !== undefined ? { error: outcome.error } : {}),
+    };
+    const revision = await this.store.finish(execution.id, outcome, event);
+    if (revision !== null) await this.announce(event, revision);
+  }
+
+  private async interrupt(execution: ClaimedExecution, interruption: Interruption, log: Logger): Promise<void> {
+    if (interruption.kind === 'lost') {
+      log.info('execution taken away (cancelled or lease lost); stopping');
+      return;
+    }
+    const event: PendingEvent = { kind: 'execution', executionId: execution.id, userId: execution.userId, status: interruption.status };
+    const revision = await this.store.release(execution.id, interruption.status, interruption.wakeAt, event);
+    if (revision === null) return;
+    await this.announce(event, revision);
+    if (!interruption.wakeAt) await this.bus.publish({ kind: 'work' });
+  }
+
+  /**
+   * Writes a step row and announces it: every revision is announced (a gap would make each live
+   * stream re-read the whole execution). False when the execution is no longer ours.
+   */
+  private async writeStep(execution: ClaimedExecution, step: StepState, timing: { started?: boolean; finished?: boolean }): Promise<boolean> {
+    const event: PendingEvent = {
+      kind: 'step',
+      executionId: execution.id,
+      userId: execution.userId,
+      nodeId: step.nodeId,
+      status: step.status,
+      attempt: step.attempt,
+      ...(step.output !== null && step.output !== undefined ? { output: step.output } : {}),
+      ...(step.error !== null && step.error !== undefined ? { error: step.error } : {}),
+    };
+    const revision = await this.store.writeStep(
+      execution.id,
+      {
+        nodeId: step.nodeId,
+        status: step.status,
+        attempt: step.attempt,
+        ...(step.input !== null ? { input: step.input } : {}),
+        ...(step.output !== null ? { output: step.output } : {}),
+        ...(step.error !== null ? { error: step.error } : {}),
+        ...timing,
+      },
+      event,
+    );
+    if (revision === null) return false;
+    await this.announce(event, revision);
+    return true;
+  }
+
+  /** Publishes through the bus when the store could not notify inside its statement (embedded database). */
+  private async announce(event: PendingEvent, revision: number): Promise<void> {
+    if (!this.store.notifyInSql) await this.bus.publish({ ...event, revision } as ExecutionEvent);
+  }
+}

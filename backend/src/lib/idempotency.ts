@@ -1,0 +1,83 @@
+import { and, eq, isNull, lt, or, sql } from 'drizzle-orm';
+import type { Db } from '../db/client.js';
+import { idempotencyKeys } from '../db/schema/index.js';
+import { canonicalJson, sha256 } from './http.js';
+import { conflict, ProblemError } from './problem.js';
+
+/** How long a key answers with its first result. */
+export const IDEMPOTENCY_TTL_HOURS = 24;
+/** A reservation with no result after this long belongs to a request that died (crash, timeout): it may be taken over. */
+const ABANDONED_AFTER_SECONDS = 120;
+
+export interface StoredResponse<Body> {
+  status: number;
+  body: Body;
+  location?: string;
+}
+
+/**
+ * Runs `execute` at most once per (user, operation, key) within 24 h: the same key with the same
+ * body returns the first result again; the same key with another body is a 409. The key is
+ * reserved before the work starts, so two concurrent requests cannot both run it; if the work
+ * fails, the reservation is released and the key can be tried again.
+ */
+export async function withIdempotency<Body>(
+  db: Db,
+  options: { userId: string; scope: string; key: string | undefined; request: unknown },
+  execute: () => Promise<StoredResponse<Body>>,
+): Promise<StoredResponse<Body> & { replayed: boolean }> {
+  const { userId, scope, key } = options;
+  if (key === undefined) return { ...(await execute()), replayed: false };
+  const requestHash = sha256(canonicalJson(options.request));
+  const identity = and(eq(idempotencyKeys.userId, userId), eq(idempotencyKeys.scope, scope), eq(idempotencyKeys.key, key));
+
+  // Expired keys of this user, and reservations whose request died, are dropped first.
+  await db
+    .delete(idempotencyKeys)
+    .where(
+      and(
+        eq(idempotencyKeys.userId, userId),
+        or(
+          lt(idempotencyKeys.createdAt, sql`now() - make_interval(hours => ${IDEMPOTENCY_TTL_HOURS})`),
+          and(isNull(idempotencyKeys.responseStatus), lt(idempotencyKeys.createdAt, sql`now() - make_interval(secs => ${ABANDONED_AFTER_SECONDS})`)),
+        ),
+      ),
+    );
+  const reserved = await db
+    .insert(idempotencyKeys)
+    .values({ userId, scope, key, requestHash })
+    .onConflictDoNothing()
+    .returning({ key: idempotencyKeys.key });
+
+  if (reserved.length === 0) {
+    const [existing] = await db.select().from(idempotencyKeys).where(identity);
+    if (!existing) throw conflict('The Idempotency-Key was released while this request arrived; send it again.', 'IDEMPOTENCY_KEY_IN_PROGRESS');
+    if (existing.requestHash !== requestHash) {
+      throw conflict('This Idempotency-Key was already used with a different request body.', 'IDEMPOTENCY_KEY_REUSED');
+    }
+    if (existing.responseStatus === null) {
+      throw new ProblemError(409, 'IDEMPOTENCY_KEY_IN_PROGRESS', 'A request with this Idempotency-Key is still being processed.', {
+        headers: { 'retry-after': '1' },
+      });
+    }
+    return {
+      status: existing.responseStatus,
+      body: existing.responseBody as Body,
+      ...(existing.responseLocation ? { location: existing.responseLocation } : {}),
+      replayed: true,
+    };
+  }
+
+  let response: StoredResponse<Body>;
+  try {
+    response = await execute();
+  } catch (error) {
+    await db.delete(idempotencyKeys).where(identity).catch(() => undefined);
+    throw error;
+  }
+  await db
+    .update(idempotencyKeys)
+    .set({ responseStatus: response.status, responseBody: response.body, responseLocation: response.location ?? null })
+    .where(identity);
+  return { ...response, replayed: false };
+}

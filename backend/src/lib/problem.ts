@@ -1,0 +1,60 @@
+import { STATUS_CODES } from 'node:http';
+
+export interface ProblemFieldError {
+  /** Where the problem is, in the request's own terms: `nodes[2].type`, `pageSize`. */
+  readonly path: string;
+  readonly message: string;
+}
+
+/** The problem+json body of API.md (RFC 9457 with `code`, `requestId` and `errors`). */
+export interface ProblemBody {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: string;
+  requestId: string;
+  errors?: ProblemFieldError[];
+}
+
+/**
+ * An error that is meant for the caller. The error handler turns it into problem+json as it is;
+ * any other error becomes a generic 500 whose details stay in the log.
+ */
+export class ProblemError extends Error {
+  override readonly name = 'ProblemError';
+  readonly status: number;
+  readonly code: string;
+  readonly errors: readonly ProblemFieldError[] | undefined;
+  readonly headers: Readonly<Record<string, string>>;
+
+  constructor(
+    status: number,
+    code: string,
+    detail: string,
+    extra: { errors?: readonly ProblemFieldError[]; headers?: Record<string, string>; cause?: unknown } = {},
+  ) {
+    super(detail, extra.cause === undefined ? undefined : { cause: extra.cause });
+    this.status = status;
+    this.code = code;
+    this.errors = extra.errors;
+    this.headers = extra.headers ?? {};
+  }
+}
+
+export function statusTitle(status: number): string {
+  return STATUS_CODES[status] ?? 'Error';
+}
+
+export const badRequest = (detail: string, errors?: readonly ProblemFieldError[]) =>
+  new ProblemError(400, 'BAD_REQUEST', detail, errors ? { errors } : {});
+export const unauthorized = (detail = 'Sign in, or send an API key as Authorization: Bearer <key> or x-api-key.') =>
+  new ProblemError(401, 'UNAUTHORIZED', detail);
+export const forbidden = (detail: string, code = 'FORBIDDEN') => new ProblemError(403, code, detail);
+export const notFound = (resource: string, id?: string) =>
+  new ProblemError(404, 'NOT_FOUND', id === undefined ? `No such ${resource}.` : `No ${resource} with id '${id}'.`);
+export const conflict = (detail: string, code = 'CONFLICT') => new ProblemError(409, code, detail);
+export const preconditionFailed = (detail = 'The resource has changed since it was read (If-Match does not match its ETag).') =>
+  new ProblemError(412, 'PRECONDITION_FAILED', detail);
+export const serviceUnavailable = (detail: string, retryAfterSeconds = 5, code = 'SERVICE_UNAVAILABLE') =>
+  new ProblemError(503, code, detail, { headers: { 'retry-after': String(retryAfterSeconds) } });

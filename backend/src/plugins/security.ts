@@ -1,0 +1,58 @@
+import cors from '@fastify/cors';
+import helmet from '@fastify/helmet';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import { forbidden } from '../lib/problem.js';
+
+export interface SecurityPluginOptions {
+  readonly corsOrigins: readonly string[];
+  /** Public API root: its origin is the same-site origin (the SPA behind Caddy). */
+  readonly apiBaseUrl: string;
+}
+
+const safeMethods = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/**
+ * Security headers fit for a JSON API, CORS with credentials for the SPA origins only, and a
+ * CSRF check on our own routes like Better Auth's on its: a state-changing request carrying a
+ * cookie must come from a trusted Origin. API-key calls carry no cookie and are not affected.
+ */
+async function securityPlugin(app: FastifyInstance, { corsOrigins, apiBaseUrl }: SecurityPluginOptions) {
+  await app.register(helmet, {
+    // Responses are JSON: nothing may be loaded, framed or run from them. The docs page sets its own CSP.
+    contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"], baseUri: ["'none'"], formAction: ["'none'"] } },
+    crossOriginResourcePolicy: { policy: 'same-site' },
+  });
+  await app.register(cors, {
+    origin: [...corsOrigins],
+    credentials: true,
+    methods: ['GET', 'HEAD', 'POST', 'PATCH', 'PUT', 'DELETE', 'OPTIONS'],
+    allowedHeaders: ['content-type', 'authorization', 'x-api-key', 'if-match', 'if-none-match', 'idempotency-key', 'x-request-id'],
+    exposedHeaders: ['etag', 'location', 'retry-after', 'x-request-id'],
+    maxAge: 600,
+  });
+
+  const trusted = new Set([...corsOrigins, new URL(apiBaseUrl).origin]);
+  app.decorate('checkCsrf', (request: FastifyRequest) => {
+    if (safeMethods.has(request.method) || !request.headers.cookie) return;
+    const origin = request.headers.origin;
+    if (origin !== undefined) {
+      if (!trusted.has(origin)) throw forbidden(`Requests from ${origin} may not change data with a session cookie.`, 'CSRF_ORIGIN_REJECTED');
+      return;
+    }
+    // No Origin: a browser tells where the request came from through Fetch Metadata.
+    const site = request.headers['sec-fetch-site'];
+    if (site !== undefined && site !== 'same-origin' && site !== 'none') {
+      throw forbidden('A cross-site request may not change data with a session cookie.', 'CSRF_ORIGIN_REJECTED');
+    }
+  });
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Throws 403 for a cookie-authenticated, state-changing request from an untrusted origin. */
+    checkCsrf(request: FastifyRequest): void;
+  }
+}
+
+export default fp(securityPlugin, { name: 'autonode-security', fastify: '5.x' });

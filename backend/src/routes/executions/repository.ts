@@ -1,0 +1,297 @@
+import { and, asc, desc, eq, inArray, sql, type SQL } from 'drizzle-orm';
+import type { Db } from '../../db/client.js';
+import { executions, executionSteps, type WorkflowSnapshot } from '../../db/schema/index.js';
+import { iso, isoOrNull } from '../../lib/http.js';
+import { keysetPlan, toPage, type ListParams, type Page, type SortKey } from '../../lib/pagination.js';
+import type { ExecutionDto, StepDto } from './schemas.js';
+
+/** The columns the API shows (and `revision` for live events): never the bulky workflow snapshot. */
+const executionColumns = {
+  id: executions.id,
+  workflowId: executions.workflowId,
+  workflowVersion: executions.workflowVersion,
+  jobId: executions.jobId,
+  trigger: executions.trigger,
+  status: executions.status,
+  input: executions.input,
+  output: executions.output,
+  error: executions.error,
+  startedAt: executions.startedAt,
+  finishedAt: executions.finishedAt,
+  createdAt: executions.createdAt,
+  retryOfId: executions.retryOfId,
+  revision: executions.revision,
+};
+
+export type ExecutionRow = Pick<
+  typeof executions.$inferSelect,
+  keyof typeof executionColumns
+>;
+export type StepRow = typeof executionSteps.$inferSelect;
+
+const executionSortKeys: Record<string, SortKey> = { createdAt: { column: executions.createdAt, kind: 'timestamp' } };
+const stepSortKeys: Record<string, SortKey> = { createdAt: { column: executionSteps.createdAt, kind: 'timestamp' } };
+
+export function present(row: ExecutionRow): ExecutionDto {
+  return {
+    id: row.id,
+    workflowId: row.workflowId,
+    workflowVersion: row.workflowVersion,
+    jobId: row.jobId,
+    trigger: row.trigger,
+    status: row.status,
+    input: row.input ?? null,
+    output: row.output ?? null,
+    error: row.error ?? null,
+    startedAt: isoOrNull(row.startedAt),
+    finishedAt: isoOrNull(row.finishedAt),
+    createdAt: iso(row.createdAt),
+    retryOfId: row.retryOfId,
+  };
+}
+
+export function presentStep(row: StepRow): StepDto {
+  return {
+    id: row.id,
+    nodeId: row.nodeId,
+    status: row.status,
+    attempt: row.attempt,
+    input: row.input ?? null,
+    output: row.output ?? null,
+    error: row.error ?? null,
+    startedAt: isoOrNull(row.startedAt),
+    finishedAt: isoOrNull(row.finishedAt),
+  };
+}
+
+export interface ExecutionFilters {
+  status?: ExecutionRow['status'][] | undefined;
+  workflowId?: string | undefined;
+  jobId?: string | undefined;
+  createdAfter?: string | undefined;
+  createdBefore?: string | undefined;
+}
+
+/**
+ * The hot list and read run as prepared statements (parsed and planned once per connection), one
+ * per combination of filters in use; the query builder would rebuild and re-plan each time.
+ */
+const preparedByDb = new WeakMap<Db, Map<string, ReturnType<typeof prepareList>>>();
+
+function prepareList(db: Db, shape: { direction: 'asc' | 'desc'; cursor: boolean; status: boolean; workflowId: boolean; jobId: boolean; after: boolean; before: boolean }, name: string) {
+  const cursorValue = sql`${sql.placeholder('cursorValue')}::timestamptz`;
+  const cursorId = sql`${sql.placeholder('cursorId')}::uuid`;
+  const conditions: (SQL | undefined)[] = [
+    // Every filter sits beside the owner condition: another user's workflowId or jobId matches nothing.
+    sql`${executions.userId} = ${sql.placeholder('userId')}`,
+    shape.cursor
+      ? shape.direction === 'desc'
+        ? sql`(${executions.createdAt}, ${executions.id}) < (${cursorValue}, ${cursorId})`
+        : sql`(${executions.createdAt}, ${executions.id}) > (${cursorValue}, ${cursorId})`
+      : undefined,
+    shape.status ? sql`${executions.status} = any(${sql.placeholder('statuses')}::execution_status[])` : undefined,
+    shape.workflowId ? sql`${executions.workflowId} = ${sql.placeholder('workflowId')}::uuid` : undefined,
+    shape.jobId ? sql`${executions.jobId} = ${sql.placeholder('jobId')}::uuid` : undefined,
+    shape.after ? sql`${executions.createdAt} >= ${sql.placeholder('createdAfter')}::timestamptz` : undefined,
+    shape.before ? sql`${executions.createdAt} < ${sql.placeholder('createdBefore')}::timestamptz` : undefined,
+  ];
+  const order = shape.direction === 'desc' ? desc : asc;
+  return db
+    .select(executionColumns)
+    .from(executions)
+    .where(and(...conditions))
+    .orderBy(order(executions.createdAt), order(executions.id))
+    .limit(sql.placeholder('limit'))
+    .offset(sql.placeholder('offset'))
+    .prepare(name);
+}
+
+export async function list(db: Db, userId: string, params: ListParams & ExecutionFilters): Promise<Page<ExecutionDto>> {
+  const plan = keysetPlan(params, executionSortKeys, executions.id);
+  const shape = {
+    direction: params.sortDirection,
+    cursor: plan.cursor !== undefined,
+    status: params.status !== undefined,
+    workflowId: params.workflowId !== undefined,
+    jobId: params.jobId !== undefined,
+    after: params.createdAfter !== undefined,
+    before: params.createdBefore !== undefined,
+  };
+  const name = `executions_list_${Object.entries(shape).map(([key, value]) => (value === true ? key : value === false ? '' : value)).filter(Boolean).join('_')}`;
+  let prepared = preparedByDb.get(db);
+  if (!prepared) preparedByDb.set(db, (prepared = new Map()));
+  let query = prepared.get(name);
+  if (!query) prepared.set(name, (query = prepareList(db, shape, name)));
+  const rows = await query.execute({
+    userId,
+    limit: plan.limit,
+    offset: plan.offset,
+    cursorValue: plan.cursor?.value,
+    cursorId: plan.cursor?.id,
+    statuses: params.status,
+    workflowId: params.workflowId,
+    jobId: params.jobId,
+    createdAfter: params.createdAfter,
+    createdBefore: params.createdBefore,
+  });
+  return toPage(rows, params, (row) => row.createdAt, present);
+}
+
+const preparedGetByDb = new WeakMap<Db, ReturnType<typeof prepareGet>>();
+
+function prepareGet(db: Db) {
+  return db
+    .select(executionColumns)
+    .from(executions)
+    .where(and(sql`${executions.userId} = ${sql.placeholder('userId')}`, sql`${executions.id} = ${sql.placeholder('id')}::uuid`))
+    .prepare('executions_get');
+}
+
+export async function get(db: Db, userId: string, id: string): Promise<ExecutionRow | null> {
+  let query = preparedGetByDb.get(db);
+  if (!query) preparedGetByDb.set(db, (query = prepareGet(db)));
+  const [row] = await query.execute({ userId, id });
+  return row ?? null;
+}
+
+/** The steps of one of the caller's executions; null when the execution is not the caller's. */
+export async function listSteps(
+  db: Db,
+  userId: string,
+  executionId: string,
+  params: ListParams & { status?: StepRow['status'][] | undefined },
+): Promise<Page<StepDto> | null> {
+  const owner = await get(db, userId, executionId);
+  if (!owner) return null;
+  const plan = keysetPlan(params, stepSortKeys, executionSteps.id);
+  const conditions: (SQL | undefined)[] = [eq(executionSteps.executionId, executionId), plan.after];
+  if (params.status) conditions.push(inArray(executionSteps.status, params.status));
+  const rows = await db.select().from(executionSteps).where(and(...conditions)).orderBy(...plan.orderBy).limit(plan.limit).offset(plan.offset);
+  return toPage(rows, params, (row) => row.createdAt, presentStep);
+}
+
+export interface NewExecution {
+  workflowId: string;
+  workflowVersion: number;
+  workflowSnapshot: WorkflowSnapshot;
+  jobId?: string | null;
+  trigger: ExecutionRow['trigger'];
+  input?: unknown;
+  /** Defaults to pending (runnable); a recorded past run may be created in its final state. */
+  status?: ExecutionRow['status'];
+}
+
+/** Records a new pending execution for the caller (the engine picks pending executions up). */
+export async function create(db: Db, userId: string, execution: NewExecution): Promise<ExecutionRow> {
+  const [row] = await db
+    .insert(executions)
+    .values({ userId, ...execution, input: execution.input ?? null })
+    .returning();
+  if (!row) throw new Error('insert returned no row');
+  return row;
+}
+
+export type ExecutionChange = Partial<Pick<ExecutionRow, 'status' | 'output' | 'error' | 'startedAt' | 'finishedAt'>>;
+
+export async function update(db: Db, userId: string, id: string, change: ExecutionChange): Promise<ExecutionRow | null> {
+  const [row] = await db
+    .update(executions)
+    .set(change)
+    .where(and(eq(executions.userId, userId), eq(executions.id, id)))
+    .returning();
+  return row ?? null;
+}
+
+export async function remove(db: Db, userId: string, id: string): Promise<boolean> {
+  const deleted = await db.delete(executions).where(and(eq(executions.userId, userId), eq(executions.id, id))).returning({ id: executions.id });
+  return deleted.length > 0;
+}
+
+export type StepWrite = Pick<StepRow, 'nodeId'> & Partial<Pick<StepRow, 'status' | 'attempt' | 'input' | 'output' | 'error' | 'startedAt' | 'finishedAt'>>;
+
+/** Creates or changes the row of one node of one of the caller's executions (one row per node). */
+export async function upsertStep(db: Db, userId: string, executionId: string, step: StepWrite): Promise<StepRow | null> {
+  const owner = await get(db, userId, executionId);
+  if (!owner) return null;
+  const { nodeId, ...change } = step;
+  const [row] = await db
+    .insert(executionSteps)
+    .values({ executionId, nodeId, ...change })
+    .onConflictDoUpdate({ target: [executionSteps.executionId, executionSteps.nodeId], set: change })
+    .returning();
+  return row ?? null;
+}
+
+/**
+ * Cancels an execution that has not ended: its running or pending steps end failed ("cancelled"),
+ * its job is unlocked, and the worker running it loses its lease (its next write is refused, and
+ * the cancel event aborts its step at once). Returns 'ended' when it had already ended.
+ */
+export async function cancel(db: Db, userId: string, id: string): Promise<{ execution: ExecutionRow; revision: number } | 'ended' | null> {
+  const cancelledMessage = JSON.stringify({ message: 'cancelled' });
+  const [cancelled] = await db.execute<{ id: string; revision: number }>(sql`
+    with cancelled as (
+      update executions
+         set status = 'cancelled', finished_at = now(), lease_owner = null, lease_expires_at = null, wake_at = null,
+             error = ${cancelledMessage}::jsonb, revision = revision + 1
+       where id = ${id} and user_id = ${userId} and status in ('pending', 'running', 'paused')
+      returning id, revision, job_id),
+    steps as (
+      update execution_steps set status = 'failed', error = ${cancelledMessage}::jsonb, finished_at = now()
+       where execution_id = (select id from cancelled) and status in ('running', 'pending')),
+    unlocked as (update jobs set locked = false where id = (select job_id from cancelled))
+    select id, revision from cancelled`);
+  const row = await get(db, userId, id);
+  if (!row) return null;
+  if (!cancelled) return 'ended';
+  return { execution: row, revision: cancelled.revision };
+}
+
+/**
+ * A new execution of the same graph and input (trigger `retry`, linked to the original). From the
+ * failed step: the original's completed steps are copied, so they are not run again and their
+ * outputs are reused; from the start: everything runs again. Only ended, unsuccessful executions
+ * can be retried ('not-retryable' otherwise).
+ */
+export async function retry(db: Db, userId: string, id: string, from: 'failed' | 'start'): Promise<ExecutionRow | 'not-retryable' | null> {
+  return db.transaction(async (tx) => {
+    const [original] = await tx.select().from(executions).where(and(eq(executions.userId, userId), eq(executions.id, id))).for('share');
+    if (!original) return null;
+    if (original.status !== 'failed' && original.status !== 'cancelled') return 'not-retryable';
+    const [created] = await tx
+      .insert(executions)
+      .values({
+        userId,
+        workflowId: original.workflowId,
+        workflowVersion: original.workflowVersion,
+        workflowSnapshot: original.workflowSnapshot,
+        jobId: original.jobId,
+        trigger: 'retry',
+        input: original.input,
+        retryOfId: original.id,
+      })
+      .returning();
+    if (!created) throw new Error('insert returned no row');
+    if (from === 'failed') {
+      const completed = await tx
+        .select()
+        .from(executionSteps)
+        .where(and(eq(executionSteps.executionId, original.id), eq(executionSteps.status, 'completed')));
+      if (completed.length > 0) {
+        await tx.insert(executionSteps).values(
+          completed.map((step) => ({
+            executionId: created.id,
+            nodeId: step.nodeId,
+            status: step.status,
+            attempt: step.attempt,
+            input: step.input,
+            output: step.output,
+            startedAt: step.startedAt,
+            finishedAt: step.finishedAt,
+          })),
+        );
+      }
+    }
+    return created;
+  });
+}

@@ -1,0 +1,39 @@
+import { z } from 'zod';
+import { WorkflowEdges, WorkflowNodes } from '../../engine/graph.js';
+import { Timestamp } from '../../lib/http.js';
+import { pageOf, searchableListQuery } from '../../lib/pagination.js';
+
+export const Workflow = z
+  .object({
+    id: z.uuid(),
+    name: z.string(),
+    description: z.string(),
+    nodes: WorkflowNodes,
+    edges: WorkflowEdges,
+    version: z.number().int(),
+    createdAt: Timestamp,
+    updatedAt: Timestamp,
+  })
+  .meta({ id: 'Workflow' });
+
+const name = z.string().trim().min(1).max(200);
+const description = z.string().max(5_000);
+
+export const CreateWorkflowBody = z
+  .object({ name, description: description.default(''), nodes: WorkflowNodes, edges: WorkflowEdges.default([]) })
+  .strict()
+  .meta({ id: 'CreateWorkflow' });
+
+export const UpdateWorkflowBody = z
+  .object({ name: name.optional(), description: description.optional(), nodes: WorkflowNodes.optional(), edges: WorkflowEdges.optional() })
+  .strict()
+  .refine((body) => Object.values(body).some((value) => value !== undefined), { message: 'give at least one field to change' })
+  .meta({ id: 'UpdateWorkflow' });
+
+export const workflowSortFields = ['createdAt', 'updatedAt', 'name'] as const;
+export const ListWorkflowsQuery = searchableListQuery(workflowSortFields, {});
+export const WorkflowPage = pageOf(Workflow, 'WorkflowPage');
+
+export type WorkflowDto = z.infer<typeof Workflow>;
+export type CreateWorkflowInput = z.infer<typeof CreateWorkflowBody>;
+export type UpdateWorkflowInput = z.infer<typeof UpdateWorkflowBody>;

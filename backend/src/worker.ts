@@ -1,0 +1,51 @@
+import closeWithGrace from 'close-with-grace';
+import { ConfigError, loadConfig, type Config } from './config.js';
+import { openDatabase } from './db/client.js';
+import { runMigrations } from './db/migrate.js';
+import { Engine } from './engine/engine.js';
+import { createEventBus } from './engine/events.js';
+import { createLogger } from './logger.js';
+
+/**
+ * The engine without HTTP (`npm run worker`): run as many as the work needs, beside the API
+ * replicas (ENGINE_ENABLED=false there if they should only serve HTTP), all on one database.
+ */
+function configOrExit(): Config {
+  try {
+    const config = loadConfig();
+    if (config.database.kind === 'embedded') {
+      throw new ConfigError('Invalid configuration: DATABASE_URL: a separate worker needs a real PostgreSQL (the embedded database serves one process; npm start runs the engine in-process)');
+    }
+    return config;
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(1);
+    }
+    throw error;
+  }
+}
+
+async function main(): Promise<void> {
+  const config = configOrExit();
+  const logger = createLogger(config);
+  const database = await openDatabase(config, logger, 'autonode-worker');
+  if (config.db.migrateOnStart) await runMigrations(database.db, logger);
+  const bus = await createEventBus(database, logger);
+  const engine = new Engine({ database, bus, config: config.engine, logger });
+
+  closeWithGrace({ delay: config.shutdownGraceMs, logger }, async ({ signal, err }) => {
+    if (err) logger.error({ err }, 'worker shutting down after an uncaught error');
+    else logger.info({ signal }, 'worker shutting down');
+    await engine.stop(Math.floor(config.shutdownGraceMs * 0.8));
+    await bus.close();
+    await database.close();
+  });
+
+  engine.start();
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`autonode worker failed to start: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,77 @@
+import { eq } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { App } from '../src/app.js';
+import { apiKeys } from '../src/db/schema/index.js';
+import { buildTestApp, expectProblem, logsOf, signUp, type SignedInUser } from './helpers.js';
+
+describe('API keys', () => {
+  let app: App;
+  let alice: SignedInUser;
+
+  beforeAll(async () => {
+    app = await buildTestApp();
+    alice = await signUp(app);
+  });
+  afterAll(async () => {
+    await app.close();
+  });
+
+  const createKey = (payload: Record<string, unknown>, headers: Record<string, string> = {}) =>
+    app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { cookie: alice.cookie, ...headers }, payload });
+
+  it('works as Bearer and as x-api-key; the secret is shown once and is never listed, stored or logged', async () => {
+    const created = await createKey({ name: 'ci script' });
+    expect(created.statusCode).toBe(201);
+    const key = created.json<{ id: string; key: string; prefix: string }>();
+    expect(key.key.startsWith(key.prefix)).toBe(true);
+
+    for (const headers of [{ authorization: `Bearer ${key.key}` }, { 'x-api-key': key.key }]) {
+      const me = await app.inject({ url: '/api/v1/me', headers });
+      expect(me.statusCode).toBe(200);
+      expect(me.json()).toMatchObject({ id: alice.id, authenticatedVia: 'api-key' });
+    }
+
+    const listed = await app.inject({ url: '/api/v1/api-keys', headers: { cookie: alice.cookie } });
+    expect(listed.json().items).toEqual([expect.objectContaining({ id: key.id, name: 'ci script', prefix: key.prefix })]);
+    expect(listed.body).not.toContain(key.key);
+    expect(listed.body).not.toContain('keyHash');
+    expect(listed.json().items[0].lastUsedAt).not.toBeNull();
+
+    const [stored] = await app.db.select().from(apiKeys).where(eq(apiKeys.id, key.id));
+    expect(JSON.stringify(stored)).not.toContain(key.key);
+    expect(logsOf(app)).not.toContain(key.key.slice(key.prefix.length));
+  });
+
+  it('refuses a revoked key, an expired key and a made-up key with 401', async () => {
+    const key = (await createKey({ name: 'short-lived' })).json<{ id: string; key: string }>();
+    const revoke = await app.inject({ method: 'DELETE', url: `/api/v1/api-keys/${key.id}`, headers: { cookie: alice.cookie } });
+    expect(revoke.statusCode).toBe(204);
+    expectProblem(await app.inject({ url: '/api/v1/me', headers: { 'x-api-key': key.key } }), 401);
+
+    // Used (and so cached) shortly before it expires: refused from its expiry on, cache or not.
+    const expiresAt = Date.now() + 1_500;
+    const expiring = (await createKey({ name: 'expiring', expiresAt: new Date(expiresAt).toISOString() })).json<{ id: string; key: string }>();
+    expect((await app.inject({ url: '/api/v1/me', headers: { 'x-api-key': expiring.key } })).statusCode).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, expiresAt - Date.now() + 50));
+    expectProblem(await app.inject({ url: '/api/v1/me', headers: { authorization: `Bearer ${expiring.key}` } }), 401);
+
+    expectProblem(await app.inject({ url: '/api/v1/me', headers: { authorization: 'Bearer ank_made-up' } }), 401);
+    // A bad key is refused even next to a good cookie: a script must learn its key is broken.
+    expectProblem(await app.inject({ url: '/api/v1/me', headers: { cookie: alice.cookie, 'x-api-key': 'ank_nope' } }), 401);
+  });
+
+  it('refuses an expiry in the past and unknown fields', async () => {
+    expectProblem(await createKey({ name: 'old', expiresAt: '2000-01-01T00:00:00Z' }), 400);
+    expectProblem(await createKey({ name: 'x', userId: alice.id }), 400);
+  });
+
+  it('replays an Idempotency-Key without the secret, and refuses it with another body', async () => {
+    const first = await createKey({ name: 'idempotent' }, { 'idempotency-key': 'key-create-1' });
+    const replay = await createKey({ name: 'idempotent' }, { 'idempotency-key': 'key-create-1' });
+    expect(replay.statusCode).toBe(201);
+    const { key: secret, ...metadata } = first.json();
+    expect(secret).toEqual(expect.any(String));
+    expect(replay.json()).toEqual(metadata);
+    expectProblem(await createKey({ name: 'different' }, { 'idempotency-key': 'key-create-1' }), 409);
+  });
+});

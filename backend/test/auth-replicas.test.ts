@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest';
+import { databaseUrl, isEmbeddedDatabase, uniqueEmail } from './helpers.js';
+import { startServerProcess, type ServerProcess } from './process.js';
+
+const trustedOrigin = 'http://localhost:8100';
+
+/** Polls `url` until it answers `status`; returns how long that took. */
+async function msUntilStatus(url: string, headers: Record<string, string>, status: number, limitMs: number): Promise<number> {
+  const started = Date.now();
+  for (;;) {
+    const response = await fetch(url, { headers });
+    if (response.status === status) return Date.now() - started;
+    if (Date.now() - started > limitMs) throw new Error(`${url} still answers ${response.status} after ${limitMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+describe.skipIf(isEmbeddedDatabase())('revocation across replicas (skipped on the embedded database: needs two server processes)', () => {
+  it('refuses a signed-out session and a revoked API key on another replica within 5 s, although it cached them', async () => {
+    // A cache TTL far longer than the 5 s promise: only the notification can make the other replica refuse in time.
+    const env = { DATABASE_URL: databaseUrl(), ENGINE_ENABLED: 'false', AUTH_CACHE_TTL_MS: '60000' };
+    const replicas: ServerProcess[] = [];
+    try {
+      replicas.push(await startServerProcess(env), await startServerProcess(env));
+      const [a, b] = replicas as [ServerProcess, ServerProcess];
+
+      const signUp = await fetch(`${a.baseUrl}/api/auth/sign-up/email`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', origin: trustedOrigin },
+        body: JSON.stringify({ name: 'Replica', email: uniqueEmail('replica'), password: 'correct-horse-battery' }),
+      });
+      expect(signUp.status).toBe(200);
+      const cookie = signUp.headers.getSetCookie().map((line) => line.split(';')[0]).join('; ');
+      const keyResponse = await fetch(`${a.baseUrl}/api/v1/api-keys`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', cookie, origin: trustedOrigin },
+        body: JSON.stringify({ name: 'replica key' }),
+      });
+      const apiKey = (await keyResponse.json()) as { id: string; key: string };
+
+      // Replica B verifies both once, and from then on answers from its cache.
+      expect((await fetch(`${b.baseUrl}/api/v1/me`, { headers: { cookie } })).status).toBe(200);
+      expect((await fetch(`${b.baseUrl}/api/v1/me`, { headers: { 'x-api-key': apiKey.key } })).status).toBe(200);
+
+      const revoke = await fetch(`${a.baseUrl}/api/v1/api-keys/${apiKey.id}`, { method: 'DELETE', headers: { cookie, origin: trustedOrigin } });
+      expect(revoke.status).toBe(204);
+      const keyRefusedAfter = await msUntilStatus(`${b.baseUrl}/api/v1/me`, { 'x-api-key': apiKey.key }, 401, 5_000);
+
+      const signOut = await fetch(`${a.baseUrl}/api/auth/sign-out`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', cookie, origin: trustedOrigin },
+        body: '{}',
+      });
+      expect(signOut.status).toBe(200);
+      const sessionRefusedAfter = await msUntilStatus(`${b.baseUrl}/api/v1/me`, { cookie }, 401, 5_000);
+
+      expect(keyRefusedAfter).toBeLessThan(5_000);
+      expect(sessionRefusedAfter).toBeLessThan(5_000);
+    } finally {
+      await Promise.all(replicas.map((replica) => replica.stop()));
+    }
+  }, 60_000);
+});

@@ -1,0 +1,440 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { App } from '../src/app.js';
+import type { Engine } from '../src/engine/engine.js';
+import { fireDueJobs } from '../src/engine/scheduler.js';
+import { buildTestApp, expectProblem, signUp, type SignedInUser } from './helpers.js';
+import {
+  createWorkflow,
+  eventually,
+  getExecution,
+  runWorkflow,
+  startEngine,
+  startTestHttpServer,
+  stepsOf,
+  waitForStatus,
+  type TestHttpServer,
+} from './engine-helpers.js';
+
+describe('the engine', () => {
+  let app: App;
+  let engine: Engine;
+  let user: SignedInUser;
+  let server: TestHttpServer;
+
+  beforeAll(async () => {
+    app = await buildTestApp();
+    engine = startEngine(app);
+    user = await signUp(app);
+    server = await startTestHttpServer();
+  });
+  afterAll(async () => {
+    await engine?.stop(5_000);
+    await server?.close();
+    await app?.close();
+  });
+
+  it('runs a workflow using every node type, following the branch taken and skipping the other', async () => {
+    const key = randomUUID();
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'double', type: 'transform', params: { expression: '{ "n": input.n * 2 }' } },
+        { id: 'big', type: 'condition', params: { expression: 'steps.double.n > 5' } },
+        { id: 'wait', type: 'delay', params: { ms: 200 } },
+        { id: 'call', type: 'http.request', params: { method: 'POST', url: `${server.url}/echo?key=${key}&n={{ steps.double.n }}`, body: { doubled: '{{ steps.double.n }}' } } },
+        { id: 'small', type: 'transform', params: { expression: '"small"' } },
+        { id: 'afterSmall', type: 'transform', params: { expression: '"never"' } },
+      ],
+      edges: [
+        { source: 'start', target: 'double' },
+        { source: 'double', target: 'big' },
+        { source: 'big', target: 'wait', when: true },
+        { source: 'wait', target: 'call' },
+        { source: 'big', target: 'small', when: false },
+        { source: 'small', target: 'afterSmall' },
+      ],
+    });
+    const started = await runWorkflow(app, user, workflowId, { n: 4 });
+    expect(started.status).toBe('pending');
+    const finished = await waitForStatus(app, user, started.id, ['completed', 'failed']);
+    expect(finished.status, JSON.stringify(finished.error)).toBe('completed');
+
+    const steps = await stepsOf(app, user, started.id);
+    expect(Object.fromEntries(Object.entries(steps).map(([id, step]) => [id, [step.status, step.attempt]]))).toEqual({
+      start: ['completed', 1],
+      double: ['completed', 1],
+      big: ['completed', 1],
+      wait: ['completed', 1],
+      call: ['completed', 1],
+      small: ['skipped', 0],
+      afterSmall: ['skipped', 0],
+    });
+    expect(steps.start?.output).toEqual({ n: 4 });
+    expect(steps.double?.output).toEqual({ n: 8 });
+    expect(steps.big?.output).toEqual({ result: true });
+    expect(steps.wait?.output).toEqual({ waitedUntil: expect.any(String) });
+    const call = steps.call?.output as { status: number; body: { query: Record<string, string>; body: string } };
+    expect(call.status).toBe(200);
+    expect(call.body.query.n).toBe('8');
+    expect(JSON.parse(call.body.body)).toEqual({ doubled: 8 });
+    expect(server.countFor(key)).toBe(1);
+    // The output is that of the last steps reached.
+    expect(Object.keys(finished.output as object)).toEqual(['call']);
+  });
+
+  it('retries a failing step with backoff, counting every attempt, and fails once attempts run out', async () => {
+    const flaky = randomUUID();
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'call', type: 'http.request', params: { method: 'GET', url: `${server.url}/flaky?key={{ input.key }}&failTimes={{ input.failTimes }}` }, retry: { maxAttempts: 3, backoffMs: 20 } },
+      ],
+      edges: [{ source: 'start', target: 'call' }],
+    });
+    const recovers = await runWorkflow(app, user, workflowId, { key: flaky, failTimes: 2 });
+    expect((await waitForStatus(app, user, recovers.id, ['completed', 'failed'])).status).toBe('completed');
+    expect((await stepsOf(app, user, recovers.id)).call?.attempt).toBe(3);
+    expect(server.countFor(flaky)).toBe(3);
+
+    const hopeless = randomUUID();
+    const fails = await runWorkflow(app, user, workflowId, { key: hopeless, failTimes: 10 });
+    const failed = await waitForStatus(app, user, fails.id, ['completed', 'failed']);
+    expect(failed.status).toBe('failed');
+    expect(failed.error).toMatchObject({ nodeId: 'call', message: expect.stringContaining('500') });
+    const step = (await stepsOf(app, user, fails.id)).call;
+    expect(step).toMatchObject({ status: 'failed', attempt: 3 });
+    expect(server.countFor(hopeless)).toBe(3);
+  });
+
+  // Every engine of the suite allows 127.0.0.1 only (the test server), whichever claims the run:
+  // a private, a metadata and an IPv6 loopback address stay refused (localhost without an allow
+  // entry is covered by the http-request unit tests).
+  it('refuses private, metadata and loopback addresses that are not allowed, after DNS resolution', async () => {
+    for (const url of ['http://10.0.0.1/', 'http://169.254.169.254/latest/meta-data/', `http://[::1]:${new URL(server.url).port}/`]) {
+      const workflowId = await createWorkflow(app, user, {
+        nodes: [
+          { id: 'start', type: 'trigger.manual' },
+          { id: 'call', type: 'http.request', params: { method: 'GET', url }, retry: { maxAttempts: 3, backoffMs: 10 } },
+        ],
+        edges: [{ source: 'start', target: 'call' }],
+      });
+      const execution = await runWorkflow(app, user, workflowId);
+      const failed = await waitForStatus(app, user, execution.id, ['completed', 'failed']);
+      expect(failed.status).toBe('failed');
+      expect((failed.error as { message: string }).message).toMatch(/refused to connect/);
+      // A refusal is final: no retries against a forbidden address.
+      expect((await stepsOf(app, user, execution.id)).call?.attempt).toBe(1);
+    }
+  });
+
+  it('cancels during a slow step: the request is aborted within a second and nothing after it runs', async () => {
+    const key = randomUUID();
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'slow', type: 'http.request', params: { method: 'GET', url: `${server.url}/slow?delay=10000&key=${key}` } },
+        { id: 'after', type: 'transform', params: { expression: '"too late"' } },
+      ],
+      edges: [
+        { source: 'start', target: 'slow' },
+        { source: 'slow', target: 'after' },
+      ],
+    });
+    const execution = await runWorkflow(app, user, workflowId);
+    await eventually(async () => server.countFor(key) === 1, 10_000, 'the slow request');
+    const cancelledAt = Date.now();
+    const response = await app.inject({ method: 'POST', url: `/api/v1/executions/${execution.id}/cancel`, headers: { cookie: user.cookie } });
+    expect(response.statusCode).toBe(200);
+    expect(response.json().status).toBe('cancelled');
+
+    const abort = await eventually(async () => server.aborted.find((entry) => entry.path.includes(key)), 5_000, 'the aborted request');
+    expect(abort.at - cancelledAt).toBeLessThan(1_000);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const steps = await stepsOf(app, user, execution.id);
+    expect(steps.slow?.status).toBe('failed');
+    expect(steps.after).toBeUndefined();
+    expect((await getExecution(app, user, execution.id)).status).toBe('cancelled');
+
+    const again = await app.inject({ method: 'POST', url: `/api/v1/executions/${execution.id}/cancel`, headers: { cookie: user.cookie } });
+    expect(expectProblem(again, 409).code).toBe('EXECUTION_ENDED');
+  });
+
+  it('retries a failed execution from the failed step (reusing earlier outputs) or from the start', async () => {
+    const key = randomUUID();
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'first', type: 'http.request', params: { method: 'GET', url: `${server.url}/first?key=first-${key}` } },
+        { id: 'second', type: 'http.request', params: { method: 'GET', url: `${server.url}/second?key=second-${key}&failTimes=1` } },
+      ],
+      edges: [
+        { source: 'start', target: 'first' },
+        { source: 'first', target: 'second' },
+      ],
+    });
+    const original = await runWorkflow(app, user, workflowId);
+    expect((await waitForStatus(app, user, original.id, ['completed', 'failed'])).status).toBe('failed');
+    expect(server.countFor(`first-${key}`)).toBe(1);
+
+    const notYet = await app.inject({ method: 'POST', url: `/api/v1/executions/${original.id}/retry`, headers: { cookie: user.cookie } });
+    expect(notYet.statusCode).toBe(202);
+    const fromFailed = notYet.json<{ id: string; trigger: string; retryOfId: string }>();
+    expect(fromFailed).toMatchObject({ trigger: 'retry', retryOfId: original.id });
+    expect((await waitForStatus(app, user, fromFailed.id, ['completed', 'failed'])).status).toBe('completed');
+    expect(server.countFor(`first-${key}`)).toBe(1);
+    expect(server.countFor(`second-${key}`)).toBe(2);
+    expect((await stepsOf(app, user, fromFailed.id)).first?.status).toBe('completed');
+
+    const fromStart = await app.inject({ method: 'POST', url: `/api/v1/executions/${original.id}/retry?from=start`, headers: { cookie: user.cookie } });
+    expect(fromStart.statusCode).toBe(202);
+    expect((await waitForStatus(app, user, fromStart.json().id, ['completed', 'failed'])).status).toBe('completed');
+    expect(server.countFor(`first-${key}`)).toBe(2);
+
+    const completed = await app.inject({ method: 'POST', url: `/api/v1/executions/${fromFailed.id}/retry`, headers: { cookie: user.cookie } });
+    expect(expectProblem(completed, 409).code).toBe('EXECUTION_NOT_RETRYABLE');
+  });
+
+  it('honours Idempotency-Key on run', async () => {
+    const workflowId = await createWorkflow(app, user, { nodes: [{ id: 'start', type: 'trigger.manual' }], edges: [] });
+    const run = (input: unknown) =>
+      app.inject({ method: 'POST', url: `/api/v1/workflows/${workflowId}/run`, headers: { cookie: user.cookie, 'idempotency-key': `run-${workflowId}` }, payload: { input } });
+    const first = await run({ a: 1 });
+    const again = await run({ a: 1 });
+    expect(first.statusCode).toBe(202);
+    expect(again.json().id).toBe(first.json().id);
+    expect(expectProblem(await run({ a: 2 }), 409).code).toBe('IDEMPOTENCY_KEY_REUSED');
+  });
+
+  it('streams ordered events until the execution ends', async () => {
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'a', type: 'transform', params: { expression: '1' } },
+        { id: 'pause', type: 'delay', params: { ms: 200 } },
+        { id: 'b', type: 'transform', params: { expression: '2' } },
+      ],
+      edges: [
+        { source: 'start', target: 'a' },
+        { source: 'a', target: 'pause' },
+        { source: 'pause', target: 'b' },
+      ],
+    });
+    const execution = await runWorkflow(app, user, workflowId);
+    const response = await app.inject({ url: `/api/v1/executions/${execution.id}/events`, headers: { cookie: user.cookie } });
+    expect(response.headers['content-type']).toContain('text/event-stream');
+    const events = response.body
+      .split('\n\n')
+      .filter((block) => block.startsWith('event:'))
+      .map((block) => {
+        const field = (name: string) => block.split('\n').find((line) => line.startsWith(`${name}: `))?.slice(name.length + 2) ?? '';
+        return { event: field('event'), id: Number(field('id')), data: JSON.parse(field('data')) as { status: string; nodeId?: string } };
+      });
+    const ids = events.map((event) => event.id);
+    expect(ids).toEqual([...ids].sort((x, y) => x - y));
+    const last = events[events.length - 1];
+    expect(last).toMatchObject({ event: 'execution', data: { status: 'completed' } });
+    const completedOrder = events.filter((event) => event.event === 'step' && event.data.status === 'completed').map((event) => event.data.nodeId);
+    expect(completedOrder.indexOf('b')).toBeGreaterThan(completedOrder.indexOf('pause'));
+    expect(new Set(completedOrder)).toEqual(new Set(['start', 'a', 'pause', 'b']));
+  });
+});
+
+describe('the engine across a restart', () => {
+  it('finishes a delay that spans a worker restart, without holding a worker while it waits', async () => {
+    const app = await buildTestApp();
+    const user = await signUp(app);
+    let engine = startEngine(app);
+    try {
+      const workflowId = await createWorkflow(app, user, {
+        nodes: [
+          { id: 'start', type: 'trigger.manual' },
+          { id: 'pause', type: 'delay', params: { ms: 1500 } },
+          { id: 'after', type: 'transform', params: { expression: '"woke up"' } },
+        ],
+        edges: [
+          { source: 'start', target: 'pause' },
+          { source: 'pause', target: 'after' },
+        ],
+      });
+      const execution = await runWorkflow(app, user, workflowId);
+      await waitForStatus(app, user, execution.id, ['paused']);
+      await engine.stop(2_000);
+      engine = startEngine(app);
+      const finished = await waitForStatus(app, user, execution.id, ['completed', 'failed']);
+      expect(finished.status).toBe('completed');
+      const steps = await stepsOf(app, user, execution.id);
+      expect(steps.pause).toMatchObject({ status: 'completed', attempt: 1 });
+      expect(steps.after?.output).toBe('woke up');
+    } finally {
+      await engine.stop(2_000);
+      await app.close();
+    }
+  });
+});
+
+describe('shutting an engine down', () => {
+  it('lets a running step finish within the grace period and hands the execution back; past the grace, aborts and hands back', async () => {
+    const app = await buildTestApp();
+    const user = await signUp(app);
+    const server = await startTestHttpServer();
+    try {
+      const key = randomUUID();
+      const workflowId = await createWorkflow(app, user, {
+        nodes: [
+          { id: 'start', type: 'trigger.manual' },
+          { id: 'slow', type: 'http.request', params: { method: 'GET', url: `${server.url}/slow?delay={{ input.delay }}&key={{ input.key }}` } },
+          { id: 'after', type: 'transform', params: { expression: '"done"' } },
+        ],
+        edges: [
+          { source: 'start', target: 'slow' },
+          { source: 'slow', target: 'after' },
+        ],
+      });
+
+      // Within the grace: the step finishes, nothing after it starts on this engine, the lease is released.
+      let engine = startEngine(app);
+      const graceful = await runWorkflow(app, user, workflowId, { delay: 800, key: `graceful-${key}` });
+      await eventually(async () => server.countFor(`graceful-${key}`) === 1, 10_000, 'the slow request');
+      await engine.stop(5_000);
+      const steps = await stepsOf(app, user, graceful.id);
+      expect(steps.slow).toMatchObject({ status: 'completed', attempt: 1 });
+      expect(server.aborted.filter((entry) => entry.path.includes(`graceful-${key}`))).toEqual([]);
+
+      // Past the grace: the step is aborted and the execution handed back at once, not at lease expiry.
+      engine = startEngine(app);
+      const abrupt = await runWorkflow(app, user, workflowId, { delay: 5000, key: `abrupt-${key}` });
+      await eventually(async () => server.countFor(`abrupt-${key}`) === 1, 10_000, 'the slow request');
+      await engine.stop(200);
+      expect(server.aborted.some((entry) => entry.path.includes(`abrupt-${key}`))).toBe(true);
+      const handedBack = await getExecution(app, user, abrupt.id);
+      expect(['pending', 'running', 'completed']).toContain(handedBack.status);
+
+      // Another engine finishes both; the interrupted attempt counts.
+      engine = startEngine(app);
+      try {
+        expect((await waitForStatus(app, user, graceful.id, ['completed', 'failed'])).status).toBe('completed');
+        expect((await waitForStatus(app, user, abrupt.id, ['completed', 'failed'])).status).toBe('completed');
+        expect((await stepsOf(app, user, abrupt.id)).slow?.attempt).toBe(2);
+      } finally {
+        await engine.stop(2_000);
+      }
+    } finally {
+      await server.close();
+      await app.close();
+    }
+  });
+});
+
+describe('the scheduler', () => {
+  let app: App;
+  let user: SignedInUser;
+  let workflowId: string;
+
+  beforeAll(async () => {
+    app = await buildTestApp();
+    user = await signUp(app);
+    workflowId = await createWorkflow(app, user, {
+      // The delay keeps each run in progress for a while, whichever engine of the suite picks it up,
+      // so the job is observably locked right after firing.
+      nodes: [
+        { id: 'tick', type: 'trigger.schedule' },
+        { id: 'hold', type: 'delay', params: { ms: 2000 } },
+        { id: 'say', type: 'transform', params: { expression: '"scheduled " & input.jobId' } },
+      ],
+      edges: [
+        { source: 'tick', target: 'hold' },
+        { source: 'hold', target: 'say' },
+      ],
+    });
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  const createJob = async (status: 'ACTIVE' | 'PAUSED', cron = '* * * * *') =>
+    (await app.inject({ method: 'POST', url: '/api/v1/jobs', headers: { cookie: user.cookie }, payload: { name: `job ${randomUUID()}`, workflowId, cron, status } })).json<{ id: string }>();
+  const makeDue = (jobId: string, minutesAgo: number) =>
+    app.database.sql`update jobs set next_run_at = now() - make_interval(mins => ${minutesAgo}) where id = ${jobId}`;
+  const executionsOf = async (jobId: string) =>
+    (await app.inject({ url: `/api/v1/executions?jobId=${jobId}`, headers: { cookie: user.cookie } })).json<{ items: { id: string; trigger: string; input: { jobId: string; scheduledAt: string } }[] }>().items;
+  const jobOf = async (jobId: string) =>
+    (await app.inject({ url: `/api/v1/jobs/${jobId}`, headers: { cookie: user.cookie } })).json<{ nextRunAt: string; lastRunAt: string | null; locked: boolean }>();
+
+  it('fires a due job once, locks it while it runs, and moves nextRunAt to the future', async () => {
+    const job = await createJob('ACTIVE');
+    await makeDue(job.id, 1);
+    // Two schedulers at once (as on two replicas): the slot fires once.
+    await Promise.all([fireDueJobs(app.database.sql), fireDueJobs(app.database.sql), fireDueJobs(app.database.sql)]);
+    const fired = await executionsOf(job.id);
+    expect(fired).toHaveLength(1);
+    expect(fired[0]).toMatchObject({ trigger: 'schedule', input: { jobId: job.id } });
+    const afterFiring = await jobOf(job.id);
+    expect(afterFiring.locked).toBe(true);
+    expect(Date.parse(afterFiring.nextRunAt)).toBeGreaterThan(Date.now());
+    expect(afterFiring.lastRunAt).not.toBeNull();
+
+    // Due again while its execution has not run: a locked job is not started twice.
+    await makeDue(job.id, 1);
+    await fireDueJobs(app.database.sql);
+    expect(await executionsOf(job.id)).toHaveLength(1);
+
+    const engine = startEngine(app);
+    try {
+      const execution = await waitForStatus(app, user, fired[0]?.id as string, ['completed', 'failed']);
+      expect(execution.status).toBe('completed');
+      expect((execution.output as { say: string }).say).toBe(`scheduled ${job.id}`);
+      await eventually(async () => !(await jobOf(job.id)).locked, 5_000, 'the job unlocked');
+    } finally {
+      await engine.stop(2_000);
+    }
+  });
+
+  it('fires one catch-up run after a downtime of many slots, and never fires a paused job', async () => {
+    const job = await createJob('ACTIVE');
+    await makeDue(job.id, 180);
+    await fireDueJobs(app.database.sql);
+    await fireDueJobs(app.database.sql);
+    expect(await executionsOf(job.id)).toHaveLength(1);
+
+    const paused = await createJob('PAUSED');
+    await makeDue(paused.id, 5);
+    await fireDueJobs(app.database.sql);
+    expect(await executionsOf(paused.id)).toHaveLength(0);
+  });
+});
+
+describe('execution limits', () => {
+  it('refuses a run input over ENGINE_MAX_PAYLOAD_BYTES and fails a step whose output is over it', async () => {
+    const app = await buildTestApp({ ENGINE_MAX_PAYLOAD_BYTES: '2048' });
+    const user = await signUp(app);
+    try {
+      const workflowId = await createWorkflow(app, user, {
+        nodes: [
+          { id: 'start', type: 'trigger.manual' },
+          { id: 'grow', type: 'transform', params: { expression: '$join([1..3000].("x"))' } },
+        ],
+        edges: [{ source: 'start', target: 'grow' }],
+      });
+      const tooBig = await app.inject({
+        method: 'POST',
+        url: `/api/v1/workflows/${workflowId}/run`,
+        headers: { cookie: user.cookie },
+        payload: { input: { text: 'y'.repeat(5000) } },
+      });
+      expect(expectProblem(tooBig, 400).errors).toEqual([expect.objectContaining({ path: 'input' })]);
+
+      const engine = startEngine(app, { ENGINE_MAX_PAYLOAD_BYTES: '2048' });
+      try {
+        const execution = await runWorkflow(app, user, workflowId, { small: true });
+        const failed = await waitForStatus(app, user, execution.id, ['completed', 'failed']);
+        expect(failed.status).toBe('failed');
+        expect((failed.error as { message: string }).message).toMatch(/larger than 2048 bytes/);
+      } finally {
+        await engine.stop(2_000);
+      }
+    } finally {
+      await app.close();
+    }
+  });
+});

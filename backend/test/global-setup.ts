@@ -1,0 +1,49 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { TestProject } from 'vitest/node';
+import { createDbClient } from '../src/db/client.js';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.js';
+import { runMigrations } from '../src/db/migrate.js';
+import { refusalToWipe } from '../src/db/safeguards.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    databaseUrl: string;
+    databaseKind: 'external' | 'embedded';
+  }
+}
+
+/**
+ * One database for the run: TEST_DATABASE_URL (a database the suite may wipe), or else an
+ * embedded PGlite in a temporary directory, so `npm test` passes on a machine with no server.
+ */
+export default async function setup(project: TestProject) {
+  let embedded: EmbeddedPostgres | undefined;
+  let scratchDir: string | undefined;
+  let url = process.env.TEST_DATABASE_URL;
+  if (url) {
+    const refusal = refusalToWipe({ nodeEnv: process.env.NODE_ENV, url, operation: 'the test suite' });
+    if (refusal) throw new Error(`${refusal} Point TEST_DATABASE_URL at a throwaway database.`);
+  } else {
+    scratchDir = await mkdtemp(path.join(tmpdir(), 'autonode-test-db-'));
+    embedded = await startEmbeddedPostgres(scratchDir);
+    url = embedded.url;
+    console.warn('TEST_DATABASE_URL is not set: running on the embedded database (tests needing several connections are skipped).');
+  }
+
+  const client = createDbClient({ url, poolSize: 1, idleTimeoutSeconds: 0, connectTimeoutSeconds: 10, statementTimeoutMs: 0 });
+  try {
+    await runMigrations(client.db);
+  } finally {
+    await client.close();
+  }
+
+  project.provide('databaseUrl', url);
+  project.provide('databaseKind', embedded ? 'embedded' : 'external');
+
+  return async () => {
+    await embedded?.stop();
+    if (scratchDir) await rm(scratchDir, { recursive: true, force: true });
+  };
+}

@@ -1,0 +1,324 @@
+/**
+ * Hostile input that passes for data: fields a client may not set (mass assignment), SQL and LIKE
+ * metacharacters in searches, sort fields outside the allowlist. Routes and body schemas come
+ * from the OpenAPI document, so new routes are covered without editing this file.
+ */
+import { randomUUID } from 'node:crypto';
+import type { LightMyRequestResponse } from 'fastify';
+import { jsonSchemaTransformObject } from 'fastify-type-provider-zod';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { App } from '../src/app.js';
+import { makeResources } from './fixtures.js';
+import { buildTestApp, expectProblem, signUp, type SignedInUser } from './helpers.js';
+
+const SPA_ORIGIN = 'http://localhost:8100';
+
+interface JsonSchema {
+  $ref?: string;
+  type?: string | string[];
+  properties?: Record<string, JsonSchema>;
+  required?: string[];
+  items?: JsonSchema;
+  enum?: unknown[];
+  format?: string;
+  minimum?: number;
+  default?: unknown;
+  example?: unknown;
+}
+interface OperationSpec {
+  parameters?: { in: string; name: string; schema?: JsonSchema }[];
+  requestBody?: { content?: Record<string, { schema?: JsonSchema }> };
+  responses?: Record<string, { content?: Record<string, { schema?: JsonSchema }> }>;
+}
+interface OpenApiDocument {
+  paths: Record<string, Record<string, OperationSpec>>;
+  components?: { schemas?: Record<string, JsonSchema> };
+}
+interface Operation {
+  readonly method: 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE';
+  readonly path: string;
+  readonly spec: OperationSpec;
+}
+
+const refName = (ref: string) => /^#\/components\/schemas\/(.+)$/.exec(ref)?.[1];
+
+function hasDanglingRefs(document: OpenApiDocument): boolean {
+  return JSON.stringify(document.paths).match(/"\$ref":"([^"]+)"/g)?.some((match) => {
+    const name = refName(match.slice(8, -1));
+    return name === undefined || document.components?.schemas?.[name] === undefined;
+  }) ?? false;
+}
+
+/**
+ * The published document, its `$ref`s made resolvable. docs.ts does not register
+ * jsonSchemaTransformObject, so `components.schemas` is empty (fuzz.test.ts reports it); the
+ * same transform over the routes' zod registry fills it in here.
+ */
+async function loadDocument(app: App): Promise<OpenApiDocument> {
+  const document = (await app.inject('/api/openapi.json')).json<OpenApiDocument>();
+  if (!hasDanglingRefs(document)) return document;
+  type TransformInput = Parameters<typeof jsonSchemaTransformObject>[0];
+  return jsonSchemaTransformObject({ openapiObject: document } as unknown as TransformInput) as unknown as OpenApiDocument;
+}
+
+function resolve(document: OpenApiDocument, schema: JsonSchema | undefined): JsonSchema {
+  let current = schema ?? {};
+  for (let hops = 0; current.$ref !== undefined && hops < 10; hops++) {
+    const name = refName(current.$ref);
+    current = (name === undefined ? undefined : document.components?.schemas?.[name]) ?? {};
+  }
+  return current;
+}
+
+function operationsOf(document: OpenApiDocument): Operation[] {
+  return Object.entries(document.paths)
+    .filter(([path]) => path.startsWith('/api/v1/'))
+    .flatMap(([path, operations]) =>
+      Object.entries(operations)
+        .filter(([method]) => ['get', 'post', 'patch', 'put', 'delete'].includes(method))
+        .map(([method, spec]) => ({ method: method.toUpperCase() as Operation['method'], path, spec })),
+    );
+}
+
+type Resource = 'workflows' | 'jobs' | 'executions' | 'api-keys';
+const FIELD_RESOURCES: Readonly<Record<string, Resource>> = { workflowId: 'workflows', jobId: 'jobs', executionId: 'executions' };
+
+describe('hostile input', () => {
+  let app: App;
+  let document: OpenApiDocument;
+  let operations: Operation[];
+  let user: SignedInUser;
+  let ids: Record<Resource, string>;
+
+  beforeAll(async () => {
+    app = await buildTestApp();
+    document = await loadDocument(app);
+    operations = operationsOf(document);
+    user = await signUp(app);
+    const made = await makeResources(app, user);
+    ids = { workflows: made.workflow.id, jobs: made.job.id, executions: made.execution.id, 'api-keys': made.apiKey.id };
+  });
+  afterAll(async () => {
+    await app.close();
+  });
+
+  const headers = () => ({ cookie: user.cookie, origin: SPA_ORIGIN });
+  const urlOf = (path: string) => path.replace(/\{[^}]+\}/g, () => ids[path.split('/')[3] as Resource] ?? randomUUID());
+  const bodySchemaOf = (operation: Operation) => {
+    const schema = operation.spec.requestBody?.content?.['application/json']?.schema;
+    return schema === undefined ? undefined : resolve(document, schema);
+  };
+
+  /** Everything of the caller's that a write could change, in one statement (what engines change on their own is left out). */
+  const snapshot = async (): Promise<string> => {
+    const [row] = await app.database.sql<{ snapshot: string }[]>`
+      select json_build_object(
+        'workflows', (select coalesce(json_agg(w order by w.id), '[]') from (
+          select id, name, description, nodes, edges, version, created_at, updated_at from workflows where user_id = ${user.id}) w),
+        'jobs', (select coalesce(json_agg(j order by j.id), '[]') from (
+          select id, name, definition_nl, workflow_id, cron, timezone, status, created_at from jobs where user_id = ${user.id}) j),
+        'executions', (select coalesce(json_agg(e order by e.id), '[]') from (
+          select id, workflow_id, job_id, trigger, input, retry_of_id, created_at, status = 'cancelled' as cancelled
+            from executions where user_id = ${user.id} and trigger <> 'schedule') e),
+        'apiKeys', (select coalesce(json_agg(k order by k.id), '[]') from (
+          select id, name, prefix, key_hash, expires_at, created_at from api_keys where user_id = ${user.id}) k),
+        'idempotencyKeys', (select count(*) from idempotency_keys where user_id = ${user.id})
+      )::text as snapshot`;
+    if (!row) throw new Error('snapshot query returned no row');
+    return row.snapshot;
+  };
+
+  /** A value the schema accepts, from its default, example or type; undefined when none can be told. */
+  const acceptedValue = (schema: JsonSchema, name: string): unknown => {
+    const resolved = resolve(document, schema);
+    if (resolved.default !== undefined) return resolved.default;
+    if (resolved.example !== undefined) return resolved.example;
+    if (resolved.enum && resolved.enum.length > 0) return resolved.enum[0];
+    const type = Array.isArray(resolved.type) ? resolved.type[0] : resolved.type;
+    if (type === 'string') {
+      if (resolved.format === 'uuid') {
+        const resource = FIELD_RESOURCES[name];
+        return resource ? ids[resource] : undefined;
+      }
+      if (resolved.format === 'date-time') return new Date(Date.now() + 86_400_000).toISOString();
+      return `hostile-input ${name}`;
+    }
+    if (type === 'integer' || type === 'number') return resolved.minimum ?? 1;
+    if (type === 'boolean') return false;
+    if (type === 'array') return [];
+    if (type === 'object') return minimalBody(resolved);
+    return undefined;
+  };
+
+  /** The required fields (or, when none is required, the first field a value can be told for): a body the route accepts. */
+  const minimalBody = (schema: JsonSchema): Record<string, unknown> => {
+    const properties = Object.entries(schema.properties ?? {});
+    const required = new Set(schema.required ?? []);
+    const body: Record<string, unknown> = {};
+    for (const [name, property] of properties) {
+      if (!required.has(name)) continue;
+      const value = acceptedValue(property, name);
+      if (value !== undefined) body[name] = value;
+    }
+    if (required.size === 0) {
+      for (const [name, property] of properties) {
+        const value = acceptedValue(property, name);
+        if (value === undefined) continue;
+        body[name] = value;
+        break;
+      }
+    }
+    return body;
+  };
+
+  describe('mass assignment', () => {
+    const FORBIDDEN: Record<string, () => unknown> = {
+      userId: () => randomUUID(),
+      id: () => randomUUID(),
+      version: () => 999,
+      createdAt: () => '2000-01-01T00:00:00.000Z',
+      status: () => 'completed',
+    };
+
+    it('refuses owner, id, version, timestamps and status on every POST/PATCH body that does not document them (400 naming the field), changing nothing', async () => {
+      const writes = operations.filter((operation) => (operation.method === 'POST' || operation.method === 'PATCH') && bodySchemaOf(operation)?.properties);
+      expect(writes.length, 'POST/PATCH operations with a documented body').toBeGreaterThanOrEqual(5);
+
+      const failures: string[] = [];
+      for (const operation of writes) {
+        const schema = bodySchemaOf(operation) as JsonSchema;
+        const base = minimalBody(schema);
+        const url = urlOf(operation.path);
+        const name = `${operation.method} ${operation.path}`;
+        // The body without the extra field is accepted: only the extra field can explain a refusal.
+        const accepted = await app.inject({ method: operation.method, url, headers: headers(), payload: base });
+        if (accepted.statusCode >= 300) failures.push(`${name}: the derived body ${JSON.stringify(base)} is refused (${accepted.statusCode} ${accepted.body.slice(0, 200)})`);
+
+        for (const [field, value] of Object.entries(FORBIDDEN)) {
+          if (field in (schema.properties ?? {})) continue;
+          const before = await snapshot();
+          const payload = { ...base, [field]: value() };
+          const response = await app.inject({ method: operation.method, url, headers: headers(), payload });
+          const after = await snapshot();
+          const errors = parseErrors(response);
+          if (response.statusCode !== 400) failures.push(`${name} with '${field}': answered ${response.statusCode} ${response.body.slice(0, 200)}`);
+          else if (!errors.some((error) => error.path === field)) failures.push(`${name} with '${field}': errors do not name it: ${JSON.stringify(errors)}`);
+          if (after !== before) failures.push(`${name} with '${field}': the data changed`);
+        }
+      }
+      expect(failures).toEqual([]);
+    });
+  });
+
+  describe('searchQuery', () => {
+    const INTENDED = ['50%_off', "a'b", 'x";drop table workflows;--'];
+    // What a wildcard or unescaped-quote reading of the intended names would also match.
+    const DECOYS = ['50% off', '50x_off', '50 percent off', '500_off', 'ab', "a''b", 'a"b', 'x', 'drop table workflows', 'x"'];
+
+    const searchNames = async (searchQuery: string): Promise<string[]> => {
+      const response = await app.inject({ url: `/api/v1/workflows?pageSize=100&searchQuery=${encodeURIComponent(searchQuery)}`, headers: { cookie: user.cookie } });
+      expect(response.statusCode, `searchQuery ${JSON.stringify(searchQuery)}: ${response.body.slice(0, 300)}`).toBe(200);
+      return response.json<{ items: { name: string }[] }>().items.map((item) => item.name).sort();
+    };
+
+    it('treats %, _, quotes and SQL as data: exactly the names containing the text match, and the table survives', async () => {
+      for (const name of [...INTENDED, ...DECOYS]) {
+        const created = await app.inject({ method: 'POST', url: '/api/v1/workflows', headers: headers(), payload: { name, nodes: [] } });
+        expect(created.statusCode, created.body).toBe(201);
+      }
+      const countBefore = await workflowCount();
+
+      // The intended names, each found alone.
+      for (const name of INTENDED) expect(await searchNames(name), `searchQuery ${JSON.stringify(name)}`).toEqual([name]);
+
+      // Any other text: exactly the caller's workflows whose name or description contains it, case-insensitively.
+      const rows = await app.database.sql<{ name: string; description: string }[]>`select name, description from workflows where user_id = ${user.id}`;
+      const oracle = (text: string) =>
+        rows.filter((row) => `${row.name}\n${row.description}`.toLowerCase().includes(text.toLowerCase())).map((row) => row.name).sort();
+      for (const text of ['%', '_', '%_', '_%', "'", "''", '"', '";', ';--', '--', '\\', '\\%', '50%', '_off', 'OFF', 'DROP TABLE', "' or '1'='1", '%%', '[a-z]', '.*']) {
+        expect(await searchNames(text), `searchQuery ${JSON.stringify(text)}`).toEqual(oracle(text));
+      }
+
+      const [table] = await app.database.sql<{ exists: boolean }[]>`select to_regclass('public.workflows') is not null as exists`;
+      expect(table?.exists).toBe(true);
+      expect(await workflowCount()).toBe(countBefore);
+    });
+
+    it('refuses a NUL character in searchQuery on every list that has one (400), instead of failing in the database', async () => {
+      const searchable = operations.filter((operation) => operation.method === 'GET' && operation.spec.parameters?.some((parameter) => parameter.in === 'query' && parameter.name === 'searchQuery'));
+      expect(searchable.length).toBeGreaterThanOrEqual(3);
+      const failures: string[] = [];
+      for (const operation of searchable) {
+        const response = await app.inject({ url: `${urlOf(operation.path)}?searchQuery=a%00b`, headers: { cookie: user.cookie } });
+        if (response.statusCode !== 400) failures.push(`${operation.path}?searchQuery=a%00b answered ${response.statusCode}`);
+      }
+      expect(failures).toEqual([]);
+    });
+
+    const workflowCount = async () => {
+      const [row] = await app.database.sql<{ count: number }[]>`select count(*)::int as count from workflows where user_id = ${user.id}`;
+      return row?.count;
+    };
+  });
+
+  describe('sortBy', () => {
+    const OUTSIDE = [
+      'password', 'user_id', 'userId', 'keyHash', 'key_hash', 'id', 'id; drop table workflows', 'createdAt desc', 'createdAt,name', 'name asc',
+      '', ' ', 'CREATEDAT', 'createdat', ' createdAt', '__proto__', 'constructor', 'toString', 'hasOwnProperty', '1', '(select 1)', 'random()',
+    ];
+
+    it('refuses a sort field outside the allowlist (400 naming sortBy) on every list, and accepts each documented one', async () => {
+      const lists = operations.filter((operation) => {
+        const page = resolve(document, operation.spec.responses?.['200']?.content?.['application/json']?.schema);
+        return operation.method === 'GET' && page.properties?.items !== undefined;
+      });
+      expect(lists.map((operation) => operation.path)).toEqual(expect.arrayContaining(['/api/v1/workflows', '/api/v1/jobs', '/api/v1/executions', '/api/v1/api-keys']));
+
+      const failures: string[] = [];
+      for (const operation of lists) {
+        const sortBy = operation.spec.parameters?.find((parameter) => parameter.in === 'query' && parameter.name === 'sortBy');
+        if (!sortBy) {
+          failures.push(`${operation.path}: a list without a documented sortBy`);
+          continue;
+        }
+        const allowed = (resolve(document, sortBy.schema).enum ?? []).map(String);
+        const base = urlOf(operation.path);
+        for (const field of allowed) {
+          const response = await app.inject({ url: `${base}?sortBy=${encodeURIComponent(field)}`, headers: { cookie: user.cookie } });
+          if (response.statusCode !== 200) failures.push(`${operation.path}?sortBy=${field} (documented) answered ${response.statusCode}`);
+        }
+        const attempts = [
+          ...OUTSIDE.filter((field) => !allowed.includes(field)).map((field) => `sortBy=${encodeURIComponent(field)}`),
+          // Two values, or an array-looking key: not one allowed field either.
+          ...(allowed.length >= 1 ? [`sortBy=${allowed[0]}&sortBy=${allowed.at(-1) ?? ''}`, `sortBy[]=${allowed[0]}`, `sortBy[0]=${allowed[0]}`] : []),
+        ];
+        for (const query of attempts) {
+          const response = await app.inject({ url: `${base}?${query}`, headers: { cookie: user.cookie } });
+          try {
+            expectProblem(response, 400);
+          } catch (error) {
+            failures.push(`${operation.path}?${query}: ${(error as Error).message.slice(0, 200)}`);
+            continue;
+          }
+          const errors = parseErrors(response);
+          if (!errors.some((error) => error.path === 'sortBy' || error.path.startsWith('sortBy'))) {
+            // An array-looking key is an unknown parameter: naming that key is right too.
+            if (!query.startsWith('sortBy[') || !errors.some((error) => error.path.startsWith('sortBy['))) {
+              failures.push(`${operation.path}?${query}: errors do not name sortBy: ${JSON.stringify(errors)}`);
+            }
+          }
+        }
+      }
+      expect(failures).toEqual([]);
+    });
+  });
+});
+
+function parseErrors(response: LightMyRequestResponse): { path: string; message: string }[] {
+  try {
+    const body = JSON.parse(response.body) as { errors?: unknown };
+    return Array.isArray(body.errors) ? (body.errors as { path: string; message: string }[]) : [];
+  } catch {
+    return [];
+  }
+}

@@ -1,0 +1,113 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { App } from '../src/app.js';
+import { runMigrations } from '../src/db/migrate.js';
+import { buildTestApp, isEmbeddedDatabase, signUp, type SignedInUser } from './helpers.js';
+import { createScratchDatabase, type ScratchDatabase } from './scratch.js';
+
+interface PlanNode {
+  'Node Type': string;
+  'Relation Name'?: string;
+  Plans?: PlanNode[];
+}
+
+function nodesOf(plan: PlanNode): PlanNode[] {
+  return [plan, ...(plan.Plans ?? []).flatMap(nodesOf)];
+}
+
+const bigTables = ['workflows', 'jobs', 'executions', 'execution_steps', 'api_keys'];
+
+/**
+ * The list queries the routes really send (captured from the driver), explained on a realistic
+ * table: every one must be served by an index, and a cursor page must need no Sort.
+ */
+describe.skipIf(isEmbeddedDatabase())('list queries use their indexes (skipped on the embedded database: needs TEST_DATABASE_URL for its 200k-row tables)', () => {
+  let scratch: ScratchDatabase;
+  let app: App;
+  let caller: SignedInUser;
+  const captured: { query: string; parameters: readonly unknown[] }[] = [];
+
+  beforeAll(async () => {
+    scratch = await createScratchDatabase();
+    await scratch.use((client) => runMigrations(client.db));
+    app = await buildTestApp({ DATABASE_URL: scratch.url }, { onQuery: (query, parameters) => captured.push({ query, parameters }) });
+    caller = await signUp(app);
+    await scratch.use(async ({ sql }) => {
+      await sql`insert into "user" (id, name, email) select 'bulk-' || g, 'Bulk ' || g, 'bulk-' || g || '@example.test' from generate_series(1, 100) g`;
+      await sql`insert into workflows (user_id, name, description, nodes, edges)
+        select case when g % 10 = 0 then ${caller.id} else 'bulk-' || (g % 100 + 1) end, 'workflow ' || g, 'bulk', '[]', '[]'
+        from generate_series(1, 5000) g`;
+      await sql`
+        with numbered as (select id, user_id, row_number() over (order by id) as n from workflows)
+        insert into jobs (user_id, workflow_id, name, cron, status, next_run_at)
+        select user_id, id, 'job ' || n, '0 * * * *', (array['ACTIVE','PAUSED','ARCHIVED'])[1 + n % 3]::job_status, now() + (n || ' minutes')::interval
+        from numbered`;
+      await sql`
+        with numbered as (select id, user_id, row_number() over (order by id) as n from workflows)
+        insert into executions (user_id, workflow_id, workflow_version, workflow_snapshot, trigger, status, created_at)
+        select w.user_id, w.id, 1, '{}', 'manual', (array['pending','running','completed','failed'])[1 + g % 4]::execution_status,
+               now() - (g || ' seconds')::interval
+        from generate_series(1, 200000) g join numbered w on w.n = 1 + g % 5000`;
+      await sql`
+        insert into execution_steps (execution_id, node_id, status, attempt)
+        select e.id, 'node-' || k, 'completed', 1 from (select id from executions limit 20000) e, generate_series(1, 5) k`;
+      await sql`insert into api_keys (user_id, name, prefix, key_hash)
+        select 'bulk-' || (g % 100 + 1), 'key ' || g, 'ank_' || g, md5(g::text) from generate_series(1, 20000) g`;
+      // A busy workflow: filtering by it must walk the (user, workflow, createdAt) index, not sort.
+      await sql`update executions set workflow_id = (select id from workflows where user_id = ${caller.id} order by id limit 1)
+        where user_id = ${caller.id} and id in (select id from executions where user_id = ${caller.id} order by id limit 10000)`;
+      await sql`analyze`;
+    });
+  }, 180_000);
+
+  afterAll(async () => {
+    await app?.close();
+    await scratch?.drop();
+  });
+
+  it('serves every list, filter and sort with an index and no Sort on cursor pages', async () => {
+    const headers = { cookie: caller.cookie };
+    const [execution] = await app.database.sql<{ workflow_id: string }[]>`select workflow_id from executions where user_id = ${caller.id} group by 1 order by count(*) desc limit 1`;
+    const [anyExecution] = await app.database.sql<{ id: string }[]>`select execution_id as id from execution_steps limit 1`;
+    await app.database.sql`update executions set user_id = ${caller.id} where id = ${anyExecution?.id ?? ''}`;
+    const lists = [
+      '/api/v1/workflows',
+      '/api/v1/workflows?sortBy=name&sortDirection=asc',
+      '/api/v1/workflows?sortBy=updatedAt',
+      '/api/v1/jobs',
+      '/api/v1/jobs?status=ACTIVE',
+      `/api/v1/jobs?workflowId=${execution?.workflow_id}`,
+      '/api/v1/jobs?sortBy=name',
+      '/api/v1/executions',
+      '/api/v1/executions?sortDirection=asc',
+      '/api/v1/executions?status=failed',
+      '/api/v1/executions?status=failed,running',
+      `/api/v1/executions?workflowId=${execution?.workflow_id}`,
+      `/api/v1/executions/${anyExecution?.id}/steps`,
+      '/api/v1/api-keys',
+    ];
+    const explained: string[] = [];
+    for (const list of lists) {
+      const first = (await app.inject({ url: list, headers })).json<{ nextCursor: string | null }>();
+      expect(first).toHaveProperty('items');
+      const separator = list.includes('?') ? '&' : '?';
+      const cursorUrl = first.nextCursor ? `${list}${separator}cursor=${encodeURIComponent(first.nextCursor)}` : list;
+      captured.length = 0;
+      expect((await app.inject({ url: cursorUrl, headers })).statusCode).toBe(200);
+      const listQueries = captured.filter(({ query }) => /^select/i.test(query.trim()) && bigTables.some((table) => query.includes(`from "${table}"`)));
+      expect(listQueries.length, `no list query captured for ${list}`).toBeGreaterThan(0);
+      for (const { query, parameters } of listQueries) {
+        const [row] = await app.database.sql.unsafe<{ 'QUERY PLAN': PlanNode[] }[]>(`explain (format json) ${query}`, parameters as never[]);
+        const plan = row?.['QUERY PLAN'][0] as unknown as { Plan: PlanNode };
+        const nodes = nodesOf(plan.Plan);
+        const seqScans = nodes.filter((node) => node['Node Type'] === 'Seq Scan' && bigTables.includes(node['Relation Name'] ?? ''));
+        expect(seqScans, `${cursorUrl}: sequential scan in\n${query}`).toEqual([]);
+        // An execution's steps are bounded by MAX_NODES, so the planner may sort those few rows instead.
+        if (!query.includes('from "execution_steps"')) {
+          expect(nodes.filter((node) => node['Node Type'].includes('Sort')), `${cursorUrl}: sort in\n${query}`).toEqual([]);
+        }
+        explained.push(cursorUrl);
+      }
+    }
+    expect(new Set(explained).size).toBe(lists.length);
+  });
+});

@@ -1,0 +1,54 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { App } from '../src/app.js';
+import { buildTestApp } from './helpers.js';
+
+type Operation = { responses?: Record<string, { content?: Record<string, { schema?: unknown }> }>; parameters?: { name: string; in: string }[] };
+type OpenApiDocument = { paths: Record<string, Record<string, Operation>>; components?: { schemas?: Record<string, { properties?: Record<string, unknown> }> } };
+
+/** The resource routes of API.md (the engine's actions come with the engine). */
+const contract: [string, string, number][] = [
+  ['get', '/api/v1/workflows', 200],
+  ['post', '/api/v1/workflows', 201],
+  ['get', '/api/v1/workflows/{id}', 200],
+  ['patch', '/api/v1/workflows/{id}', 200],
+  ['delete', '/api/v1/workflows/{id}', 204],
+  ['get', '/api/v1/jobs', 200],
+  ['post', '/api/v1/jobs', 201],
+  ['get', '/api/v1/jobs/{id}', 200],
+  ['patch', '/api/v1/jobs/{id}', 200],
+  ['delete', '/api/v1/jobs/{id}', 204],
+  ['get', '/api/v1/jobs/{id}/next-runs', 200],
+  ['get', '/api/v1/executions', 200],
+  ['get', '/api/v1/executions/{id}', 200],
+  ['get', '/api/v1/executions/{id}/steps', 200],
+  ['get', '/api/v1/api-keys', 200],
+  ['post', '/api/v1/api-keys', 201],
+  ['delete', '/api/v1/api-keys/{id}', 204],
+];
+
+describe('the OpenAPI document', () => {
+  let app: App;
+  let document: OpenApiDocument;
+  beforeAll(async () => {
+    app = await buildTestApp();
+    document = (await app.inject('/api/openapi.json')).json<OpenApiDocument>();
+  });
+  afterAll(async () => {
+    await app.close();
+  });
+
+  it.each(contract)('describes %s %s with its %i response', (method, path, status) => {
+    const operation = document.paths[path]?.[method];
+    expect(operation, `${method} ${path} is missing`).toBeDefined();
+    expect(operation?.responses?.[String(status)]).toBeDefined();
+    if (status !== 204) expect(operation?.responses?.[String(status)]?.content?.['application/json']?.schema).toBeDefined();
+  });
+
+  it('documents the list parameters and never exposes owners or key hashes', () => {
+    const names = document.paths['/api/v1/executions']?.get?.parameters?.map((parameter) => parameter.name) ?? [];
+    expect(names).toEqual(expect.arrayContaining(['pageSize', 'cursor', 'page', 'sortBy', 'sortDirection', 'status', 'workflowId', 'jobId', 'createdAfter', 'createdBefore']));
+    const text = JSON.stringify(document);
+    expect(text).not.toContain('userId');
+    expect(text).not.toContain('keyHash');
+  });
+});

@@ -1,0 +1,91 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { App } from '../src/app.js';
+import { buildTestApp, expectProblem, signUp, type SignedInUser } from './helpers.js';
+import { makeResources } from './fixtures.js';
+
+interface OpenApiOperation {
+  requestBody?: unknown;
+}
+type OpenApiDocument = { paths: Record<string, Record<string, OpenApiOperation>> };
+
+/** A body that passes validation, so the ownership check is what answers; `{}` for any route not listed. */
+const validBodies: Record<string, Record<string, unknown>> = {
+  'PATCH /api/v1/workflows/{id}': { name: 'hijacked' },
+  'PATCH /api/v1/jobs/{id}': { name: 'hijacked' },
+};
+
+describe('ownership, over every route that takes an id', () => {
+  let app: App;
+  let alice: SignedInUser;
+  let bob: SignedInUser;
+  let ids: Record<string, string>;
+
+  beforeAll(async () => {
+    app = await buildTestApp();
+    alice = await signUp(app);
+    bob = await signUp(app);
+    const resources = await makeResources(app, alice);
+    ids = {
+      workflows: resources.workflow.id,
+      jobs: resources.job.id,
+      executions: resources.execution.id,
+      'api-keys': resources.apiKey.id,
+    };
+  });
+  afterAll(async () => {
+    await app.close();
+  });
+
+  /** Alice's view of everything she owns, to prove nothing changed. */
+  const snapshot = async () => {
+    const read = async (url: string) => (await app.inject({ url, headers: { cookie: alice.cookie } })).body;
+    return Promise.all([
+      read(`/api/v1/workflows/${ids.workflows}`),
+      read(`/api/v1/jobs/${ids.jobs}`),
+      read(`/api/v1/executions/${ids.executions}`),
+      read(`/api/v1/executions/${ids.executions}/steps`),
+      read('/api/v1/api-keys'),
+    ]);
+  };
+
+  it('answers 404 to another user on every such route (taken from the route table), and changes nothing', async () => {
+    const document = (await app.inject('/api/openapi.json')).json<OpenApiDocument>();
+    const routes = Object.entries(document.paths)
+      .filter(([path]) => path.startsWith('/api/v1/') && path.includes('{id}'))
+      .flatMap(([path, operations]) => Object.entries(operations).map(([method, operation]) => ({ path, method: method.toUpperCase(), operation })));
+    expect(routes.length).toBeGreaterThanOrEqual(9);
+
+    const before = await snapshot();
+    for (const { path, method, operation } of routes) {
+      const resource = path.split('/')[3] as string;
+      const id = ids[resource];
+      if (!id) throw new Error(`no fixture for '${resource}' (${method} ${path}): add one to makeResources`);
+      const url = path.replace('{id}', id);
+      const payload = operation.requestBody ? (validBodies[`${method} ${path}`] ?? {}) : undefined;
+      const response = await app.inject({ method: method as 'GET', url, headers: { cookie: bob.cookie }, ...(payload ? { payload } : {}) });
+      expect(response.statusCode, `${method} ${path} as another user`).toBe(404);
+      expectProblem(response, 404);
+
+      const missing = await app.inject({
+        method: method as 'GET',
+        url: path.replace('{id}', '00000000-0000-4000-8000-000000000000'),
+        headers: { cookie: bob.cookie },
+        ...(payload ? { payload } : {}),
+      });
+      expect(missing.json().code, `${method} ${path}: not yours must look like missing`).toBe(response.json().code);
+    }
+    expect(await snapshot()).toEqual(before);
+  });
+
+  it('never shows another user’s rows in any list', async () => {
+    const document = (await app.inject('/api/openapi.json')).json<OpenApiDocument>();
+    const lists = Object.entries(document.paths)
+      .filter(([path, operations]) => path.startsWith('/api/v1/') && !path.includes('{') && operations.get && path !== '/api/v1/me')
+      .map(([path]) => path);
+    expect(lists.length).toBeGreaterThanOrEqual(4);
+    for (const path of lists) {
+      const page = (await app.inject({ url: path, headers: { cookie: bob.cookie } })).json<{ items: unknown[] }>();
+      expect(page.items, path).toEqual([]);
+    }
+  });
+});

@@ -1,0 +1,151 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { App } from '../src/app.js';
+import { buildTestApp, cookieHeaderFrom, expectProblem, logsOf, signUp, uniqueEmail, type SignedInUser } from './helpers.js';
+
+const trustedOrigin = 'http://localhost:8100';
+
+describe('security headers and CSRF', () => {
+  let app: App;
+  let user: SignedInUser;
+  beforeAll(async () => {
+    app = await buildTestApp();
+    user = await signUp(app);
+  });
+  afterAll(async () => {
+    await app.close();
+  });
+
+  it('sends headers fit for a JSON API', async () => {
+    const response = await app.inject({ url: '/api/v1/me', headers: { cookie: user.cookie } });
+    expect(response.headers['content-security-policy']).toContain("default-src 'none'");
+    expect(response.headers['x-content-type-options']).toBe('nosniff');
+    expect(response.headers['x-frame-options']).toBe('SAMEORIGIN');
+    expect(response.headers['x-powered-by']).toBeUndefined();
+  });
+
+  it('refuses a cookie-authenticated write from an untrusted origin, and changes nothing', async () => {
+    const before = (await app.inject({ url: '/api/v1/workflows', headers: { cookie: user.cookie } })).json<{ items: unknown[] }>().items.length;
+    const body = { name: 'csrf', nodes: [{ id: 'start', type: 'trigger.manual' }], edges: [] };
+    const evil = await app.inject({ method: 'POST', url: '/api/v1/workflows', headers: { cookie: user.cookie, origin: 'https://evil.example' }, payload: body });
+    expect(expectProblem(evil, 403).code).toBe('CSRF_ORIGIN_REJECTED');
+    const crossSite = await app.inject({ method: 'POST', url: '/api/v1/workflows', headers: { cookie: user.cookie, 'sec-fetch-site': 'cross-site' }, payload: body });
+    expectProblem(crossSite, 403);
+    expect((await app.inject({ url: '/api/v1/workflows', headers: { cookie: user.cookie } })).json<{ items: unknown[] }>().items).toHaveLength(before);
+
+    const trusted = await app.inject({ method: 'POST', url: '/api/v1/workflows', headers: { cookie: user.cookie, origin: trustedOrigin }, payload: body });
+    expect(trusted.statusCode).toBe(201);
+    // API keys carry no ambient authority: the Origin check does not apply to them.
+    const key = (await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { cookie: user.cookie, origin: trustedOrigin }, payload: { name: 'script' } })).json<{ key: string }>();
+    const scripted = await app.inject({ method: 'POST', url: '/api/v1/workflows', headers: { 'x-api-key': key.key, origin: 'https://evil.example' }, payload: body });
+    expect(scripted.statusCode).toBe(201);
+  });
+
+  it('refuses JSON nested deeper than the bound with 400', async () => {
+    const deep = `${'['.repeat(200)}${']'.repeat(200)}`;
+    const response = await app.inject({
+      method: 'POST',
+      url: '/api/v1/workflows/00000000-0000-4000-8000-000000000000/run',
+      headers: { cookie: user.cookie, 'content-type': 'application/json' },
+      payload: `{"input": ${deep}}`,
+    });
+    expect(expectProblem(response, 400).code).toBe('JSON_TOO_DEEP');
+  });
+});
+
+describe('rate limits', () => {
+  it('limits each user on /api/v1 with 429 problem+json and Retry-After, without touching other users', async () => {
+    const app = await buildTestApp({ RATE_LIMIT_MAX: '3', RATE_LIMIT_WINDOW_MS: '60000' });
+    try {
+      const busy = await signUp(app);
+      const calm = await signUp(app);
+      const statuses: number[] = [];
+      for (let index = 0; index < 4; index++) statuses.push((await app.inject({ url: '/api/v1/me', headers: { cookie: busy.cookie } })).statusCode);
+      expect(statuses).toEqual([200, 200, 200, 429]);
+      const limited = await app.inject({ url: '/api/v1/me', headers: { cookie: busy.cookie } });
+      expect(expectProblem(limited, 429).code).toBe('RATE_LIMITED');
+      expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
+      expect((await app.inject({ url: '/api/v1/me', headers: { cookie: calm.cookie } })).statusCode).toBe(200);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('limits callers without valid credentials by client address; a spoofed X-Forwarded-For changes nothing without TRUST_PROXY', async () => {
+    const app = await buildTestApp({ AUTH_FAILURE_LIMIT: '5' });
+    try {
+      const statuses: number[] = [];
+      for (let index = 0; index < 7; index++) {
+        const response = await app.inject({ url: '/api/v1/me', headers: { 'x-api-key': `ank_guess${index}`, 'x-forwarded-for': `203.0.113.${index}` } });
+        statuses.push(response.statusCode);
+      }
+      expect(statuses).toEqual([401, 401, 401, 401, 401, 429, 429]);
+    } finally {
+      await app.close();
+    }
+    const proxied = await buildTestApp({ AUTH_FAILURE_LIMIT: '5', TRUST_PROXY: 'true' });
+    try {
+      // Behind a trusted proxy each forwarded address is its own client.
+      for (let index = 0; index < 7; index++) {
+        const response = await proxied.inject({ url: '/api/v1/me', headers: { 'x-api-key': 'ank_guess', 'x-forwarded-for': `203.0.113.${index}` } });
+        expect(response.statusCode).toBe(401);
+      }
+    } finally {
+      await proxied.close();
+    }
+  });
+
+  it('limits repeated failed sign-ins, answering alike whether or not the email exists', async () => {
+    const app = await buildTestApp({ AUTH_RATE_LIMIT_MAX: '3' });
+    try {
+      // The counters live in the shared database, keyed by address: this test uses addresses of its own.
+      const base = `10.${Math.floor(Math.random() * 250)}.${Math.floor(Math.random() * 250)}`;
+      const email = uniqueEmail('brute');
+      const created = await app.inject({ method: 'POST', url: '/api/auth/sign-up/email', remoteAddress: `${base}.9`, payload: { name: 'B', email, password: 'right-password-1' } });
+      expect(created.statusCode).toBe(200);
+      const user = { email };
+      const attempt = (email: string, ip: string) =>
+        app.inject({ method: 'POST', url: '/api/auth/sign-in/email', remoteAddress: ip, payload: { email, password: 'wrong-password-1' } });
+      const known = await attempt(user.email, `${base}.1`);
+      const unknown = await attempt(uniqueEmail('nobody'), `${base}.2`);
+      expect(known.statusCode).toBe(401);
+      expect(unknown.statusCode).toBe(401);
+      expect(known.json()).toEqual(unknown.json());
+
+      const statuses: number[] = [];
+      for (let index = 0; index < 5; index++) statuses.push((await attempt(user.email, `${base}.3`)).statusCode);
+      expect(statuses.slice(0, 3)).toEqual([401, 401, 401]);
+      expect(statuses.slice(3)).toEqual([429, 429]);
+      // Another address is not affected (the counter is per client, and lives in the database).
+      expect((await attempt(user.email, `${base}.4`)).statusCode).toBe(401);
+    } finally {
+      await app.close();
+    }
+  });
+});
+
+describe('nothing leaks into the logs', () => {
+  it('keeps passwords, cookies, session tokens and API keys out of every log line', async () => {
+    const app = await buildTestApp({ LOG_LEVEL: 'trace' });
+    try {
+      const password = 'very-secret-password-42';
+      const signUpResponse = await app.inject({
+        method: 'POST',
+        url: '/api/auth/sign-up/email',
+        payload: { name: 'Leak', email: uniqueEmail('leak'), password },
+      });
+      const cookie = cookieHeaderFrom(signUpResponse);
+      const token = signUpResponse.json<{ token: string }>().token;
+      const key = (await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { cookie, origin: trustedOrigin }, payload: { name: 'k' } })).json<{ key: string }>().key;
+      await app.inject({ url: '/api/v1/me', headers: { authorization: `Bearer ${key}` } });
+      await app.inject({ url: '/api/v1/me', headers: { cookie } });
+      await app.inject({ method: 'POST', url: '/api/auth/sign-in/email', payload: { email: 'x@example.test', password } });
+      await app.inject({ url: '/api/v1/nothing', headers: { cookie, 'x-api-key': key } });
+
+      const logs = logsOf(app);
+      expect(logs.length).toBeGreaterThan(0);
+      for (const secret of [password, token, key, cookie.split('=')[1] ?? 'missing']) expect(logs).not.toContain(secret);
+    } finally {
+      await app.close();
+    }
+  });
+});

@@ -1,0 +1,21 @@
+import { defineConfig } from 'vitest/config';
+
+// With a real server (TEST_DATABASE_URL) files run in parallel; every test makes its own users,
+// so they do not see each other. The embedded fallback serves one connection: one file at a time.
+const realDatabase = Boolean(process.env.TEST_DATABASE_URL);
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    // Fault tests stop the PostgreSQL cluster: they run alone, after the suite (npm run test:faults).
+    exclude: ['test/faults/**', 'node_modules/**'],
+    globalSetup: ['test/global-setup.ts'],
+    // Searches every file's captured logs for credentials once its tests have run.
+    setupFiles: ['test/log-scan.ts'],
+    fileParallelism: realDatabase,
+    maxWorkers: realDatabase ? 2 : 1,
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
+    reporters: ['default'],
+  },
+});
