@@ -1,6 +1,6 @@
 import rateLimit from '@fastify/rate-limit';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify';
-import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import { validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
 import type { Auth } from './auth/auth.js';
 import authPlugin, { requireUser } from './auth/plugin.js';
@@ -12,6 +12,7 @@ import { Admission } from './lib/admission.js';
 import { exceedsDepth } from './lib/json-depth.js';
 import { ProblemError, serviceUnavailable } from './lib/problem.js';
 import { requestIdFrom } from './lib/request-id.js';
+import { responseSerializerCompiler } from './lib/serializer.js';
 import docsPlugin from './plugins/docs.js';
 import errorsPlugin, { problem, sendProblem } from './plugins/errors.js';
 import securityPlugin from './plugins/security.js';
@@ -93,7 +94,7 @@ export async function buildApp({ config, database, auth, logger, bus }: AppDeps)
   }).withTypeProvider<ZodTypeProvider>();
 
   app.setValidatorCompiler(validatorCompiler);
-  app.setSerializerCompiler(serializerCompiler);
+  app.setSerializerCompiler(responseSerializerCompiler);
 
   // Fastify's own JSON parser (prototype poisoning refused), plus a depth bound: nothing downstream
   // (hashing for idempotency, jsonb, expressions) should meet a body nested a million levels deep.

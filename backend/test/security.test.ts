@@ -21,6 +21,21 @@ describe('security headers and CSRF', () => {
     expect(response.headers['x-content-type-options']).toBe('nosniff');
     expect(response.headers['x-frame-options']).toBe('SAMEORIGIN');
     expect(response.headers['x-powered-by']).toBeUndefined();
+    expect(response.headers['cross-origin-resource-policy']).toBe('same-site');
+    expect(response.headers['strict-transport-security']).toMatch(/max-age=\d+/);
+    // Errors and unauthenticated answers carry them too.
+    const refused = await app.inject({ url: '/api/v1/me' });
+    expect(refused.statusCode).toBe(401);
+    expect(refused.headers['content-security-policy']).toBe(response.headers['content-security-policy']);
+  });
+
+  it('gives the docs page a policy that lets its own scripts and styles run, and only there', async () => {
+    const page = await app.inject('/api/docs/');
+    expect(page.headers['content-type']).toContain('text/html');
+    const policy = String(page.headers['content-security-policy']);
+    expect(policy).toContain("script-src 'self'");
+    expect(policy).not.toContain("default-src 'none'");
+    expect(page.headers['x-content-type-options']).toBe('nosniff');
   });
 
   it('refuses a cookie-authenticated write from an untrusted origin, and changes nothing', async () => {

@@ -35,7 +35,8 @@ async function docsPlugin(app: FastifyInstance, { apiBaseUrl }: DocsPluginOption
     // Puts the named schemas (.meta({ id })) into components.schemas, where the paths' $refs point.
     transformObject: jsonSchemaTransformObject,
   });
-  await app.register(swaggerUi, { routePrefix: '/api/docs', uiConfig: { deepLinking: true } });
+  // staticCSP: the UI's own policy (its scripts and styles) replaces the API's default-src 'none' on its pages.
+  await app.register(swaggerUi, { routePrefix: '/api/docs', uiConfig: { deepLinking: true }, staticCSP: true });
   app.get('/api/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 }
 

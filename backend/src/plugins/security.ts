@@ -1,7 +1,8 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import cors from '@fastify/cors';
-import helmet from '@fastify/helmet';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
+import helmet, { type HelmetOptions } from 'helmet';
 import { forbidden } from '../lib/problem.js';
 
 export interface SecurityPluginOptions {
@@ -13,15 +14,40 @@ export interface SecurityPluginOptions {
 const safeMethods = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /**
+ * The headers helmet sets for these options, worked out once. They do not depend on the request,
+ * and helmet builds its middleware (parsing every CSP directive) each time it is called: running it
+ * per request, as @fastify/helmet does, cost 5–8% of a list request's CPU.
+ */
+export function securityHeaders(options: Readonly<HelmetOptions>): Readonly<Record<string, string>> {
+  const headers: Record<string, string> = {};
+  const recorder = {
+    setHeader(name: string, value: string | number | readonly string[]) {
+      headers[name.toLowerCase()] = Array.isArray(value) ? value.join(', ') : String(value);
+    },
+    removeHeader(name: string) {
+      delete headers[name.toLowerCase()];
+    },
+  };
+  helmet(options)({} as IncomingMessage, recorder as unknown as ServerResponse, (error?: unknown) => {
+    if (error) throw error;
+  });
+  return Object.freeze(headers);
+}
+
+/**
  * Security headers fit for a JSON API, CORS with credentials for the SPA origins only, and a
  * CSRF check on our own routes like Better Auth's on its: a state-changing request carrying a
  * cookie must come from a trusted Origin. API-key calls carry no cookie and are not affected.
  */
 async function securityPlugin(app: FastifyInstance, { corsOrigins, apiBaseUrl }: SecurityPluginOptions) {
-  await app.register(helmet, {
+  const headers = securityHeaders({
     // Responses are JSON: nothing may be loaded, framed or run from them. The docs page sets its own CSP.
     contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"], baseUri: ["'none'"], formAction: ["'none'"] } },
     crossOriginResourcePolicy: { policy: 'same-site' },
+  });
+  app.addHook('onRequest', (_request, reply, done) => {
+    reply.headers(headers);
+    done();
   });
   await app.register(cors, {
     origin: [...corsOrigins],

@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { compileResponseSerializer } from '../src/lib/serializer.js';
+import { ExecutionPage } from '../src/routes/executions/schemas.js';
+
+const execution = {
+  id: '5eed0000-0000-4000-8000-000000000001',
+  workflowId: '5eed0000-0000-4000-8000-000000000002',
+  workflowVersion: 2,
+  jobId: null,
+  trigger: 'manual',
+  status: 'completed',
+  input: { nested: { list: [1, 'two', null] } },
+  output: 'plain string',
+  error: null,
+  startedAt: '2026-11-22T01:00:00.000Z',
+  finishedAt: null,
+  createdAt: '2026-11-22T01:00:00.000Z',
+  retryOfId: '5eed0000-0000-4000-8000-000000000003',
+};
+
+describe('the compiled response serializer', () => {
+  it('writes what the zod schema declares, as JSON.stringify would', () => {
+    const page = { items: [execution], hasNext: false, nextCursor: null };
+    expect(JSON.parse(compileResponseSerializer(ExecutionPage)(page))).toEqual(page);
+  });
+
+  it('leaves out every property the schema does not declare, at every level', () => {
+    const serialize = compileResponseSerializer(ExecutionPage);
+    const leaky = { items: [{ ...execution, userId: 'secret-owner', workflowSnapshot: { nodes: [] } }], hasNext: true, nextCursor: 'c', total: 9 };
+    const written = JSON.parse(serialize(leaky)) as { items: Record<string, unknown>[] };
+    expect(Object.keys(written)).toEqual(['items', 'hasNext', 'nextCursor']);
+    expect(written.items[0]).not.toHaveProperty('userId');
+    expect(written.items[0]).not.toHaveProperty('workflowSnapshot');
+  });
+
+  it('refuses a body that lacks a required property instead of writing half a contract', () => {
+    const { createdAt: _createdAt, ...incomplete } = execution;
+    expect(() => compileResponseSerializer(ExecutionPage)({ items: [incomplete], hasNext: false, nextCursor: null })).toThrow(/createdAt/);
+  });
+
+  it('keeps fields whose names are JSON Schema keywords, and writes nullable values both ways', () => {
+    const schema = z.object({ pattern: z.string(), format: z.string().nullable(), when: z.iso.datetime().nullable() });
+    const serialize = compileResponseSerializer(schema);
+    expect(JSON.parse(serialize({ pattern: 'a*', format: null, when: '2026-11-22T01:00:00.000Z' }))).toEqual({ pattern: 'a*', format: null, when: '2026-11-22T01:00:00.000Z' });
+    expect(JSON.parse(serialize({ pattern: 'b', format: 'csv', when: null }))).toEqual({ pattern: 'b', format: 'csv', when: null });
+  });
+});
