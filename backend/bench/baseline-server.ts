@@ -1,9 +1,9 @@
 /**
  * The list benchmark's baseline: the floor Autonode's routes are measured against. A bare Fastify
  * with raw postgres.js, no auth, no validation, no plugins; the caller's id is fixed at start-up.
- * It runs the same SQL as the Autonode routes (the same columns, which today are all of them, as
- * drizzle's `select()` emits) on a pool of the same size, and answers the same JSON, so the
- * difference is what Autonode adds: auth, validation, drizzle, serialisation, hooks.
+ * It runs the same SQL as the Autonode routes (the same columns, filter, order and limit) on a pool
+ * of the same size, and answers the same JSON, so the difference is what Autonode adds: auth,
+ * validation, serialisation, hooks, limits.
  */
 import Fastify from 'fastify';
 import postgres from 'postgres';
@@ -40,8 +40,9 @@ interface ExecutionRecord {
   retry_of_id: string | null;
 }
 
-const columns = sql`id, user_id, workflow_id, workflow_version, workflow_snapshot, job_id, trigger, status, input, output, error,
-  started_at, finished_at, created_at, retry_of_id, lease_owner, lease_expires_at, wake_at, revision`;
+// The columns the service reads for the API (routes/executions/repository.ts): not the bulky snapshot.
+const columns = sql`id, workflow_id, workflow_version, job_id, trigger, status, input, output, error,
+  started_at, finished_at, created_at, retry_of_id, revision`;
 
 const present = (row: ExecutionRecord) => ({
   id: row.id,

@@ -1,5 +1,5 @@
 import rateLimit from '@fastify/rate-limit';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify';
+import Fastify, { type onRequestHookHandler, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify';
 import { validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
 import type { Auth } from './auth/auth.js';
@@ -109,43 +109,6 @@ export async function buildApp({ config, database, auth, logger, bus }: AppDeps)
     });
   });
 
-  // A bounded wait for the database (see Admission): a request holds a permit from onRequest to its response.
-  const admission = new Admission(database.poolSize, config.db.acquireTimeoutMs);
-  app.decorateRequest('releaseAdmission', null);
-  const admit = async (request: FastifyRequest, reply: FastifyReply) => {
-    const release = await admission.acquire();
-    if (!release) throw serviceUnavailable('The service is at capacity; try again shortly.', 1, 'OVERLOADED');
-    request.releaseAdmission = release;
-    // The response's 'close' fires however the exchange ends (answered, timed out, or the client
-    // went away, possibly while this request was still waiting for its permit): the permit always returns.
-    if (reply.raw.closed || request.raw.destroyed) release();
-    else reply.raw.once('close', release);
-  };
-  const releaseAdmission = async (request: FastifyRequest) => {
-    request.releaseAdmission?.();
-  };
-  app.addHook('onResponse', releaseAdmission);
-  app.addHook('onRequestAbort', releaseAdmission);
-
-  // Every request is answered within HANDLER_TIMEOUT_MS, whatever it waits on (a database that
-  // vanished mid-query can leave a driver call pending): 503 problem+json, and its permit is freed.
-  app.decorateRequest('deadline', null);
-  app.addHook('onRequest', async (request, reply) => {
-    const deadline = setTimeout(() => {
-      // A hijacked reply (an event stream) counts as sent and is left alone.
-      if (reply.sent) return;
-      request.log.warn({ timeoutMs: config.handlerTimeoutMs }, 'request timed out');
-      void sendProblem(reply, problem(request, 503, 'TIMEOUT', 'The request took too long; try again.'), { 'retry-after': '5' });
-    }, config.handlerTimeoutMs);
-    deadline.unref();
-    request.deadline = deadline;
-  });
-  const clearDeadline = async (request: FastifyRequest) => {
-    if (request.deadline) clearTimeout(request.deadline);
-  };
-  app.addHook('onResponse', clearDeadline);
-  app.addHook('onRequestAbort', clearDeadline);
-
   // While closing, a response that finishes must also end its keep-alive connection; otherwise
   // the server waits for the client's idle timeout before it can close.
   let closing = false;
@@ -156,13 +119,67 @@ export async function buildApp({ config, database, auth, logger, bus }: AppDeps)
     closing = true;
     for (const end of [...app.eventStreams]) end();
   });
-  app.addHook('onRequest', async () => {
-    if (closing) throw serviceUnavailable('The server is shutting down; try again (another replica may answer).', 5, 'SHUTTING_DOWN');
-  });
-  app.addHook('onSend', async (request, reply) => {
+
+  // The hooks every request runs are callback-style: an async hook costs promises and microtask
+  // turns on each request, and these do nothing asynchronous.
+  app.decorateRequest('deadline', null);
+  app.decorateRequest('releaseAdmission', null);
+  app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
-    if (closing) reply.header('connection', 'close');
+    if (closing) {
+      reply.header('connection', 'close');
+      return done(serviceUnavailable('The server is shutting down; try again (another replica may answer).', 5, 'SHUTTING_DOWN'));
+    }
+    // Every request is answered within HANDLER_TIMEOUT_MS, whatever it waits on (a database that
+    // vanished mid-query can leave a driver call pending): 503 problem+json, and its permit is freed.
+    const deadline = setTimeout(() => {
+      // A hijacked reply (an event stream) counts as sent and is left alone.
+      if (reply.sent) return;
+      request.log.warn({ timeoutMs: config.handlerTimeoutMs }, 'request timed out');
+      void sendProblem(reply, problem(request, 503, 'TIMEOUT', 'The request took too long; try again.'), { 'retry-after': '5' });
+    }, config.handlerTimeoutMs);
+    deadline.unref();
+    request.deadline = deadline;
+    done();
   });
+  const settle = (request: FastifyRequest) => {
+    if (request.deadline) clearTimeout(request.deadline);
+    request.releaseAdmission?.();
+  };
+  app.addHook('onResponse', (request, _reply, done) => {
+    settle(request);
+    done();
+  });
+  app.addHook('onRequestAbort', (request, done) => {
+    settle(request);
+    done();
+  });
+  app.addHook('onSend', (_request, reply, payload, done) => {
+    if (closing) reply.header('connection', 'close');
+    done(null, payload);
+  });
+
+  // A bounded wait for the database (see Admission): a request holds a permit from onRequest to its
+  // response. The response's 'close' fires however the exchange ends (answered, timed out, or the
+  // client went away, possibly while the request was still waiting): the permit always returns.
+  const admission = new Admission(database.poolSize, config.db.acquireTimeoutMs);
+  const hold = (request: FastifyRequest, reply: FastifyReply, release: () => void) => {
+    request.releaseAdmission = release;
+    if (reply.raw.closed || request.raw.destroyed) release();
+    else reply.raw.once('close', release);
+  };
+  const admit: onRequestHookHandler = (request, reply, done) => {
+    const free = admission.tryAcquire();
+    if (free) {
+      hold(request, reply, free);
+      return done();
+    }
+    void admission.acquire().then((release) => {
+      if (!release) return done(serviceUnavailable('The service is at capacity; try again shortly.', 1, 'OVERLOADED'));
+      hold(request, reply, release);
+      done();
+    });
+  };
 
   // Order matters: errors first (every later failure uses it), the docs before any route so they
   // see them all, then the shared decorators, then the routes.
@@ -192,8 +209,10 @@ export async function buildApp({ config, database, auth, logger, bus }: AppDeps)
   await app.register(
     async (v1) => {
       v1.addHook('onRequest', admit);
-      v1.addHook('onRequest', requireUser);
-      v1.addHook('onRequest', async (request) => app.checkCsrf(request));
+      v1.addHook('onRequest', async (request) => {
+        await requireUser(request);
+        app.checkCsrf(request);
+      });
       // Per caller, after authentication: one user cannot starve the others.
       await v1.register(rateLimit, {
         hook: 'preHandler',

@@ -93,7 +93,9 @@ describe.skipIf(isEmbeddedDatabase())('list queries use their indexes (skipped o
       const cursorUrl = first.nextCursor ? `${list}${separator}cursor=${encodeURIComponent(first.nextCursor)}` : list;
       captured.length = 0;
       expect((await app.inject({ url: cursorUrl, headers })).statusCode).toBe(200);
-      const listQueries = captured.filter(({ query }) => /^select/i.test(query.trim()) && bigTables.some((table) => query.includes(`from "${table}"`)));
+      // drizzle quotes table names, the hand-written hot queries do not.
+      const reads = (query: string, table: string) => new RegExp(`\\bfrom "?${table}"?\\s`).test(query);
+      const listQueries = captured.filter(({ query }) => /^select/i.test(query.trim()) && bigTables.some((table) => reads(query, table)));
       expect(listQueries.length, `no list query captured for ${list}`).toBeGreaterThan(0);
       for (const { query, parameters } of listQueries) {
         const [row] = await app.database.sql.unsafe<{ 'QUERY PLAN': PlanNode[] }[]>(`explain (format json) ${query}`, parameters as never[]);
@@ -102,7 +104,7 @@ describe.skipIf(isEmbeddedDatabase())('list queries use their indexes (skipped o
         const seqScans = nodes.filter((node) => node['Node Type'] === 'Seq Scan' && bigTables.includes(node['Relation Name'] ?? ''));
         expect(seqScans, `${cursorUrl}: sequential scan in\n${query}`).toEqual([]);
         // An execution's steps are bounded by MAX_NODES, so the planner may sort those few rows instead.
-        if (!query.includes('from "execution_steps"')) {
+        if (!reads(query, 'execution_steps')) {
           expect(nodes.filter((node) => node['Node Type'].includes('Sort')), `${cursorUrl}: sort in\n${query}`).toEqual([]);
         }
         explained.push(cursorUrl);

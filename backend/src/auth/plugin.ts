@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import fp from 'fastify-plugin';
 import type { EventBus } from '../engine/events.js';
 import { sha256 } from '../lib/http.js';
@@ -49,7 +49,7 @@ export interface AuthPluginOptions {
   /** Bad or missing credentials allowed per client address per minute before 429. */
   readonly failureLimitPerMinute: number;
   /** Takes a database permit for the request (the auth endpoints use the database). */
-  readonly admit: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+  readonly admit: onRequestHookHandler;
 }
 
 /** Auth endpoints that only create sessions: nothing cached can be invalidated by them. */

@@ -8,10 +8,12 @@ import * as schema from './schema/index.js';
 export type Schema = typeof schema;
 /** The drizzle database every repository, Better Auth and the engine use; `db.$client` is the postgres.js pool. */
 export type Db = PostgresJsDatabase<Schema>;
+/** The root database, whose `$client` is the postgres.js pool (a transaction is a Db but not a PooledDb). */
+export type PooledDb = Db & { $client: postgres.Sql };
 export type Sql = postgres.Sql;
 
 export interface DbClient {
-  readonly db: Db;
+  readonly db: PooledDb;
   readonly sql: Sql;
   /** What the service is talking to, for logs and for code that must respect the embedded one-connection limit. */
   readonly kind: 'external' | 'embedded';

@@ -1,11 +1,11 @@
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
-import type { Db, DbClient } from './client.js';
+import type { DbClient, PooledDb } from './client.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** The service's drizzle database (one pool per process, created at the entry). */
-    db: Db;
+    db: PooledDb;
     /** The same client with its raw postgres.js pool and lifecycle. */
     database: DbClient;
   }

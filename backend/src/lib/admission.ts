@@ -13,12 +13,17 @@ export class Admission {
     private readonly timeoutMs: number,
   ) {}
 
+  /** A release function when a permit is free right now (the common case, with no promise), else null. */
+  tryAcquire(): (() => void) | null {
+    if (this.inUse >= this.permits) return null;
+    this.inUse++;
+    return this.releaser();
+  }
+
   /** Resolves with a release function, or with null when no permit came within the timeout. */
   acquire(): Promise<(() => void) | null> {
-    if (this.inUse < this.permits) {
-      this.inUse++;
-      return Promise.resolve(this.releaser());
-    }
+    const free = this.tryAcquire();
+    if (free) return Promise.resolve(free);
     return new Promise((resolve) => {
       const entry = {
         grant: () => {

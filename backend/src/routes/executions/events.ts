@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { Db } from '../../db/client.js';
+import type { PooledDb } from '../../db/client.js';
 import type { BusMessage, EventBus, ExecutionEvent } from '../../engine/events.js';
 import * as executions from './repository.js';
 
@@ -16,7 +16,7 @@ const KEEPALIVE_MS = 15_000;
 export async function streamExecutionEvents(
   request: FastifyRequest,
   reply: FastifyReply,
-  db: Db,
+  db: PooledDb,
   bus: EventBus,
   openStreams: Set<() => void>,
   execution: executions.ExecutionRow,
