@@ -95,6 +95,8 @@ export interface StepView {
   attempt: number;
   output: unknown;
   error: unknown;
+  startedAt: string | null;
+  finishedAt: string | null;
 }
 
 export async function createWorkflow(app: App, user: SignedInUser, graph: { nodes: unknown[]; edges: unknown[] }, name = 'engine test'): Promise<string> {

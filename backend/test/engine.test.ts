@@ -232,11 +232,46 @@ describe('the engine', () => {
       });
     const ids = events.map((event) => event.id);
     expect(ids).toEqual([...ids].sort((x, y) => x - y));
+    // The stream opens with the current state (all at the current revision); after that, steps
+    // written together (an instant step goes with the next write) still get a revision each.
+    const live = ids.filter((id) => id > (ids[0] ?? 0));
+    expect(live).toEqual([...new Set(live)]);
     const last = events[events.length - 1];
     expect(last).toMatchObject({ event: 'execution', data: { status: 'completed' } });
     const completedOrder = events.filter((event) => event.event === 'step' && event.data.status === 'completed').map((event) => event.data.nodeId);
     expect(completedOrder.indexOf('b')).toBeGreaterThan(completedOrder.indexOf('pause'));
     expect(new Set(completedOrder)).toEqual(new Set(['start', 'a', 'pause', 'b']));
+  });
+});
+
+describe('the rows of instant steps', () => {
+  it('go with the execution\'s next write: a one-step workflow costs its claim and its finish', async () => {
+    const statements: string[] = [];
+    const app = await buildTestApp({}, { onQuery: (query) => statements.push(query) });
+    const engine = startEngine(app);
+    try {
+      const user = await signUp(app);
+      const workflowId = await createWorkflow(app, user, {
+        nodes: [
+          { id: 'start', type: 'trigger.manual' },
+          { id: 'double', type: 'transform', params: { expression: 'input.n * 2' } },
+        ],
+        edges: [{ source: 'start', target: 'double' }],
+      });
+      statements.length = 0;
+      const execution = await runWorkflow(app, user, workflowId, { n: 21 });
+      const finished = await waitForStatus(app, user, execution.id, ['completed', 'failed']);
+      expect(finished).toMatchObject({ status: 'completed', output: { double: 42 } });
+      const stepWrites = statements.filter((query) => /insert into execution_steps/i.test(query));
+      expect(stepWrites).toHaveLength(1);
+      const steps = await stepsOf(app, user, execution.id);
+      expect(steps.start).toMatchObject({ status: 'completed', attempt: 1, output: { n: 21 } });
+      expect(steps.double).toMatchObject({ status: 'completed', attempt: 1, output: 42 });
+      for (const step of Object.values(steps)) expect(step.startedAt).not.toBeNull();
+    } finally {
+      await engine.stop(5_000);
+      await app.close();
+    }
   });
 });
 

@@ -5,7 +5,7 @@ import type { EventBus, ExecutionEvent } from './events.js';
 import type { HttpGuard } from './http-request.js';
 import { executionOutput, planNext } from './plan.js';
 import { isNodeType, nodeDefinition } from './registry.js';
-import type { ClaimedExecution, EngineStore, PendingEvent, StepState } from './store.js';
+import type { ClaimedExecution, EngineStore, PendingEvent, StepRecord, StepState } from './store.js';
 
 /** Node types that finish at once (no I/O): they go straight to completed, with no `running` write. */
 const instantTypes = new Set(['trigger.manual', 'trigger.schedule', 'transform', 'condition']);
@@ -39,8 +39,16 @@ function jsonSize(value: unknown): number {
 /**
  * Runs one claimed execution until it ends or is handed back. It holds no transaction while a step
  * runs (the embedded database has a single connection); every write is fenced by the lease.
+ *
+ * The rows of instant steps (no I/O, no side effect: triggers, transforms, conditions, skips) are
+ * not written on their own: they go with the execution's next write (a step that starts I/O, a
+ * hand-back, the end), so a one-step workflow costs its claim and one more statement. A crash in
+ * between loses nothing but those pure computations, which the next worker repeats.
  */
 export class ExecutionRunner {
+  /** Per execution being run here: instant step rows not written yet. */
+  private readonly unwritten = new Map<string, StepRecord[]>();
+
   constructor(
     private readonly store: EngineStore,
     private readonly bus: EventBus,
@@ -49,6 +57,15 @@ export class ExecutionRunner {
   ) {}
 
   async run(execution: ClaimedExecution, signal: AbortSignal, draining: () => boolean): Promise<void> {
+    this.unwritten.set(execution.id, []);
+    try {
+      await this.runClaimed(execution, signal, draining);
+    } finally {
+      this.unwritten.delete(execution.id);
+    }
+  }
+
+  private async runClaimed(execution: ClaimedExecution, signal: AbortSignal, draining: () => boolean): Promise<void> {
     const log = this.logger.child({ executionId: execution.id });
     if (!this.store.notifyInSql) {
       await this.bus.publish({ kind: 'execution', executionId: execution.id, userId: execution.userId, revision: execution.revision, status: 'running' });
@@ -70,7 +87,7 @@ export class ExecutionRunner {
       }
       for (const nodeId of plan.skip) {
         const skipped: StepState = { nodeId, status: 'skipped', attempt: 0, input: null, output: null, error: null };
-        if (!(await this.writeStep(execution, skipped, { finished: true }))) return;
+        await this.writeStep(execution, skipped, { finished: true }, 'deferred');
         steps.set(nodeId, skipped);
       }
       if (plan.skip.length > 0) continue;
@@ -136,7 +153,7 @@ export class ExecutionRunner {
         throw new StepError(`the step output is larger than ${this.settings.maxPayloadBytes} bytes`, { retryable: false });
       }
       const completed: StepState = { nodeId: node.id, status: 'completed', attempt, input: result.input ?? null, output: result.output ?? null, error: null };
-      if (!(await this.writeStep(execution, completed, { finished: true, started: instant }))) return { kind: 'lost' };
+      if (!(await this.writeStep(execution, completed, { finished: true, started: instant }, instant ? 'deferred' : 'now'))) return { kind: 'lost' };
       steps.set(node.id, completed);
       return undefined;
     } catch (error) {
@@ -151,7 +168,7 @@ export class ExecutionRunner {
         return { kind: 'release', status: 'pending', wakeAt: new Date(this.settings.now().getTime() + wait) };
       }
       const failed: StepState = { nodeId: node.id, status: 'failed', attempt, input: null, output: null, error: record };
-      if (!(await this.writeStep(execution, failed, { finished: true, started: instant }))) return { kind: 'lost' };
+      if (!(await this.writeStep(execution, failed, { finished: true, started: instant }, instant ? 'deferred' : 'now'))) return { kind: 'lost' };
       steps.set(node.id, failed);
       return undefined;
     }
@@ -166,8 +183,9 @@ export class ExecutionRunner {
       ...(outcome.output !== undefined ? { output: outcome.output } : {}),
       ...(outcome.error !== undefined ? { error: outcome.error } : {}),
     };
-    const revision = await this.store.finish(execution.id, outcome, event);
-    if (revision !== null) await this.announce(event, revision);
+    const records = this.takeUnwritten(execution);
+    const revision = await this.store.finish(execution.id, outcome, event, records);
+    if (revision !== null) await this.announceAll(records, event, revision);
   }
 
   private async interrupt(execution: ClaimedExecution, interruption: Interruption, log: Logger): Promise<void> {
@@ -176,30 +194,26 @@ export class ExecutionRunner {
       return;
     }
     const event: PendingEvent = { kind: 'execution', executionId: execution.id, userId: execution.userId, status: interruption.status };
-    const revision = await this.store.release(execution.id, interruption.status, interruption.wakeAt, event);
+    const records = this.takeUnwritten(execution);
+    const revision = await this.store.release(execution.id, interruption.status, interruption.wakeAt, event, records);
     if (revision === null) return;
-    await this.announce(event, revision);
+    await this.announceAll(records, event, revision);
     if (!interruption.wakeAt) await this.bus.publish({ kind: 'work' });
   }
 
   /**
-   * Writes a step row and announces it: every revision is announced (a gap would make each live
-   * stream re-read the whole execution). False when the execution is no longer ours.
+   * Records a step row: `deferred` keeps it for the execution's next write; `now` writes it with
+   * those kept so far, and announces them all (every revision is announced: a gap would make each
+   * live stream re-read the whole execution). False when the execution is no longer ours.
    */
-  private async writeStep(execution: ClaimedExecution, step: StepState, timing: { started?: boolean; finished?: boolean }): Promise<boolean> {
-    const event: PendingEvent = {
-      kind: 'step',
-      executionId: execution.id,
-      userId: execution.userId,
-      nodeId: step.nodeId,
-      status: step.status,
-      attempt: step.attempt,
-      ...(step.output !== null && step.output !== undefined ? { output: step.output } : {}),
-      ...(step.error !== null && step.error !== undefined ? { error: step.error } : {}),
-    };
-    const revision = await this.store.writeStep(
-      execution.id,
-      {
+  private async writeStep(
+    execution: ClaimedExecution,
+    step: StepState,
+    timing: { started?: boolean; finished?: boolean },
+    when: 'now' | 'deferred' = 'now',
+  ): Promise<boolean> {
+    const record: StepRecord = {
+      step: {
         nodeId: step.nodeId,
         status: step.status,
         attempt: step.attempt,
@@ -208,11 +222,41 @@ export class ExecutionRunner {
         ...(step.error !== null ? { error: step.error } : {}),
         ...timing,
       },
-      event,
-    );
+      event: {
+        kind: 'step',
+        executionId: execution.id,
+        userId: execution.userId,
+        nodeId: step.nodeId,
+        status: step.status,
+        attempt: step.attempt,
+        ...(step.output !== null && step.output !== undefined ? { output: step.output } : {}),
+        ...(step.error !== null && step.error !== undefined ? { error: step.error } : {}),
+      },
+    };
+    if (when === 'deferred') {
+      this.unwritten.get(execution.id)?.push(record);
+      return true;
+    }
+    const records = [...this.takeUnwritten(execution), record];
+    const revision = await this.store.writeSteps(execution.id, records);
     if (revision === null) return false;
-    await this.announce(event, revision);
+    await this.announceAll(records, undefined, revision);
     return true;
+  }
+
+  /** The kept step rows, handed to the write that takes them (taken at once: parallel steps each write their own). */
+  private takeUnwritten(execution: ClaimedExecution): StepRecord[] {
+    const records = this.unwritten.get(execution.id) ?? [];
+    this.unwritten.set(execution.id, []);
+    return records;
+  }
+
+  /** Announces step events and then the execution's own, numbered as the store numbered them, up to `revision`. */
+  private async announceAll(records: readonly StepRecord[], last: PendingEvent | undefined, revision: number): Promise<void> {
+    if (this.store.notifyInSql) return;
+    const first = revision - records.length - (last ? 1 : 0) + 1;
+    for (const [index, record] of records.entries()) await this.announce(record.event, first + index);
+    if (last) await this.announce(last, revision);
   }
 
   /** Publishes through the bus when the store could not notify inside its statement (embedded database). */

@@ -39,6 +39,22 @@ export interface StepState {
 
 export type Fenced<T> = T | null;
 
+/** One write of a step row and the live event that announces it. */
+export interface StepWrite {
+  nodeId: string;
+  status: StepState['status'];
+  attempt: number;
+  input?: unknown;
+  output?: unknown;
+  error?: unknown;
+  started?: boolean;
+  finished?: boolean;
+}
+export interface StepRecord {
+  readonly step: StepWrite;
+  readonly event: PendingEvent;
+}
+
 export class EngineStore {
   /**
    * @param notifyInSql on a real server, each write's NOTIFY goes in the same statement (one round
@@ -106,48 +122,43 @@ export class EngineStore {
     return new Set(rows.map((row) => row.id));
   }
 
-  /** Writes one step's row (one per node) if this worker still holds the execution; the new revision or null. */
-  async writeStep(
-    executionId: string,
-    step: { nodeId: string; status: StepState['status']; attempt: number; input?: unknown; output?: unknown; error?: unknown; started?: boolean; finished?: boolean },
-    event?: PendingEvent,
-  ): Promise<Fenced<number>> {
-    const input = jsonParam(step.input);
-    const output = jsonParam(step.output);
-    const error = jsonParam(step.error);
+  /**
+   * Writes step rows (one per node) if this worker still holds the execution, in one statement; the
+   * new revision or null. Each step's event gets its own revision, in order.
+   */
+  async writeSteps(executionId: string, records: readonly StepRecord[]): Promise<Fenced<number>> {
+    if (records.length === 0) throw new Error('writeSteps needs at least one step');
     const rows = await this.sql<{ revision: number }[]>`
       with fence as (
-        update executions set revision = revision + 1
+        update executions set revision = revision + ${records.length}
          where id = ${executionId} and lease_owner = ${this.workerId} and status = 'running'
         returning revision),
-      written as (
-        insert into execution_steps as s (execution_id, node_id, status, attempt, input, output, error, started_at, finished_at)
-        select ${executionId}::uuid, ${step.nodeId}::text, ${step.status}::step_status, ${step.attempt}::int,
-               ${input}::jsonb, ${output}::jsonb, ${error}::jsonb,
-               case when ${step.started ?? false}::boolean then now() end, case when ${step.finished ?? false}::boolean then now() end
-          from fence
-        on conflict (execution_id, node_id) do update
-           set status = excluded.status, attempt = excluded.attempt,
-               input = coalesce(excluded.input, s.input), output = excluded.output, error = excluded.error,
-               started_at = case when ${step.started ?? false}::boolean then now() else s.started_at end,
-               finished_at = excluded.finished_at
-        returning 1)
-      select revision, ${this.notify(event, 'revision')} as notified from fence where exists (select 1 from written)`;
+      written as (${this.insertSteps(executionId, records)})
+      select revision, ${this.notifySteps(records, 0)} as notified from fence where exists (select 1 from written)`;
     return rows[0]?.revision ?? null;
   }
 
-  /** Ends the execution (completed or failed) and unlocks its job; null when no longer ours. */
-  async finish(executionId: string, outcome: { status: 'completed' | 'failed'; output?: unknown; error?: unknown }, event?: PendingEvent): Promise<Fenced<number>> {
+  /**
+   * Ends the execution (completed or failed), writing the step rows not yet written in the same
+   * statement, and unlocks its job; null when no longer ours.
+   */
+  async finish(
+    executionId: string,
+    outcome: { status: 'completed' | 'failed'; output?: unknown; error?: unknown },
+    event?: PendingEvent,
+    records: readonly StepRecord[] = [],
+  ): Promise<Fenced<number>> {
     const rows = await this.sql<{ revision: number }[]>`
-      with ended as (
+      with fence as (
         update executions
            set status = ${outcome.status}, output = ${jsonParam(outcome.output)}::jsonb,
                error = ${jsonParam(outcome.error)}::jsonb,
-               finished_at = now(), lease_owner = null, lease_expires_at = null, revision = revision + 1
+               finished_at = now(), lease_owner = null, lease_expires_at = null, revision = revision + ${records.length + 1}
          where id = ${executionId} and lease_owner = ${this.workerId} and status = 'running'
         returning revision, job_id),
-      unlocked as (update jobs set locked = false where id = (select job_id from ended))
-      select revision, ${this.notify(event, 'revision')} as notified from ended`;
+      ${records.length > 0 ? this.sql`written as (${this.insertSteps(executionId, records)}),` : this.sql``}
+      unlocked as (update jobs set locked = false where id = (select job_id from fence))
+      select revision, ${this.notifySteps(records, 1)} as steps_notified, ${this.notify(event, 'revision')} as notified from fence`;
     return rows[0]?.revision ?? null;
   }
 
@@ -155,14 +166,66 @@ export class EngineStore {
    * Gives the execution back: `paused` until a delay ends, or `pending` (now, or after a retry
    * backoff, or for another worker when this one shuts down). No worker is held while it waits.
    */
-  async release(executionId: string, status: 'pending' | 'paused', wakeAt: Date | null, event?: PendingEvent): Promise<Fenced<number>> {
+  async release(
+    executionId: string,
+    status: 'pending' | 'paused',
+    wakeAt: Date | null,
+    event?: PendingEvent,
+    records: readonly StepRecord[] = [],
+  ): Promise<Fenced<number>> {
     const rows = await this.sql<{ revision: number }[]>`
-      with released as (
+      with fence as (
         update executions
-           set status = ${status}, wake_at = ${wakeAt ? wakeAt.toISOString() : null}::timestamptz, lease_owner = null, lease_expires_at = null, revision = revision + 1
+           set status = ${status}, wake_at = ${wakeAt ? wakeAt.toISOString() : null}::timestamptz, lease_owner = null, lease_expires_at = null,
+               revision = revision + ${records.length + 1}
          where id = ${executionId} and lease_owner = ${this.workerId} and status = 'running'
         returning revision)
-      select revision, ${this.notify(event, 'revision')} as notified from released`;
+      ${records.length > 0 ? this.sql`, written as (${this.insertSteps(executionId, records)})` : this.sql``}
+      select revision, ${this.notifySteps(records, 1)} as steps_notified, ${this.notify(event, 'revision')} as notified from fence`;
     return rows[0]?.revision ?? null;
+  }
+
+  /**
+   * The upsert of step rows, run only when the CTE `fence` (the lease check) returned its row. A
+   * step's `started_at` is set when it starts and kept after; JSON travels as text, so a JSON null
+   * stays distinct from "no value" (SQL NULL).
+   */
+  private insertSteps(executionId: string, records: readonly StepRecord[]) {
+    // One row per node: a later write of the same node in the batch replaces an earlier one.
+    const latest = new Map(records.map(({ step }) => [step.nodeId, step]));
+    const rows = JSON.stringify(
+      [...latest.values()].map((step) => ({
+        node_id: step.nodeId,
+        status: step.status,
+        attempt: step.attempt,
+        input: jsonParam(step.input),
+        output: jsonParam(step.output),
+        error: jsonParam(step.error),
+        started: step.started ?? false,
+        finished: step.finished ?? false,
+      })),
+    );
+    return this.sql`
+      insert into execution_steps as s (execution_id, node_id, status, attempt, input, output, error, started_at, finished_at)
+      select ${executionId}::uuid, x.node_id, x.status::step_status, x.attempt, x.input::jsonb, x.output::jsonb, x.error::jsonb,
+             case when x.started then now() end, case when x.finished then now() end
+        from fence,
+             jsonb_to_recordset(${rows}::jsonb) as x(node_id text, status text, attempt int, input text, output text, error text, started boolean, finished boolean)
+      on conflict (execution_id, node_id) do update
+         set status = excluded.status, attempt = excluded.attempt,
+             input = coalesce(excluded.input, s.input), output = excluded.output, error = excluded.error,
+             started_at = coalesce(excluded.started_at, s.started_at), finished_at = excluded.finished_at
+      returning 1`;
+  }
+
+  /**
+   * A select-list expression that sends each step's event, numbered up to the statement's revision
+   * less `after` (the execution's own event, if any, takes the last revision), or nothing.
+   */
+  private notifySteps(records: readonly StepRecord[], after: number) {
+    if (records.length === 0 || !this.notifyInSql) return this.sql`null`;
+    const events = `[${records.map(({ event }) => encode({ ...event, revision: 0 })).join(',')}]`;
+    return this.sql`(select count(pg_notify(${CHANNEL}, (e.value || jsonb_build_object('revision', revision - ${records.length + after} + e.ordinality::int))::text))
+       from jsonb_array_elements(${events}::jsonb) with ordinality as e)`;
   }
 }
