@@ -31,6 +31,11 @@ const SEQUENTIAL_REQUESTS = 200;
 export interface Side {
   readonly okPerSecond: number;
   readonly p99Ms: number;
+  /**
+   * Server CPU time per request (ms, user + system, from /proc): what the layers cost, independent
+   * of what else the machine was doing (PostgreSQL and the load generator share its cores).
+   */
+  readonly cpuMsPerRequest: number | undefined;
   readonly failures: number;
   readonly peakRssMiB: number | undefined;
 }
@@ -73,10 +78,25 @@ function loadOn(server: HttpServer, target: Target): CountedLoad {
   return new CountedLoad({ url: `${server.baseUrl}${target.path}`, headers: target.headers, connections: CONNECTIONS }, LOAD_SECONDS);
 }
 
-function summarise(runs: readonly LoadResult[], server: HttpServer): Side {
+interface MeasuredRun extends LoadResult {
+  readonly cpuMsPerRequest: number | undefined;
+}
+
+/** One counted run, with the server's CPU time over it. */
+async function measuredRun(load: CountedLoad, server: HttpServer): Promise<MeasuredRun> {
+  const cpuBefore = server.process.cpuMs();
+  const result = await load.run();
+  const cpuAfter = server.process.cpuMs();
+  const cpuMsPerRequest = cpuBefore !== undefined && cpuAfter !== undefined && result.requests > 0 ? (cpuAfter - cpuBefore) / result.requests : undefined;
+  return { ...result, cpuMsPerRequest };
+}
+
+function summarise(runs: readonly MeasuredRun[], server: HttpServer): Side {
+  const cpu = runs.flatMap((run) => (run.cpuMsPerRequest === undefined ? [] : [run.cpuMsPerRequest]));
   return {
     okPerSecond: median(runs.map((run) => run.okPerSecond)),
     p99Ms: median(runs.map((run) => run.p99Ms)),
+    cpuMsPerRequest: cpu.length > 0 ? median(cpu) : undefined,
     failures: runs.reduce((sum, run) => sum + run.failures, 0),
     peakRssMiB: server.process.peakRssMiB(),
   };
@@ -260,17 +280,18 @@ async function compareRoute(variant: Variant, autonode: HttpServer, baseline: Ht
   await autonodeLoad.warmUp(WARM_UP_SECONDS);
   await stillServing();
   await baselineLoad.warmUp(WARM_UP_SECONDS);
-  const autonodeRuns: LoadResult[] = [];
-  const baselineRuns: LoadResult[] = [];
+  const autonodeRuns: MeasuredRun[] = [];
+  const baselineRuns: MeasuredRun[] = [];
+  const cpuText = (run: MeasuredRun) => (run.cpuMsPerRequest === undefined ? '' : `, ${run.cpuMsPerRequest.toFixed(3)} ms CPU/req`);
   for (let pair = 0; pair < PAIRS; pair += 1) {
-    const ours = await autonodeLoad.run();
+    const ours = await measuredRun(autonodeLoad, autonode);
     autonodeRuns.push(ours);
     await stillServing();
-    const theirs = await baselineLoad.run();
+    const theirs = await measuredRun(baselineLoad, baseline);
     baselineRuns.push(theirs);
     log(
-      `${variant.label} pair ${pair + 1}: Autonode ${ours.okPerSecond.toFixed(0)} req/s p99 ${ours.p99Ms} ms (${ours.seconds.toFixed(1)} s)` +
-        ` | baseline ${theirs.okPerSecond.toFixed(0)} req/s p99 ${theirs.p99Ms} ms (${theirs.seconds.toFixed(1)} s)`,
+      `${variant.label} pair ${pair + 1}: Autonode ${ours.okPerSecond.toFixed(0)} req/s p99 ${ours.p99Ms} ms${cpuText(ours)} (${ours.seconds.toFixed(1)} s)` +
+        ` | baseline ${theirs.okPerSecond.toFixed(0)} req/s p99 ${theirs.p99Ms} ms${cpuText(theirs)} (${theirs.seconds.toFixed(1)} s)`,
     );
     for (const [side, run] of [['Autonode', ours], ['baseline', theirs]] as const) {
       if (run.failures > 0) log(`WARNING: ${variant.label}, ${side}: ${run.failures} failures (${run.failureDetail})`);

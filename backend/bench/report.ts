@@ -47,6 +47,11 @@ export function renderReport(results: SuiteResults): string {
       const rss = `${mib(route.autonode.peakRssMiB)} / ${mib(route.baseline.peakRssMiB)}`;
       rows.push([`1. ${route.label}`, 'req/s', whole(route.autonode.okPerSecond), whole(route.baseline.okPerSecond), ratio(route.throughputRatio), `>= ${LIST_TARGET.toFixed(2)}: ${verdict(route.throughputRatio >= LIST_TARGET)}`, rss]);
       rows.push([`1. ${route.label}`, 'p99 ms', whole(route.autonode.p99Ms), whole(route.baseline.p99Ms), ratio(route.autonode.p99Ms / route.baseline.p99Ms), '', '']);
+      const ours = route.autonode.cpuMsPerRequest;
+      const theirs = route.baseline.cpuMsPerRequest;
+      if (ours !== undefined && theirs !== undefined) {
+        rows.push([`1. ${route.label}`, 'server CPU ms/req', ours.toFixed(3), theirs.toFixed(3), ratio(ours / theirs), '', '']);
+      }
     }
     const { depth } = listAndDepth;
     rows.push([
@@ -86,7 +91,9 @@ export function renderReport(results: SuiteResults): string {
     'Method: every figure is the median of 3 alternating runs (A, B, A, B, A, B; sign-in: 3 runs). HTTP runs are autocannon with 50 connections ' +
       '(sign-in: 10), after a warm-up per side (5 s; sign-in: 3 s), each sized to about 8 s and ended when its requests are answered (not at a deadline, ' +
       'which would abandon requests in flight); req/s counts 2xx answers only. Depth: 3 pairs of 200 sequential requests. ' +
-      'Peak RSS is VmHWM of the server or worker process.',
+      'Peak RSS is VmHWM of the server or worker process. Server CPU ms/req is the server process\'s user + system time over a run ' +
+      '(/proc) divided by its requests: the cost of its layers, less sensitive than req/s to the load generator and PostgreSQL ' +
+      'sharing the cores.',
   );
   if (results.cpuBusyBeforeStart !== undefined && results.cpuBusyBeforeStart > BUSY_MACHINE) {
     notes.push(

@@ -180,6 +180,8 @@ export interface NodeProcess {
   isRunning(): boolean;
   /** Peak resident set (VmHWM) in MiB so far; undefined once the process has ended. */
   peakRssMiB(): number | undefined;
+  /** CPU time (user + system) used so far, in ms; undefined once the process has ended. */
+  cpuMs(): number | undefined;
   /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process has ended. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -219,6 +221,7 @@ export function spawnNode(name: string, script: string, env: Record<string, stri
     exited,
     isRunning,
     peakRssMiB: () => (isRunning() ? readPeakRssMiB(pid) : undefined),
+    cpuMs: () => (isRunning() ? readCpuMs(pid) : undefined),
     async stop(graceMs = 5_000) {
       if (isRunning()) {
         child.kill('SIGTERM');
@@ -228,6 +231,21 @@ export function spawnNode(name: string, script: string, env: Record<string, stri
       }
     },
   };
+}
+
+/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ): 100 on Linux. */
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** utime + stime from /proc/<pid>/stat (fields 14 and 15, counted after the parenthesised name). */
+function readCpuMs(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    return Number.isFinite(ticks) ? (ticks * 1000) / CLOCK_TICKS_PER_SECOND : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** VmHWM from /proc: the process's peak resident memory (Linux only; undefined elsewhere). */

@@ -42,7 +42,8 @@ export function securityHeaders(options: Readonly<HelmetOptions>): Readonly<Reco
 async function securityPlugin(app: FastifyInstance, { corsOrigins, apiBaseUrl }: SecurityPluginOptions) {
   const headers = securityHeaders({
     // Responses are JSON: nothing may be loaded, framed or run from them. The docs page sets its own CSP.
-    contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"], baseUri: ["'none'"], formAction: ["'none'"] } },
+    // Only these directives (not helmet's defaults for HTML pages): default-src 'none' already covers the rest.
+    contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"], baseUri: ["'none'"], formAction: ["'none'"] } },
     crossOriginResourcePolicy: { policy: 'same-site' },
   });
   app.addHook('onRequest', (_request, reply, done) => {
