@@ -8,7 +8,8 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     // Fault tests stop the PostgreSQL cluster: they run alone, after the suite (npm run test:faults).
-    exclude: ['test/faults/**', 'node_modules/**'],
+    // Browser tests start Caddy and Chromium: they have their own run (npm run test:e2e).
+    exclude: ['test/faults/**', 'test/e2e/**', 'node_modules/**'],
     globalSetup: ['test/global-setup.ts'],
     // Searches every file's captured logs for credentials once its tests have run.
     setupFiles: ['test/log-scan.ts'],

@@ -1,0 +1,96 @@
+/**
+ * What Caddy tells the backend about the browser, and what the backend builds from AUTH_BASE_URL;
+ * then the typed client (@autonode/client) used from Node through the same Caddy.
+ *
+ * Telling the browser from Caddy: the browser reaches Caddy on 127.0.0.1, Caddy reaches the
+ * backend on ::1, and the backend trusts ::1 only (TRUST_PROXY; see stack.ts). The backend can log
+ * 127.0.0.1 for a request only by believing the X-Forwarded-For that Caddy added.
+ */
+import { randomUUID } from 'node:crypto';
+import { createAutonodeClient } from '@autonode/client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fetchFromPage, newDemoUser, openDemo, signUp } from './demo.js';
+import { browserAddress, browserPerTest, caddyAddress, startStack, type BackendLogLine, type E2eStack } from './stack.js';
+
+let stack: E2eStack;
+beforeAll(async () => {
+  stack = await startStack();
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+const browser = browserPerTest(() => stack);
+
+describe('Caddy in front of the backend', () => {
+  it("forwards the browser's address: the backend logs it and records it on the session, not Caddy's", async () => {
+    expect(browserAddress).not.toBe(caddyAddress);
+    expect(stack.backendEnv.TRUST_PROXY).toBe(caddyAddress);
+    const page = browser.page();
+    const user = newDemoUser();
+    await openDemo(page, stack.siteUrl);
+    await signUp(page, user);
+
+    // A request the page makes, found in the backend's log by the id it carries.
+    const requestId = `e2e-${randomUUID()}`;
+    const status = await page.evaluate(async (id) => (await fetch('/api/v1/me', { headers: { 'x-request-id': id } })).status, requestId);
+    expect(status).toBe(200);
+    let incoming: BackendLogLine | undefined;
+    for (let waited = 0; !incoming && waited < 3_000; waited += 50) {
+      incoming = stack.backendLog().find((line) => line.reqId === requestId && line.msg === 'incoming request');
+      if (!incoming) await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(incoming?.req).toMatchObject({ method: 'GET', url: '/api/v1/me', remoteAddress: browserAddress, host: new URL(stack.siteUrl).host });
+
+    // Better Auth got the same address (rate limits per address depend on it).
+    const sessions = await stack.sql<{ ipAddress: string | null }[]>`
+      select s.ip_address as "ipAddress" from session s join "user" u on u.id = s.user_id where u.email = ${user.email}`;
+    expect(sessions).toEqual([{ ipAddress: browserAddress }]);
+  });
+
+  it('builds its public links from AUTH_BASE_URL, the URL the browser uses', async () => {
+    const page = browser.page();
+    await openDemo(page, stack.siteUrl);
+    const pageOrigin = await page.evaluate(() => (globalThis as unknown as { location: { origin: string } }).location.origin);
+    expect(`${pageOrigin}/api`).toBe(stack.backendEnv.AUTH_BASE_URL);
+
+    // The OpenAPI document served through Caddy names the site the browser is on as its server.
+    const document = await fetchFromPage(page, '/api/openapi.json');
+    expect(document).toMatchObject({ status: 200, body: { servers: [{ url: pageOrigin }] } });
+
+    // The demo's origin is not in CORS_ORIGINS: Better Auth and the CSRF check trust it only as the
+    // origin of AUTH_BASE_URL, so a sign-up from this page (an Origin-checked POST) proves the two agree.
+    expect(stack.backendEnv.CORS_ORIGINS?.split(',')).not.toContain(pageOrigin);
+    await signUp(page, newDemoUser());
+  });
+});
+
+describe('the typed client (@autonode/client) through Caddy', () => {
+  it('lists and creates with an API key made in the browser', async () => {
+    const page = browser.page();
+    const user = newDemoUser();
+    await openDemo(page, stack.siteUrl);
+    await signUp(page, user);
+    const created = await page.evaluate(async () => {
+      const response = await fetch('/api/v1/api-keys', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'e2e script' }) });
+      return { status: response.status, key: ((await response.json()) as { key?: string }).key };
+    });
+    expect(created.status).toBe(201);
+
+    const api = createAutonodeClient(stack.siteUrl.replace('localhost', browserAddress), { apiKey: created.key ?? '' });
+    const me = await api.GET('/api/v1/me');
+    expect(me.data).toMatchObject({ email: user.email, authenticatedVia: 'api-key' });
+
+    const workflow = await api.POST('/api/v1/workflows', {
+      body: { name: 'typed', description: '', nodes: [{ id: 'start', type: 'trigger.manual', params: {} }], edges: [] },
+    });
+    expect(workflow.response.status).toBe(201);
+    const page1 = await api.GET('/api/v1/workflows', { params: { query: { pageSize: 1 } } });
+    expect(page1.data?.items.map((item) => item.name)).toEqual(['typed']);
+    expect(page1.data?.hasNext).toBe(false);
+
+    // A wrong key is an error the types know of, not an exception.
+    const anonymous = await createAutonodeClient(stack.siteUrl.replace('localhost', browserAddress), { apiKey: 'ank_not-a-key' }).GET('/api/v1/me');
+    expect(anonymous.response.status).toBe(401);
+    expect(anonymous.data).toBeUndefined();
+  });
+});

@@ -1,0 +1,268 @@
+// The Autonode demo: one ES module, no build step. Caddy serves it on the same origin as the API,
+// so the Better Auth session cookie rides along on every fetch and EventSource by itself, and the
+// browser's Origin header on writes is the one the backend trusts (the origin of AUTH_BASE_URL).
+// Plain fetch on purpose: the typed client (@autonode/client) is TypeScript for build-step apps.
+
+/** Small graphs of the engine's node types (API.md, "Node types"), created with one click. */
+const templates = [
+  {
+    key: 'greeting',
+    name: 'Greeting after a pause',
+    description: 'trigger.manual, then a 1 s delay, then a JSONata transform of the input.',
+    // The pause lets the steps arrive one by one on the live event stream.
+    nodes: [
+      { id: 'start', type: 'trigger.manual', params: {} },
+      { id: 'pause', type: 'delay', params: { ms: 1000 } },
+      { id: 'greet', type: 'transform', params: { expression: '"Hello, " & input.name & "!"' } },
+    ],
+    edges: [
+      { source: 'start', target: 'pause' },
+      { source: 'pause', target: 'greet' },
+    ],
+  },
+  {
+    key: 'echo',
+    name: 'Echo the input',
+    description: 'trigger.manual, then a transform that returns the input unchanged.',
+    nodes: [
+      { id: 'start', type: 'trigger.manual', params: {} },
+      { id: 'echo', type: 'transform', params: { expression: 'input' } },
+    ],
+    edges: [{ source: 'start', target: 'echo' }],
+  },
+];
+
+const TERMINAL_STATUSES = new Set(['completed', 'failed', 'cancelled']);
+
+const element = (id) => document.getElementById(id);
+
+class ApiError extends Error {
+  constructor(status, body) {
+    // problem+json has `detail`; Better Auth's own errors have `message`.
+    super(body?.detail ?? body?.message ?? body?.title ?? `The server answered ${status}.`);
+    this.status = status;
+  }
+}
+
+/** A same-origin JSON call; answers the parsed body, throws ApiError on a non-2xx status. */
+async function api(method, path, body) {
+  const response = await fetch(path, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+function say(text, kind = 'info') {
+  const message = element('message');
+  message.textContent = text;
+  message.dataset.kind = kind;
+  message.hidden = !text;
+}
+
+/** Runs an action from a button or form, showing its failure instead of losing it in the console. */
+function guarded(action) {
+  return async (event) => {
+    event.preventDefault();
+    try {
+      await action(event);
+    } catch (error) {
+      say(error instanceof Error ? error.message : String(error), 'error');
+    }
+  };
+}
+
+// ---- session ------------------------------------------------------------------------------
+
+let currentUser = null;
+
+async function loadSession() {
+  try {
+    currentUser = await api('GET', '/api/v1/me');
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 401)) throw error;
+    currentUser = null;
+  }
+  element('signed-out').hidden = currentUser !== null;
+  element('signed-in').hidden = currentUser === null;
+  if (currentUser) {
+    element('current-user').textContent = currentUser.email;
+    await showFirstPage();
+  } else {
+    stopFollowing();
+    element('execution').hidden = true;
+    element('workflow-list').replaceChildren();
+  }
+}
+
+async function signUp(event) {
+  const form = new FormData(event.target);
+  await api('POST', '/api/auth/sign-up/email', { name: form.get('name'), email: form.get('email'), password: form.get('password') });
+  event.target.reset();
+  say('Account created; you are signed in.');
+  await loadSession();
+}
+
+async function signIn(event) {
+  const form = new FormData(event.target);
+  await api('POST', '/api/auth/sign-in/email', { email: form.get('email'), password: form.get('password') });
+  event.target.reset();
+  say('');
+  await loadSession();
+}
+
+async function signOut() {
+  await api('POST', '/api/auth/sign-out', {});
+  say('Signed out.');
+  await loadSession();
+}
+
+// ---- workflows, paged by cursor -------------------------------------------------------------
+
+// cursors[i] fetches page i + 1 (null: the first page); kept so that "Previous" can go back.
+let cursors = [null];
+let pageIndex = 0;
+
+function pageSize() {
+  const size = Number(element('page-size').value);
+  return Number.isInteger(size) && size >= 1 && size <= 100 ? size : 5;
+}
+
+async function showPage(index) {
+  const query = new URLSearchParams({ pageSize: String(pageSize()) });
+  if (cursors[index]) query.set('cursor', cursors[index]);
+  const list = element('workflow-list');
+  list.setAttribute('aria-busy', 'true');
+  const page = await api('GET', `/api/v1/workflows?${query}`);
+  pageIndex = index;
+  cursors = cursors.slice(0, index + 1);
+  if (page.hasNext) cursors.push(page.nextCursor);
+
+  list.replaceChildren(...page.items.map(workflowItem));
+  list.setAttribute('aria-busy', 'false');
+  element('page-number').textContent = String(index + 1);
+  element('previous-page').disabled = index === 0;
+  element('next-page').disabled = !page.hasNext;
+}
+
+const showFirstPage = () => {
+  cursors = [null];
+  return showPage(0);
+};
+
+function workflowItem(workflow) {
+  const item = document.createElement('li');
+  item.dataset.testid = 'workflow-item';
+  item.dataset.workflowId = workflow.id;
+  const name = document.createElement('span');
+  name.dataset.testid = 'workflow-name';
+  name.textContent = workflow.name;
+  const run = document.createElement('button');
+  run.type = 'button';
+  run.dataset.testid = 'run-workflow';
+  run.textContent = 'Run';
+  run.addEventListener('click', guarded(() => runWorkflow(workflow)));
+  item.append(name, run);
+  return item;
+}
+
+async function createFromTemplate(event) {
+  const form = new FormData(event.target);
+  const template = templates.find((candidate) => candidate.key === form.get('template'));
+  if (!template) throw new Error('Pick a template.');
+  const workflow = await api('POST', '/api/v1/workflows', {
+    name: String(form.get('name')).trim() || template.name,
+    description: template.description,
+    nodes: template.nodes,
+    edges: template.edges,
+  });
+  say(`Created "${workflow.name}".`);
+  // Newest first: the new workflow is at the top of the first page.
+  await showFirstPage();
+}
+
+// ---- runs, followed live over server-sent events ---------------------------------------------
+
+let events = null;
+
+function stopFollowing() {
+  events?.close();
+  events = null;
+}
+
+async function runWorkflow(workflow) {
+  const execution = await api('POST', `/api/v1/workflows/${workflow.id}/run`, { input: { name: currentUser?.name ?? 'world' } });
+  say(`Running "${workflow.name}".`);
+  follow(execution);
+}
+
+function follow(execution) {
+  stopFollowing();
+  element('execution').hidden = false;
+  element('execution-id').textContent = execution.id;
+  element('execution-status').textContent = execution.status;
+  element('execution-output').textContent = '';
+  element('step-list').replaceChildren();
+
+  const source = new EventSource(`/api/v1/executions/${execution.id}/events`);
+  events = source;
+  source.addEventListener('step', (event) => showStep(JSON.parse(event.data)));
+  source.addEventListener('execution', (event) => {
+    const update = JSON.parse(event.data);
+    element('execution-status').textContent = update.status;
+    if (update.output !== null && update.output !== undefined) element('execution-output').textContent = JSON.stringify(update.output, null, 2);
+    if (update.error) element('execution-output').textContent = JSON.stringify(update.error, null, 2);
+    // The server ends the stream with the execution; closing here stops EventSource reconnecting.
+    if (TERMINAL_STATUSES.has(update.status)) stopFollowing();
+  });
+}
+
+function showStep(step) {
+  const list = element('step-list');
+  let item = [...list.children].find((child) => child.dataset.nodeId === step.nodeId);
+  if (!item) {
+    item = document.createElement('li');
+    item.dataset.testid = 'step-item';
+    item.dataset.nodeId = step.nodeId;
+    list.append(item);
+  }
+  item.dataset.status = step.status;
+  item.textContent = `${step.nodeId}: ${step.status}${step.attempt > 1 ? ` (attempt ${step.attempt})` : ''}`;
+}
+
+// ---- wiring ---------------------------------------------------------------------------------
+
+function start() {
+  const select = element('template-select');
+  select.replaceChildren(
+    ...templates.map((template) => {
+      const option = document.createElement('option');
+      option.value = template.key;
+      option.textContent = template.name;
+      return option;
+    }),
+  );
+  const nameInput = element('workflow-name');
+  nameInput.value = templates[0].name;
+  select.addEventListener('change', () => {
+    nameInput.value = templates.find((template) => template.key === select.value)?.name ?? '';
+  });
+
+  element('sign-up-form').addEventListener('submit', guarded(signUp));
+  element('sign-in-form').addEventListener('submit', guarded(signIn));
+  element('sign-out').addEventListener('click', guarded(signOut));
+  element('create-form').addEventListener('submit', guarded(createFromTemplate));
+  element('next-page').addEventListener('click', guarded(() => showPage(pageIndex + 1)));
+  element('previous-page').addEventListener('click', guarded(() => showPage(pageIndex - 1)));
+  element('page-size').addEventListener('change', guarded(showFirstPage));
+
+  loadSession()
+    .catch((error) => say(error instanceof Error ? error.message : String(error), 'error'))
+    .finally(() => document.body.setAttribute('data-ready', 'true'));
+}
+
+start();
