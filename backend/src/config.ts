@@ -189,6 +189,24 @@ export class ConfigError extends Error {
   override readonly name = 'ConfigError';
 }
 
+/**
+ * For the entry points (server, worker): the config, or one line on stderr and exit code 1 (no
+ * stack: the operator needs the variable and the fix). `check` adds what one entry requires.
+ */
+export function loadConfigOrExit(check: (config: Config) => void = () => undefined): Config {
+  try {
+    const config = loadConfig();
+    check(config);
+    return config;
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(1);
+    }
+    throw error;
+  }
+}
+
 function describeIssues(error: z.ZodError): string {
   return error.issues
     .map((issue) => `${issue.path.join('.') || 'environment'}: ${issue.message}`)

@@ -1,28 +1,15 @@
 import closeWithGrace from 'close-with-grace';
 import { buildApp } from './app.js';
 import { createAuth } from './auth/auth.js';
-import { ConfigError, loadConfig, type Config } from './config.js';
+import { loadConfigOrExit } from './config.js';
 import { openDatabase } from './db/client.js';
 import { runMigrations } from './db/migrate.js';
 import { Engine } from './engine/engine.js';
 import { createEventBus } from './engine/events.js';
 import { createLogger } from './logger.js';
 
-export function configOrExit(): Config {
-  try {
-    return loadConfig();
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      // One line, no stack: the operator needs the variable and the fix, nothing else.
-      process.stderr.write(`${error.message}\n`);
-      process.exit(1);
-    }
-    throw error;
-  }
-}
-
 async function main(): Promise<void> {
-  const config = configOrExit();
+  const config = loadConfigOrExit();
   const logger = createLogger(config);
   const database = await openDatabase(config, logger);
   try {

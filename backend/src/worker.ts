@@ -1,5 +1,5 @@
 import closeWithGrace from 'close-with-grace';
-import { ConfigError, loadConfig, type Config } from './config.js';
+import { ConfigError, loadConfigOrExit } from './config.js';
 import { openDatabase } from './db/client.js';
 import { runMigrations } from './db/migrate.js';
 import { Engine } from './engine/engine.js';
@@ -10,24 +10,12 @@ import { createLogger } from './logger.js';
  * The engine without HTTP (`npm run worker`): run as many as the work needs, beside the API
  * replicas (ENGINE_ENABLED=false there if they should only serve HTTP), all on one database.
  */
-function configOrExit(): Config {
-  try {
-    const config = loadConfig();
-    if (config.database.kind === 'embedded') {
+async function main(): Promise<void> {
+  const config = loadConfigOrExit((loaded) => {
+    if (loaded.database.kind === 'embedded') {
       throw new ConfigError('Invalid configuration: DATABASE_URL: a separate worker needs a real PostgreSQL (the embedded database serves one process; npm start runs the engine in-process)');
     }
-    return config;
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`${error.message}\n`);
-      process.exit(1);
-    }
-    throw error;
-  }
-}
-
-async function main(): Promise<void> {
-  const config = configOrExit();
+  });
   const logger = createLogger(config);
   const database = await openDatabase(config, logger, 'autonode-worker');
   if (config.db.migrateOnStart) await runMigrations(database.db, logger);

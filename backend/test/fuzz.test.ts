@@ -10,11 +10,11 @@
  */
 import fc from 'fast-check';
 import type { LightMyRequestResponse } from 'fastify';
-import { jsonSchemaTransformObject } from 'fastify-type-provider-zod';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import { makeResources } from './fixtures.js';
 import { buildTestApp, logsOf, signUp, type SignedInUser } from './helpers.js';
+import { bodySchemaOf, danglingRefs, operationsOf, publishedDocument, resolve, type JsonSchema, type OpenApiDocument, type Operation, type Parameter } from './openapi-document.js';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20_251_122);
 const RUNS = Number(process.env.FUZZ_RUNS ?? 60);
@@ -28,115 +28,10 @@ const SPA_ORIGIN = 'http://localhost:8100';
 /** Never streamed here: it answers an endless event stream to a valid caller. */
 const SKIPPED = new Set(['GET /api/v1/executions/{id}/events']);
 
-// ---------------------------------------------------------------------------------------------
-// The OpenAPI document, as far as the fuzzer reads it.
-
-interface JsonSchema {
-  $ref?: string;
-  type?: string | string[];
-  properties?: Record<string, JsonSchema>;
-  required?: string[];
-  additionalProperties?: boolean | JsonSchema;
-  items?: JsonSchema;
-  enum?: unknown[];
-  const?: unknown;
-  format?: string;
-  pattern?: string;
-  minimum?: number;
-  maximum?: number;
-  minLength?: number;
-  maxLength?: number;
-  maxItems?: number;
-  anyOf?: JsonSchema[];
-  oneOf?: JsonSchema[];
-  allOf?: JsonSchema[];
-  example?: unknown;
-  examples?: unknown[];
-  default?: unknown;
-}
-interface Parameter {
-  in: 'query' | 'path' | 'header' | 'cookie';
-  name: string;
-  schema?: JsonSchema;
-}
-interface OperationSpec {
-  parameters?: Parameter[];
-  requestBody?: { content?: Record<string, { schema?: JsonSchema }> };
-}
-interface OpenApiDocument {
-  paths: Record<string, Record<string, OperationSpec>>;
-  components?: { schemas?: Record<string, JsonSchema> };
-}
-interface Operation {
-  readonly method: 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE';
-  readonly path: string;
-  readonly spec: OperationSpec;
-}
-
-function refTarget(document: OpenApiDocument, ref: string): JsonSchema | undefined {
-  const name = /^#\/components\/schemas\/(.+)$/.exec(ref)?.[1];
-  return name === undefined ? undefined : document.components?.schemas?.[name];
-}
-
-/** Every `$ref` in the document that names no schema of `components.schemas`. */
-function danglingRefs(document: OpenApiDocument): string[] {
-  const dangling = new Set<string>();
-  const walk = (value: unknown): void => {
-    if (Array.isArray(value)) value.forEach(walk);
-    else if (value !== null && typeof value === 'object') {
-      for (const [key, item] of Object.entries(value)) {
-        if (key === '$ref' && typeof item === 'string' && !refTarget(document, item)) dangling.add(item);
-        else walk(item);
-      }
-    }
-  };
-  walk(document.paths);
-  return [...dangling].sort();
-}
-
-const publishedDocument = async (app: App) => (await app.inject('/api/openapi.json')).json<OpenApiDocument>();
-
-/**
- * The document with its body schemas reachable. While docs.ts does not register
- * jsonSchemaTransformObject, the published `$ref`s point at an empty `components.schemas` (the
- * first test below reports it); the same transform, over the same zod registry the routes
- * registered their schemas in, completes the document so the fuzzer still sees every route schema.
- */
-function withResolvableRefs(document: OpenApiDocument): OpenApiDocument {
-  if (danglingRefs(document).length === 0) return document;
-  type TransformInput = Parameters<typeof jsonSchemaTransformObject>[0];
-  const completed = jsonSchemaTransformObject({ openapiObject: document } as unknown as TransformInput) as unknown as OpenApiDocument;
-  const stillDangling = danglingRefs(completed);
-  if (stillDangling.length > 0) throw new Error(`unresolvable $refs in the OpenAPI document: ${stillDangling.join(', ')}`);
-  return completed;
-}
-
-function resolve(document: OpenApiDocument, schema: JsonSchema | undefined): JsonSchema {
-  let current = schema ?? {};
-  for (let hops = 0; current.$ref !== undefined && hops < 10; hops++) current = refTarget(document, current.$ref) ?? {};
-  return current;
-}
-
-function operationsOf(document: OpenApiDocument): Operation[] {
-  return Object.entries(document.paths)
-    .filter(([path]) => path.startsWith('/api/v1/'))
-    .flatMap(([path, operations]) =>
-      Object.entries(operations)
-        .filter(([method]) => ['get', 'post', 'patch', 'put', 'delete'].includes(method))
-        .map(([method, spec]) => ({ method: method.toUpperCase() as Operation['method'], path, spec })),
-    );
-}
-
-const bodySchemaOf = (document: OpenApiDocument, operation: Operation): JsonSchema | undefined => {
-  const schema = operation.spec.requestBody?.content?.['application/json']?.schema;
-  return schema === undefined ? undefined : resolve(document, schema);
-};
-
 // The operations must be known when the tests are declared, so the document is read at load time.
 const documentApp = await buildTestApp();
-const published = await publishedDocument(documentApp);
+const document = await publishedDocument(documentApp);
 await documentApp.close();
-const document = withResolvableRefs(published);
 const operations = operationsOf(document).filter((operation) => !SKIPPED.has(`${operation.method} ${operation.path}`));
 
 // ---------------------------------------------------------------------------------------------
@@ -580,8 +475,8 @@ describe('fuzzing every /api/v1 operation from its documented schemas', () => {
   };
 
   it('reads an OpenAPI document whose every $ref resolves', () => {
-    // The fuzzer works around dangling refs (withResolvableRefs); the published document must not need it.
-    const dangling = danglingRefs(published);
+    // Every $ref of the published document resolves: the fuzzer (and any client generator) relies on it.
+    const dangling = danglingRefs(document);
     expect(dangling, `components.schemas lacks what the paths reference: ${dangling.join(', ')}`).toEqual([]);
   });
 

@@ -5,80 +5,13 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { LightMyRequestResponse } from 'fastify';
-import { jsonSchemaTransformObject } from 'fastify-type-provider-zod';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import { makeResources } from './fixtures.js';
 import { buildTestApp, expectProblem, signUp, type SignedInUser } from './helpers.js';
+import { bodySchemaOf, operationsOf, publishedDocument, resolve, type JsonSchema, type OpenApiDocument, type Operation } from './openapi-document.js';
 
 const SPA_ORIGIN = 'http://localhost:8100';
-
-interface JsonSchema {
-  $ref?: string;
-  type?: string | string[];
-  properties?: Record<string, JsonSchema>;
-  required?: string[];
-  items?: JsonSchema;
-  enum?: unknown[];
-  format?: string;
-  minimum?: number;
-  default?: unknown;
-  example?: unknown;
-}
-interface OperationSpec {
-  parameters?: { in: string; name: string; schema?: JsonSchema }[];
-  requestBody?: { content?: Record<string, { schema?: JsonSchema }> };
-  responses?: Record<string, { content?: Record<string, { schema?: JsonSchema }> }>;
-}
-interface OpenApiDocument {
-  paths: Record<string, Record<string, OperationSpec>>;
-  components?: { schemas?: Record<string, JsonSchema> };
-}
-interface Operation {
-  readonly method: 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE';
-  readonly path: string;
-  readonly spec: OperationSpec;
-}
-
-const refName = (ref: string) => /^#\/components\/schemas\/(.+)$/.exec(ref)?.[1];
-
-function hasDanglingRefs(document: OpenApiDocument): boolean {
-  return JSON.stringify(document.paths).match(/"\$ref":"([^"]+)"/g)?.some((match) => {
-    const name = refName(match.slice(8, -1));
-    return name === undefined || document.components?.schemas?.[name] === undefined;
-  }) ?? false;
-}
-
-/**
- * The published document, its `$ref`s made resolvable. docs.ts does not register
- * jsonSchemaTransformObject, so `components.schemas` is empty (fuzz.test.ts reports it); the
- * same transform over the routes' zod registry fills it in here.
- */
-async function loadDocument(app: App): Promise<OpenApiDocument> {
-  const document = (await app.inject('/api/openapi.json')).json<OpenApiDocument>();
-  if (!hasDanglingRefs(document)) return document;
-  type TransformInput = Parameters<typeof jsonSchemaTransformObject>[0];
-  return jsonSchemaTransformObject({ openapiObject: document } as unknown as TransformInput) as unknown as OpenApiDocument;
-}
-
-function resolve(document: OpenApiDocument, schema: JsonSchema | undefined): JsonSchema {
-  let current = schema ?? {};
-  for (let hops = 0; current.$ref !== undefined && hops < 10; hops++) {
-    const name = refName(current.$ref);
-    current = (name === undefined ? undefined : document.components?.schemas?.[name]) ?? {};
-  }
-  return current;
-}
-
-function operationsOf(document: OpenApiDocument): Operation[] {
-  return Object.entries(document.paths)
-    .filter(([path]) => path.startsWith('/api/v1/'))
-    .flatMap(([path, operations]) =>
-      Object.entries(operations)
-        .filter(([method]) => ['get', 'post', 'patch', 'put', 'delete'].includes(method))
-        .map(([method, spec]) => ({ method: method.toUpperCase() as Operation['method'], path, spec })),
-    );
-}
 
 type Resource = 'workflows' | 'jobs' | 'executions' | 'api-keys';
 const FIELD_RESOURCES: Readonly<Record<string, Resource>> = { workflowId: 'workflows', jobId: 'jobs', executionId: 'executions' };
@@ -92,7 +25,7 @@ describe('hostile input', () => {
 
   beforeAll(async () => {
     app = await buildTestApp();
-    document = await loadDocument(app);
+    document = await publishedDocument(app);
     operations = operationsOf(document);
     user = await signUp(app);
     const made = await makeResources(app, user);
@@ -104,10 +37,6 @@ describe('hostile input', () => {
 
   const headers = () => ({ cookie: user.cookie, origin: SPA_ORIGIN });
   const urlOf = (path: string) => path.replace(/\{[^}]+\}/g, () => ids[path.split('/')[3] as Resource] ?? randomUUID());
-  const bodySchemaOf = (operation: Operation) => {
-    const schema = operation.spec.requestBody?.content?.['application/json']?.schema;
-    return schema === undefined ? undefined : resolve(document, schema);
-  };
 
   /** Everything of the caller's that a write could change, in one statement (what engines change on their own is left out). */
   const snapshot = async (): Promise<string> => {
@@ -181,12 +110,12 @@ describe('hostile input', () => {
     };
 
     it('refuses owner, id, version, timestamps and status on every POST/PATCH body that does not document them (400 naming the field), changing nothing', async () => {
-      const writes = operations.filter((operation) => (operation.method === 'POST' || operation.method === 'PATCH') && bodySchemaOf(operation)?.properties);
+      const writes = operations.filter((operation) => (operation.method === 'POST' || operation.method === 'PATCH') && bodySchemaOf(document, operation)?.properties);
       expect(writes.length, 'POST/PATCH operations with a documented body').toBeGreaterThanOrEqual(5);
 
       const failures: string[] = [];
       for (const operation of writes) {
-        const schema = bodySchemaOf(operation) as JsonSchema;
+        const schema = bodySchemaOf(document, operation) as JsonSchema;
         const base = minimalBody(schema);
         const url = urlOf(operation.path);
         const name = `${operation.method} ${operation.path}`;

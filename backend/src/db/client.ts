@@ -2,7 +2,6 @@ import type { Logger } from 'pino';
 import postgres from 'postgres';
 import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
 import type { Config } from '../config.js';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded.js';
 import * as schema from './schema/index.js';
 
 export type Schema = typeof schema;
@@ -83,7 +82,9 @@ export async function openDatabase(config: Config, logger: Logger, applicationNa
     return createDbClient({ ...shared, url: config.database.url, poolSize: config.db.poolSize }, 'external');
   }
   const started = Date.now();
-  const embedded: EmbeddedPostgres = await startEmbeddedPostgres(config.database.dataDir);
+  // Loaded only here: a service on a real PostgreSQL never pays for PGlite's code and memory.
+  const { startEmbeddedPostgres } = await import('./embedded.js');
+  const embedded = await startEmbeddedPostgres(config.database.dataDir);
   logger.warn(
     { dataDir: embedded.dataDir, startedInMs: Date.now() - started },
     'database: EMBEDDED PostgreSQL (PGlite, one connection; for development only, set DATABASE_URL for a real server)',

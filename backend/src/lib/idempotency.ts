@@ -1,4 +1,5 @@
 import { and, eq, isNull, lt, or, sql } from 'drizzle-orm';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Db } from '../db/client.js';
 import { idempotencyKeys } from '../db/schema/index.js';
 import { canonicalJson, sha256 } from './http.js';
@@ -80,4 +81,32 @@ export async function withIdempotency<Body>(
     .set({ responseStatus: response.status, responseBody: response.body, responseLocation: response.location ?? null })
     .where(identity);
   return { ...response, replayed: false };
+}
+
+/**
+ * The route side of an Idempotency-Key: runs `execute` through withIdempotency, scoped to this
+ * method and path for the caller, keyed on the request's body and query, and answers with the
+ * stored status, Location and body. `respond` may add to what is sent (the first answer of an
+ * API-key creation carries the secret, which is never stored for a replay).
+ */
+export async function replyIdempotently<Body>(
+  db: Db,
+  request: FastifyRequest & { headers: { 'idempotency-key'?: string | undefined } },
+  reply: FastifyReply,
+  execute: () => Promise<StoredResponse<Body>>,
+  respond: (body: Body, replayed: boolean) => unknown = (body) => body,
+): Promise<FastifyReply> {
+  const result = await withIdempotency(
+    db,
+    {
+      userId: request.user.id,
+      // The concrete path (a run of one workflow is not a run of another); a trailing slash changes nothing.
+      scope: `${request.method} ${(request.url.split('?')[0] ?? request.url).replace(/\/+$/, '')}`,
+      key: request.headers['idempotency-key'],
+      request: { body: request.body ?? null, query: request.query ?? null },
+    },
+    execute,
+  );
+  if (result.location) reply.header('location', result.location);
+  return reply.code(result.status).send(respond(result.body, result.replayed));
 }

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { IdempotencyHeaders, IdParams } from '../../lib/http.js';
-import { withIdempotency } from '../../lib/idempotency.js';
+import { replyIdempotently } from '../../lib/idempotency.js';
 import { notFound } from '../../lib/problem.js';
 import * as apiKeys from './repository.js';
 import { ApiKeyPage, CreateApiKeyBody, CreatedApiKey, ListApiKeysQuery, type CreatedApiKeyDto } from './schemas.js';
@@ -28,19 +28,19 @@ export const apiKeyRoutes: FastifyPluginAsyncZod = async (app) => {
     },
     async (request, reply) => {
       let secret: string | undefined;
-      const result = await withIdempotency<CreatedApiKeyDto>(
+      reply.header('cache-control', 'no-store');
+      return replyIdempotently<CreatedApiKeyDto>(
         app.db,
-        { userId: request.user.id, scope: 'POST /api/v1/api-keys', key: request.headers['idempotency-key'], request: request.body },
+        request,
+        reply,
         async () => {
           const { created, stored } = await apiKeys.create(app.db, request.user.id, request.body);
           secret = created.key;
           // What is kept for a replay has no secret in it.
           return { status: 201, body: stored, location: `/api/v1/api-keys/${stored.id}` };
         },
+        (body) => (secret === undefined ? body : { ...body, key: secret }),
       );
-      if (result.location) reply.header('location', result.location);
-      reply.header('cache-control', 'no-store');
-      return reply.code(201).send(secret === undefined ? result.body : { ...result.body, key: secret });
     },
   );
 

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { IdempotencyHeaders, IdParams } from '../../lib/http.js';
-import { withIdempotency } from '../../lib/idempotency.js';
+import { replyIdempotently } from '../../lib/idempotency.js';
 import { conflict, notFound } from '../../lib/problem.js';
 import { streamExecutionEvents } from './events.js';
 import * as executions from './repository.js';
@@ -83,24 +83,13 @@ export const executionRoutes: FastifyPluginAsyncZod = async (app) => {
       },
     },
     async (request, reply) => {
-      const result = await withIdempotency<ExecutionDto>(
-        app.db,
-        {
-          userId: request.user.id,
-          scope: `POST /api/v1/executions/${request.params.id}/retry`,
-          key: request.headers['idempotency-key'],
-          request: request.query,
-        },
-        async () => {
-          const created = await executions.retry(app.db, request.user.id, request.params.id, request.query.from);
-          if (created === null) throw notFound('execution', request.params.id);
-          if (created === 'not-retryable') throw conflict('Only a failed or cancelled execution can be retried.', 'EXECUTION_NOT_RETRYABLE');
-          await app.bus.publish({ kind: 'work' });
-          return { status: 202, body: executions.present(created), location: `/api/v1/executions/${created.id}` };
-        },
-      );
-      if (result.location) reply.header('location', result.location);
-      return reply.code(202).send(result.body);
+      return replyIdempotently<ExecutionDto>(app.db, request, reply, async () => {
+        const created = await executions.retry(app.db, request.user.id, request.params.id, request.query.from);
+        if (created === null) throw notFound('execution', request.params.id);
+        if (created === 'not-retryable') throw conflict('Only a failed or cancelled execution can be retried.', 'EXECUTION_NOT_RETRYABLE');
+        await app.bus.publish({ kind: 'work' });
+        return { status: 202, body: executions.present(created), location: `/api/v1/executions/${created.id}` };
+      });
     },
   );
 

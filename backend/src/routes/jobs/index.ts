@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { IdempotencyHeaders, IdParams, IfMatchHeaders } from '../../lib/http.js';
-import { withIdempotency } from '../../lib/idempotency.js';
+import { replyIdempotently } from '../../lib/idempotency.js';
 import { notFound } from '../../lib/problem.js';
 import * as jobs from './repository.js';
 import { CreateJobBody, Job, JobPage, ListJobsQuery, NextRuns, NextRunsQuery, UpdateJobBody, type JobDto } from './schemas.js';
@@ -27,16 +27,10 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
       },
     },
     async (request, reply) => {
-      const result = await withIdempotency<JobDto>(
-        app.db,
-        { userId: request.user.id, scope: 'POST /api/v1/jobs', key: request.headers['idempotency-key'], request: request.body },
-        async () => {
-          const row = await jobs.create(app.db, request.user.id, request.body);
-          return { status: 201, body: jobs.present(row), location: `/api/v1/jobs/${row.id}` };
-        },
-      );
-      if (result.location) reply.header('location', result.location);
-      return reply.code(201).send(result.body);
+      return replyIdempotently<JobDto>(app.db, request, reply, async () => {
+        const row = await jobs.create(app.db, request.user.id, request.body);
+        return { status: 201, body: jobs.present(row), location: `/api/v1/jobs/${row.id}` };
+      });
     },
   );
 

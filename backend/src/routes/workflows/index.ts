@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { IdempotencyHeaders, IdParams, IfMatchHeaders } from '../../lib/http.js';
-import { withIdempotency } from '../../lib/idempotency.js';
+import { replyIdempotently } from '../../lib/idempotency.js';
 import * as executions from '../executions/repository.js';
 import { Execution, RunWorkflowBody, type ExecutionDto } from '../executions/schemas.js';
 import { badRequest, notFound } from '../../lib/problem.js';
@@ -71,31 +71,25 @@ export const workflowRoutes: FastifyPluginAsyncZod = async (app) => {
       },
     },
     async (request, reply) => {
-      const result = await withIdempotency<ExecutionDto>(
-        app.db,
-        { userId: request.user.id, scope: `POST /api/v1/workflows/${request.params.id}/run`, key: request.headers['idempotency-key'], request: request.body },
-        async () => {
-          const workflow = await workflows.get(app.db, request.user.id, request.params.id);
-          if (!workflow) throw notFound('workflow', request.params.id);
-          const inputBytes = Buffer.byteLength(JSON.stringify(request.body.input ?? null), 'utf8');
-          if (inputBytes > app.config.engine.maxPayloadBytes) {
-            throw badRequest(`The input is ${inputBytes} bytes of JSON; executions accept at most ${app.config.engine.maxPayloadBytes}.`, [
-              { path: 'input', message: `is larger than ${app.config.engine.maxPayloadBytes} bytes` },
-            ]);
-          }
-          const execution = await executions.create(app.db, request.user.id, {
-            workflowId: workflow.id,
-            workflowVersion: workflow.version,
-            workflowSnapshot: { nodes: workflow.nodes, edges: workflow.edges },
-            trigger: 'manual',
-            input: request.body.input ?? null,
-          });
-          await app.bus.publish({ kind: 'work' });
-          return { status: 202, body: executions.present(execution), location: `/api/v1/executions/${execution.id}` };
-        },
-      );
-      if (result.location) reply.header('location', result.location);
-      return reply.code(202).send(result.body);
+      return replyIdempotently<ExecutionDto>(app.db, request, reply, async () => {
+        const workflow = await workflows.get(app.db, request.user.id, request.params.id);
+        if (!workflow) throw notFound('workflow', request.params.id);
+        const inputBytes = Buffer.byteLength(JSON.stringify(request.body.input ?? null), 'utf8');
+        if (inputBytes > app.config.engine.maxPayloadBytes) {
+          throw badRequest(`The input is ${inputBytes} bytes of JSON; executions accept at most ${app.config.engine.maxPayloadBytes}.`, [
+            { path: 'input', message: `is larger than ${app.config.engine.maxPayloadBytes} bytes` },
+          ]);
+        }
+        const execution = await executions.create(app.db, request.user.id, {
+          workflowId: workflow.id,
+          workflowVersion: workflow.version,
+          workflowSnapshot: { nodes: workflow.nodes, edges: workflow.edges },
+          trigger: 'manual',
+          input: request.body.input ?? null,
+        });
+        await app.bus.publish({ kind: 'work' });
+        return { status: 202, body: executions.present(execution), location: `/api/v1/executions/${execution.id}` };
+      });
     },
   );
 
