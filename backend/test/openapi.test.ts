@@ -51,4 +51,21 @@ describe('the OpenAPI document', () => {
     expect(text).not.toContain('userId');
     expect(text).not.toContain('keyHash');
   });
+
+  it('documents the problem+json error body on every /api/v1 operation, as the API really sends it', async () => {
+    const problemRef = { $ref: '#/components/schemas/Problem' };
+    for (const [path, operations] of Object.entries(document.paths).filter(([path]) => path.startsWith('/api/v1/'))) {
+      for (const [method, operation] of Object.entries(operations)) {
+        for (const range of ['4XX', '5XX']) {
+          expect(operation.responses?.[range]?.content?.['application/problem+json']?.schema, `${method} ${path} ${range}`).toEqual(problemRef);
+        }
+      }
+    }
+    const documented = Object.keys(document.components?.schemas?.Problem?.properties ?? {});
+    const refused = await app.inject({ method: 'GET', url: '/api/v1/executions?pageSize=0' });
+    // No caller: 401, whose body has exactly the documented fields (errors only on 400s).
+    expect(refused.headers['content-type']).toContain('application/problem+json');
+    expect(Object.keys(refused.json<Record<string, unknown>>()).every((field) => documented.includes(field))).toBe(true);
+    expect(documented).toEqual(expect.arrayContaining(['type', 'title', 'status', 'detail', 'code', 'requestId', 'errors']));
+  });
 });

@@ -23,6 +23,8 @@ export type Step = Schemas['Step'];
 export type Job = Schemas['Job'];
 export type ApiKey = Schemas['ApiKey'];
 export type Me = Schemas['Me'];
+/** The problem+json body of every error (4XX, 5XX): `code` is stable, `errors` lists refused fields. */
+export type Problem = Schemas['Problem'];
 
 export interface AutonodeClientOptions {
   /**

@@ -3,6 +3,37 @@ import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+
+/** The error body of every route (API.md "Errors"): documented once, so typed clients know it. */
+export const Problem = z
+  .object({
+    type: z.string(),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string(),
+    code: z.string().meta({ description: 'Stable, machine-readable: NOT_FOUND, CSRF_ORIGIN_REJECTED, RATE_LIMITED, ...' }),
+    requestId: z.string(),
+    errors: z.array(z.object({ path: z.string(), message: z.string() })).optional().meta({ description: 'Which fields were refused, and why (400).' }),
+  })
+  .meta({ id: 'Problem', description: 'RFC 9457 problem details (application/problem+json).' });
+
+const problemResponse = (description: string) => ({ description, content: { 'application/problem+json': { schema: Problem } } });
+const errorResponses = {
+  '4XX': problemResponse('The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429).'),
+  '5XX': problemResponse('The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable).'),
+};
+
+/**
+ * Adds the problem+json error responses to a documented route, for the document only: the
+ * route's own schema (and so its compiled serializers) is not touched.
+ */
+const transform: typeof jsonSchemaTransform = (document) => {
+  const { schema } = document;
+  if (!schema || schema.hide) return jsonSchemaTransform(document);
+  const response = (schema.response ?? {}) as Record<string, unknown>;
+  return jsonSchemaTransform({ ...document, schema: { ...schema, response: { ...response, ...errorResponses } } });
+};
 
 export interface DocsPluginOptions {
   readonly apiBaseUrl: string;
@@ -31,7 +62,7 @@ async function docsPlugin(app: FastifyInstance, { apiBaseUrl }: DocsPluginOption
         },
       },
     },
-    transform: jsonSchemaTransform,
+    transform,
     // Puts the named schemas (.meta({ id })) into components.schemas, where the paths' $refs point.
     transformObject: jsonSchemaTransformObject,
   });

@@ -92,5 +92,6 @@ describe('the typed client (@autonode/client) through Caddy', () => {
     const anonymous = await createAutonodeClient(stack.siteUrl.replace('localhost', browserAddress), { apiKey: 'ank_not-a-key' }).GET('/api/v1/me');
     expect(anonymous.response.status).toBe(401);
     expect(anonymous.data).toBeUndefined();
+    expect(anonymous.error).toMatchObject({ status: 401, code: 'UNAUTHORIZED' });
   });
 });
