@@ -4,8 +4,9 @@ import { preconditionFailed } from './problem.js';
 
 export const IdParams = z.object({ id: z.uuid({ message: 'must be a UUID' }) }).strict();
 
-export const iso = (date: Date): string => date.toISOString();
-export const isoOrNull = (date: Date | null): string | null => (date ? date.toISOString() : null);
+/** A timestamp as the API writes it (toISOString form). A string is one PostgreSQL already formatted so (hot reads). */
+export const iso = (value: Date | string): string => (typeof value === 'string' ? value : value.toISOString());
+export const isoOrNull = (value: Date | string | null): string | null => (value === null ? null : iso(value));
 
 export const Timestamp = z.iso.datetime({ offset: true });
 

@@ -19,7 +19,7 @@ export async function streamExecutionEvents(
   db: PooledDb,
   bus: EventBus,
   openStreams: Set<() => void>,
-  execution: executions.ExecutionRow,
+  execution: executions.ExecutionRecord,
 ): Promise<void> {
   const userId = request.user.id;
   let lastRevision = -1;
