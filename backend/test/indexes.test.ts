@@ -17,7 +17,7 @@ function nodesOf(plan: PlanNode): PlanNode[] {
 const bigTables = ['workflows', 'jobs', 'executions', 'execution_steps', 'api_keys'];
 
 /**
- * The list queries the routes really send (captured from the driver), explained on a realistic
+ * The list queries the routes really send (captured from the driver), run under EXPLAIN ANALYZE on a realistic
  * table: every one must be served by an index, and a cursor page must need no Sort.
  */
 describe.skipIf(isEmbeddedDatabase())('list queries use their indexes (skipped on the embedded database: needs TEST_DATABASE_URL for its 200k-row tables)', () => {
@@ -98,7 +98,7 @@ describe.skipIf(isEmbeddedDatabase())('list queries use their indexes (skipped o
       const listQueries = captured.filter(({ query }) => /^select/i.test(query.trim()) && bigTables.some((table) => reads(query, table)));
       expect(listQueries.length, `no list query captured for ${list}`).toBeGreaterThan(0);
       for (const { query, parameters } of listQueries) {
-        const [row] = await app.database.sql.unsafe<{ 'QUERY PLAN': PlanNode[] }[]>(`explain (format json) ${query}`, parameters as never[]);
+        const [row] = await app.database.sql.unsafe<{ 'QUERY PLAN': PlanNode[] }[]>(`explain (analyze, format json) ${query}`, parameters as never[]);
         const plan = row?.['QUERY PLAN'][0] as unknown as { Plan: PlanNode };
         const nodes = nodesOf(plan.Plan);
         const seqScans = nodes.filter((node) => node['Node Type'] === 'Seq Scan' && bigTables.includes(node['Relation Name'] ?? ''));
