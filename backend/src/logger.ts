@@ -1,3 +1,4 @@
+import type { FastifyRequest } from 'fastify';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config.js';
 
@@ -33,6 +34,18 @@ export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pin
   const options: pino.LoggerOptions = {
     level: config.logLevel,
     redact: { paths: redactedPaths, censor: '[redacted]' },
+    serializers: {
+      // Fastify's request fields, with the scheme: behind a proxy, remoteAddress and protocol are the
+      // client's (X-Forwarded-For/-Proto) only when TRUST_PROXY trusts that proxy.
+      req: (request: FastifyRequest) => ({
+        method: request.method,
+        url: request.url,
+        host: request.host,
+        protocol: request.protocol,
+        remoteAddress: request.ip,
+        remotePort: request.socket?.remotePort,
+      }),
+    },
   };
   if (destination) return pino(options, destination);
   // Pretty output is for people at a terminal; pipes and log collectors get one JSON object a line.

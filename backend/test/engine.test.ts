@@ -269,6 +269,9 @@ describe('the rows of instant steps', () => {
       expect(steps.start).toMatchObject({ status: 'completed', attempt: 1, output: { n: 21 } });
       expect(steps.double).toMatchObject({ status: 'completed', attempt: 1, output: 42 });
       for (const step of Object.values(steps)) expect(step.startedAt).not.toBeNull();
+      // Written together, still listed in the order they ran.
+      const listed = (await app.inject({ url: `/api/v1/executions/${execution.id}/steps?sortDirection=asc`, headers: { cookie: user.cookie } })).json<{ items: { nodeId: string }[] }>();
+      expect(listed.items.map((step) => step.nodeId)).toEqual(['start', 'double']);
     } finally {
       await engine.stop(5_000);
       await app.close();

@@ -194,7 +194,8 @@ export class EngineStore {
     // One row per node: a later write of the same node in the batch replaces an earlier one.
     const latest = new Map(records.map(({ step }) => [step.nodeId, step]));
     const rows = JSON.stringify(
-      [...latest.values()].map((step) => ({
+      [...latest.values()].map((step, position) => ({
+        position,
         node_id: step.nodeId,
         status: step.status,
         attempt: step.attempt,
@@ -206,11 +207,14 @@ export class EngineStore {
       })),
     );
     return this.sql`
-      insert into execution_steps as s (execution_id, node_id, status, attempt, input, output, error, started_at, finished_at)
+      insert into execution_steps as s (execution_id, node_id, status, attempt, input, output, error, started_at, finished_at, created_at)
       select ${executionId}::uuid, x.node_id, x.status::step_status, x.attempt, x.input::jsonb, x.output::jsonb, x.error::jsonb,
-             case when x.started then now() end, case when x.finished then now() end
+             case when x.started then now() end, case when x.finished then now() end,
+             -- Rows written together share now(): a millisecond apiece keeps steps listed in the order they ran.
+             now() + x.position * interval '1 millisecond'
         from fence,
-             jsonb_to_recordset(${rows}::jsonb) as x(node_id text, status text, attempt int, input text, output text, error text, started boolean, finished boolean)
+             jsonb_to_recordset(${rows}::jsonb)
+               as x(position int, node_id text, status text, attempt int, input text, output text, error text, started boolean, finished boolean)
       on conflict (execution_id, node_id) do update
          set status = excluded.status, attempt = excluded.attempt,
              input = coalesce(excluded.input, s.input), output = excluded.output, error = excluded.error,

@@ -47,6 +47,33 @@ describe('Caddy in front of the backend', () => {
     expect(sessions).toEqual([{ ipAddress: browserAddress }]);
   });
 
+  it("forwards the browser's scheme: a page on HTTPS reaches the backend as https, one on HTTP as http", async () => {
+    // Caddy talks plain HTTP to the backend either way: only X-Forwarded-Proto, trusted, can say https.
+    const secure = await stack.browser.newContext({ ignoreHTTPSErrors: true });
+    try {
+      const page = await secure.newPage();
+      await page.goto(stack.secureSiteUrl);
+      const plain = browser.page();
+      await openDemo(plain, stack.siteUrl);
+      const seen: Record<string, string | undefined> = {};
+      for (const [scheme, onPage] of [['https', page], ['http', plain]] as const) {
+        const requestId = `e2e-${randomUUID()}`;
+        const status = await onPage.evaluate(async (id) => (await fetch('/api/health', { headers: { 'x-request-id': id } })).status, requestId);
+        expect(status).toBe(200);
+        let incoming: BackendLogLine | undefined;
+        for (let waited = 0; !incoming && waited < 3_000; waited += 50) {
+          incoming = stack.backendLog().find((line) => line.reqId === requestId && line.msg === 'incoming request');
+          if (!incoming) await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        seen[scheme] = incoming?.req?.protocol;
+        expect(incoming?.req?.remoteAddress).toBe(browserAddress);
+      }
+      expect(seen).toEqual({ https: 'https', http: 'http' });
+    } finally {
+      await secure.close();
+    }
+  });
+
   it('builds its public links from AUTH_BASE_URL, the URL the browser uses', async () => {
     const page = browser.page();
     await openDemo(page, stack.siteUrl);

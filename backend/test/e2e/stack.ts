@@ -9,6 +9,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -55,7 +56,7 @@ export const caddyAddress = '::1';
 export interface BackendLogLine {
   readonly reqId?: string;
   readonly msg?: string;
-  readonly req?: { readonly method?: string; readonly url?: string; readonly host?: string; readonly remoteAddress?: string };
+  readonly req?: { readonly method?: string; readonly url?: string; readonly host?: string; readonly protocol?: string; readonly remoteAddress?: string };
   readonly res?: { readonly statusCode?: number };
 }
 
@@ -66,6 +67,8 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 export interface E2eStack {
   /** The site as the browser sees it, through Caddy: http://localhost:<port>. */
   readonly siteUrl: string;
+  /** The same site over HTTPS (a certificate of Caddy's internal CA: browsers must ignore its errors). */
+  readonly secureSiteUrl: string;
   /** A static site whose origin is in CORS_ORIGINS. */
   readonly allowedOrigin: string;
   /** A static site whose origin is NOT in CORS_ORIGINS. */
@@ -102,6 +105,18 @@ async function waitFor<T>(what: string, child: ChildProcess, timeoutMs: number, 
     if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms:\n${output()}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+
+/** The status of a GET over HTTPS, accepting the certificate of Caddy's internal CA (the test's own). */
+function httpsStatus(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const request = httpsGet(url, { rejectUnauthorized: false }, (response) => {
+      response.resume();
+      resolve(response.statusCode ?? 0);
+    });
+    request.on('error', reject);
+    request.setTimeout(2_000, () => request.destroy(new Error('timeout')));
+  });
 }
 
 /** Stops a child: SIGTERM, then SIGKILL if it is still there after `graceMs`. */
@@ -147,7 +162,7 @@ async function startStaticSite(title: string): Promise<{ origin: string; server:
  * instead of :8100, and the admin endpoint (localhost:2019 by default) is off. The routes, the
  * proxying and the file server are the Caddyfile's own.
  */
-async function caddyConfig(env: Record<string, string>, listen: string): Promise<string> {
+async function caddyConfig(env: Record<string, string>, listen: string, secureListen: string): Promise<string> {
   const { stdout } = await execFileAsync('caddy', ['adapt', '--config', path.join(repoRoot, 'Caddyfile'), '--adapter', 'caddyfile'], {
     env: { ...process.env, ...env },
   });
@@ -157,6 +172,15 @@ async function caddyConfig(env: Record<string, string>, listen: string): Promise
   const site = servers && names.length === 1 && names[0] ? servers[names[0]] : undefined;
   if (!isRecord(config) || !isRecord(site)) throw new Error(`unexpected shape of the adapted Caddyfile: ${stdout.slice(0, 500)}`);
   site.listen = [listen];
+  site.automatic_https = { disable: true };
+  // The same site over HTTPS (Caddy's internal CA, a certificate for localhost), so the tests can
+  // see the browser's scheme reach the backend through X-Forwarded-Proto.
+  if (servers) servers.secure = { ...site, listen: [secureListen], tls_connection_policies: [{}] };
+  config.apps = {
+    ...(isRecord(config.apps) ? config.apps : {}),
+    tls: { certificates: { automate: ['localhost'] }, automation: { policies: [{ subjects: ['localhost'], issuers: [{ module: 'internal' }] }] } },
+    pki: { certificate_authorities: { local: { install_trust: false } } },
+  };
   config.admin = { disabled: true };
   return JSON.stringify(config);
 }
@@ -213,6 +237,7 @@ export async function startStack({ nodeEnv = 'development' }: StackOptions = {})
     undo.push({ what: 'end static-site connections', run: async () => { allowed.server.closeAllConnections(); foreign.server.closeAllConnections(); } });
 
     const caddyPort = await freePort(browserAddress);
+    const secureCaddyPort = await freePort(browserAddress);
     // "localhost", not 127.0.0.1: the allowed and foreign sites are localhost too, so all three
     // are the same site (ports do not count for SameSite) and the Lax session cookie goes with
     // their requests; only CORS and the Origin checks can then stop them.
@@ -250,7 +275,7 @@ export async function startStack({ nodeEnv = 'development' }: StackOptions = {})
       XDG_DATA_HOME: path.join(workDir, 'data'),
     };
     const caddyConfigPath = path.join(workDir, 'caddy.json');
-    await writeFile(caddyConfigPath, await caddyConfig(caddyEnv, `${browserAddress}:${caddyPort}`));
+    await writeFile(caddyConfigPath, await caddyConfig(caddyEnv, `${browserAddress}:${caddyPort}`, `${browserAddress}:${secureCaddyPort}`));
     const caddy = spawn('caddy', ['run', '--config', caddyConfigPath], {
       env: { PATH: process.env.PATH, HOME: workDir, ...caddyEnv },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -268,6 +293,8 @@ export async function startStack({ nodeEnv = 'development' }: StackOptions = {})
       async () => ((await fetch(`http://${browserAddress}:${caddyPort}/api/health`)).ok ? true : undefined),
       () => caddyOutput,
     );
+    // The HTTPS site is ready once Caddy's internal CA has issued its certificate.
+    await waitFor('caddy serving HTTPS', caddy, 30_000, () => httpsStatus(`https://localhost:${secureCaddyPort}/api/health`).then((status) => (status === 200 ? true : undefined)), () => caddyOutput);
 
     const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: chromiumFlags, timeout: 30_000 });
     undo.push({ what: 'close chromium', run: () => browser.close() });
@@ -288,6 +315,7 @@ export async function startStack({ nodeEnv = 'development' }: StackOptions = {})
 
     return {
       siteUrl,
+      secureSiteUrl: `https://localhost:${secureCaddyPort}`,
       allowedOrigin: allowed.origin,
       foreignOrigin: foreign.origin,
       backendEnv,
