@@ -5,6 +5,14 @@ import { apiKeys, user } from '../db/schema/index.js';
 import { sha256 } from '../lib/http.js';
 import type { RequestUser } from './caller.js';
 
+/*
+ * API keys are our own table rather than Better Auth's API-key plugin: @better-auth/api-key (1.7.5,
+ * its latest) pins @better-auth/utils 0.4.2 and better-call 1.4.0 as exact peers, which conflict
+ * with better-auth 1.7.25. A key is 256 random bits, stored as its SHA-256 (a fast hash is right for
+ * a high-entropy secret: nothing to brute-force), with name, prefix, expiry and lastUsedAt.
+ * Revisit when the plugin's peers catch up.
+ */
+
 /** Recognisable in logs and secret scanners; the rest is 256 random bits. */
 export const API_KEY_PREFIX = 'ank_';
 const SHOWN_PREFIX_LENGTH = API_KEY_PREFIX.length + 8;
