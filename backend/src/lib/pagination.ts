@@ -122,34 +122,39 @@ function decodeCursor(raw: string, params: ListParams, key: SortKey): DecodedCur
 }
 
 /**
- * Keyset paging on (sort column, id): each page starts strictly after the previous page's last
- * row, so rows inserted meanwhile cause no gap or repeat, and the cost does not grow with depth
- * (an index on (owner, column, id) serves it in both directions).
+ * Where a page starts: the sort key, the decoded cursor (if any), and the limit and offset. For
+ * queries that bind the position as parameters themselves (the hand-written hot reads).
  */
-export function keysetPlan(params: ListParams, sortKeys: Record<string, SortKey>, idColumn: AnyColumn) {
+export function keysetPosition(params: ListParams, sortKeys: Record<string, SortKey>) {
   const key = sortKeys[params.sortBy];
   if (!key) throw badRequest(`Cannot sort by '${params.sortBy}'.`, [{ path: 'sortBy', message: 'is not a sort field of this list' }]);
+  return {
+    key,
+    cursor: params.cursor ? decodeCursor(params.cursor, params, key) : undefined,
+    // One row more than asked tells whether another page exists without a count.
+    limit: params.pageSize + 1,
+    offset: params.page !== undefined && !params.cursor ? (params.page - 1) * params.pageSize : 0,
+  };
+}
+
+/**
+ * Keyset paging on (sort column, id), for drizzle queries: each page starts strictly after the
+ * previous page's last row, so rows inserted meanwhile cause no gap or repeat, and the cost does
+ * not grow with depth (an index on (owner, column, id) serves it in both directions).
+ */
+export function keysetPlan(params: ListParams, sortKeys: Record<string, SortKey>, idColumn: AnyColumn) {
+  const position = keysetPosition(params, sortKeys);
+  const { key, cursor } = position;
   const order = params.sortDirection === 'desc' ? desc : asc;
   let after: SQL | undefined;
-  let cursor: DecodedCursor | undefined;
-  if (params.cursor) {
-    cursor = decodeCursor(params.cursor, params, key);
+  if (cursor) {
     const value = key.kind === 'timestamp' ? sql`${cursor.value}::timestamptz` : sql`${cursor.value}::text`;
     after =
       params.sortDirection === 'desc'
         ? sql`(${key.column}, ${idColumn}) < (${value}, ${cursor.id}::uuid)`
         : sql`(${key.column}, ${idColumn}) > (${value}, ${cursor.id}::uuid)`;
   }
-  return {
-    after,
-    orderBy: [order(key.column), order(idColumn)],
-    // One row more than asked tells whether another page exists without a count.
-    limit: params.pageSize + 1,
-    offset: params.page !== undefined && !params.cursor ? (params.page - 1) * params.pageSize : 0,
-    key,
-    /** The decoded position, for queries that bind it as parameters themselves. */
-    cursor,
-  };
+  return { ...position, after, orderBy: [order(key.column), order(idColumn)] };
 }
 
 /** Cuts the extra row off and builds the cursor from the last row shown. */

@@ -1,21 +1,30 @@
 import { STATUS_CODES } from 'node:http';
+import { z } from 'zod';
 
-export interface ProblemFieldError {
-  /** Where the problem is, in the request's own terms: `nodes[2].type`, `pageSize`. */
-  readonly path: string;
-  readonly message: string;
-}
+/** The problem+json body of API.md (RFC 9457 with `code`, `requestId` and `errors`), as the OpenAPI document shows it. */
+export const Problem = z
+  .object({
+    type: z.string(),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string(),
+    code: z.string().meta({ description: 'Stable, machine-readable: NOT_FOUND, CSRF_ORIGIN_REJECTED, RATE_LIMITED, ...' }),
+    requestId: z.string(),
+    errors: z
+      .array(
+        z.object({
+          /** Where the problem is, in the request's own terms: `nodes[2].type`, `pageSize`. */
+          path: z.string(),
+          message: z.string(),
+        }),
+      )
+      .optional()
+      .meta({ description: 'Which fields were refused, and why (400).' }),
+  })
+  .meta({ id: 'Problem', description: 'RFC 9457 problem details (application/problem+json).' });
 
-/** The problem+json body of API.md (RFC 9457 with `code`, `requestId` and `errors`). */
-export interface ProblemBody {
-  type: string;
-  title: string;
-  status: number;
-  detail: string;
-  code: string;
-  requestId: string;
-  errors?: ProblemFieldError[];
-}
+export type ProblemBody = z.infer<typeof Problem>;
+export type ProblemFieldError = NonNullable<ProblemBody['errors']>[number];
 
 /**
  * An error that is meant for the caller. The error handler turns it into problem+json as it is;

@@ -3,20 +3,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod';
-import { z } from 'zod';
-
-/** The error body of every route (API.md "Errors"): documented once, so typed clients know it. */
-export const Problem = z
-  .object({
-    type: z.string(),
-    title: z.string(),
-    status: z.number().int(),
-    detail: z.string(),
-    code: z.string().meta({ description: 'Stable, machine-readable: NOT_FOUND, CSRF_ORIGIN_REJECTED, RATE_LIMITED, ...' }),
-    requestId: z.string(),
-    errors: z.array(z.object({ path: z.string(), message: z.string() })).optional().meta({ description: 'Which fields were refused, and why (400).' }),
-  })
-  .meta({ id: 'Problem', description: 'RFC 9457 problem details (application/problem+json).' });
+import { Problem } from '../lib/problem.js';
 
 const problemResponse = (description: string) => ({ description, content: { 'application/problem+json': { schema: Problem } } });
 const errorResponses = {

@@ -11,25 +11,19 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Page } from 'playwright-core';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { newDemoUser, openDemo, signUp, type DemoUser } from './demo.js';
-import { browserPerTest, startStack, type E2eStack } from './stack.js';
+import { useStack } from './stack.js';
 
-let stack: E2eStack;
-beforeAll(async () => {
-  stack = await startStack();
-});
-afterAll(async () => {
-  await stack?.stop();
-});
-const browser = browserPerTest(() => stack);
+const e2e = useStack();
+const browser = e2e.browser;
 
 let user: DemoUser;
 beforeEach(async () => {
   // Signed in on the demo's origin: the cookie (host localhost) now goes to every localhost port.
   user = newDemoUser();
   const page = browser.page();
-  await openDemo(page, stack.siteUrl);
+  await openDemo(page, e2e.stack.siteUrl);
   await signUp(page, user);
 });
 
@@ -65,7 +59,7 @@ async function callFrom(page: Page, request: { url: string; method?: string; con
 }
 
 async function countsFor(email: string) {
-  const [row] = await stack.sql<{ workflows: number; sessions: number }[]>`
+  const [row] = await e2e.stack.sql<{ workflows: number; sessions: number }[]>`
     select (select count(*)::int from workflows w join "user" u on u.id = w.user_id where u.email = ${email}) as workflows,
            (select count(*)::int from session s join "user" u on u.id = s.user_id where u.email = ${email}) as sessions`;
   return row;
@@ -73,7 +67,7 @@ async function countsFor(email: string) {
 
 /** The status the backend answered a POST whose URL contains `marker`, from its own log. */
 function loggedStatus(marker: string, method = 'POST'): number | undefined {
-  const log = stack.backendLog();
+  const log = e2e.stack.backendLog();
   const incoming = log.find((line) => line.msg === 'incoming request' && line.req?.method === method && line.req.url?.includes(marker));
   return log.find((line) => line.msg === 'request completed' && line.reqId === incoming?.reqId)?.res?.statusCode;
 }
@@ -113,23 +107,23 @@ async function startLongRun(): Promise<string> {
 }
 
 async function executionStatus(id: string): Promise<string | undefined> {
-  const [row] = await stack.sql<{ status: string }[]>`select status from executions where id = ${id}`;
+  const [row] = await e2e.stack.sql<{ status: string }[]>`select status from executions where id = ${id}`;
   return row?.status;
 }
 
 describe('a page of an origin in CORS_ORIGINS', () => {
   it('calls the API with the session cookie, reads the answers and may write', async () => {
-    expect(stack.backendEnv.CORS_ORIGINS).toBe(stack.allowedOrigin);
+    expect(e2e.stack.backendEnv.CORS_ORIGINS).toBe(e2e.stack.allowedOrigin);
     const executionId = await startLongRun();
-    const page = await pageOf(stack.allowedOrigin);
+    const page = await pageOf(e2e.stack.allowedOrigin);
 
-    const me = await callFrom(page, { url: `${stack.siteUrl}/api/v1/me` });
+    const me = await callFrom(page, { url: `${e2e.stack.siteUrl}/api/v1/me` });
     expect(me).toMatchObject({ status: 200, body: { email: user.email, authenticatedVia: 'session' } });
 
     // A JSON body makes the browser ask first (preflight); CORS grants it, the Origin check too.
-    const created = await callFrom(page, { url: `${stack.siteUrl}/api/v1/workflows`, method: 'POST', contentType: 'application/json', body: workflowBody('from the allowed origin') });
+    const created = await callFrom(page, { url: `${e2e.stack.siteUrl}/api/v1/workflows`, method: 'POST', contentType: 'application/json', body: workflowBody('from the allowed origin') });
     expect(created).toMatchObject({ status: 201, body: { name: 'from the allowed origin' } });
-    const cancelled = await callFrom(page, { url: `${stack.siteUrl}/api/v1/executions/${executionId}/cancel`, method: 'POST' });
+    const cancelled = await callFrom(page, { url: `${e2e.stack.siteUrl}/api/v1/executions/${executionId}/cancel`, method: 'POST' });
     expect(cancelled).toMatchObject({ status: 200, body: { id: executionId, status: 'cancelled' } });
 
     expect(await countsFor(user.email)).toEqual({ workflows: 2, sessions: 1 });
@@ -144,23 +138,23 @@ describe('a page of an origin not in CORS_ORIGINS', () => {
     expect(before).toEqual({ workflows: 1, sessions: 1 });
     const statusBefore = await executionStatus(executionId);
     expect(statusBefore).not.toBe('cancelled');
-    const page = await pageOf(stack.foreignOrigin);
+    const page = await pageOf(e2e.stack.foreignOrigin);
 
     // Reading: the backend answers, but without Access-Control-Allow-Origin the page gets nothing.
-    expect(await callFrom(page, { url: `${stack.siteUrl}/api/v1/me` })).toEqual({ status: 'blocked', body: null });
+    expect(await callFrom(page, { url: `${e2e.stack.siteUrl}/api/v1/me` })).toEqual({ status: 'blocked', body: null });
 
     // A JSON write needs a preflight, which CORS does not grant: the POST itself is never sent.
     const jsonMarker = `json-${randomUUID()}`;
-    const jsonWrite = { url: `${stack.siteUrl}/api/v1/workflows?probe=${jsonMarker}`, method: 'POST', contentType: 'application/json', body: workflowBody('foreign json') };
+    const jsonWrite = { url: `${e2e.stack.siteUrl}/api/v1/workflows?probe=${jsonMarker}`, method: 'POST', contentType: 'application/json', body: workflowBody('foreign json') };
     expect(await callFrom(page, jsonWrite)).toEqual({ status: 'blocked', body: null });
 
     // Body-less POSTs are "simple": sent without a preflight, cookie and all. Without the backend's
     // Origin checks they would cancel the run and end the session; they must be refused with 403,
     // on our routes (src/plugins/security.ts) as on Better Auth's.
     const cancelMarker = `cancel-${randomUUID()}`;
-    expect(await callFrom(page, { url: `${stack.siteUrl}/api/v1/executions/${executionId}/cancel?probe=${cancelMarker}`, method: 'POST' })).toEqual({ status: 'blocked', body: null });
+    expect(await callFrom(page, { url: `${e2e.stack.siteUrl}/api/v1/executions/${executionId}/cancel?probe=${cancelMarker}`, method: 'POST' })).toEqual({ status: 'blocked', body: null });
     const signOutMarker = `sign-out-${randomUUID()}`;
-    expect(await callFrom(page, { url: `${stack.siteUrl}/api/auth/sign-out?probe=${signOutMarker}`, method: 'POST' })).toEqual({ status: 'blocked', body: null });
+    expect(await callFrom(page, { url: `${e2e.stack.siteUrl}/api/auth/sign-out?probe=${signOutMarker}`, method: 'POST' })).toEqual({ status: 'blocked', body: null });
     expect(await awaitLoggedStatus(cancelMarker)).toBe(403);
     expect(await awaitLoggedStatus(signOutMarker)).toBe(403);
     // Checked once the later requests are in the log, so its absence is not just a slow log: only

@@ -4,34 +4,28 @@
  * reload, and signing out ends the session on the server, not only in the browser. The production
  * case runs on plain http too: Chromium keeps Secure cookies for http://localhost, a trustworthy origin.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { fetchFromPage, newDemoUser, openDemo, signOut, signUp } from './demo.js';
-import { browserPerTest, startStack, type E2eStack } from './stack.js';
+import { useStack } from './stack.js';
 
 /** Better Auth prefixes its cookies with __Secure- when it makes them Secure. */
 const sessionCookieName = (production: boolean) => `${production ? '__Secure-' : ''}better-auth.session_token`;
 
 describe.each(['development', 'production'] as const)('the session cookie with NODE_ENV=%s', (nodeEnv) => {
-  let stack: E2eStack;
-  beforeAll(async () => {
-    stack = await startStack({ nodeEnv });
-  });
-  afterAll(async () => {
-    await stack?.stop();
-  });
-  const browser = browserPerTest(() => stack);
+  const e2e = useStack({ nodeEnv });
+  const browser = e2e.browser;
 
   async function sessionCookie() {
-    const cookies = await browser.context().cookies(stack.siteUrl);
+    const cookies = await browser.context().cookies(e2e.stack.siteUrl);
     return cookies.find((cookie) => cookie.name.endsWith('better-auth.session_token'));
   }
 
   it('is HttpOnly and SameSite=Lax, and Secure only in production', async () => {
     const page = browser.page();
-    await openDemo(page, stack.siteUrl);
+    await openDemo(page, e2e.stack.siteUrl);
     await signUp(page, newDemoUser());
 
-    const production = stack.backendEnv.NODE_ENV === 'production';
+    const production = e2e.stack.backendEnv.NODE_ENV === 'production';
     const cookie = await sessionCookie();
     expect(cookie).toMatchObject({
       name: sessionCookieName(production),
@@ -49,7 +43,7 @@ describe.each(['development', 'production'] as const)('the session cookie with N
   it('survives a reload, and sign-out ends the session on the server', async () => {
     const page = browser.page();
     const user = newDemoUser();
-    await openDemo(page, stack.siteUrl);
+    await openDemo(page, e2e.stack.siteUrl);
     await signUp(page, user);
     const before = await sessionCookie();
     expect(before).toBeDefined();
@@ -65,11 +59,11 @@ describe.each(['development', 'production'] as const)('the session cookie with N
     await page.getByTestId('signed-out').waitFor();
 
     // The old cookie, replayed by someone who kept it, opens nothing: the session row is gone.
-    const replayed = await fetch(`${stack.siteUrl.replace('localhost', '127.0.0.1')}/api/v1/me`, {
+    const replayed = await fetch(`${e2e.stack.siteUrl.replace('localhost', '127.0.0.1')}/api/v1/me`, {
       headers: { cookie: `${before?.name}=${before?.value}` },
     });
     expect(replayed.status).toBe(401);
-    const sessions = await stack.sql<{ count: number }[]>`
+    const sessions = await e2e.stack.sql<{ count: number }[]>`
       select count(*)::int as count from session s join "user" u on u.id = s.user_id where u.email = ${user.email}`;
     expect(sessions[0]?.count).toBe(0);
   });

@@ -3,24 +3,18 @@
  * workflows from templates, page through them by cursor, run one and watch its steps arrive over
  * server-sent events, sign out.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createFromTemplate, fetchFromPage, newDemoUser, openDemo, signIn, signOut, signUp, workflowNamesOnPage } from './demo.js';
-import { browserPerTest, startStack, type E2eStack } from './stack.js';
+import { useStack } from './stack.js';
 
-let stack: E2eStack;
-beforeAll(async () => {
-  stack = await startStack();
-});
-afterAll(async () => {
-  await stack?.stop();
-});
-const browser = browserPerTest(() => stack);
+const e2e = useStack();
+const browser = e2e.browser;
 
 describe('the demo SPA through Caddy', () => {
   it('signs up, signs in, pages through workflows, creates one from a template, runs it with live steps, signs out', async () => {
     const page = browser.page();
     const user = newDemoUser();
-    await openDemo(page, stack.siteUrl);
+    await openDemo(page, e2e.stack.siteUrl);
     await page.getByTestId('signed-out').waitFor();
 
     await signUp(page, user);
@@ -69,10 +63,10 @@ describe('the demo SPA through Caddy', () => {
     // An execution's output holds the outputs of its last nodes, by node id.
     expect(JSON.parse((await page.getByTestId('execution-output').textContent()) ?? 'null')).toEqual({ greet: `Hello, ${user.name}!` });
     const executionId = (await page.getByTestId('execution-id').textContent()) ?? '';
-    expect(eventStreams).toEqual([`${stack.siteUrl}/api/v1/executions/${executionId}/events`]);
+    expect(eventStreams).toEqual([`${e2e.stack.siteUrl}/api/v1/executions/${executionId}/events`]);
 
     // What the page showed is what the database holds.
-    const [execution] = await stack.sql<{ status: string; steps: number }[]>`
+    const [execution] = await e2e.stack.sql<{ status: string; steps: number }[]>`
       select e.status, (select count(*)::int from execution_steps s where s.execution_id = e.id) as steps
       from executions e where e.id = ${executionId}`;
     expect(execution).toEqual({ status: 'completed', steps: 3 });

@@ -16,7 +16,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import postgres, { type Sql } from 'postgres';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { afterEach, beforeEach } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import { repoRoot } from '../../src/config.js';
 import { runScript } from '../process.js';
 
@@ -80,6 +80,8 @@ export interface E2eStack {
   readonly sql: Sql;
   /** The backend's JSON log lines so far. */
   backendLog(): BackendLogLine[];
+  /** The backend's "incoming request" line of the request with this id, waited for up to 3 s (the child's log lags the answer). */
+  incomingRequest(requestId: string): Promise<BackendLogLine | undefined>;
   backendOutput(): string;
   stop(): Promise<void>;
 }
@@ -313,6 +315,15 @@ export async function startStack({ nodeEnv = 'development' }: StackOptions = {})
           }
         });
 
+    const incomingRequest = async (requestId: string): Promise<BackendLogLine | undefined> => {
+      for (let waited = 0; waited < 3_000; waited += 50) {
+        const line = backendLog().find((entry) => entry.reqId === requestId && entry.msg === 'incoming request');
+        if (line) return line;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      return undefined;
+    };
+
     return {
       siteUrl,
       secureSiteUrl: `https://localhost:${secureCaddyPort}`,
@@ -322,6 +333,7 @@ export async function startStack({ nodeEnv = 'development' }: StackOptions = {})
       browser,
       sql,
       backendLog,
+      incomingRequest,
       backendOutput: backend.output,
       stop,
     };
@@ -367,5 +379,30 @@ export function browserPerTest(stack: () => E2eStack): { page: () => Page; conte
       if (!context) throw new Error('no browser context: called outside a test');
       return context;
     },
+  };
+}
+
+/**
+ * A test file's stack: started before its tests, stopped after them, with a fresh browser context
+ * per test (screenshots on failure). Call at the top level of a file or inside a describe.
+ */
+export function useStack(options: StackOptions = {}): { readonly stack: E2eStack; readonly browser: ReturnType<typeof browserPerTest> } {
+  let started: E2eStack | undefined;
+  const current = () => {
+    if (!started) throw new Error('no stack: called outside a test');
+    return started;
+  };
+  beforeAll(async () => {
+    started = await startStack(options);
+  });
+  afterAll(async () => {
+    await started?.stop();
+  });
+  const browser = browserPerTest(current);
+  return {
+    get stack() {
+      return current();
+    },
+    browser,
   };
 }

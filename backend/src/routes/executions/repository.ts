@@ -2,7 +2,7 @@ import { and, eq, inArray, sql, type SQL } from 'drizzle-orm';
 import type { Db, PooledDb, Sql } from '../../db/client.js';
 import { executions, executionSteps, type WorkflowSnapshot } from '../../db/schema/index.js';
 import { iso, isoOrNull } from '../../lib/http.js';
-import { keysetPlan, toPage, type ListParams, type Page, type SortKey } from '../../lib/pagination.js';
+import { keysetPlan, keysetPosition, toPage, type ListParams, type Page, type SortKey } from '../../lib/pagination.js';
 import type { ExecutionDto, StepDto } from './schemas.js';
 
 /** The columns the API shows (and `revision` for live events): never the bulky workflow snapshot. */
@@ -100,7 +100,7 @@ function selectExecutions(pool: Sql) {
 
 export async function list(db: PooledDb, userId: string, params: ListParams & ExecutionFilters): Promise<Page<ExecutionDto>> {
   const pool = db.$client;
-  const plan = keysetPlan(params, executionSortKeys, executions.id);
+  const plan = keysetPosition(params, executionSortKeys);
   const descending = params.sortDirection === 'desc';
   const none = pool``;
   const cursor = plan.cursor;
