@@ -10,6 +10,7 @@ import {
   log,
   median,
   percentile,
+  startAutonodeServer,
   startHttpServer,
   withBenchDatabase,
   type HttpServer,
@@ -212,7 +213,7 @@ export async function runListAndDepth(options: ListOptions = {}): Promise<ListAn
     // One caller sends everything: the per-user limit (RATE_LIMIT_MAX, 1,200 a minute by default)
     // is a policy, not a capacity, so it is raised out of reach; the limiter itself still runs.
     const env = { ...autonodeEnv(database.url, generateSecret()), ENGINE_ENABLED: 'false', RATE_LIMIT_MAX: '10000000' };
-    const autonode = await startHttpServer('autonode-server', 'src/server.ts', env);
+    const autonode = await startAutonodeServer('autonode-server', env);
     let baseline: HttpServer | undefined;
     try {
       const caller = await signUp(autonode.baseUrl, 'bench-caller@bench.test', 'bench-password-1234');
@@ -252,7 +253,7 @@ export async function runListAndDepth(options: ListOptions = {}): Promise<ListAn
       const routes: ComparedRoute[] = [];
       for (const variant of variants) {
         const profileDir = options.profileDir ? path.join(options.profileDir, slugOf(variant.label)) : undefined;
-        const server = profileDir ? await startHttpServer('autonode-server (profiled)', 'src/server.ts', env, ['--cpu-prof', `--cpu-prof-dir=${profileDir}`]) : autonode;
+        const server = profileDir ? await startAutonodeServer('autonode-server (profiled)', env, ['--cpu-prof', `--cpu-prof-dir=${profileDir}`]) : autonode;
         try {
           routes.push(await compareRoute(variant, server, baseline, caller));
         } finally {

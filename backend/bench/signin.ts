@@ -1,5 +1,5 @@
 import { signUp } from './seed.js';
-import { CountedLoad, TRUSTED_ORIGIN, assertStillServing, autonodeEnv, generateSecret, log, median, startHttpServer, withBenchDatabase, type LoadResult } from './support.js';
+import { CountedLoad, TRUSTED_ORIGIN, assertStillServing, autonodeEnv, generateSecret, log, median, startAutonodeServer, withBenchDatabase, type LoadResult } from './support.js';
 
 const RUNS = 3;
 const LOAD_SECONDS = 8;
@@ -28,7 +28,7 @@ function benchmarkAddress(): string {
 export async function runSignIn(): Promise<SignInResults> {
   return withBenchDatabase('autonode_bench_signin', async (database) => {
     const env = { ...autonodeEnv(database.url, generateSecret()), ENGINE_ENABLED: 'false', TRUST_PROXY: 'true' };
-    const server = await startHttpServer('autonode-server', 'src/server.ts', env);
+    const server = await startAutonodeServer('autonode-server', env);
     try {
       const user = await signUp(server.baseUrl, 'bench-sign-in@bench.test', 'bench-password-1234');
       const signIns = new CountedLoad(

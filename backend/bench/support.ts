@@ -310,6 +310,23 @@ export async function startHttpServer(name: string, script: string, env: Record<
   return { process: child, baseUrl };
 }
 
+/**
+ * The Node flags `npm start` runs the server with (backend/package.json), so the bench measures the
+ * server as it is shipped.
+ */
+export function startScriptNodeFlags(): string[] {
+  const manifest = JSON.parse(readFileSync(path.join(backendRoot, 'package.json'), 'utf8')) as { scripts?: Record<string, string> };
+  const start = manifest.scripts?.start ?? '';
+  const match = /^node((?: --[\w-]+(?:=\S+)?)*) --import tsx src\/server\.ts$/.exec(start);
+  if (!match) throw new Error(`backend/package.json: expected "start": "node [flags] --import tsx src/server.ts", found "${start}"`);
+  return (match[1] ?? '').split(' ').filter(Boolean);
+}
+
+/** Starts the Autonode HTTP server as `npm start` does (plus `nodeArgs`, such as a profiler's). */
+export function startAutonodeServer(name: string, env: Record<string, string>, nodeArgs: readonly string[] = []): Promise<HttpServer> {
+  return startHttpServer(name, 'src/server.ts', env, [...startScriptNodeFlags(), ...nodeArgs]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Load runs and statistics
 // ---------------------------------------------------------------------------------------------

@@ -60,6 +60,13 @@ export type App = FastifyInstance<
 export const BODY_LIMIT_BYTES = 1024 * 1024;
 /** Deeper JSON bodies are refused (400): no legitimate workflow or input needs more. */
 export const MAX_JSON_DEPTH = 64;
+/**
+ * Requests admitted to the database per pooled connection. Above 1, postgres.js pipelines: up to
+ * this many queries share a connection's writes and reads (fewer system calls under load); the price
+ * is that a query may wait behind at most this many minus one on its connection, each bounded by
+ * DB_STATEMENT_TIMEOUT and the request by HANDLER_TIMEOUT_MS.
+ */
+export const QUERIES_PER_CONNECTION = 4;
 
 /** A hop count becomes the equivalent function (Fastify's types take booleans, lists and functions). */
 function toFastifyTrustProxy(setting: Config['trustProxy']): boolean | string[] | ((address: string, hop: number) => boolean) {
@@ -162,7 +169,10 @@ export async function buildApp({ config, database, auth, logger, bus }: AppDeps)
   // A bounded wait for the database (see Admission): a request holds a permit from onRequest to its
   // response. The response's 'close' fires however the exchange ends (answered, timed out, or the
   // client went away, possibly while the request was still waiting): the permit always returns.
-  const admission = new Admission(database.poolSize, config.db.acquireTimeoutMs);
+  // There are QUERIES_PER_CONNECTION permits per pooled connection, so under load postgres.js
+  // pipelines several queries on a connection in one write and reads their results in one read:
+  // with one permit per connection it never did (one write and one read per query, bench/).
+  const admission = new Admission(database.poolSize * QUERIES_PER_CONNECTION, config.db.acquireTimeoutMs);
   const hold = (request: FastifyRequest, reply: FastifyReply, release: () => void) => {
     request.releaseAdmission = release;
     if (reply.raw.closed || request.raw.destroyed) release();

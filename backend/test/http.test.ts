@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { App } from '../src/app.js';
+import { QUERIES_PER_CONNECTION, type App } from '../src/app.js';
 import { buildTestApp, expectProblem, logsOf } from './helpers.js';
 
 describe('operations and the error contract', () => {
@@ -151,11 +151,12 @@ describe('the handler deadline', () => {
 
 describe('database permits', () => {
   it('come back when clients abort, even while they wait for one', async () => {
-    // The default test pool (5, or the embedded server's single connection) is smaller than the 12 aborted requests.
     const app = await buildTestApp({ ENABLE_TEST_ROUTES: 'true', DB_ACQUIRE_TIMEOUT_MS: '2000' });
     try {
+      // More aborted requests than there are permits: one that leaked would leave none for the last request.
+      const permits = app.config.db.poolSize * QUERIES_PER_CONNECTION;
       const address = await app.listen({ host: '127.0.0.1', port: 0 });
-      const aborted = Array.from({ length: 12 }, () =>
+      const aborted = Array.from({ length: permits + 7 }, () =>
         fetch(`${address}/api/test/sleep?ms=200`, { signal: AbortSignal.timeout(30) }).catch(() => 'aborted'),
       );
       await Promise.all(aborted);

@@ -1,8 +1,9 @@
 /**
  * A bound on waiting for the database. postgres.js queues queries without limit when its pool is
  * busy, so under overload every request would wait and time out together. Requests that use the
- * database first take one of `permits` (the pool size) and wait at most `timeoutMs` for it; the
- * rest are refused at once with 503 and Retry-After, and the service stays responsive.
+ * database first take one of `permits` (a few per pooled connection, see QUERIES_PER_CONNECTION)
+ * and wait at most `timeoutMs` for it; the rest are refused with 503 and Retry-After, and the
+ * service stays responsive.
  */
 export class Admission {
   private inUse = 0;

@@ -88,39 +88,64 @@ export type ExecutionRecord = Omit<ExecutionRow, 'startedAt' | 'finishedAt' | 'c
 /** toISOString()'s format (the columns hold milliseconds, years 0001 to 9999). */
 const ISO_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"';
 
-function selectExecutions(pool: Sql) {
-  return pool`select id, workflow_id as "workflowId", workflow_version as "workflowVersion", job_id as "jobId", trigger, status,
-    input, output, error,
-    to_char(started_at at time zone 'UTC', ${pool.unsafe(`'${ISO_FORMAT}'`)}) as "startedAt",
-    to_char(finished_at at time zone 'UTC', ${pool.unsafe(`'${ISO_FORMAT}'`)}) as "finishedAt",
-    to_char(created_at at time zone 'UTC', ${pool.unsafe(`'${ISO_FORMAT}'`)}) as "createdAt",
-    retry_of_id as "retryOfId", revision
-    from executions`;
+type Fragment = ReturnType<Sql>;
+interface StatementParts {
+  readonly selectExecutions: Fragment;
+  readonly nothing: Fragment;
+  readonly newestFirst: Fragment;
+  readonly oldestFirst: Fragment;
+}
+
+const partsByPool = new WeakMap<Sql, StatementParts>();
+
+/**
+ * The parameterless parts of the hot statements, built once per pool (a postgres.js fragment can be
+ * nested in any number of statements): building them on each request cost more than the filters.
+ */
+function statementParts(pool: Sql): StatementParts {
+  let parts = partsByPool.get(pool);
+  if (!parts) {
+    const iso = pool.unsafe(`'${ISO_FORMAT}'`);
+    parts = {
+      selectExecutions: pool`select id, workflow_id as "workflowId", workflow_version as "workflowVersion", job_id as "jobId", trigger, status,
+        input, output, error,
+        to_char(started_at at time zone 'UTC', ${iso}) as "startedAt",
+        to_char(finished_at at time zone 'UTC', ${iso}) as "finishedAt",
+        to_char(created_at at time zone 'UTC', ${iso}) as "createdAt",
+        retry_of_id as "retryOfId", revision
+        from executions`,
+      nothing: pool``,
+      newestFirst: pool`order by created_at desc, id desc`,
+      oldestFirst: pool`order by created_at asc, id asc`,
+    };
+    partsByPool.set(pool, parts);
+  }
+  return parts;
 }
 
 export async function list(db: PooledDb, userId: string, params: ListParams & ExecutionFilters): Promise<Page<ExecutionDto>> {
   const pool = db.$client;
+  const { selectExecutions, nothing, newestFirst, oldestFirst } = statementParts(pool);
   const plan = keysetPosition(params, executionSortKeys);
   const descending = params.sortDirection === 'desc';
-  const none = pool``;
   const cursor = plan.cursor;
   const rows = await pool<ExecutionRecord[]>`
-    ${selectExecutions(pool)}
+    ${selectExecutions}
     where user_id = ${userId}
-    ${cursor ? (descending ? pool`and (created_at, id) < (${cursor.value}::timestamptz, ${cursor.id}::uuid)` : pool`and (created_at, id) > (${cursor.value}::timestamptz, ${cursor.id}::uuid)`) : none}
-    ${params.status ? pool`and status = any(${params.status}::execution_status[])` : none}
-    ${params.workflowId ? pool`and workflow_id = ${params.workflowId}::uuid` : none}
-    ${params.jobId ? pool`and job_id = ${params.jobId}::uuid` : none}
-    ${params.createdAfter ? pool`and created_at >= ${params.createdAfter}::timestamptz` : none}
-    ${params.createdBefore ? pool`and created_at < ${params.createdBefore}::timestamptz` : none}
-    ${descending ? pool`order by created_at desc, id desc` : pool`order by created_at asc, id asc`}
+    ${cursor ? (descending ? pool`and (created_at, id) < (${cursor.value}::timestamptz, ${cursor.id}::uuid)` : pool`and (created_at, id) > (${cursor.value}::timestamptz, ${cursor.id}::uuid)`) : nothing}
+    ${params.status ? pool`and status = any(${params.status}::execution_status[])` : nothing}
+    ${params.workflowId ? pool`and workflow_id = ${params.workflowId}::uuid` : nothing}
+    ${params.jobId ? pool`and job_id = ${params.jobId}::uuid` : nothing}
+    ${params.createdAfter ? pool`and created_at >= ${params.createdAfter}::timestamptz` : nothing}
+    ${params.createdBefore ? pool`and created_at < ${params.createdBefore}::timestamptz` : nothing}
+    ${descending ? newestFirst : oldestFirst}
     limit ${plan.limit} offset ${plan.offset}`;
   return toPage(rows, params, (row) => row.createdAt, present);
 }
 
 export async function get(db: PooledDb, userId: string, id: string): Promise<ExecutionRecord | null> {
   const pool = db.$client;
-  const [row] = await pool<ExecutionRecord[]>`${selectExecutions(pool)} where user_id = ${userId} and id = ${id}::uuid`;
+  const [row] = await pool<ExecutionRecord[]>`${statementParts(pool).selectExecutions} where user_id = ${userId} and id = ${id}::uuid`;
   return row ?? null;
 }
 
