@@ -1,9 +1,10 @@
 /**
  * The list benchmark's baseline: the floor Autonode's routes are measured against. A bare Fastify
  * with raw postgres.js, no auth, no validation, no plugins; the caller's id is fixed at start-up.
- * It runs the same SQL as the Autonode routes (the same columns, filter, order and limit) on a pool
- * of the same size, and answers the same JSON, so the difference is what Autonode adds: auth,
- * validation, serialisation, hooks, limits.
+ * It sends the same statements as the Autonode routes (routes/executions/repository.ts: the same
+ * text, columns, timestamp formatting, filter, order and limit) on a pool of the same size, and
+ * answers the same JSON, so the difference is what Autonode adds: auth, validation, serialisation,
+ * hooks, limits.
  */
 import Fastify from 'fastify';
 import postgres from 'postgres';
@@ -26,45 +27,51 @@ const sql = postgres(databaseUrl, {
 
 interface ExecutionRecord {
   id: string;
-  workflow_id: string;
-  workflow_version: number;
-  job_id: string | null;
+  workflowId: string;
+  workflowVersion: number;
+  jobId: string | null;
   trigger: string;
   status: string;
   input: unknown;
   output: unknown;
   error: unknown;
-  started_at: Date | null;
-  finished_at: Date | null;
-  created_at: Date;
-  retry_of_id: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+  createdAt: string;
+  retryOfId: string | null;
+  revision: number;
 }
 
-// The columns the service reads for the API (routes/executions/repository.ts): not the bulky snapshot.
-const columns = sql`id, workflow_id, workflow_version, job_id, trigger, status, input, output, error,
-  started_at, finished_at, created_at, retry_of_id, revision`;
+// The service's select list, timestamps in toISOString() form written by PostgreSQL.
+const selectExecutions = sql`select id, workflow_id as "workflowId", workflow_version as "workflowVersion", job_id as "jobId", trigger, status,
+  input, output, error,
+  to_char(started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as "startedAt",
+  to_char(finished_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as "finishedAt",
+  to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as "createdAt",
+  retry_of_id as "retryOfId", revision
+  from executions`;
 
 const present = (row: ExecutionRecord) => ({
   id: row.id,
-  workflowId: row.workflow_id,
-  workflowVersion: row.workflow_version,
-  jobId: row.job_id,
+  workflowId: row.workflowId,
+  workflowVersion: row.workflowVersion,
+  jobId: row.jobId,
   trigger: row.trigger,
   status: row.status,
   input: row.input ?? null,
   output: row.output ?? null,
   error: row.error ?? null,
-  startedAt: row.started_at ? row.started_at.toISOString() : null,
-  finishedAt: row.finished_at ? row.finished_at.toISOString() : null,
-  createdAt: row.created_at.toISOString(),
-  retryOfId: row.retry_of_id,
+  startedAt: row.startedAt,
+  finishedAt: row.finishedAt,
+  createdAt: row.createdAt,
+  retryOfId: row.retryOfId,
 });
 
 const PAGE_SIZE = 20;
 
 /** The same cursor the service issues (pagination.ts), so the envelope is byte-for-byte alike. */
 function cursorAfter(row: ExecutionRecord): string {
-  return Buffer.from(JSON.stringify(['createdAt', 'desc', row.created_at.toISOString(), row.id])).toString('base64url');
+  return Buffer.from(JSON.stringify(['createdAt', 'desc', row.createdAt, row.id])).toString('base64url');
 }
 
 const app = Fastify({ logger: false });
@@ -73,7 +80,7 @@ app.get('/api/health', async () => ({ status: 'ok' }));
 
 app.get('/api/v1/executions', async () => {
   const rows = await sql<ExecutionRecord[]>`
-    select ${columns} from executions where user_id = ${callerId} order by created_at desc, id desc limit ${PAGE_SIZE + 1}`;
+    ${selectExecutions} where user_id = ${callerId} order by created_at desc, id desc limit ${PAGE_SIZE + 1} offset ${0}`;
   const hasNext = rows.length > PAGE_SIZE;
   const shown = hasNext ? rows.slice(0, PAGE_SIZE) : rows;
   const last = shown[shown.length - 1];
@@ -81,7 +88,7 @@ app.get('/api/v1/executions', async () => {
 });
 
 app.get<{ Params: { id: string } }>('/api/v1/executions/:id', async (request, reply) => {
-  const [row] = await sql<ExecutionRecord[]>`select ${columns} from executions where user_id = ${callerId} and id = ${request.params.id}`;
+  const [row] = await sql<ExecutionRecord[]>`${selectExecutions} where user_id = ${callerId} and id = ${request.params.id}::uuid`;
   if (!row) return reply.code(404).send({ status: 404 });
   return present(row);
 });

@@ -1,6 +1,7 @@
 import type { EngineResults } from './engine.js';
-import type { ListAndDepthResults } from './list.js';
+import { WARM_UP_SECONDS, type ListAndDepthResults } from './list.js';
 import type { SignInResults } from './signin.js';
+import { startScriptNodeFlags } from './support.js';
 
 export interface SuiteResults {
   readonly startedAt: Date;
@@ -82,14 +83,18 @@ export function renderReport(results: SuiteResults): string {
 
   const notes: string[] = [];
   notes.push(
-    'Reference: 1. a bare Fastify + postgres.js server running the same SQL without auth (bench/baseline-server.ts); ' +
+    'Reference: 1. a bare Fastify + postgres.js server sending the same statements without auth (bench/baseline-server.ts); ' +
       '2. the first page; 3. pg-boss' +
       (engine ? ` ${engine.pgBossVersion}` : '') +
       ' no-op jobs, same concurrency, same database server. Ratio = Autonode / reference.',
   );
   notes.push(
+    `Processes: the Autonode server runs as \`npm start\` runs it (node ${startScriptNodeFlags().join(' ')}); the baseline, ` +
+      'the worker and pg-boss with Node\'s defaults.',
+  );
+  notes.push(
     'Method: every figure is the median of 3 alternating runs (A, B, A, B, A, B; sign-in: 3 runs). HTTP runs are autocannon with 50 connections ' +
-      '(sign-in: 10), after a warm-up per side (5 s; sign-in: 3 s), each sized to about 8 s and ended when its requests are answered (not at a deadline, ' +
+      `(sign-in: 10), after a warm-up per side (${WARM_UP_SECONDS} s; sign-in: 3 s), each sized to about 8 s and ended when its requests are answered (not at a deadline, ` +
       'which would abandon requests in flight); req/s counts 2xx answers only. Depth: 3 pairs of 200 sequential requests. ' +
       'Peak RSS is VmHWM of the server or worker process. Server CPU ms/req is the server process\'s user + system time over a run ' +
       '(/proc) divided by its requests: the cost of its layers, less sensitive than req/s to the load generator and PostgreSQL ' +
