@@ -1,12 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import { runMigrations } from '../src/db/migrate.js';
+import { EngineStore } from '../src/engine/store.js';
 import { buildTestApp, isEmbeddedDatabase, signUp, type SignedInUser } from './helpers.js';
 import { createScratchDatabase, type ScratchDatabase } from './scratch.js';
 
 interface PlanNode {
   'Node Type': string;
   'Relation Name'?: string;
+  'Actual Rows'?: number;
   Plans?: PlanNode[];
 }
 
@@ -111,5 +113,32 @@ describe.skipIf(isEmbeddedDatabase())('list queries use their indexes (skipped o
       }
     }
     expect(new Set(explained).size).toBe(lists.length);
+  });
+
+  it("reads the engine's claim from the front of its indexes, however many executions wait", async () => {
+    const [waiting] = await app.database.sql<{ count: number }[]>`select count(*)::int as count from executions where status in ('pending', 'paused')`;
+    expect(waiting?.count).toBeGreaterThan(10_000);
+    captured.length = 0;
+    const claimed = await new EngineStore(app.database.sql, 'index-test-worker', false).claim(2, 30_000);
+    expect(claimed).toHaveLength(2);
+    const claim = captured.find(({ query }) => /update executions e\s+set status = 'running'/.test(query));
+    expect(claim, 'the claim statement was not captured').toBeDefined();
+    // EXPLAIN ANALYZE runs the statement: it claims again, inside a transaction that is rolled back.
+    const reserved = await app.database.sql.reserve();
+    try {
+      await reserved`begin`;
+      const [row] = await reserved.unsafe<{ 'QUERY PLAN': PlanNode[] }[]>(`explain (analyze, format json) ${claim?.query ?? ''}`, (claim?.parameters ?? []) as never[]);
+      const plan = row?.['QUERY PLAN'][0] as unknown as { Plan: PlanNode };
+      const reads = nodesOf(plan.Plan).filter((node) => node['Relation Name'] === 'executions' && node['Node Type'] !== 'ModifyTable');
+      expect(reads.length).toBeGreaterThan(0);
+      for (const node of reads) {
+        // An index scan stopped by the LIMIT: a few rows, not every waiting execution.
+        expect(node['Node Type'], JSON.stringify(node)).toBe('Index Scan');
+        expect(node['Actual Rows'] ?? Number.POSITIVE_INFINITY).toBeLessThanOrEqual(2);
+      }
+    } finally {
+      await reserved`rollback`;
+      reserved.release();
+    }
   });
 });

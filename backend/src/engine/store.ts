@@ -72,23 +72,38 @@ export class EngineStore {
     return this.sql`pg_notify(${CHANNEL}, (${encode({ ...event, revision: 0 })}::jsonb || jsonb_build_object('revision', ${this.sql.unsafe(revisionColumn)}))::text)`;
   }
 
-  /** Claims up to `limit` runnable executions (SKIP LOCKED: competing workers never take the same one). */
+  /**
+   * Claims up to `limit` executions, oldest-runnable first (SKIP LOCKED: competing workers never take
+   * the same one): pending or paused ones whose time has come, and running ones whose lease expired.
+   * Each kind is read from the front of its own index (executions_ready_idx, executions_lease_idx):
+   * one condition over both made PostgreSQL fetch and sort every waiting execution on each claim.
+   */
   async claim(limit: number, leaseMs: number): Promise<ClaimedExecution[]> {
     const rows = await this.sql<
       { id: string; user_id: string; workflow_id: string; job_id: string | null; input: unknown; workflow_snapshot: WorkflowSnapshot; revision: number; steps: StepState[] }[]
     >`
-      with claimed as (
+      with ready as (
+        select id, coalesce(wake_at, created_at) as runnable_at from executions
+         where status in ('pending', 'paused') and coalesce(wake_at, created_at) <= now()
+         order by coalesce(wake_at, created_at)
+         limit ${limit}
+         for update skip locked),
+      expired as (
+        select id, lease_expires_at as runnable_at from executions
+         where status = 'running' and lease_expires_at < now()
+         order by lease_expires_at
+         limit ${limit}
+         for update skip locked),
+      picked as (
+        select id from (select * from ready union all select * from expired) candidates
+         order by runnable_at
+         limit ${limit}),
+      claimed as (
         update executions e
            set status = 'running', lease_owner = ${this.workerId},
                lease_expires_at = now() + make_interval(secs => ${leaseMs / 1000}),
                started_at = coalesce(e.started_at, now()), wake_at = null, revision = e.revision + 1
-         where e.id in (
-           select id from executions
-            where (status in ('pending', 'paused') and (wake_at is null or wake_at <= now()))
-               or (status = 'running' and lease_expires_at < now())
-            order by created_at
-            limit ${limit}
-            for update skip locked)
+         where e.id in (select id from picked)
         returning e.id, e.user_id, e.workflow_id, e.job_id, e.input, e.workflow_snapshot, e.revision)
       select c.*,
              (select coalesce(json_agg(json_build_object('nodeId', s.node_id, 'status', s.status, 'attempt', s.attempt,

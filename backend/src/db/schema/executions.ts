@@ -50,8 +50,10 @@ export const executions = pgTable(
     revision: integer('revision').notNull().default(0),
   },
   (table) => [
-    // The engine's claim: runnable executions, and running ones whose worker stopped renewing its lease.
-    index('executions_runnable_idx').on(table.wakeAt).where(sql`${table.status} in ('pending', 'paused')`),
+    // The engine's claim, in the order executions became runnable (a delay or backoff: when it ends;
+    // otherwise: when created), and running ones whose worker stopped renewing its lease. Each is
+    // read from the front, so a claim costs the same with ten or a million executions waiting.
+    index('executions_ready_idx').on(sql`coalesce(${table.wakeAt}, ${table.createdAt})`).where(sql`${table.status} in ('pending', 'paused')`),
     index('executions_lease_idx').on(table.leaseExpiresAt).where(sql`${table.status} = 'running'`),
     index('executions_user_created_idx').on(table.userId, table.createdAt, table.id),
     index('executions_user_workflow_created_idx').on(table.userId, table.workflowId, table.createdAt, table.id),

@@ -1,0 +1,2 @@
+DROP INDEX "executions_runnable_idx";--> statement-breakpoint
+CREATE INDEX "executions_ready_idx" ON "executions" USING btree (coalesce("wake_at", "created_at")) WHERE "executions"."status" in ('pending', 'paused');
