@@ -122,10 +122,10 @@ describe('workflows', () => {
 
   it('walks 250 rows by cursor with no gap or repeat while rows are inserted between pages', async () => {
     const walker = await signUp(app);
-    const ids: string[] = [];
+    const created: { id: string; createdAt: string }[] = [];
     for (let index = 0; index < 250; index++) {
-      const response = await create(walker, { name: `wf ${String(index).padStart(3, '0')}`, ...sampleGraph });
-      ids.push(response.json().id);
+      const { id, createdAt } = (await create(walker, { name: `wf ${String(index).padStart(3, '0')}`, ...sampleGraph })).json();
+      created.push({ id, createdAt });
     }
     const seen: string[] = [];
     let cursor: string | null = null;
@@ -142,7 +142,12 @@ describe('workflows', () => {
       await create(walker, { name: `late ${pages}`, ...sampleGraph });
       pages++;
     } while (cursor);
-    expect(seen).toEqual([...ids].reverse());
+    // Newest first. Timestamps hold milliseconds, so rows created in the same millisecond come in
+    // the keyset's tie-break order, id descending (PostgreSQL orders uuids as their hex text does).
+    const descending = (left: string, right: string) => (left < right ? 1 : left > right ? -1 : 0);
+    const newestFirst = [...created].sort((a, b) => descending(a.createdAt, b.createdAt) || descending(a.id, b.id));
+    expect(new Set(seen).size).toBe(seen.length);
+    expect(seen).toEqual(newestFirst.map((row) => row.id));
   });
 
   it('pages by number, sorts by name both ways, and searches with % as data', async () => {
