@@ -107,34 +107,46 @@ async function authPlugin(app: FastifyInstance, { auth, apiBaseUrl, bus, callerC
   });
 }
 
+/** A credential the request presents, with the key its verified caller is cached under. */
+type PresentedCredential =
+  | { readonly via: 'api-key'; readonly secret: string; readonly cacheKey: string }
+  | { readonly via: 'session'; readonly cacheKey: string };
+
 /**
- * Resolves the caller: an API key when the request presents one (a bad key is refused, never
- * passed over for a cookie), else the Better Auth session cookie.
+ * The request's credential: an API key when it presents one (a bad key is refused, never passed
+ * over for a cookie), else the Better Auth session cookie.
  */
-export async function resolveCaller(request: FastifyRequest): Promise<RequestCaller | null> {
-  const { callerCache } = request.server;
+function presentedCredential(request: FastifyRequest): PresentedCredential | null {
   const apiKey = presentedApiKey(request.headers);
-  if (apiKey !== undefined) {
-    const cacheKey = `key:${hashApiKey(apiKey)}`;
-    const cached = callerCache.get(cacheKey);
-    if (cached) return cached;
-    const owner = await verifyApiKey(request.server.db, apiKey);
-    if (!owner) return null;
-    const caller: RequestCaller = { user: { id: owner.id, name: owner.name, email: owner.email }, via: 'api-key' };
-    callerCache.set(cacheKey, caller, owner.expiresAt);
-    return caller;
-  }
+  if (apiKey !== undefined) return { via: 'api-key', secret: apiKey, cacheKey: `key:${hashApiKey(apiKey)}` };
   const sessionCookie = sessionCookieOf(request.headers.cookie);
   if (sessionCookie === undefined) return null;
-  const cacheKey = `session:${sha256(sessionCookie)}`;
-  const cached = callerCache.get(cacheKey);
-  if (cached) return cached;
+  return { via: 'session', cacheKey: `session:${sha256(sessionCookie)}` };
+}
+
+/** Verifies a credential that is not cached (one query, or Better Auth's session lookup), and caches the caller. */
+async function verifyCredential(request: FastifyRequest, credential: PresentedCredential): Promise<RequestCaller | null> {
+  const { callerCache } = request.server;
+  if (credential.via === 'api-key') {
+    const owner = await verifyApiKey(request.server.db, credential.secret);
+    if (!owner) return null;
+    const caller: RequestCaller = { user: { id: owner.id, name: owner.name, email: owner.email }, via: 'api-key' };
+    callerCache.set(credential.cacheKey, caller, owner.expiresAt);
+    return caller;
+  }
   const session = await request.server.auth.api.getSession({ headers: toFetchHeaders(request) });
   if (!session) return null;
   const { id, name, email } = session.user;
   const caller: RequestCaller = { user: { id, name, email }, via: 'session' };
-  callerCache.set(cacheKey, caller, new Date(session.session.expiresAt));
+  callerCache.set(credential.cacheKey, caller, new Date(session.session.expiresAt));
   return caller;
+}
+
+/** The caller the request's credential proves, or null (no credential, or one that does not verify). */
+export async function resolveCaller(request: FastifyRequest): Promise<RequestCaller | null> {
+  const credential = presentedCredential(request);
+  if (!credential) return null;
+  return request.server.callerCache.get(credential.cacheKey) ?? verifyCredential(request, credential);
 }
 
 /** The session cookie's value (`better-auth.session_token`, or its `__Secure-` form in production). */
@@ -149,23 +161,33 @@ function sessionCookieOf(header: string | undefined): string | undefined {
 }
 
 /**
- * onRequest hook of the protected scope: sets `request.caller` and `request.user`, or answers 401.
- * A client address that keeps failing (guessing keys or cookies) gets 429 for the rest of the minute.
+ * Sets `request.caller` and `request.user`, or ends with 401. A client address that keeps failing
+ * (guessing keys or cookies) gets 429 for the rest of the minute. Callback-style: a cached caller,
+ * the common case, costs no promise (an async hook cost several per request, bench/).
  */
-export async function requireUser(request: FastifyRequest): Promise<void> {
+export function requireUser(request: FastifyRequest, done: (error?: Error) => void): void {
   const failures = request.server.authFailures;
   if (failures.isBlocked(request.ip)) {
-    throw new ProblemError(429, 'RATE_LIMITED', 'Too many requests without valid credentials from this address.', {
-      headers: { 'retry-after': String(failures.retryAfterSeconds(request.ip)) },
-    });
+    return done(
+      new ProblemError(429, 'RATE_LIMITED', 'Too many requests without valid credentials from this address.', {
+        headers: { 'retry-after': String(failures.retryAfterSeconds(request.ip)) },
+      }),
+    );
   }
-  const caller = await resolveCaller(request);
-  if (!caller) {
-    failures.record(request.ip);
-    throw unauthorized();
-  }
-  request.caller = caller;
-  request.user = caller.user;
+  const accept = (caller: RequestCaller | null | undefined) => {
+    if (!caller) {
+      failures.record(request.ip);
+      return done(unauthorized());
+    }
+    request.caller = caller;
+    request.user = caller.user;
+    done();
+  };
+  const credential = presentedCredential(request);
+  if (!credential) return accept(null);
+  const cached = request.server.callerCache.get(credential.cacheKey);
+  if (cached) return accept(cached);
+  verifyCredential(request, credential).then(accept, done);
 }
 
 /** Failures per key in fixed windows, in memory: a brake on guessing, not an accounting. */

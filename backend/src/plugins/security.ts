@@ -3,7 +3,7 @@ import cors from '@fastify/cors';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import helmet, { type HelmetOptions } from 'helmet';
-import { forbidden } from '../lib/problem.js';
+import { forbidden, type ProblemError } from '../lib/problem.js';
 
 export interface SecurityPluginOptions {
   readonly corsOrigins: readonly string[];
@@ -60,25 +60,25 @@ async function securityPlugin(app: FastifyInstance, { corsOrigins, apiBaseUrl }:
   });
 
   const trusted = new Set([...corsOrigins, new URL(apiBaseUrl).origin]);
-  app.decorate('checkCsrf', (request: FastifyRequest) => {
-    if (safeMethods.has(request.method) || !request.headers.cookie) return;
+  app.decorate('csrfViolation', (request: FastifyRequest) => {
+    if (safeMethods.has(request.method) || !request.headers.cookie) return undefined;
     const origin = request.headers.origin;
     if (origin !== undefined) {
-      if (!trusted.has(origin)) throw forbidden(`Requests from ${origin} may not change data with a session cookie.`, 'CSRF_ORIGIN_REJECTED');
-      return;
+      return trusted.has(origin) ? undefined : forbidden(`Requests from ${origin} may not change data with a session cookie.`, 'CSRF_ORIGIN_REJECTED');
     }
     // No Origin: a browser tells where the request came from through Fetch Metadata.
     const site = request.headers['sec-fetch-site'];
     if (site !== undefined && site !== 'same-origin' && site !== 'none') {
-      throw forbidden('A cross-site request may not change data with a session cookie.', 'CSRF_ORIGIN_REJECTED');
+      return forbidden('A cross-site request may not change data with a session cookie.', 'CSRF_ORIGIN_REJECTED');
     }
+    return undefined;
   });
 }
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** Throws 403 for a cookie-authenticated, state-changing request from an untrusted origin. */
-    checkCsrf(request: FastifyRequest): void;
+    /** The 403 for a cookie-authenticated, state-changing request from an untrusted origin; undefined when none applies. */
+    csrfViolation(request: FastifyRequest): ProblemError | undefined;
   }
 }
 
