@@ -45,4 +45,25 @@ describe('the compiled response serializer', () => {
     expect(JSON.parse(serialize({ pattern: 'a*', format: null, when: '2026-11-22T01:00:00.000Z' }))).toEqual({ pattern: 'a*', format: null, when: '2026-11-22T01:00:00.000Z' });
     expect(JSON.parse(serialize({ pattern: 'b', format: 'csv', when: null }))).toEqual({ pattern: 'b', format: 'csv', when: null });
   });
+
+  it('writes a nullable object and a record by their schemas, and refuses a body of the wrong kind', () => {
+    const schema = z.object({ owner: z.object({ id: z.string() }).nullable(), counts: z.record(z.string(), z.object({ n: z.number() })) });
+    const serialize = compileResponseSerializer(schema);
+    const written = JSON.parse(serialize({ owner: { id: 'u1', password: 'x' }, counts: { a: { n: 1, secret: true }, b: { n: 2 } } })) as unknown;
+    expect(written).toEqual({ owner: { id: 'u1' }, counts: { a: { n: 1 }, b: { n: 2 } } });
+    expect(JSON.parse(serialize({ owner: null, counts: {} }))).toEqual({ owner: null, counts: {} });
+    expect(() => serialize({ owner: 'u1', counts: {} })).toThrow(/object/);
+    expect(() => compileResponseSerializer(z.object({ items: z.array(z.string()) }))({ items: 'a' })).toThrow(/array/);
+  });
+
+  it('writes a schema with a union through fast-json-stringify, which validates to pick the branch', () => {
+    const schema = z.object({
+      result: z.discriminatedUnion('kind', [z.object({ kind: z.literal('number'), value: z.number() }), z.object({ kind: z.literal('text'), text: z.string() })]),
+    });
+    const serialize = compileResponseSerializer(schema);
+    expect(JSON.parse(serialize({ result: { kind: 'text', text: 'hi' } }))).toEqual({ result: { kind: 'text', text: 'hi' } });
+    expect(JSON.parse(serialize({ result: { kind: 'number', value: 3 } }))).toEqual({ result: { kind: 'number', value: 3 } });
+    // A branch's undeclared property matches no branch: the body is refused, never written.
+    expect(() => serialize({ result: { kind: 'text', text: 'hi', hidden: 1 } })).toThrow(/does not match/);
+  });
 });
