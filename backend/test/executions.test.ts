@@ -71,6 +71,37 @@ describe('executions and steps', () => {
     }
   });
 
+  it('walks every execution once by cursor, newest or oldest first, with and without a filter', async () => {
+    const user = await signUp(app);
+    const own = await makeResources(app, user);
+    const created = [own.execution];
+    for (let index = 0; index < 7; index++) {
+      const status = index % 2 === 0 ? 'completed' : 'failed';
+      created.push(await executions.create(app.db, user.id, { workflowId: own.workflow.id, workflowVersion: 1, workflowSnapshot: sampleGraph, trigger: 'manual', status }));
+    }
+    const walk = async (query: string) => {
+      const seen: string[] = [];
+      let cursor: string | null = null;
+      do {
+        const url = `/api/v1/executions?pageSize=3&${query}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
+        const page = (await app.inject({ url, headers: { cookie: user.cookie } })).json() as { items: { id: string; createdAt: string }[]; nextCursor: string | null };
+        seen.push(...page.items.map((item) => item.id));
+        cursor = page.nextCursor;
+        if (seen.length > created.length + 3) throw new Error(`the walk does not end: ${query}`);
+      } while (cursor);
+      return seen;
+    };
+    // The expected order: creation time, then id (rows made in the same millisecond).
+    const byCreation = [...created].sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime() || a.id.localeCompare(b.id));
+    const oldestFirst = byCreation.map((row) => row.id);
+    expect(await walk('sortDirection=asc')).toEqual(oldestFirst);
+    expect(await walk('sortDirection=desc')).toEqual([...oldestFirst].reverse());
+    const failedOldestFirst = byCreation.filter((row) => row.status === 'failed').map((row) => row.id);
+    expect(failedOldestFirst.length).toBeGreaterThan(3);
+    expect(await walk('sortDirection=asc&status=failed')).toEqual(failedOldestFirst);
+    expect(await walk('sortDirection=desc&status=failed')).toEqual([...failedOldestFirst].reverse());
+  });
+
   it('keeps a deleted job’s executions, and deletes a workflow’s executions with it', async () => {
     const user = await signUp(app);
     const own = await makeResources(app, user);
