@@ -56,6 +56,10 @@ describe('the compiled response serializer', () => {
     expect(() => compileResponseSerializer(z.object({ items: z.array(z.string()) }))({ items: 'a' })).toThrow(/array/);
   });
 
+  it('refuses to compile a schema with a property named __proto__ (an object literal would set the prototype)', () => {
+    expect(() => compileResponseSerializer(z.object({ ['__proto__']: z.string(), name: z.string() }))).toThrow(/__proto__/);
+  });
+
   it('writes a schema with a union through fast-json-stringify, which validates to pick the branch', () => {
     const schema = z.object({
       result: z.discriminatedUnion('kind', [z.object({ kind: z.literal('number'), value: z.number() }), z.object({ kind: z.literal('text'), text: z.string() })]),

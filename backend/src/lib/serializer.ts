@@ -145,6 +145,8 @@ function missingProperty(name: string): never {
  * JSON.stringify leaves it out, as it would an absent optional property.
  */
 function compileObjectCopy(properties: readonly { name: string; required: boolean; project: Projection }[]): (source: Record<string, unknown>) => Record<string, unknown> {
+  // In an object literal, `"__proto__": value` sets the prototype instead of a property.
+  if (properties.some((property) => property.name === '__proto__')) throw new Error('A response schema may not declare a property named __proto__.');
   const checks = properties
     .filter((property) => property.required)
     .map((property) => `if (source[${JSON.stringify(property.name)}] === undefined) missing(${JSON.stringify(property.name)});`);
