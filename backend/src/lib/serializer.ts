@@ -107,15 +107,16 @@ function compileProjection(schema: unknown, definitions: JsonSchema): Projection
     };
   }
   if (!types.includes('object')) return keepAsIs;
-  const properties = Object.entries(isSchemaObject(schema.properties) ? schema.properties : {});
-  const projections = properties.map(([, inner]) => compileProjection(inner, definitions));
   const required = new Set(Array.isArray(schema.required) ? (schema.required as unknown[]) : []);
+  const declared = Object.entries(isSchemaObject(schema.properties) ? schema.properties : {}).map(([name, inner]) => ({
+    name,
+    required: required.has(name),
+    project: compileProjection(inner, definitions),
+  }));
   const others = schema.additionalProperties;
   const projectOther = others === undefined || others === false ? undefined : compileProjection(others, definitions);
-  const copyDeclared = compileObjectCopy(
-    properties.map(([name], index) => ({ name, required: required.has(name), project: projections[index] ?? keepAsIs })),
-  );
-  const declaredNames = new Set(properties.map(([name]) => name));
+  const copyDeclared = compileObjectCopy(declared);
+  const declaredNames = new Set(declared.map((property) => property.name));
   return (value) => {
     if (value === undefined) return undefined;
     if (value === null && allowsNull) return null;
@@ -164,15 +165,18 @@ function compileObjectCopy(properties: readonly { name: string; required: boolea
 
 const serializationSchema = (schema: z.ZodType) => forSerialization(z.toJSONSchema(schema, { io: 'output', unrepresentable: 'any' }));
 
+const fastJsonStringifyOf = (jsonSchema: unknown) =>
+  fastJsonStringify(jsonSchema as Parameters<typeof fastJsonStringify>[0]) as (data: unknown) => string;
+
 /** fast-json-stringify's writer for a zod schema: for unions here, and as a contender in bench/serializer.ts. */
 export function compileFastJsonStringify(schema: z.ZodType): (data: unknown) => string {
-  return fastJsonStringify(serializationSchema(schema) as Parameters<typeof fastJsonStringify>[0]) as (data: unknown) => string;
+  return fastJsonStringifyOf(serializationSchema(schema));
 }
 
 /** The compiled JSON writer for one zod response schema. */
 export function compileResponseSerializer(schema: z.ZodType): (data: unknown) => string {
   const jsonSchema = serializationSchema(schema);
-  if (!isSchemaObject(jsonSchema) || !isProjectable(jsonSchema)) return compileFastJsonStringify(schema);
+  if (!isSchemaObject(jsonSchema) || !isProjectable(jsonSchema)) return fastJsonStringifyOf(jsonSchema);
   const project = compileProjection(jsonSchema, isSchemaObject(jsonSchema.$defs) ? jsonSchema.$defs : {});
   return (data) => JSON.stringify(project(data));
 }
