@@ -277,6 +277,12 @@ describe('refused targets', () => {
     ['http://0x7f.1:1/', nothingAllowed, 'refused to connect to 127.0.0.1 (loopback address)'],
     ['https://[fd00:ec2::254]/', loopbackAllowed, 'refused to connect to fd00:ec2::254 (cloud metadata address)'],
     ['http://0.0.0.0:1/', loopbackAllowed, 'refused to connect to 0.0.0.0 (unspecified address)'],
+    ['http://[64:ff9b::a00:1]/', nothingAllowed, 'refused to connect to 64:ff9b::a00:1 (private address)'],
+    ['http://[2002:a9fe:a9fe::]/', loopbackAllowed, 'refused to connect to 2002:a9fe:a9fe:: (cloud metadata address)'],
+    ['http://[::8.8.8.8]/', nothingAllowed, 'refused to connect to ::808:808 (reserved address)'],
+    ['http://[64:ff9b:1::808:808]/', nothingAllowed, 'refused to connect to 64:ff9b:1::808:808 (reserved address)'],
+    ['http://[fec0::1]/', nothingAllowed, 'refused to connect to fec0::1 (site-local address)'],
+    ['http://[::ffff:127.0.0.1]:1/', { ...nothingAllowed, allow: ['::1', '10.0.0.0/8', 'fe80::/10'] }, 'refused to connect to ::ffff:7f00:1 (loopback address)'],
   ])('refuses %s before connecting', async (url, guard, message) => {
     const started = Date.now();
     const error = await failureOf(performHttpRequest({ method: 'GET', url }, guard, never));
@@ -292,6 +298,36 @@ describe('refused targets', () => {
     expect(error.message).toContain('no connection may be attempted');
     expect(connect).toHaveBeenCalledTimes(1);
     connect.mockClear();
+  });
+
+  it.each([
+    ['http://[::ffff:127.0.0.9]:1/', ['127.0.0.0/8']],
+    ['http://[::ffff:127.0.0.1]:1/', ['127.0.0.1']],
+    ['http://[64:ff9b::7f00:1]:1/', ['127.0.0.1']],
+    ['http://[fe80::1]:1/', ['fe80::/10']],
+    ['http://[fe80::1]:1/', ['fe80::1%eth0']],
+    ['http://[::1]:1/', ['[::1]']],
+    ['http://[fd12::1]:1/', ['10.0.0.0/8', 'fd00::/8']],
+  ])('lets %s through the guard when the allow list is %j', async (url, allow) => {
+    const error = await failureOf(performHttpRequest({ method: 'GET', url }, { ...nothingAllowed, allow }, never));
+    expect(error.message).toContain('no connection may be attempted');
+    expect(connect).toHaveBeenCalledTimes(1);
+    connect.mockClear();
+  });
+
+  it('accepts a resolved address with a zone id, judged and allowed like the address itself', async () => {
+    const lookup = vi.spyOn(dns.promises, 'lookup').mockImplementation((async () => [{ address: 'fe80::1%eth0', family: 6 }]) as unknown as typeof dns.promises.lookup);
+    try {
+      const refused = await failureOf(performHttpRequest({ method: 'GET', url: 'http://zoned.example/' }, nothingAllowed, never));
+      expect(refused.message).toBe('refused to connect to zoned.example (fe80::1%eth0: link-local address); add it to ENGINE_HTTP_ALLOW to allow it');
+      expect(connect).not.toHaveBeenCalled();
+      const error = await failureOf(performHttpRequest({ method: 'GET', url: 'http://zoned.example/' }, { ...nothingAllowed, allow: ['fe80::/64'] }, never));
+      expect(error.message).toContain('no connection may be attempted');
+      expect(connect).toHaveBeenCalledTimes(1);
+      connect.mockClear();
+    } finally {
+      lookup.mockRestore();
+    }
   });
 });
 
@@ -331,6 +367,31 @@ describe('isBlockedAddress', () => {
     ['::ffff:169.254.169.254', true],
     ['::ffff:8.8.8.8', false],
     ['::127.0.0.1', true],
+    ['::8.8.8.8', true],
+    ['::808:808', true],
+    ['::ffff:100.64.0.1', true],
+    ['::ffff:0.0.0.0', true],
+    ['64:ff9b::169.254.169.254', true],
+    ['64:ff9b:1::808:808', true],
+    ['2002:a9fe:a9fe::1', true],
+    ['2002:c0a8:101::', true],
+    ['100::1', true],
+    ['100:0:0:1::1', false],
+    ['2001::1', true],
+    ['2001:1ff::1', true],
+    ['2001:200::1', false],
+    ['fec0::1', true],
+    ['feff::1', true],
+    ['fd00:ec2::254%eth0', true],
+    ['fe80::1%1', true],
+    ['2606:4700:4700::1111%eth0', false],
+    ['010.0.0.1', true],
+    ['0x7f.0.0.1', true],
+    ['2130706433', true],
+    ['127.1', true],
+    ['8.8.8.8/32', true],
+    ['1::2::3', true],
+    ['[::1]', true],
     ['64:ff9b::a00:1', true],
     ['64:ff9b::8.8.8.8', false],
     ['2002:7f00:1::', true],

@@ -3,6 +3,7 @@ import http, { type IncomingMessage, type OutgoingHttpHeaders } from 'node:http'
 import https from 'node:https';
 import net, { type LookupFunction } from 'node:net';
 import { TextDecoder } from 'node:util';
+import ipaddr from 'ipaddr.js';
 import { StepError } from './errors.js';
 
 /**
@@ -39,133 +40,81 @@ export interface HttpResult {
 // ---------------------------------------------------------------------------------------------
 // Addresses
 
-interface IpAddress {
-  version: 4 | 6;
-  /** The address as one number (32 or 128 bits), so range checks are a shift and a compare. */
-  value: bigint;
-}
-
-interface AddressRange {
-  network: IpAddress;
-  prefixLength: number;
-}
-
-interface BlockedRange extends AddressRange {
-  kind: string;
-}
-
-function parseIPv4(address: string): bigint {
-  return address.split('.').reduce((value, octet) => (value << 8n) | BigInt(Number(octet)), 0n);
-}
-
-function parseIPv6(address: string): bigint {
-  let text = address;
-  // A trailing dotted quad (::ffff:1.2.3.4) stands for the last two groups.
-  const dottedQuad = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (dottedQuad?.[1] !== undefined) {
-    const v4 = parseIPv4(dottedQuad[1]);
-    text = `${text.slice(0, dottedQuad.index)}${(v4 >> 16n).toString(16)}:${(v4 & 0xffffn).toString(16)}`;
-  }
-  const [head = '', tail] = text.split('::');
-  const headGroups = head === '' ? [] : head.split(':');
-  const tailGroups = tail === undefined || tail === '' ? [] : tail.split(':');
-  const elided = tail === undefined ? [] : new Array<string>(8 - headGroups.length - tailGroups.length).fill('0');
-  return [...headGroups, ...elided, ...tailGroups].reduce((value, group) => (value << 16n) | BigInt(`0x${group}`), 0n);
-}
+type IpAddress = ipaddr.IPv4 | ipaddr.IPv6;
+type AddressRange = [network: IpAddress, prefixLength: number];
 
 /** Undefined when the text is not an IP address. Accepts an IPv6 zone (fe80::1%eth0), which does not change the address. */
 function parseIp(text: string): IpAddress | undefined {
   const address = text.includes(':') ? (text.split('%', 1)[0] ?? '') : text;
-  // net.isIP validates, so the parsers below only ever see well-formed addresses.
-  switch (net.isIP(address)) {
-    case 4:
-      return { version: 4, value: parseIPv4(address) };
-    case 6:
-      return { version: 6, value: parseIPv6(address) };
-    default:
-      return undefined;
+  // net.isIP is the gate: ipaddr.js alone would also read forms such as 010.0.0.1 (as octal) or 2130706433.
+  if (net.isIP(address) === 0) return undefined;
+  try {
+    // ipaddr.js reads ::a.b.c.d as ::ffff:a.b.c.d; written 0::a.b.c.d it stays the IPv4-compatible address (::/96) it is.
+    return ipaddr.parse(address.startsWith('::') ? `0${address}` : address);
+  } catch {
+    return undefined;
   }
 }
-
-const bitsOf = (version: 4 | 6): bigint => (version === 4 ? 32n : 128n);
 
 /** An address alone counts as a range of one (full prefix). */
 function parseRange(text: string): AddressRange | undefined {
   const [addressText = '', prefixText, extra] = text.split('/');
-  if (extra !== undefined) return undefined;
   const network = parseIp(addressText);
-  if (!network) return undefined;
-  const maxPrefix = Number(bitsOf(network.version));
-  if (prefixText === undefined) return { network, prefixLength: maxPrefix };
+  if (!network || extra !== undefined) return undefined;
+  const maxPrefix = network.kind() === 'ipv4' ? 32 : 128;
+  if (prefixText === undefined) return [network, maxPrefix];
   if (!/^\d{1,3}$/.test(prefixText) || Number(prefixText) > maxPrefix) return undefined;
-  return { network, prefixLength: Number(prefixText) };
+  return [network, Number(prefixText)];
 }
 
-function rangeContains(range: AddressRange, address: IpAddress): boolean {
-  if (range.network.version !== address.version) return false;
-  const hostBits = bitsOf(address.version) - BigInt(range.prefixLength);
-  return range.network.value >> hostBits === address.value >> hostBits;
-}
-
-function blocked(cidr: string, kind: string): BlockedRange {
-  const range = parseRange(cidr);
-  if (!range) throw new Error(`bad built-in range ${cidr}`);
-  return { ...range, kind };
-}
+const inRange = (address: IpAddress, range: AddressRange): boolean => address.kind() === range[0].kind() && address.match(range);
 
 /**
- * First match wins, so the more specific entries (metadata, ::, ::1) come before the ranges that
- * contain them. IPv4-mapped, NAT64 and 6to4 addresses are not listed: they are judged by the
- * IPv4 address they carry (see embeddedIPv4), so a public address behind NAT64 stays reachable.
+ * Kinds are tried in order and the first match wins, so the more specific ones (metadata, unspecified,
+ * loopback) come before the ranges that contain them. IPv4-mapped, NAT64 and 6to4 addresses are not
+ * listed: they are judged by the IPv4 address they carry (see embeddedIPv4), so a public address
+ * behind NAT64 stays reachable.
  */
-const blockedRanges: readonly BlockedRange[] = [
-  blocked('169.254.169.254/32', 'cloud metadata address'),
-  blocked('0.0.0.0/8', 'unspecified address'),
-  blocked('10.0.0.0/8', 'private address'),
-  blocked('100.64.0.0/10', 'shared CGNAT address'),
-  blocked('127.0.0.0/8', 'loopback address'),
-  blocked('169.254.0.0/16', 'link-local address'),
-  blocked('172.16.0.0/12', 'private address'),
-  blocked('192.0.0.0/24', 'reserved address'),
-  blocked('192.0.2.0/24', 'reserved address'),
-  blocked('192.88.99.0/24', 'reserved address'),
-  blocked('192.168.0.0/16', 'private address'),
-  blocked('198.18.0.0/15', 'reserved address'),
-  blocked('198.51.100.0/24', 'reserved address'),
-  blocked('203.0.113.0/24', 'reserved address'),
-  blocked('224.0.0.0/4', 'multicast address'),
-  blocked('240.0.0.0/4', 'reserved address'),
-  blocked('fd00:ec2::254/128', 'cloud metadata address'),
-  blocked('::/128', 'unspecified address'),
-  blocked('::1/128', 'loopback address'),
-  blocked('::/96', 'reserved address'), // deprecated IPv4-compatible addresses
-  blocked('64:ff9b:1::/48', 'reserved address'), // local-use NAT64: its translations are site-specific
-  blocked('100::/64', 'reserved address'),
-  blocked('2001::/23', 'reserved address'),
-  blocked('2001:db8::/32', 'reserved address'),
-  blocked('fc00::/7', 'unique-local address'),
-  blocked('fe80::/10', 'link-local address'),
-  blocked('fec0::/10', 'site-local address'),
-  blocked('ff00::/8', 'multicast address'),
+const blockedRanges: ReadonlyArray<readonly [kind: string, cidrs: readonly string[]]> = [
+  ['cloud metadata address', ['169.254.169.254/32', 'fd00:ec2::254/128']],
+  ['unspecified address', ['0.0.0.0/8', '::/128']],
+  ['loopback address', ['127.0.0.0/8', '::1/128']],
+  ['private address', ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16']],
+  ['shared CGNAT address', ['100.64.0.0/10']],
+  ['link-local address', ['169.254.0.0/16', 'fe80::/10']],
+  ['multicast address', ['224.0.0.0/4', 'ff00::/8']],
+  ['unique-local address', ['fc00::/7']],
+  ['site-local address', ['fec0::/10']],
+  [
+    'reserved address',
+    [
+      ...['192.0.0.0/24', '192.0.2.0/24', '192.88.99.0/24', '198.18.0.0/15', '198.51.100.0/24', '203.0.113.0/24', '240.0.0.0/4'],
+      '::/96', // deprecated IPv4-compatible addresses
+      '64:ff9b:1::/48', // local-use NAT64: its translations are site-specific
+      ...['100::/64', '2001::/23', '2001:db8::/32'],
+    ],
+  ],
 ];
 
-const ipv4MappedPrefix = 0xffffn; // ::ffff:0:0/96
-const nat64Prefix = 0x64ff9b_0000_0000_0000_0000n; // 64:ff9b::/96
-const sixToFourPrefix = 0x2002n; // 2002::/16
+const blockedTable = blockedRanges.flatMap(([kind, cidrs]) => cidrs.map((cidr) => ({ kind, range: ipaddr.parseCIDR(cidr) })));
+
+/** IPv6 ranges whose addresses lead to an IPv4 address, and the byte at which that address starts. */
+const ipv4Carriers = [
+  { range: ipaddr.parseCIDR('::ffff:0:0/96'), at: 12 }, // IPv4-mapped
+  { range: ipaddr.parseCIDR('64:ff9b::/96'), at: 12 }, // NAT64
+  { range: ipaddr.parseCIDR('2002::/16'), at: 2 }, // 6to4
+];
 
 /** The IPv4 address an IPv6 address leads to (IPv4-mapped, NAT64, 6to4), if any. */
-function embeddedIPv4(address: IpAddress): IpAddress | undefined {
-  if (address.version !== 6) return undefined;
-  const low32 = address.value & 0xffff_ffffn;
-  if (address.value >> 32n === ipv4MappedPrefix || address.value >> 32n === nat64Prefix) return { version: 4, value: low32 };
-  if (address.value >> 112n === sixToFourPrefix) return { version: 4, value: (address.value >> 80n) & 0xffff_ffffn };
-  return undefined;
+function embeddedIPv4(address: IpAddress): ipaddr.IPv4 | undefined {
+  const carrier = ipv4Carriers.find(({ range }) => inRange(address, range));
+  return carrier && new ipaddr.IPv4(address.toByteArray().slice(carrier.at, carrier.at + 4));
 }
 
 function blockedKind(address: IpAddress): string | undefined {
   const embedded = embeddedIPv4(address);
   if (embedded) return blockedKind(embedded);
-  return blockedRanges.find((range) => rangeContains(range, address))?.kind;
+  return blockedTable.find(({ range }) => inRange(address, range))?.kind;
 }
 
 /** True when the address is loopback, private (RFC 1918), link-local, unique-local, CGNAT 100.64/10, unspecified 0.0.0.0/8 or ::, multicast/reserved, the cloud metadata address 169.254.169.254, or an IPv4-mapped IPv6 form of any of these. Anything that is not an IP address counts as blocked: when in doubt, do not connect. */
@@ -187,7 +136,7 @@ function isAllowed(hostName: string, address: IpAddress, allow: readonly string[
     if (normalised === '') return false;
     if (normalised === hostName) return true;
     const range = parseRange(normalised);
-    return range !== undefined && candidates.some((candidate) => rangeContains(range, candidate));
+    return range !== undefined && candidates.some((candidate) => inRange(candidate, range));
   });
 }
 
@@ -209,7 +158,7 @@ async function vetTarget(url: URL, allow: readonly string[]): Promise<LookupAddr
   // URL keeps IPv6 literals in brackets and has already turned decimal/hex IPv4 forms into dotted quads.
   const hostName = url.hostname.replace(/^\[(.*)\]$/, '$1');
   const literal = parseIp(hostName);
-  const addresses = literal ? [{ address: hostName, family: literal.version }] : await resolveHost(hostName);
+  const addresses = literal ? [{ address: hostName, family: literal.kind() === 'ipv4' ? 4 : 6 }] : await resolveHost(hostName);
   for (const { address } of addresses) {
     const parsed = parseIp(address);
     const kind = parsed ? blockedKind(parsed) : 'not an IP address';
