@@ -108,7 +108,12 @@ const variablesSchema = z.object({
 /** Every variable the service reads (the .env.example test checks each is documented). */
 export const configVariables = Object.keys(variablesSchema.shape);
 
-const environmentSchema = variablesSchema.superRefine((env, ctx) => {
+/**
+ * The environment, checked (production refuses what is only safe in development) and shaped into the
+ * service's config: nested, deeply frozen. `Config` is this schema's output type.
+ */
+const configSchema = variablesSchema
+  .superRefine((env, ctx) => {
     if (env.NODE_ENV !== 'production') return;
     if (!env.DATABASE_URL) {
       ctx.addIssue({ code: 'custom', path: ['DATABASE_URL'], message: 'is required in production (the embedded database is for development only)' });
@@ -119,70 +124,73 @@ const environmentSchema = variablesSchema.superRefine((env, ctx) => {
     if (env.ENABLE_TEST_ROUTES) {
       ctx.addIssue({ code: 'custom', path: ['ENABLE_TEST_ROUTES'], message: 'must not be enabled in production' });
     }
-  });
+  })
+  .transform((env) =>
+    deepFreeze({
+      env: env.NODE_ENV,
+      isProduction: env.NODE_ENV === 'production',
+      host: env.HOST,
+      port: env.PORT,
+      logLevel: env.LOG_LEVEL,
+      /** An external server (DATABASE_URL), or the embedded one (development only) in its data directory. */
+      database: env.DATABASE_URL
+        ? { kind: 'external' as const, url: env.DATABASE_URL }
+        : { kind: 'embedded' as const, dataDir: path.resolve(env.EMBEDDED_DATA_DIR) },
+      db: {
+        poolSize: env.DB_POOL_SIZE,
+        idleTimeoutSeconds: env.DB_IDLE_TIMEOUT,
+        connectTimeoutSeconds: env.DB_CONNECT_TIMEOUT,
+        /** 0 disables the server-side limit. */
+        statementTimeoutMs: env.DB_STATEMENT_TIMEOUT,
+        migrateOnStart: env.MIGRATE_ON_START,
+        /** Longest a request waits for a free database connection before it is answered 503. */
+        acquireTimeoutMs: env.DB_ACQUIRE_TIMEOUT_MS,
+      },
+      auth: {
+        /** Public URL of the API root (…/api); Better Auth lives at `${apiBaseUrl}/auth`. */
+        apiBaseUrl: env.AUTH_BASE_URL,
+        secret: env.BETTER_AUTH_SECRET ?? DEVELOPMENT_AUTH_SECRET,
+        trustedOrigins: [...env.CORS_ORIGINS],
+        /** How long a verified session or API key is reused without a query (0: never). */
+        callerCacheTtlMs: env.AUTH_CACHE_TTL_MS,
+        /** Better Auth's own limiter on sign-in/sign-up, per client address, stored in the database (all replicas). */
+        rateLimit: { max: env.AUTH_RATE_LIMIT_MAX, windowSeconds: env.AUTH_RATE_LIMIT_WINDOW_S },
+        /** Requests with a bad or missing credential allowed per client address per minute before 429. */
+        failureLimitPerMinute: env.AUTH_FAILURE_LIMIT,
+      },
+      /** Requests per caller (user) per window on /api/v1. */
+      rateLimit: { max: env.RATE_LIMIT_MAX, windowMs: env.RATE_LIMIT_WINDOW_MS },
+      /** Longest a request may take before it is answered 503 (whatever it waits on). */
+      handlerTimeoutMs: env.HANDLER_TIMEOUT_MS,
+      corsOrigins: [...env.CORS_ORIGINS],
+      trustProxy: env.TRUST_PROXY,
+      shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
+      enableTestRoutes: env.ENABLE_TEST_ROUTES,
+      engine: {
+        /** Run the engine (workers and scheduler) inside this process. */
+        enabled: env.ENGINE_ENABLED,
+        /** Executions this process runs at once. */
+        concurrency: env.ENGINE_CONCURRENCY,
+        /** How long a claimed execution stays ours without a heartbeat (a crashed worker's work is reclaimed after it). */
+        leaseMs: env.ENGINE_LEASE_MS,
+        /** How often an idle worker looks for work that no notification announced (delays, backoffs, expired leases). */
+        pollMs: env.ENGINE_POLL_MS,
+        http: {
+          /** Loopback/private addresses or host names http.request may reach anyway. */
+          allow: env.ENGINE_HTTP_ALLOW,
+          timeoutMs: env.ENGINE_HTTP_TIMEOUT_MS,
+          maxResponseBytes: env.ENGINE_HTTP_MAX_RESPONSE_BYTES,
+        },
+        /** Largest execution input and step output, as JSON. */
+        maxPayloadBytes: env.ENGINE_MAX_PAYLOAD_BYTES,
+      },
+    }),
+  );
 
-export type DatabaseTarget =
-  | { kind: 'external'; url: string }
-  | { kind: 'embedded'; dataDir: string };
-
-export interface Config {
-  readonly env: 'development' | 'test' | 'production';
-  readonly isProduction: boolean;
-  readonly host: string;
-  readonly port: number;
-  readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
-  readonly database: DatabaseTarget;
-  readonly db: {
-    readonly poolSize: number;
-    readonly idleTimeoutSeconds: number;
-    readonly connectTimeoutSeconds: number;
-    /** 0 disables the server-side limit. */
-    readonly statementTimeoutMs: number;
-    readonly migrateOnStart: boolean;
-    /** Longest a request waits for a free database connection before it is answered 503. */
-    readonly acquireTimeoutMs: number;
-  };
-  readonly auth: {
-    /** Public URL of the API root (…/api); Better Auth lives at `${apiBaseUrl}/auth`. */
-    readonly apiBaseUrl: string;
-    readonly secret: string;
-    readonly trustedOrigins: readonly string[];
-    /** How long a verified session or API key is reused without a query (0: never). */
-    readonly callerCacheTtlMs: number;
-    /** Better Auth's own limiter on sign-in/sign-up, per client address, stored in the database (all replicas). */
-    readonly rateLimit: { readonly max: number; readonly windowSeconds: number };
-    /** Requests with a bad or missing credential allowed per client address per minute before 429. */
-    readonly failureLimitPerMinute: number;
-  };
-  /** Longest a request may take before it is answered 503 (whatever it waits on). */
-  readonly handlerTimeoutMs: number;
-  /** Requests per caller (user) per window on /api/v1. */
-  readonly rateLimit: { readonly max: number; readonly windowMs: number };
-  readonly corsOrigins: readonly string[];
-  readonly trustProxy: boolean | number | readonly string[];
-  readonly shutdownGraceMs: number;
-  readonly enableTestRoutes: boolean;
-  readonly engine: EngineConfig;
-}
-
-export interface EngineConfig {
-  /** Run the engine (workers and scheduler) inside this process. */
-  readonly enabled: boolean;
-  /** Executions this process runs at once. */
-  readonly concurrency: number;
-  /** How long a claimed execution stays ours without a heartbeat (a crashed worker's work is reclaimed after it). */
-  readonly leaseMs: number;
-  /** How often an idle worker looks for work that no notification announced (delays, backoffs, expired leases). */
-  readonly pollMs: number;
-  readonly http: {
-    /** Loopback/private addresses or host names http.request may reach anyway. */
-    readonly allow: readonly string[];
-    readonly timeoutMs: number;
-    readonly maxResponseBytes: number;
-  };
-  /** Largest execution input and step output, as JSON. */
-  readonly maxPayloadBytes: number;
-}
+/** The service's config: what `loadConfig` returns, deeply read-only and frozen. */
+export type Config = z.output<typeof configSchema>;
+export type EngineConfig = Config['engine'];
+export type DatabaseTarget = Config['database'];
 
 /** Thrown for an unusable environment; `message` is one line naming the variable and the problem. */
 export class ConfigError extends Error {
@@ -218,61 +226,22 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   const present = Object.fromEntries(
     Object.entries(source).filter(([, value]) => value !== undefined && value !== ''),
   );
-  const parsed = environmentSchema.safeParse(present);
+  const parsed = configSchema.safeParse(present);
   if (!parsed.success) {
     throw new ConfigError(`Invalid configuration: ${describeIssues(parsed.error)}`);
   }
-  const env = parsed.data;
-  const config: Config = {
-    env: env.NODE_ENV,
-    isProduction: env.NODE_ENV === 'production',
-    host: env.HOST,
-    port: env.PORT,
-    logLevel: env.LOG_LEVEL,
-    database: env.DATABASE_URL
-      ? { kind: 'external', url: env.DATABASE_URL }
-      : { kind: 'embedded', dataDir: path.resolve(env.EMBEDDED_DATA_DIR) },
-    db: {
-      poolSize: env.DB_POOL_SIZE,
-      idleTimeoutSeconds: env.DB_IDLE_TIMEOUT,
-      connectTimeoutSeconds: env.DB_CONNECT_TIMEOUT,
-      statementTimeoutMs: env.DB_STATEMENT_TIMEOUT,
-      migrateOnStart: env.MIGRATE_ON_START,
-      acquireTimeoutMs: env.DB_ACQUIRE_TIMEOUT_MS,
-    },
-    auth: {
-      apiBaseUrl: env.AUTH_BASE_URL,
-      secret: env.BETTER_AUTH_SECRET ?? DEVELOPMENT_AUTH_SECRET,
-      trustedOrigins: Object.freeze([...env.CORS_ORIGINS]),
-      callerCacheTtlMs: env.AUTH_CACHE_TTL_MS,
-      rateLimit: { max: env.AUTH_RATE_LIMIT_MAX, windowSeconds: env.AUTH_RATE_LIMIT_WINDOW_S },
-      failureLimitPerMinute: env.AUTH_FAILURE_LIMIT,
-    },
-    rateLimit: { max: env.RATE_LIMIT_MAX, windowMs: env.RATE_LIMIT_WINDOW_MS },
-    handlerTimeoutMs: env.HANDLER_TIMEOUT_MS,
-    corsOrigins: Object.freeze([...env.CORS_ORIGINS]),
-    trustProxy: Array.isArray(env.TRUST_PROXY) ? Object.freeze([...env.TRUST_PROXY]) : env.TRUST_PROXY,
-    shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
-    enableTestRoutes: env.ENABLE_TEST_ROUTES,
-    engine: {
-      enabled: env.ENGINE_ENABLED,
-      concurrency: env.ENGINE_CONCURRENCY,
-      leaseMs: env.ENGINE_LEASE_MS,
-      pollMs: env.ENGINE_POLL_MS,
-      http: {
-        allow: Object.freeze([...env.ENGINE_HTTP_ALLOW]),
-        timeoutMs: env.ENGINE_HTTP_TIMEOUT_MS,
-        maxResponseBytes: env.ENGINE_HTTP_MAX_RESPONSE_BYTES,
-      },
-      maxPayloadBytes: env.ENGINE_MAX_PAYLOAD_BYTES,
-    },
-  };
-  return deepFreeze(config);
+  return parsed.data;
 }
 
-function deepFreeze<T extends object>(value: T): T {
+type DeepReadonly<T> = T extends readonly (infer Item)[]
+  ? readonly DeepReadonly<Item>[]
+  : T extends object
+    ? { readonly [Key in keyof T]: DeepReadonly<T[Key]> }
+    : T;
+
+function deepFreeze<T extends object>(value: T): DeepReadonly<T> {
   for (const child of Object.values(value)) {
     if (child && typeof child === 'object' && !Object.isFrozen(child)) deepFreeze(child);
   }
-  return Object.freeze(value);
+  return Object.freeze(value) as DeepReadonly<T>;
 }

@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, DEVELOPMENT_AUTH_SECRET, loadConfig } from '../src/config.js';
 import { runScript } from './process.js';
@@ -30,6 +31,87 @@ describe('config', () => {
     expect(config.trustProxy).toBe(false);
     expect(Object.isFrozen(config)).toBe(true);
     expect(Object.isFrozen(config.db)).toBe(true);
+  });
+
+  it('maps every variable onto its field of the nested config, frozen all the way down', () => {
+    const config = loadConfig({
+      NODE_ENV: 'test',
+      HOST: '0.0.0.0',
+      PORT: '8080',
+      LOG_LEVEL: 'debug',
+      EMBEDDED_DATA_DIR: 'relative/data',
+      DB_POOL_SIZE: '7',
+      DB_IDLE_TIMEOUT: '21',
+      DB_CONNECT_TIMEOUT: '11',
+      DB_STATEMENT_TIMEOUT: '0',
+      MIGRATE_ON_START: 'yes',
+      AUTH_BASE_URL: 'https://api.example.com/api/',
+      BETTER_AUTH_SECRET: 'x'.repeat(32),
+      CORS_ORIGINS: 'https://app.example.com/',
+      AUTH_CACHE_TTL_MS: '0',
+      AUTH_RATE_LIMIT_MAX: '3',
+      AUTH_RATE_LIMIT_WINDOW_S: '30',
+      RATE_LIMIT_MAX: '99',
+      RATE_LIMIT_WINDOW_MS: '2000',
+      AUTH_FAILURE_LIMIT: '5',
+      DB_ACQUIRE_TIMEOUT_MS: '250',
+      HANDLER_TIMEOUT_MS: '1000',
+      TRUST_PROXY: 'loopback',
+      SHUTDOWN_GRACE_MS: '0',
+      ENABLE_TEST_ROUTES: '1',
+      ENGINE_ENABLED: 'no',
+      ENGINE_CONCURRENCY: '2',
+      ENGINE_LEASE_MS: '5000',
+      ENGINE_POLL_MS: '50',
+      ENGINE_HTTP_ALLOW: ' 127.0.0.1 , localhost,',
+      ENGINE_HTTP_TIMEOUT_MS: '100',
+      ENGINE_HTTP_MAX_RESPONSE_BYTES: '2048',
+      ENGINE_MAX_PAYLOAD_BYTES: '4096',
+    });
+    expect(config).toEqual({
+      env: 'test',
+      isProduction: false,
+      host: '0.0.0.0',
+      port: 8080,
+      logLevel: 'debug',
+      database: { kind: 'embedded', dataDir: path.resolve('relative/data') },
+      db: { poolSize: 7, idleTimeoutSeconds: 21, connectTimeoutSeconds: 11, statementTimeoutMs: 0, migrateOnStart: true, acquireTimeoutMs: 250 },
+      auth: {
+        apiBaseUrl: 'https://api.example.com/api',
+        secret: 'x'.repeat(32),
+        trustedOrigins: ['https://app.example.com'],
+        callerCacheTtlMs: 0,
+        rateLimit: { max: 3, windowSeconds: 30 },
+        failureLimitPerMinute: 5,
+      },
+      rateLimit: { max: 99, windowMs: 2000 },
+      handlerTimeoutMs: 1000,
+      corsOrigins: ['https://app.example.com'],
+      trustProxy: ['loopback'],
+      shutdownGraceMs: 0,
+      enableTestRoutes: true,
+      engine: {
+        enabled: false,
+        concurrency: 2,
+        leaseMs: 5000,
+        pollMs: 50,
+        http: { allow: ['127.0.0.1', 'localhost'], timeoutMs: 100, maxResponseBytes: 2048 },
+        maxPayloadBytes: 4096,
+      },
+    });
+    const frozen = [config, config.database, config.db, config.auth, config.auth.rateLimit, config.auth.trustedOrigins, config.rateLimit,
+      config.corsOrigins, config.trustProxy, config.engine, config.engine.http, config.engine.http.allow];
+    for (const part of frozen) expect(Object.isFrozen(part)).toBe(true);
+    expect(config.auth.trustedOrigins).not.toBe(config.corsOrigins);
+  });
+
+  it('checks production only after every variable parsed, and builds no config from a refused environment', () => {
+    expect(loadConfig(productionBase)).toMatchObject({ isProduction: true, database: { kind: 'external', url: productionBase.DATABASE_URL } });
+    expect(errorOf({ ...productionBase, DATABASE_URL: '', BETTER_AUTH_SECRET: '' })).toBe(
+      'Invalid configuration: DATABASE_URL: is required in production (the embedded database is for development only); ' +
+        'BETTER_AUTH_SECRET: must be set to a private random value in production (openssl rand -base64 32)',
+    );
+    expect(errorOf({ PORT: '70000' })).toBe('Invalid configuration: PORT: expected a number <= 65535');
   });
 
   it('parses lists, booleans and proxies', () => {
