@@ -7,10 +7,12 @@ interface Entry {
 
 /**
  * Callers already verified, by a hash of the credential they presented, for a few seconds: the
- * hot path then costs no query. Only credentials that were verified are ever stored, so a forged
- * one cannot hit. Staleness is bounded twice: entries live at most `ttlMs` (and never past the
- * session's own expiry), and a sign-out or revocation drops the user's entries on every replica
- * at once (through the event bus).
+ * hot path then costs no query. A key must be exactly the credential that was verified, or a
+ * forged one could hit: an API key's hash, or the value of the one cookie of Better Auth's exact
+ * session cookie name (a request with that name twice, or beside another session-like cookie, is
+ * never cached: plugin.ts, sessionCookieOf). Staleness is bounded twice: entries live at most
+ * `ttlMs` (and never past the session's own expiry), and a sign-out or revocation drops the user's
+ * entries on every replica at once (through the event bus).
  */
 export class CallerCache {
   private readonly entries = new Map<string, Entry>();

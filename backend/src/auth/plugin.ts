@@ -1,6 +1,7 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
+import { stripSecureCookiePrefix } from 'better-auth/cookies';
+import { fromNodeHeaders } from 'better-auth/node';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import type { EventBus } from '../engine/events.js';
 import { sha256 } from '../lib/http.js';
 import { ProblemError, unauthorized } from '../lib/problem.js';
 import { hashApiKey, presentedApiKey, verifyApiKey } from './api-keys.js';
@@ -15,6 +16,8 @@ declare module 'fastify' {
     /** Drops a user's cached callers here and on every replica (after a sign-out or a revocation). */
     forgetCallers(userId: string): Promise<void>;
     authFailures: FailureCounter;
+    /** The exact name of the cookie Better Auth reads the session from (with `__Secure-` in production). */
+    sessionCookieName: string;
   }
   interface FastifyRequest {
     /** The caller and how it proved itself; set by `requireUser` on protected routes only. */
@@ -24,14 +27,12 @@ declare module 'fastify' {
   }
 }
 
-/** Copies Node's headers into a Fetch Headers object, with the client address Better Auth may trust. */
+/**
+ * The request's headers as Fetch Headers, with the client address Better Auth may trust: `set`
+ * replaces whatever the client sent under CLIENT_IP_HEADER.
+ */
 function toFetchHeaders(request: FastifyRequest): Headers {
-  const headers = new Headers();
-  for (const [name, value] of Object.entries(request.headers)) {
-    if (value === undefined || name === CLIENT_IP_HEADER) continue;
-    if (Array.isArray(value)) for (const item of value) headers.append(name, item);
-    else headers.set(name, String(value));
-  }
+  const headers = fromNodeHeaders(request.headers);
   headers.set(CLIENT_IP_HEADER, request.ip);
   return headers;
 }
@@ -43,20 +44,21 @@ export interface AuthPluginOptions {
   readonly auth: Auth;
   /** Public API root (…/api): the origin of the URLs handed to Better Auth. */
   readonly apiBaseUrl: string;
-  readonly bus: EventBus;
   /** How long a verified caller is reused without a query (0: never). */
   readonly callerCacheTtlMs: number;
   /** Bad or missing credentials allowed per client address per minute before 429. */
   readonly failureLimitPerMinute: number;
-  /** Takes a database permit for the request (the auth endpoints use the database). */
-  readonly admit: onRequestHookHandler;
 }
 
 /** Auth endpoints that only create sessions: nothing cached can be invalidated by them. */
 const sessionCreatingPaths = new Set(['/api/auth/sign-in/email', '/api/auth/sign-up/email']);
 
-async function authPlugin(app: FastifyInstance, { auth, apiBaseUrl, bus, callerCacheTtlMs, failureLimitPerMinute, admit }: AuthPluginOptions) {
+async function authPlugin(app: FastifyInstance, { auth, apiBaseUrl, callerCacheTtlMs, failureLimitPerMinute }: AuthPluginOptions) {
+  const { bus } = app;
   const cache = new CallerCache(callerCacheTtlMs);
+  // The name Better Auth itself derived from the options (prefix, cookiePrefix, a custom name).
+  const { authCookies } = await auth.$context;
+  app.decorate('sessionCookieName', authCookies.sessionToken.name);
   app.decorate('auth', auth);
   app.decorate('callerCache', cache);
   app.decorate('authFailures', new FailureCounter(failureLimitPerMinute, 60_000));
@@ -80,7 +82,8 @@ async function authPlugin(app: FastifyInstance, { auth, apiBaseUrl, bus, callerC
     method: ['GET', 'POST'],
     url: '/api/auth/*',
     schema: { hide: true },
-    onRequest: admit,
+    // The auth endpoints use the database.
+    onRequest: app.admit,
     async handler(request: FastifyRequest, reply: FastifyReply) {
       const path = request.url.split('?')[0] ?? '';
       // Any other state-changing auth call (sign-out, revoke sessions, change password, delete user)
@@ -107,10 +110,13 @@ async function authPlugin(app: FastifyInstance, { auth, apiBaseUrl, bus, callerC
   });
 }
 
-/** A credential the request presents, with the key its verified caller is cached under. */
+/**
+ * A credential the request presents, with the key its verified caller is cached under; a session
+ * cookie that is not the only one of its kind has no key (Better Auth decides, every time).
+ */
 type PresentedCredential =
   | { readonly via: 'api-key'; readonly secret: string; readonly cacheKey: string }
-  | { readonly via: 'session'; readonly cacheKey: string };
+  | { readonly via: 'session'; readonly cacheKey: string | undefined };
 
 /**
  * The request's credential: an API key when it presents one (a bad key is refused, never passed
@@ -119,16 +125,16 @@ type PresentedCredential =
 function presentedCredential(request: FastifyRequest): PresentedCredential | null {
   const apiKey = presentedApiKey(request.headers);
   if (apiKey !== undefined) return { via: 'api-key', secret: apiKey, cacheKey: `key:${hashApiKey(apiKey)}` };
-  const sessionCookie = sessionCookieOf(request.headers.cookie);
-  if (sessionCookie === undefined) return null;
-  return { via: 'session', cacheKey: `session:${sha256(sessionCookie)}` };
+  const cookie = sessionCookieOf(request.headers.cookie, request.server.sessionCookieName);
+  if (cookie === undefined) return null;
+  return { via: 'session', cacheKey: cookie === AMBIGUOUS ? undefined : `session:${sha256(cookie)}` };
 }
 
 /** Verifies a credential that is not cached (one query, or Better Auth's session lookup), and caches the caller. */
 async function verifyCredential(request: FastifyRequest, credential: PresentedCredential): Promise<RequestCaller | null> {
   const { callerCache } = request.server;
   if (credential.via === 'api-key') {
-    const owner = await verifyApiKey(request.server.db, credential.secret);
+    const owner = await verifyApiKey(request.server.database.db, credential.secret);
     if (!owner) return null;
     const caller: RequestCaller = { user: { id: owner.id, name: owner.name, email: owner.email }, via: 'api-key' };
     callerCache.set(credential.cacheKey, caller, owner.expiresAt);
@@ -138,7 +144,7 @@ async function verifyCredential(request: FastifyRequest, credential: PresentedCr
   if (!session) return null;
   const { id, name, email } = session.user;
   const caller: RequestCaller = { user: { id, name, email }, via: 'session' };
-  callerCache.set(credential.cacheKey, caller, new Date(session.session.expiresAt));
+  if (credential.cacheKey !== undefined) callerCache.set(credential.cacheKey, caller, new Date(session.session.expiresAt));
   return caller;
 }
 
@@ -146,18 +152,51 @@ async function verifyCredential(request: FastifyRequest, credential: PresentedCr
 export async function resolveCaller(request: FastifyRequest): Promise<RequestCaller | null> {
   const credential = presentedCredential(request);
   if (!credential) return null;
-  return request.server.callerCache.get(credential.cacheKey) ?? verifyCredential(request, credential);
+  return cachedCaller(request, credential) ?? verifyCredential(request, credential);
 }
 
-/** The session cookie's value (`better-auth.session_token`, or its `__Secure-` form in production). */
-function sessionCookieOf(header: string | undefined): string | undefined {
-  if (!header) return undefined;
+function cachedCaller(request: FastifyRequest, credential: PresentedCredential): RequestCaller | undefined {
+  return credential.cacheKey === undefined ? undefined : request.server.callerCache.get(credential.cacheKey);
+}
+
+/** A session cookie that is not the only one of its kind: Better Auth's verdict, never cached. */
+const AMBIGUOUS = Symbol('ambiguous session cookie');
+
+/**
+ * The value of the cookie named exactly `name` (Better Auth's session cookie), as the cache key's
+ * source; undefined when there is none (Better Auth reads no other name, so there is no session).
+ *
+ * The cache must only ever hold a caller under the credential Better Auth verified. Better Auth
+ * (better-call) splits the header at `;`, trims each name and takes the FIRST cookie of the exact
+ * name; this walks the header the same way. Anything that makes "the session cookie" depend on the
+ * parser is AMBIGUOUS: the name twice (a planted cookie with a longer Path comes first), or beside
+ * the exact name any other session-like name (`x.better-auth.session_token`, the name with or
+ * without `__Secure-`, anything with `session_token`), which a looser parser (ours before, or
+ * better-auth's getSessionCookie: it prefers `__Secure-` whatever the config, and keeps the LAST
+ * duplicate) would take instead. Such a request is still answered, by Better Auth, as if there were
+ * no cache; refusing it would let anyone who can plant a cookie lock its owner out.
+ */
+function sessionCookieOf(header: string | string[] | undefined, name: string): string | typeof AMBIGUOUS | undefined {
+  if (header === undefined) return undefined;
+  // Node joins repeated Cookie headers with `; `; an array (injected) would reach Better Auth joined by `, `.
+  if (Array.isArray(header)) return AMBIGUOUS;
+  const bareName = stripSecureCookiePrefix(name).toLowerCase();
+  let value: string | undefined;
+  let ambiguous = false;
   for (const pair of header.split(';')) {
     const separator = pair.indexOf('=');
     if (separator === -1) continue;
-    if (pair.slice(0, separator).trim().endsWith('better-auth.session_token')) return pair.slice(separator + 1).trim();
+    const pairName = pair.slice(0, separator).trim();
+    if (pairName === name) {
+      if (value !== undefined) ambiguous = true;
+      else value = pair.slice(separator + 1).trim();
+    } else {
+      const lower = pairName.toLowerCase();
+      if (lower.includes('session_token') || lower.endsWith(bareName)) ambiguous = true;
+    }
   }
-  return undefined;
+  if (value === undefined) return undefined;
+  return ambiguous ? AMBIGUOUS : value;
 }
 
 /**
@@ -185,7 +224,7 @@ export function requireUser(request: FastifyRequest, done: (error?: Error) => vo
   };
   const credential = presentedCredential(request);
   if (!credential) return accept(null);
-  const cached = request.server.callerCache.get(credential.cacheKey);
+  const cached = cachedCaller(request, credential);
   if (cached) return accept(cached);
   verifyCredential(request, credential).then(accept, done);
 }
@@ -221,4 +260,4 @@ class FailureCounter {
   }
 }
 
-export default fp(authPlugin, { name: 'autonode-auth', fastify: '5.x', dependencies: ['autonode-db'] });
+export default fp(authPlugin, { name: 'autonode-auth', fastify: '5.x', dependencies: ['autonode-db', 'autonode-bus', 'autonode-admission'] });
