@@ -49,6 +49,34 @@ describe('jobs', () => {
     expect(paused.json().nextRunAt).toBeNull();
   });
 
+  it('versions a job: each PATCH bumps its ETag, a stale one is refused with 412, the scheduler’s bookkeeping leaves it', async () => {
+    const job = (await createJob({ name: 'versioned', cron: '0 * * * *' })).json();
+    expect(job).not.toHaveProperty('version');
+    const url = `/api/v1/jobs/${job.id}`;
+    const read = await app.inject({ url, headers: as(alice) });
+    expect(read.headers.etag).toBe('"1"');
+
+    const first = await app.inject({ method: 'PATCH', url, headers: { ...as(alice), 'if-match': '"1"' }, payload: { name: 'first' } });
+    expect(first.statusCode).toBe(200);
+    expect(first.headers.etag).toBe('"2"');
+    expect(first.json()).not.toHaveProperty('version');
+    expectProblem(await app.inject({ method: 'PATCH', url, headers: { ...as(alice), 'if-match': '"1"' }, payload: { name: 'second' } }), 412);
+
+    const after = await app.inject({ url, headers: as(alice) });
+    expect(after.headers.etag).toBe(first.headers.etag);
+    expect(after.json().name).toBe('first');
+
+    // What the scheduler writes when it starts a run is not a change a PATCH could conflict with.
+    await app.database.sql`update jobs set locked = true, last_run_at = now() where id = ${job.id}`;
+    const started = await app.inject({ url, headers: as(alice) });
+    expect(started.json().locked).toBe(true);
+    expect(started.headers.etag).toBe('"2"');
+
+    expectProblem(await app.inject({ method: 'DELETE', url, headers: { ...as(alice), 'if-match': '"1"' } }), 412);
+    expect((await app.inject({ method: 'DELETE', url, headers: { ...as(alice), 'if-match': '"2"' } })).statusCode).toBe(204);
+    expectProblem(await app.inject({ url, headers: as(alice) }), 404);
+  });
+
   it('lists the next runs of the schedule, 1..50 of them', async () => {
     const job = (await createJob({ name: 'every 15', cron: '*/15 * * * *' })).json();
     const response = await app.inject({ url: `/api/v1/jobs/${job.id}/next-runs?count=4`, headers: as(alice) });

@@ -60,6 +60,9 @@ describe('workflows', () => {
     expectProblem(staleDelete, 412);
     const current = (await app.inject({ url: `/api/v1/workflows/${workflow.id}`, headers: as(alice) })).json();
     expect(current).toMatchObject({ name: 'moved on', version: 2 });
+    const url = `/api/v1/workflows/${workflow.id}`;
+    expect((await app.inject({ method: 'DELETE', url, headers: { ...as(alice), 'if-match': '"2"' } })).statusCode).toBe(204);
+    expectProblem(await app.inject({ method: 'DELETE', url, headers: { ...as(alice), 'if-match': '"2"' } }), 404);
   });
 
   it.each([

@@ -1,17 +1,19 @@
-import { asc, desc, sql, type AnyColumn, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, ilike, or, sql, type AnyColumn, type SQL } from 'drizzle-orm';
+import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
+import type { Db } from '../db/client.js';
 import { z } from 'zod';
 import { badRequest } from './problem.js';
 
 export const DEFAULT_PAGE_SIZE = 20;
 export const MAX_PAGE_SIZE = 100;
 
-function pagingShape<const SortField extends string>(sortFields: readonly [SortField, ...SortField[]]) {
+function pagingShape<const SortField extends string>(sortFields: readonly [SortField, ...SortField[]], defaultDirection: 'asc' | 'desc' = 'desc') {
   return {
     pageSize: z.coerce.number().int().min(1).max(MAX_PAGE_SIZE).default(DEFAULT_PAGE_SIZE),
     cursor: z.string().min(1).max(1024).optional().meta({ description: 'Opaque cursor from nextCursor; not with page.' }),
     page: z.coerce.number().int().min(1).max(100_000).optional().meta({ description: '1-based page number (offset paging); not with cursor.' }),
     sortBy: z.enum(sortFields).default(sortFields[0]),
-    sortDirection: z.enum(['asc', 'desc']).default('desc'),
+    sortDirection: z.enum(['asc', 'desc']).default(defaultDirection),
   };
 }
 
@@ -38,13 +40,14 @@ export function searchableListQuery<const SortField extends string, Filters exte
     .refine(notBothPageAndCursor.check, notBothPageAndCursor.options);
 }
 
-/** The list query for a resource with nothing to search (executions, steps). */
+/** The list query for a resource with nothing to search (executions, steps); newest first unless said otherwise. */
 export function listQuery<const SortField extends string, Filters extends z.ZodRawShape>(
   sortFields: readonly [SortField, ...SortField[]],
   filters: Filters,
+  defaultDirection: 'asc' | 'desc' = 'desc',
 ) {
   return z
-    .object({ ...pagingShape(sortFields), ...filters })
+    .object({ ...pagingShape(sortFields, defaultDirection), ...filters })
     .strict()
     .refine(notBothPageAndCursor.check, notBothPageAndCursor.options);
 }
@@ -74,10 +77,31 @@ export interface Page<Item> {
   nextCursor: string | null;
 }
 
-/** A sortable column and how its values travel inside a cursor. */
-export interface SortKey {
-  readonly column: AnyColumn;
+/** A sort field: how its values travel inside a cursor, and how to read one from a row. */
+export interface SortKey<Row> {
   readonly kind: 'timestamp' | 'text';
+  readonly valueOf: (row: Row) => Date | string;
+}
+/** A sort field of a drizzle query: the column it orders by, too. */
+export interface ColumnSortKey<Row> extends SortKey<Row> {
+  readonly column: AnyColumn;
+}
+export type SortKeys<Row, Key extends SortKey<Row> = SortKey<Row>> = Readonly<Record<string, Key>>;
+
+/**
+ * The sort keys of a drizzle table, from the fields it may be sorted by and their kinds: each
+ * orders by the field's column and reads the cursor value from the row's field of the same name.
+ */
+export function columnSortKeys<T extends PgTable & { $inferSelect: object }, Field extends keyof T['$inferSelect'] & keyof T & string>(
+  table: T,
+  fields: Readonly<Record<Field, SortKey<never>['kind']>>,
+): SortKeys<T['$inferSelect'], ColumnSortKey<T['$inferSelect']>> {
+  return Object.fromEntries(
+    (Object.entries(fields) as [Field, SortKey<never>['kind']][]).map(([field, kind]) => [
+      field,
+      { column: table[field] as AnyColumn, kind, valueOf: (row: T['$inferSelect']) => row[field] as Date | string },
+    ]),
+  );
 }
 
 interface DecodedCursor {
@@ -94,7 +118,7 @@ function encodeCursor(cursor: DecodedCursor): string {
 const invalidCursor = (reason: string) => badRequest('The cursor is not valid for this list.', [{ path: 'cursor', message: reason }]);
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-function decodeCursor(raw: string, params: ListParams, key: SortKey): DecodedCursor {
+function decodeCursor(raw: string, params: ListParams, key: SortKey<never>): DecodedCursor {
   let parsed: unknown;
   try {
     parsed = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8'));
@@ -125,9 +149,14 @@ function decodeCursor(raw: string, params: ListParams, key: SortKey): DecodedCur
  * Where a page starts: the sort key, the decoded cursor (if any), and the limit and offset. For
  * queries that bind the position as parameters themselves (the hand-written hot reads).
  */
-export function keysetPosition(params: ListParams, sortKeys: Record<string, SortKey>) {
+function sortKeyOf<Key>(params: ListParams, sortKeys: Readonly<Record<string, Key>>): Key {
   const key = sortKeys[params.sortBy];
   if (!key) throw badRequest(`Cannot sort by '${params.sortBy}'.`, [{ path: 'sortBy', message: 'is not a sort field of this list' }]);
+  return key;
+}
+
+export function keysetPosition<Row>(params: ListParams, sortKeys: SortKeys<Row>) {
+  const key = sortKeyOf(params, sortKeys);
   return {
     key,
     cursor: params.cursor ? decodeCursor(params.cursor, params, key) : undefined,
@@ -142,9 +171,10 @@ export function keysetPosition(params: ListParams, sortKeys: Record<string, Sort
  * previous page's last row, so rows inserted meanwhile cause no gap or repeat, and the cost does
  * not grow with depth (an index on (owner, column, id) serves it in both directions).
  */
-export function keysetPlan(params: ListParams, sortKeys: Record<string, SortKey>, idColumn: AnyColumn) {
+export function keysetPlan<Row>(params: ListParams, sortKeys: SortKeys<Row, ColumnSortKey<Row>>, idColumn: AnyColumn) {
   const position = keysetPosition(params, sortKeys);
-  const { key, cursor } = position;
+  const { cursor } = position;
+  const key = sortKeyOf(params, sortKeys);
   const order = params.sortDirection === 'desc' ? desc : asc;
   let after: SQL | undefined;
   if (cursor) {
@@ -161,7 +191,7 @@ export function keysetPlan(params: ListParams, sortKeys: Record<string, SortKey>
 export function toPage<Row extends { id: string }, Item>(
   rows: Row[],
   params: ListParams,
-  sortValue: (row: Row) => Date | string,
+  sortKeys: SortKeys<Row>,
   present: (row: Row) => Item,
 ): Page<Item> {
   const hasNext = rows.length > params.pageSize;
@@ -173,7 +203,7 @@ export function toPage<Row extends { id: string }, Item>(
   const last = rows[shownCount - 1];
   let nextCursor: string | null = null;
   if (hasNext && last) {
-    const value = sortValue(last);
+    const value = sortKeyOf(params, sortKeys).valueOf(last);
     nextCursor = encodeCursor({
       sortBy: params.sortBy,
       direction: params.sortDirection,
@@ -187,4 +217,47 @@ export function toPage<Row extends { id: string }, Item>(
 /** `%` and `_` (and the escape character) are data in a search, not LIKE syntax. */
 export function likePattern(search: string): string {
   return `%${search.replace(/[\\%_]/g, (character) => `\\${character}`)}%`;
+}
+
+/** A user-owned table that drizzle lists (its `id` and `userId` columns). */
+type OwnedTable = PgTable & { id: PgColumn; userId: PgColumn; $inferSelect: { id: string } };
+
+/**
+ * A page of the caller's rows of a drizzle table: owner first, then the keyset position, the
+ * resource's own filters and, when `searchQuery` is given, a case-insensitive substring match on
+ * any of `searchColumns`.
+ */
+export async function listOwned<T extends OwnedTable, Item>(
+  db: Db,
+  table: T,
+  userId: string,
+  params: ListParams,
+  options: {
+    readonly sortKeys: SortKeys<T['$inferSelect'], ColumnSortKey<T['$inferSelect']>>;
+    readonly searchColumns: readonly AnyColumn[];
+    readonly filters?: readonly (SQL | undefined)[];
+  },
+  present: (row: T['$inferSelect']) => Item,
+): Promise<Page<Item>> {
+  const plan = keysetPlan(params, options.sortKeys, table.id);
+  const conditions: (SQL | undefined)[] = [eq(table.userId, userId), plan.after, ...(options.filters ?? [])];
+  if (params.searchQuery) {
+    const pattern = likePattern(params.searchQuery);
+    conditions.push(or(...options.searchColumns.map((column) => ilike(column, pattern))));
+  }
+  // drizzle cannot infer a select from a generic table; the rows are the table's own row type.
+  const rows = (await db
+    .select()
+    .from(table as PgTable)
+    .where(and(...conditions))
+    .orderBy(...plan.orderBy)
+    .limit(plan.limit)
+    .offset(plan.offset)) as T['$inferSelect'][];
+  return toPage(rows, params, options.sortKeys, present);
+}
+
+/** One of the caller's rows of a drizzle table, or null (another user's row is as missing). */
+export async function getOwned<T extends OwnedTable>(db: Db, table: T, userId: string, id: string): Promise<T['$inferSelect'] | null> {
+  const [row] = (await db.select().from(table as PgTable).where(and(eq(table.userId, userId), eq(table.id, id)))) as T['$inferSelect'][];
+  return row ?? null;
 }

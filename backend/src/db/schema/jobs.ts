@@ -1,5 +1,5 @@
 import { relations } from 'drizzle-orm';
-import { boolean, index, pgEnum, pgTable, text, uuid } from 'drizzle-orm/pg-core';
+import { boolean, index, integer, pgEnum, pgTable, text, uuid } from 'drizzle-orm/pg-core';
 import { user } from './auth.js';
 import { createdAt, millisecondTimestamp, ownerId, updatedAt } from './columns.js';
 import { workflows } from './workflows.js';
@@ -26,6 +26,8 @@ export const jobs = pgTable(
     lastRunAt: millisecondTimestamp('last_run_at'),
     /** True while an execution started by this job runs, so a due job is not started twice. */
     locked: boolean('locked').notNull().default(false),
+    /** The ETag: bumped by every PATCH, not by the scheduler's nextRunAt/lastRunAt/locked bookkeeping (it guards what a PATCH can change). */
+    version: integer('version').notNull().default(1),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
   },

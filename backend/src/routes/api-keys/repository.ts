@@ -1,17 +1,14 @@
-import { and, eq, ilike, type SQL } from 'drizzle-orm';
+import { and, eq } from 'drizzle-orm';
 import { generateApiKey } from '../../auth/api-keys.js';
 import type { Db } from '../../db/client.js';
 import { apiKeys } from '../../db/schema/index.js';
 import { iso, isoOrNull } from '../../lib/http.js';
-import { keysetPlan, likePattern, toPage, type ListParams, type Page, type SortKey } from '../../lib/pagination.js';
+import { columnSortKeys, listOwned, type ListParams, type Page } from '../../lib/pagination.js';
 import type { ApiKeyDto, CreateApiKeyInput, CreatedApiKeyDto } from './schemas.js';
 
 type ApiKeyRow = typeof apiKeys.$inferSelect;
 
-const sortKeys: Record<string, SortKey> = {
-  createdAt: { column: apiKeys.createdAt, kind: 'timestamp' },
-  name: { column: apiKeys.name, kind: 'text' },
-};
+const sortKeys = columnSortKeys(apiKeys, { createdAt: 'timestamp', name: 'text' });
 
 /** Never the hash, never the owner. */
 export function present(row: ApiKeyRow): ApiKeyDto {
@@ -26,11 +23,7 @@ export function present(row: ApiKeyRow): ApiKeyDto {
 }
 
 export async function list(db: Db, userId: string, params: ListParams): Promise<Page<ApiKeyDto>> {
-  const plan = keysetPlan(params, sortKeys, apiKeys.id);
-  const conditions: (SQL | undefined)[] = [eq(apiKeys.userId, userId), plan.after];
-  if (params.searchQuery) conditions.push(ilike(apiKeys.name, likePattern(params.searchQuery)));
-  const rows = await db.select().from(apiKeys).where(and(...conditions)).orderBy(...plan.orderBy).limit(plan.limit).offset(plan.offset);
-  return toPage(rows, params, (row) => (params.sortBy === 'name' ? row.name : row.createdAt), present);
+  return listOwned(db, apiKeys, userId, params, { sortKeys, searchColumns: [apiKeys.name] }, present);
 }
 
 /** Creates a key; the secret exists only in the returned value (the table keeps its hash). */

@@ -1,19 +1,16 @@
-import { and, eq, ilike, or, type SQL } from 'drizzle-orm';
+import { and, eq } from 'drizzle-orm';
 import type { Db } from '../../db/client.js';
 import { jobs, workflows } from '../../db/schema/index.js';
 import { parseSchedule, type Schedule } from '../../engine/schedule.js';
-import { checkIfMatch, etagOf, iso, isoOrNull } from '../../lib/http.js';
-import { keysetPlan, likePattern, toPage, type ListParams, type Page, type SortKey } from '../../lib/pagination.js';
+import { removeIfMatch, updateIfMatch, versionEtag } from '../../lib/conditional-update.js';
+import { iso, isoOrNull } from '../../lib/http.js';
+import { columnSortKeys, getOwned, listOwned, type ListParams, type Page } from '../../lib/pagination.js';
 import { notFound, ProblemError } from '../../lib/problem.js';
 import type { CreateJobInput, JobDto, UpdateJobInput } from './schemas.js';
 
 export type JobRow = typeof jobs.$inferSelect;
 
-const sortKeys: Record<string, SortKey> = {
-  createdAt: { column: jobs.createdAt, kind: 'timestamp' },
-  updatedAt: { column: jobs.updatedAt, kind: 'timestamp' },
-  name: { column: jobs.name, kind: 'text' },
-};
+const sortKeys = columnSortKeys(jobs, { createdAt: 'timestamp', updatedAt: 'timestamp', name: 'text' });
 
 export function present(row: JobRow): JobDto {
   return {
@@ -32,8 +29,6 @@ export function present(row: JobRow): JobDto {
   };
 }
 
-/** Jobs carry no version column; their last change (millisecond precision) is the version. */
-export const jobEtag = (row: { updatedAt: Date }) => etagOf(row.updatedAt.getTime());
 
 export function scheduleOf(cron: string, timezone: string): Schedule {
   const parsed = parseSchedule(cron, timezone);
@@ -50,21 +45,12 @@ async function assertOwnWorkflow(db: Db, userId: string, workflowId: string): Pr
 }
 
 export async function list(db: Db, userId: string, params: ListParams & { status?: JobRow['status'] | undefined; workflowId?: string | undefined }): Promise<Page<JobDto>> {
-  const plan = keysetPlan(params, sortKeys, jobs.id);
-  const conditions: (SQL | undefined)[] = [eq(jobs.userId, userId), plan.after];
-  if (params.status) conditions.push(eq(jobs.status, params.status));
-  if (params.workflowId) conditions.push(eq(jobs.workflowId, params.workflowId));
-  if (params.searchQuery) {
-    const pattern = likePattern(params.searchQuery);
-    conditions.push(or(ilike(jobs.name, pattern), ilike(jobs.definitionNL, pattern)));
-  }
-  const rows = await db.select().from(jobs).where(and(...conditions)).orderBy(...plan.orderBy).limit(plan.limit).offset(plan.offset);
-  return toPage(rows, params, (row) => (params.sortBy === 'name' ? row.name : row[params.sortBy as 'createdAt' | 'updatedAt']), present);
+  const filters = [params.status ? eq(jobs.status, params.status) : undefined, params.workflowId ? eq(jobs.workflowId, params.workflowId) : undefined];
+  return listOwned(db, jobs, userId, params, { sortKeys, searchColumns: [jobs.name, jobs.definitionNL], filters }, present);
 }
 
 export async function get(db: Db, userId: string, id: string): Promise<JobRow | null> {
-  const [row] = await db.select().from(jobs).where(and(eq(jobs.userId, userId), eq(jobs.id, id)));
-  return row ?? null;
+  return getOwned(db, jobs, userId, id);
 }
 
 export async function create(db: Db, userId: string, input: CreateJobInput): Promise<JobRow> {
@@ -89,44 +75,23 @@ export async function create(db: Db, userId: string, input: CreateJobInput): Pro
 
 /** Changes a job under a row lock (If-Match, schedule and ownership checks see what is written). */
 export async function update(db: Db, userId: string, id: string, input: UpdateJobInput, ifMatch: string | undefined): Promise<JobRow | null> {
-  return db.transaction(async (tx) => {
-    const [current] = await tx.select().from(jobs).where(and(eq(jobs.userId, userId), eq(jobs.id, id))).for('update');
-    if (!current) return null;
-    checkIfMatch(ifMatch, jobEtag(current));
+  return updateIfMatch(db, jobs, userId, id, ifMatch, async (tx, current) => {
     const status = input.status ?? current.status;
     const schedule = scheduleOf(input.cron ?? current.cron, input.timezone ?? current.timezone);
     if (input.workflowId && input.workflowId !== current.workflowId) await assertOwnWorkflow(tx, userId, input.workflowId);
     const scheduleChanged = schedule.cron !== current.cron || schedule.timezone !== current.timezone || status !== current.status;
-    // updatedAt strictly increases, so the ETag changes even for two writes within one millisecond.
-    const updatedAt = new Date(Math.max(Date.now(), current.updatedAt.getTime() + 1));
-    const [row] = await tx
-      .update(jobs)
-      .set({
-        name: input.name ?? current.name,
-        definitionNL: input.definitionNL ?? current.definitionNL,
-        workflowId: input.workflowId ?? current.workflowId,
-        cron: schedule.cron,
-        timezone: schedule.timezone,
-        status,
-        nextRunAt: scheduleChanged ? nextRunAtFor(status, schedule) : current.nextRunAt,
-        updatedAt,
-      })
-      .where(eq(jobs.id, current.id))
-      .returning();
-    return row ?? null;
+    return {
+      name: input.name ?? current.name,
+      definitionNL: input.definitionNL ?? current.definitionNL,
+      workflowId: input.workflowId ?? current.workflowId,
+      cron: schedule.cron,
+      timezone: schedule.timezone,
+      status,
+      nextRunAt: scheduleChanged ? nextRunAtFor(status, schedule) : current.nextRunAt,
+    };
   });
 }
 
 export async function remove(db: Db, userId: string, id: string, ifMatch: string | undefined): Promise<boolean> {
-  return db.transaction(async (tx) => {
-    const [current] = await tx
-      .select({ id: jobs.id, updatedAt: jobs.updatedAt })
-      .from(jobs)
-      .where(and(eq(jobs.userId, userId), eq(jobs.id, id)))
-      .for('update');
-    if (!current) return false;
-    checkIfMatch(ifMatch, jobEtag(current));
-    await tx.delete(jobs).where(eq(jobs.id, current.id));
-    return true;
-  });
+  return removeIfMatch(db, jobs, userId, id, ifMatch);
 }

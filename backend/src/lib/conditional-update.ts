@@ -1,0 +1,76 @@
+import { and, eq } from 'drizzle-orm';
+import type { PgColumn, PgTable, PgUpdateSetSource } from 'drizzle-orm/pg-core';
+import type { Db } from '../db/client.js';
+import { checkIfMatch, etagOf } from './http.js';
+
+/** A user-owned resource whose `version` column is its ETag. */
+export type VersionedTable = PgTable & {
+  id: PgColumn;
+  userId: PgColumn;
+  version: PgColumn;
+  updatedAt: PgColumn;
+  $inferSelect: { id: string; version: number };
+};
+
+/** The ETag of a versioned resource: its `version` column (bumped by every change a caller makes). */
+export const versionEtag = (row: { version: number }): string => etagOf(row.version);
+
+/**
+ * A write under If-Match: in one transaction, locks the caller's row (select … for update), checks
+ * If-Match against its version (412 and nothing changed on mismatch), then runs `write` on the locked
+ * current row. The check and the write see the same version, so concurrent writes cannot overwrite
+ * each other unseen. Returns null when the caller has no such row; otherwise what `write` returns.
+ */
+async function writeIfMatch<T extends VersionedTable, R>(
+  db: Db,
+  table: T,
+  userId: string,
+  id: string,
+  ifMatch: string | undefined,
+  write: (tx: Db, current: T['$inferSelect']) => Promise<R>,
+): Promise<R | null> {
+  return db.transaction(async (tx) => {
+    // drizzle cannot infer a select from a generic table; the row is the table's own row type.
+    const [current] = (await tx
+      .select()
+      .from(table as PgTable)
+      .where(and(eq(table.userId, userId), eq(table.id, id)))
+      .for('update')) as T['$inferSelect'][];
+    if (!current) return null;
+    checkIfMatch(ifMatch, versionEtag(current));
+    return write(tx, current);
+  });
+}
+
+/**
+ * Changes one of the caller's rows under If-Match: `change` (run on the locked current row, so its
+ * checks see what is written) gives the new values; the version is bumped and `updatedAt` set.
+ * Null when the caller has no such row.
+ */
+export async function updateIfMatch<T extends VersionedTable>(
+  db: Db,
+  table: T,
+  userId: string,
+  id: string,
+  ifMatch: string | undefined,
+  change: (tx: Db, current: T['$inferSelect']) => Promise<PgUpdateSetSource<T>> | PgUpdateSetSource<T>,
+): Promise<T['$inferSelect'] | null> {
+  return writeIfMatch(db, table, userId, id, ifMatch, async (tx, current) => {
+    const values = await change(tx, current);
+    const [row] = (await tx
+      .update(table)
+      .set({ ...values, version: current.version + 1, updatedAt: new Date() } as PgUpdateSetSource<T>)
+      .where(eq(table.id, current.id))
+      .returning()) as T['$inferSelect'][];
+    return row ?? null;
+  });
+}
+
+/** Deletes one of the caller's rows under If-Match; false when the caller has no such row. */
+export async function removeIfMatch<T extends VersionedTable>(db: Db, table: T, userId: string, id: string, ifMatch: string | undefined): Promise<boolean> {
+  const removed = await writeIfMatch(db, table, userId, id, ifMatch, async (tx, current) => {
+    await tx.delete(table).where(eq(table.id, current.id));
+    return true;
+  });
+  return removed ?? false;
+}
