@@ -1,7 +1,7 @@
 /**
  * The list benchmark's baseline: the floor Autonode's routes are measured against. A bare Fastify
  * with raw postgres.js, no auth, no validation, no plugins; the caller's id is fixed at start-up.
- * It sends the same statements as the Autonode routes (routes/executions/repository.ts: the same
+ * It sends the same statements as the Autonode routes (src/executions/reads.ts: the same
  * text, columns, timestamp formatting, filter, order and limit) on a pool of the same size, and
  * answers the same JSON, so the difference is what Autonode adds: auth, validation, serialisation,
  * hooks, limits.
@@ -42,30 +42,31 @@ interface ExecutionRecord {
   revision: number;
 }
 
-// The service's select list, timestamps in toISOString() form written by PostgreSQL.
-const selectExecutions = sql`select id, workflow_id as "workflowId", workflow_version as "workflowVersion", job_id as "jobId", trigger, status,
-  input, output, error,
+// The service's select lists, timestamps in toISOString() form written by PostgreSQL: list items
+// without input and output (the default), a single execution with them.
+const columns = (data: ReturnType<typeof sql>) => sql`id, workflow_id as "workflowId", workflow_version as "workflowVersion", job_id as "jobId", trigger, status,
+  ${data} error,
   to_char(started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as "startedAt",
   to_char(finished_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as "finishedAt",
   to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as "createdAt",
-  retry_of_id as "retryOfId", revision
-  from executions`;
+  retry_of_id as "retryOfId", revision`;
+const withData = columns(sql`input, output,`);
+const withoutData = columns(sql``);
 
-const present = (row: ExecutionRecord) => ({
+const presentItem = (row: ExecutionRecord) => ({
   id: row.id,
   workflowId: row.workflowId,
   workflowVersion: row.workflowVersion,
   jobId: row.jobId,
   trigger: row.trigger,
   status: row.status,
-  input: row.input ?? null,
-  output: row.output ?? null,
   error: row.error ?? null,
   startedAt: row.startedAt,
   finishedAt: row.finishedAt,
   createdAt: row.createdAt,
   retryOfId: row.retryOfId,
 });
+const present = (row: ExecutionRecord) => ({ ...presentItem(row), input: row.input ?? null, output: row.output ?? null });
 
 const PAGE_SIZE = 20;
 
@@ -79,16 +80,17 @@ const app = Fastify({ logger: false });
 app.get('/api/health', async () => ({ status: 'ok' }));
 
 app.get('/api/v1/executions', async () => {
-  const rows = await sql<ExecutionRecord[]>`
-    ${selectExecutions} where user_id = ${callerId} order by created_at desc, id desc limit ${PAGE_SIZE + 1} offset ${0}`;
+  const rows = await sql<ExecutionRecord[]>`select ${withoutData} from executions
+    where user_id = ${callerId} and (created_at, id) < (${'infinity'}::timestamptz, ${'ffffffff-ffff-ffff-ffff-ffffffffffff'}::uuid)
+    order by created_at desc, id desc limit ${PAGE_SIZE + 1} offset ${0}`;
   const hasNext = rows.length > PAGE_SIZE;
   const shown = hasNext ? rows.slice(0, PAGE_SIZE) : rows;
   const last = shown[shown.length - 1];
-  return { items: shown.map(present), hasNext, nextCursor: hasNext && last ? cursorAfter(last) : null };
+  return { items: shown.map(presentItem), hasNext, nextCursor: hasNext && last ? cursorAfter(last) : null };
 });
 
 app.get<{ Params: { id: string } }>('/api/v1/executions/:id', async (request, reply) => {
-  const [row] = await sql<ExecutionRecord[]>`${selectExecutions} where user_id = ${callerId} and id = ${request.params.id}::uuid`;
+  const [row] = await sql<ExecutionRecord[]>`select ${withData} from executions where user_id = ${callerId} and id = ${request.params.id}::uuid`;
   if (!row) return reply.code(404).send({ status: 404 });
   return present(row);
 });

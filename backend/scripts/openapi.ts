@@ -12,7 +12,6 @@ import { buildApp } from '../src/app.js';
 import { createAuth } from '../src/auth/auth.js';
 import { loadConfig, repoRoot } from '../src/config.js';
 import { createDbClient } from '../src/db/client.js';
-import { createEventBus } from '../src/engine/events.js';
 import { createLogger } from '../src/logger.js';
 
 const outputPath = path.resolve(process.argv[2] ?? path.join(repoRoot, 'client', 'openapi.json'));
@@ -38,9 +37,8 @@ const database = createDbClient(
   // 'embedded' only selects the in-process event bus (no LISTEN connection); no query is run.
   'embedded',
 );
-const bus = await createEventBus(database, logger);
 const auth = createAuth({ config, db: database.db, logger });
-const app = await buildApp({ config, database, auth, logger, bus });
+const app = await buildApp({ config, database, auth, logger });
 try {
   await app.ready();
   // The same object /api/openapi.json serves; two-space JSON with a final newline, so that
@@ -49,5 +47,4 @@ try {
   process.stdout.write(`wrote ${path.relative(process.cwd(), outputPath)}\n`);
 } finally {
   await app.close();
-  await bus.close();
 }

@@ -1,9 +1,11 @@
 import closeWithGrace from 'close-with-grace';
+import { createEventBus } from './bus/bus.js';
 import { ConfigError, loadConfigOrExit } from './config.js';
 import { openDatabase } from './db/client.js';
 import { runMigrations } from './db/migrate.js';
 import { Engine } from './engine/engine.js';
-import { createEventBus } from './engine/events.js';
+import { ExecutionLifecycle } from './executions/lifecycle.js';
+import { ExecutionReads } from './executions/reads.js';
 import { createLogger } from './logger.js';
 
 /**
@@ -19,9 +21,11 @@ async function main(): Promise<void> {
   const logger = createLogger(config);
   const database = await openDatabase(config, logger, 'autonode-worker');
   if (config.db.migrateOnStart) await runMigrations(database.db, logger);
-  const bus = await createEventBus(database, logger);
-  const engine = new Engine({ database, bus, config: config.engine, logger });
+  const bus = createEventBus(database, logger);
+  const lifecycle = new ExecutionLifecycle(database.sql, bus, new ExecutionReads(database.sql), { maxPayloadBytes: config.engine.maxPayloadBytes });
+  const engine = new Engine({ lifecycle, bus, config: config.engine, logger });
 
+  // The same order as the app's: the engine hands back its work, the bus unlistens, the pool ends.
   closeWithGrace({ delay: config.shutdownGraceMs, logger }, async ({ signal, err }) => {
     if (err) logger.error({ err }, 'worker shutting down after an uncaught error');
     else logger.info({ signal }, 'worker shutting down');

@@ -37,7 +37,7 @@ describe('API keys', () => {
     expect(listed.body).not.toContain('keyHash');
     expect(listed.json().items[0].lastUsedAt).not.toBeNull();
 
-    const [stored] = await app.db.select().from(apiKeys).where(eq(apiKeys.id, key.id));
+    const [stored] = await app.database.db.select().from(apiKeys).where(eq(apiKeys.id, key.id));
     expect(JSON.stringify(stored)).not.toContain(key.key);
     expect(logsOf(app)).not.toContain(key.key.slice(key.prefix.length));
   });

@@ -81,7 +81,7 @@ async function listExecutions(app: App, user: SignedInUser, workflowId: string):
   const all: (ExecutionView & { input: unknown })[] = [];
   let cursor: string | null = null;
   do {
-    const query: URLSearchParams = new URLSearchParams({ workflowId, pageSize: '100', ...(cursor ? { cursor } : {}) });
+    const query: URLSearchParams = new URLSearchParams({ workflowId, includeData: 'true', pageSize: '20', ...(cursor ? { cursor } : {}) });
     const response = await app.inject({ url: `/api/v1/executions?${query.toString()}`, headers: { cookie: user.cookie } });
     if (response.statusCode !== 200) throw new Error(`listing executions failed: ${response.statusCode} ${response.body}`);
     const page: { items: (ExecutionView & { input: unknown })[]; nextCursor: string | null } = response.json();

@@ -2,7 +2,6 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import type { Engine } from '../src/engine/engine.js';
-import { fireDueJobs } from '../src/engine/scheduler.js';
 import { buildTestApp, expectProblem, signUp, type SignedInUser } from './helpers.js';
 import {
   createWorkflow,
@@ -396,7 +395,7 @@ describe('the scheduler', () => {
   const makeDue = (jobId: string, minutesAgo: number) =>
     app.database.sql`update jobs set next_run_at = now() - make_interval(mins => ${minutesAgo}) where id = ${jobId}`;
   const executionsOf = async (jobId: string) =>
-    (await app.inject({ url: `/api/v1/executions?jobId=${jobId}`, headers: { cookie: user.cookie } })).json<{ items: { id: string; trigger: string; input: { jobId: string; scheduledAt: string } }[] }>().items;
+    (await app.inject({ url: `/api/v1/executions?jobId=${jobId}&includeData=true`, headers: { cookie: user.cookie } })).json<{ items: { id: string; trigger: string; input: { jobId: string; scheduledAt: string } }[] }>().items;
   const jobOf = async (jobId: string) =>
     (await app.inject({ url: `/api/v1/jobs/${jobId}`, headers: { cookie: user.cookie } })).json<{ nextRunAt: string; lastRunAt: string | null; locked: boolean }>();
 
@@ -404,7 +403,7 @@ describe('the scheduler', () => {
     const job = await createJob('ACTIVE');
     await makeDue(job.id, 1);
     // Two schedulers at once (as on two replicas): the slot fires once.
-    await Promise.all([fireDueJobs(app.database.sql), fireDueJobs(app.database.sql), fireDueJobs(app.database.sql)]);
+    await Promise.all([app.executions.fireDueJobs(), app.executions.fireDueJobs(), app.executions.fireDueJobs()]);
     const fired = await executionsOf(job.id);
     expect(fired).toHaveLength(1);
     expect(fired[0]).toMatchObject({ trigger: 'schedule', input: { jobId: job.id } });
@@ -415,7 +414,7 @@ describe('the scheduler', () => {
 
     // Due again while its execution has not run: a locked job is not started twice.
     await makeDue(job.id, 1);
-    await fireDueJobs(app.database.sql);
+    await app.executions.fireDueJobs();
     expect(await executionsOf(job.id)).toHaveLength(1);
 
     const engine = startEngine(app);
@@ -432,13 +431,13 @@ describe('the scheduler', () => {
   it('fires one catch-up run after a downtime of many slots, and never fires a paused job', async () => {
     const job = await createJob('ACTIVE');
     await makeDue(job.id, 180);
-    await fireDueJobs(app.database.sql);
-    await fireDueJobs(app.database.sql);
+    await app.executions.fireDueJobs();
+    await app.executions.fireDueJobs();
     expect(await executionsOf(job.id)).toHaveLength(1);
 
     const paused = await createJob('PAUSED');
     await makeDue(paused.id, 5);
-    await fireDueJobs(app.database.sql);
+    await app.executions.fireDueJobs();
     expect(await executionsOf(paused.id)).toHaveLength(0);
   });
 });

@@ -1,26 +1,55 @@
 import type { App } from '../src/app.js';
-import * as executions from '../src/routes/executions/repository.js';
-import { sampleGraph, type SignedInUser } from './helpers.js';
+import { eventually, startEngine, waitForStatus } from './engine-helpers.js';
+import type { SignedInUser } from './helpers.js';
 
-/** A workflow, a job and an execution with two steps, owned by `user`, made through the real routes and repositories. */
+/**
+ * A graph whose scheduled run ends failed after a completed step, as production makes it: `start`
+ * completes with the schedule's details; `shape` calls a port that refuses (127.0.0.1:9, the
+ * discard port, allowed to the test engine) and fails for good on its second attempt.
+ */
+export const failingScheduledGraph = {
+  nodes: [
+    { id: 'start', type: 'trigger.schedule', params: {} },
+    { id: 'shape', type: 'http.request', params: { method: 'GET', url: 'http://127.0.0.1:9/refused' }, retry: { maxAttempts: 2, backoffMs: 0 } },
+  ],
+  edges: [{ source: 'start', target: 'shape' }],
+};
+
+/**
+ * A workflow, a job and an execution of that job with two steps, owned by `user`, made through the
+ * real routes, the scheduler and the engine; and an API key.
+ */
 export async function makeResources(app: App, user: SignedInUser) {
   const headers = { cookie: user.cookie };
-  const workflow = (await app.inject({ method: 'POST', url: '/api/v1/workflows', headers, payload: { name: 'fixture', ...sampleGraph } })).json<{ id: string; version: number }>();
+  const workflow = (
+    await app.inject({ method: 'POST', url: '/api/v1/workflows', headers, payload: { name: 'fixture', ...failingScheduledGraph } })
+  ).json<{ id: string; version: number }>();
   const job = (
-    await app.inject({ method: 'POST', url: '/api/v1/jobs', headers, payload: { name: 'fixture job', workflowId: workflow.id, cron: '0 * * * *' } })
+    await app.inject({ method: 'POST', url: '/api/v1/jobs', headers, payload: { name: 'fixture job', workflowId: workflow.id, cron: '0 * * * *', status: 'ACTIVE' } })
   ).json<{ id: string }>();
-  const execution = await executions.create(app.db, user.id, {
-    workflowId: workflow.id,
-    workflowVersion: workflow.version,
-    workflowSnapshot: sampleGraph,
-    jobId: job.id,
-    trigger: 'schedule',
-    input: { n: 1 },
-    // Not runnable: engines of other test files must leave this recorded run alone.
-    status: 'failed',
-  });
-  await executions.upsertStep(app.db, user.id, execution.id, { nodeId: 'start', status: 'completed', attempt: 1, output: { n: 1 } });
-  await executions.upsertStep(app.db, user.id, execution.id, { nodeId: 'shape', status: 'failed', attempt: 2, error: { message: 'boom' } });
+  const execution = await fireJob(app, user, job.id);
   const apiKey = (await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers, payload: { name: 'fixture key' } })).json<{ id: string; key: string }>();
-  return { workflow, job, execution, apiKey };
+  return { workflow, job, execution: { id: execution.id }, apiKey };
+}
+
+/** Makes the job due, fires it through the scheduler and runs its execution to its end with an engine. */
+export async function fireJob(app: App, user: SignedInUser, jobId: string) {
+  // Only the clock is moved: the scheduler then fires the job as it would at its time.
+  await app.database.sql`update jobs set next_run_at = now() - interval '1 second' where id = ${jobId}`;
+  // Any replica's scheduler may fire it (another test file's engine too): look for its execution.
+  const executionId = await eventually(
+    async () => {
+      await app.executions.fireDueJobs();
+      const page = (await app.inject({ url: `/api/v1/executions?jobId=${jobId}`, headers: { cookie: user.cookie } })).json<{ items: { id: string }[] }>();
+      return page.items[0]?.id;
+    },
+    10_000,
+    'the job fired',
+  );
+  const engine = startEngine(app);
+  try {
+    return await waitForStatus(app, user, executionId, ['completed', 'failed', 'cancelled']);
+  } finally {
+    await engine.stop(2_000);
+  }
 }

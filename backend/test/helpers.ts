@@ -7,13 +7,12 @@ import { buildApp, type App } from '../src/app.js';
 import { createAuth } from '../src/auth/auth.js';
 import { loadConfig, type Config } from '../src/config.js';
 import { createDbClient, type Db } from '../src/db/client.js';
-import { createEventBus } from '../src/engine/events.js';
 import { createLogger } from '../src/logger.js';
 
 export const databaseUrl = () => inject('databaseUrl');
 export const isEmbeddedDatabase = () => inject('databaseKind') === 'embedded';
-/** For `it.skipIf(...)`: tests that need several connections to the database at once. */
-export const needsRealPostgres = () => isEmbeddedDatabase();
+/** For `it.skipIf(...)`: true on the embedded database, where tests needing several connections at once cannot run. */
+export const lacksConcurrentConnections = () => isEmbeddedDatabase();
 
 /** The config a test app runs with: the test database, quiet logs, then the test's own variables. */
 export function testConfig(overrides: Record<string, string | undefined> = {}): Config {
@@ -69,11 +68,7 @@ export async function buildTestApp(
     ...(hooks.onQuery ? { onQuery: hooks.onQuery } : {}),
   }, kind);
   const auth = createAuth({ config, db: database.db, logger });
-  const bus = await createEventBus(database, logger);
-  const app = await buildApp({ config, database, auth, logger, bus });
-  app.addHook('preClose', async () => {
-    await bus.close();
-  });
+  const app = await buildApp({ config, database, auth, logger });
   capturedLogs.set(app, lines);
   allCapturedLogLines.push(lines);
   return app;

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { QUERIES_PER_CONNECTION, type App } from '../src/app.js';
+import type { App } from '../src/app.js';
+import { QUERIES_PER_CONNECTION } from '../src/plugins/admission.js';
 import { buildTestApp, expectProblem, logsOf } from './helpers.js';
 
 describe('operations and the error contract', () => {

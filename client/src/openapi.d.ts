@@ -799,7 +799,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List executions (filters: status list, workflowId, jobId, createdAfter, createdBefore) */
+        /**
+         * List executions (filters: status list, workflowId, jobId, createdAfter, createdBefore)
+         * @description Items leave out `input` and `output` unless `includeData=true` (then `pageSize` is at most 20).
+         */
         get: {
             parameters: {
                 query?: {
@@ -818,6 +821,8 @@ export interface paths {
                     createdAfter?: string;
                     /** @description Only executions created before this time. */
                     createdBefore?: string;
+                    /** @description Include each execution's input and output (pageSize at most 20). */
+                    includeData?: "true" | "false";
                 };
                 header?: never;
                 path?: never;
@@ -925,7 +930,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List the steps of an execution (filter: status list) */
+        /** List the steps of an execution, in the order they ran unless sortDirection=desc (filter: status list) */
         get: {
             parameters: {
                 query?: {
@@ -1111,7 +1116,7 @@ export interface paths {
         };
         /**
          * Server-sent events of every step and status change, in order, until the execution ends
-         * @description text/event-stream. `event: step` with `{ executionId, nodeId, status, attempt, output?, error? }` and `event: execution` with `{ executionId, status, output?, error? }`; `id` is the execution revision (events come in revision order). The stream opens with the current state and ends after the execution ends. Large outputs may be left out (`truncated: true`): read them from the steps route.
+         * @description text/event-stream. `event: step` with `{ executionId, nodeId, status, attempt, output?, error? }` and `event: execution` with `{ executionId, status, output?, error? }`; `id` is the execution revision (events come in revision order). The stream opens with the current state (every step), unless the client reconnects with a `Last-Event-ID` at or past it, and ends after the execution ends. Large outputs may be left out (`truncated: true`): read them from the steps route.
          */
         get: {
             parameters: {
@@ -1422,8 +1427,29 @@ export interface components {
             startedAt: string | null;
             finishedAt: string | null;
         };
+        ExecutionListItemInput: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            workflowId: string;
+            workflowVersion: number;
+            jobId: string | null;
+            /** @enum {string} */
+            trigger: "manual" | "schedule" | "retry";
+            /** @enum {string} */
+            status: "pending" | "running" | "paused" | "completed" | "failed" | "cancelled";
+            input?: unknown;
+            output?: unknown;
+            error: unknown;
+            startedAt: string | null;
+            finishedAt: string | null;
+            /** Format: date-time */
+            createdAt: string;
+            /** @description The execution this one retries (trigger retry). */
+            retryOfId: string | null;
+        };
         ExecutionPageInput: {
-            items: components["schemas"]["ExecutionInput"][];
+            items: components["schemas"]["ExecutionListItemInput"][];
             hasNext: boolean;
             nextCursor: string | null;
         };
@@ -1659,8 +1685,29 @@ export interface components {
             startedAt: string | null;
             finishedAt: string | null;
         };
+        ExecutionListItem: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            workflowId: string;
+            workflowVersion: number;
+            jobId: string | null;
+            /** @enum {string} */
+            trigger: "manual" | "schedule" | "retry";
+            /** @enum {string} */
+            status: "pending" | "running" | "paused" | "completed" | "failed" | "cancelled";
+            input?: unknown;
+            output?: unknown;
+            error: unknown;
+            startedAt: string | null;
+            finishedAt: string | null;
+            /** Format: date-time */
+            createdAt: string;
+            /** @description The execution this one retries (trigger retry). */
+            retryOfId: string | null;
+        };
         ExecutionPage: {
-            items: components["schemas"]["Execution"][];
+            items: components["schemas"]["ExecutionListItem"][];
             hasNext: boolean;
             nextCursor: string | null;
         };

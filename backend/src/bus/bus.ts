@@ -1,6 +1,7 @@
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { Logger } from 'pino';
-import type { DbClient, Sql } from '../db/client.js';
+import type { BaseLogger } from 'pino';
+import type { DbClient, Fragment, Sql } from '../db/client.js';
 
 /**
  * What changed in an execution. `revision` orders the events of one execution (it is bumped in
@@ -31,38 +32,83 @@ export interface CallersChanged {
   readonly userId: string;
 }
 
-export type BusMessage = ExecutionEvent | WorkAvailable | CallersChanged;
+/**
+ * Local to a process: messages may have been missed (the LISTEN connection was re-established),
+ * so whoever keeps state from them re-reads it once.
+ */
+export interface MaybeMissed {
+  readonly kind: 'resync';
+}
+
+export type BusMessage = ExecutionEvent | WorkAvailable | CallersChanged | MaybeMissed;
 
 /**
- * One small interface over two transports: PostgreSQL LISTEN/NOTIFY, which reaches every replica,
- * and an in-process emitter for the embedded database (one connection, one process: LISTEN would
- * need a second connection, and there is no other process to reach).
+ * NOTIFY payloads are limited to 8000 bytes (not characters): a message over this many bytes of
+ * UTF-8 travels without its output and error, marked `truncated`.
+ */
+export const MAX_MESSAGE_BYTES = 7_900;
+
+/**
+ * One interface over two transports: PostgreSQL LISTEN/NOTIFY, which reaches every replica, and an
+ * in-process emitter for the embedded database (one connection, one process: LISTEN would need a
+ * second connection, and there is no other process to reach). Callers never know which is in use.
+ *
+ * Messages that announce a write travel with the write: `announce` gives the select-list
+ * expression a statement includes, and `settle` is handed the rows that statement returned. On
+ * PostgreSQL the expression is the NOTIFY itself, so a message is delivered exactly when its
+ * write commits; in-process, the statement returns the messages and `settle` emits them.
  */
 export interface EventBus {
-  publish(message: BusMessage): Promise<void>;
+  /**
+   * A select-list expression, named `announced`, that delivers `messages`: a SQL expression of type
+   * text[] whose elements are messages already encoded (see `encodeInSql`).
+   */
+  announce(messages: Fragment): Fragment;
+  /** Delivers what the rows' `announced` column holds, if the transport did not already. */
+  settle(rows: readonly { announced?: unknown }[]): void;
+  /** Sends one message that announces no write of its own ("work", "callers-changed"). */
+  publish(message: WorkAvailable | CallersChanged): Promise<void>;
   subscribe(listener: (message: BusMessage) => void): () => void;
   close(): Promise<void>;
 }
 
 export const CHANNEL = 'autonode_engine';
-/** NOTIFY payloads are limited to 8000 bytes; bulky outputs are left for the steps route. */
-const MAX_PAYLOAD_CHARS = 7_000;
 
-/** The notification text: the message, without bulky output/error if it would not fit. */
-export function encode(message: BusMessage): string {
-  const full = JSON.stringify(message);
-  if (full.length <= MAX_PAYLOAD_CHARS || message.kind === 'work' || message.kind === 'callers-changed') return full;
-  const { output: _output, error: _error, ...rest } = message;
-  return JSON.stringify({ ...rest, truncated: true });
+/**
+ * A SQL expression (text) that encodes one message in the statement producing it: `event` is a
+ * jsonb expression without `revision`, `revision` an integer expression. Measured in bytes: too
+ * large, it loses its output and error and says `truncated`. Every execution event is encoded
+ * here, whichever transport carries it.
+ */
+export function encodeInSql(sql: Sql, event: Fragment, revision: Fragment): Fragment {
+  return sql`(select case when octet_length(m::text) <= ${MAX_MESSAGE_BYTES} then m::text
+                          else (m - 'output' - 'error' || '{"truncated":true}'::jsonb)::text end
+                from (select (${event}) || jsonb_build_object('revision', ${revision}) as m) encoded)`;
 }
 
-export class InProcessEventBus implements EventBus {
+class InProcessEventBus implements EventBus {
   private readonly emitter = new EventEmitter().setMaxListeners(0);
 
-  async publish(message: BusMessage): Promise<void> {
-    // Same shape as over NOTIFY, so both transports deliver the same thing.
-    const delivered = JSON.parse(encode(message)) as BusMessage;
-    queueMicrotask(() => this.emitter.emit('message', delivered));
+  constructor(private readonly sql: Sql) {}
+
+  announce(messages: Fragment): Fragment {
+    return this.sql`${messages} as announced`;
+  }
+
+  settle(rows: readonly { announced?: unknown }[]): void {
+    for (const row of rows) {
+      if (!Array.isArray(row.announced)) continue;
+      for (const text of row.announced as string[]) this.emit(JSON.parse(text) as BusMessage);
+    }
+  }
+
+  async publish(message: WorkAvailable | CallersChanged): Promise<void> {
+    this.emit(message);
+  }
+
+  /** Delivered on a later turn, as a notification would be: a publisher never runs listeners inside its own call. */
+  private emit(message: BusMessage): void {
+    queueMicrotask(() => this.emitter.emit('message', message));
   }
 
   subscribe(listener: (message: BusMessage) => void): () => void {
@@ -75,45 +121,93 @@ export class InProcessEventBus implements EventBus {
   }
 }
 
-export class PostgresEventBus implements EventBus {
+/** How often a replica checks that its LISTEN connection still hears its own NOTIFY. */
+const LISTEN_CHECK_MS = 10_000;
+
+class PostgresEventBus implements EventBus {
   private readonly emitter = new EventEmitter().setMaxListeners(0);
   private listening: { unlisten(): Promise<void> } | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
+  private readonly checkTimer: NodeJS.Timeout;
+  /** The token of the last self-addressed check still unanswered. */
+  private awaitedCheck: string | undefined;
   private closed = false;
 
   constructor(
     private readonly sql: Sql,
-    private readonly logger: Logger,
-  ) {}
-
-  /**
-   * Starts listening: postgres.js keeps one dedicated connection for it and re-listens after a
-   * reconnect. If the database cannot be reached yet, it keeps trying in the background: until
-   * then workers find work by polling and event streams by re-reading, so nothing is lost.
-   */
-  async start(): Promise<void> {
-    await this.listen();
+    private readonly logger: Pick<BaseLogger, 'warn'>,
+  ) {
+    this.checkTimer = setInterval(() => void this.checkListening(), LISTEN_CHECK_MS);
+    this.checkTimer.unref();
   }
 
-  private async listen(): Promise<void> {
+  /**
+   * Starts listening on postgres.js's dedicated connection. Until it listens (the database may be
+   * down at start-up) it retries in the background; workers find work by polling meanwhile. Each
+   * time listening starts, subscribers are told they may have missed messages (`resync`).
+   */
+  async listen(): Promise<void> {
     if (this.closed || this.listening) return;
     try {
-      this.listening = await this.sql.listen(CHANNEL, (payload) => {
-        try {
-          this.emitter.emit('message', JSON.parse(payload) as BusMessage);
-        } catch (error) {
-          this.logger.warn({ err: error }, 'unreadable engine notification');
-        }
-      });
+      this.listening = await this.sql.listen(
+        CHANNEL,
+        (payload) => this.receive(payload),
+        () => this.emitter.emit('message', { kind: 'resync' } satisfies MaybeMissed),
+      );
     } catch (error) {
+      if (this.closed) return;
       this.logger.warn({ err: error }, 'cannot LISTEN for engine notifications yet; retrying');
       this.retryTimer = setTimeout(() => void this.listen(), 2_000);
       this.retryTimer.unref();
     }
   }
 
-  async publish(message: BusMessage): Promise<void> {
-    await this.sql`select pg_notify(${CHANNEL}, ${encode(message)})`;
+  private receive(payload: string): void {
+    let message: BusMessage | { kind: 'check'; token: string };
+    try {
+      message = JSON.parse(payload) as BusMessage | { kind: 'check'; token: string };
+    } catch (error) {
+      this.logger.warn({ err: error }, 'unreadable engine notification');
+      return;
+    }
+    if (message.kind === 'check') {
+      if (message.token === this.awaitedCheck) this.awaitedCheck = undefined;
+      return;
+    }
+    this.emitter.emit('message', message);
+  }
+
+  /**
+   * postgres.js re-listens after its connection drops, but gives up if the database refuses that
+   * one attempt. So each replica sends itself a NOTIFY now and then; if the previous one never
+   * came back, it listens anew (and subscribers resync). One query per replica, not per stream.
+   */
+  private async checkListening(): Promise<void> {
+    if (this.closed || !this.listening) return;
+    if (this.awaitedCheck !== undefined) {
+      this.logger.warn('engine notifications stopped arriving; listening again');
+      const lost = this.listening;
+      this.listening = undefined;
+      this.awaitedCheck = undefined;
+      await lost.unlisten().catch(() => undefined);
+      await this.listen();
+      return;
+    }
+    const token = randomUUID();
+    this.awaitedCheck = token;
+    await this.sql`select pg_notify(${CHANNEL}, ${JSON.stringify({ kind: 'check', token })})`.catch(() => undefined);
+  }
+
+  announce(messages: Fragment): Fragment {
+    return this.sql`(select count(pg_notify(${CHANNEL}, m)) from unnest(${messages}) as m) as announced`;
+  }
+
+  settle(): void {
+    // Sent by the statement itself, at its commit.
+  }
+
+  async publish(message: WorkAvailable | CallersChanged): Promise<void> {
+    await this.sql`select pg_notify(${CHANNEL}, ${JSON.stringify(message)})`;
   }
 
   subscribe(listener: (message: BusMessage) => void): () => void {
@@ -124,18 +218,22 @@ export class PostgresEventBus implements EventBus {
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.retryTimer);
+    clearInterval(this.checkTimer);
     this.emitter.removeAllListeners();
     const listening = this.listening;
     this.listening = undefined;
-    if (listening) await listening.unlisten().catch(() => undefined);
+    if (listening) await listening.unlisten();
   }
 }
 
-/** LISTEN/NOTIFY on a real server (reaches every replica); in-process on the embedded one (one connection, one process). */
-export async function createEventBus(database: DbClient, logger: Logger): Promise<EventBus> {
-  if (database.kind === 'embedded') return new InProcessEventBus();
+/**
+ * LISTEN/NOTIFY on a real server (reaches every replica); in-process on the embedded one. Close
+ * the bus before the pool: unlistening needs its connection.
+ */
+export function createEventBus(database: DbClient, logger: Pick<BaseLogger, 'warn'>): EventBus {
+  if (database.kind === 'embedded') return new InProcessEventBus(database.sql);
   const bus = new PostgresEventBus(database.sql, logger);
-  // Not awaited past the first attempt: a database that is down at start-up must not stop the service.
-  void bus.start();
+  // Not awaited: a database that is down at start-up must not stop the service.
+  void bus.listen();
   return bus;
 }

@@ -10,6 +10,8 @@ export type Db = PostgresJsDatabase<Schema>;
 /** The root database, whose `$client` is the postgres.js pool (a transaction is a Db but not a PooledDb). */
 export type PooledDb = Db & { $client: postgres.Sql };
 export type Sql = postgres.Sql;
+/** A piece of a statement built with the pool's tag, to be nested in another statement. */
+export type Fragment = postgres.Fragment;
 
 export interface DbClient {
   readonly db: PooledDb;

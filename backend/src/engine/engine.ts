@@ -2,15 +2,15 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { EngineConfig } from '../config.js';
-import type { DbClient } from '../db/client.js';
+import type { EventBus } from '../bus/bus.js';
 import { isDatabaseUnavailable } from '../db/errors.js';
-import { PostgresEventBus, type EventBus } from './events.js';
+import type { ClaimedExecution, ExecutionLifecycle } from '../executions/lifecycle.js';
 import { ExecutionRunner } from './runner.js';
-import { fireDueJobs } from './scheduler.js';
-import { EngineStore, type ClaimedExecution } from './store.js';
 
 export interface EngineDeps {
-  readonly database: DbClient;
+  /** Every state change of an execution goes through it. */
+  readonly lifecycle: ExecutionLifecycle;
+  /** Brings "work" nudges and cancellations from every replica. */
   readonly bus: EventBus;
   readonly config: EngineConfig;
   readonly logger: Logger;
@@ -23,7 +23,6 @@ export interface EngineDeps {
  */
 export class Engine {
   readonly workerId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
-  private readonly store: EngineStore;
   private readonly runner: ExecutionRunner;
   private readonly running = new Map<string, { controller: AbortController; done: Promise<void>; userId: string }>();
   private readonly log: Logger;
@@ -36,13 +35,11 @@ export class Engine {
 
   constructor(private readonly deps: EngineDeps) {
     this.log = deps.logger.child({ module: 'engine', workerId: this.workerId });
-    this.store = new EngineStore(deps.database.sql, this.workerId, deps.bus instanceof PostgresEventBus);
     this.runner = new ExecutionRunner(
-      this.store,
-      deps.bus,
+      deps.lifecycle,
+      this.workerId,
       {
         http: { allow: deps.config.http.allow, maxResponseBytes: deps.config.http.maxResponseBytes, defaultTimeoutMs: deps.config.http.timeoutMs },
-        maxPayloadBytes: deps.config.maxPayloadBytes,
         now: () => new Date(),
       },
       this.log,
@@ -77,7 +74,7 @@ export class Engine {
     while (this.state === 'running') {
       try {
         const free = this.deps.config.concurrency - this.running.size;
-        const claimed = free > 0 ? await this.store.claim(free, this.deps.config.leaseMs) : [];
+        const claimed = free > 0 ? await this.deps.lifecycle.claim(this.workerId, free, this.deps.config.leaseMs) : [];
         for (const execution of claimed) this.launch(execution);
         backoffMs = this.deps.config.pollMs;
         // A full batch suggests more work waiting: look again at once.
@@ -96,7 +93,7 @@ export class Engine {
   private async fireSchedules(): Promise<void> {
     if (this.state !== 'running') return;
     try {
-      const fired = await fireDueJobs(this.deps.database.sql);
+      const fired = await this.deps.lifecycle.fireDueJobs();
       for (const job of fired) this.log.info({ jobId: job.jobId, executionId: job.executionId, scheduledAt: job.scheduledAt }, 'job fired');
       if (fired.length > 0) this.wake();
     } catch (error) {
@@ -138,7 +135,7 @@ export class Engine {
     const ids = [...this.running.keys()];
     if (ids.length === 0) return;
     try {
-      const held = await this.store.heartbeat(ids, this.deps.config.leaseMs);
+      const held = await this.deps.lifecycle.heartbeat(this.workerId, ids, this.deps.config.leaseMs);
       for (const id of ids) if (!held.has(id)) this.running.get(id)?.controller.abort();
     } catch (error) {
       this.log.warn({ err: error }, 'heartbeat failed');
@@ -170,12 +167,9 @@ export class Engine {
       for (const entry of this.running.values()) entry.controller.abort();
       await all;
       // Hand them back at once rather than at lease expiry: another worker continues them.
-      for (const { id, userId } of unfinished) {
-        const event = { kind: 'execution', executionId: id, userId, status: 'pending' } as const;
-        const revision = await this.store.release(id, 'pending', null, event).catch(() => null);
-        if (revision !== null && !this.store.notifyInSql) await this.deps.bus.publish({ ...event, revision }).catch(() => undefined);
+      for (const execution of unfinished) {
+        await this.deps.lifecycle.release(this.workerId, execution, 'pending', null).catch(() => false);
       }
-      await this.deps.bus.publish({ kind: 'work' }).catch(() => undefined);
     }
     clearTimeout(timer);
     clearInterval(this.heartbeatTimer);

@@ -1,5 +1,5 @@
 import type { WorkflowSnapshot } from '../db/schema/index.js';
-import type { StepState } from './store.js';
+import type { StepState } from '../executions/lifecycle.js';
 
 export interface Plan {
   /** Nodes whose every predecessor finished and whose every incoming edge is inactive: they end skipped. */

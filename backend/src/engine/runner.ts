@@ -1,18 +1,16 @@
 import type { Logger } from 'pino';
 import type { WorkflowNode } from './graph.js';
 import { StepError } from './errors.js';
-import type { EventBus, ExecutionEvent } from './events.js';
+import type { ClaimedExecution, ExecutionLifecycle, StepChange, StepState } from '../executions/lifecycle.js';
 import type { HttpGuard } from './http-request.js';
 import { executionOutput, planNext } from './plan.js';
 import { isNodeType, nodeDefinition } from './registry.js';
-import type { ClaimedExecution, EngineStore, PendingEvent, StepRecord, StepState } from './store.js';
 
 /** Node types that finish at once (no I/O): they go straight to completed, with no `running` write. */
 const instantTypes = new Set(['trigger.manual', 'trigger.schedule', 'transform', 'condition']);
 
 export interface RunnerSettings {
   readonly http: HttpGuard;
-  readonly maxPayloadBytes: number;
   readonly now: () => Date;
 }
 
@@ -32,10 +30,6 @@ function errorRecord(error: unknown, nodeId?: string): Record<string, unknown> {
   return { ...(nodeId ? { nodeId } : {}), message: error instanceof Error ? error.message : String(error) };
 }
 
-function jsonSize(value: unknown): number {
-  return value === undefined ? 0 : Buffer.byteLength(JSON.stringify(value) ?? '', 'utf8');
-}
-
 /**
  * Runs one claimed execution until it ends or is handed back. It holds no transaction while a step
  * runs (the embedded database has a single connection); every write is fenced by the lease.
@@ -47,11 +41,11 @@ function jsonSize(value: unknown): number {
  */
 export class ExecutionRunner {
   /** Per execution being run here: instant step rows not written yet. */
-  private readonly unwritten = new Map<string, StepRecord[]>();
+  private readonly unwritten = new Map<string, StepChange[]>();
 
   constructor(
-    private readonly store: EngineStore,
-    private readonly bus: EventBus,
+    private readonly lifecycle: ExecutionLifecycle,
+    private readonly workerId: string,
     private readonly settings: RunnerSettings,
     private readonly logger: Logger,
   ) {}
@@ -67,16 +61,8 @@ export class ExecutionRunner {
 
   private async runClaimed(execution: ClaimedExecution, signal: AbortSignal, draining: () => boolean): Promise<void> {
     const log = this.logger.child({ executionId: execution.id });
-    if (!this.store.notifyInSql) {
-      await this.bus.publish({ kind: 'execution', executionId: execution.id, userId: execution.userId, revision: execution.revision, status: 'running' });
-    }
     const steps = new Map(execution.steps.map((step) => [step.nodeId, step]));
     const nodes = new Map(execution.snapshot.nodes.map((node) => [node.id, node]));
-
-    if (jsonSize(execution.input) > this.settings.maxPayloadBytes) {
-      await this.end(execution, { status: 'failed', error: { message: `the execution input is larger than ${this.settings.maxPayloadBytes} bytes` } });
-      return;
-    }
 
     for (;;) {
       if (signal.aborted) return;
@@ -149,8 +135,8 @@ export class ExecutionRunner {
         steps.set(node.id, waiting);
         return { kind: 'release', status: 'paused', wakeAt: result.waitUntil };
       }
-      if (jsonSize(result.output) > this.settings.maxPayloadBytes) {
-        throw new StepError(`the step output is larger than ${this.settings.maxPayloadBytes} bytes`, { retryable: false });
+      if (this.lifecycle.exceedsPayloadLimit(result.output)) {
+        throw new StepError(`the step output is larger than ${this.lifecycle.limits.maxPayloadBytes} bytes`, { retryable: false });
       }
       const completed: StepState = { nodeId: node.id, status: 'completed', attempt, input: result.input ?? null, output: result.output ?? null, error: null };
       if (!(await this.writeStep(execution, completed, { finished: true, started: instant }, instant ? 'deferred' : 'now'))) return { kind: 'lost' };
@@ -175,17 +161,7 @@ export class ExecutionRunner {
   }
 
   private async end(execution: ClaimedExecution, outcome: { status: 'completed' | 'failed'; output?: unknown; error?: unknown }): Promise<void> {
-    const event: PendingEvent = {
-      kind: 'execution',
-      executionId: execution.id,
-      userId: execution.userId,
-      status: outcome.status,
-      ...(outcome.output !== undefined ? { output: outcome.output } : {}),
-      ...(outcome.error !== undefined ? { error: outcome.error } : {}),
-    };
-    const records = this.takeUnwritten(execution);
-    const revision = await this.store.finish(execution.id, outcome, event, records);
-    if (revision !== null) await this.announceAll(records, event, revision);
+    await this.lifecycle.finish(this.workerId, execution, outcome, this.takeUnwritten(execution));
   }
 
   private async interrupt(execution: ClaimedExecution, interruption: Interruption, log: Logger): Promise<void> {
@@ -193,18 +169,12 @@ export class ExecutionRunner {
       log.info('execution taken away (cancelled or lease lost); stopping');
       return;
     }
-    const event: PendingEvent = { kind: 'execution', executionId: execution.id, userId: execution.userId, status: interruption.status };
-    const records = this.takeUnwritten(execution);
-    const revision = await this.store.release(execution.id, interruption.status, interruption.wakeAt, event, records);
-    if (revision === null) return;
-    await this.announceAll(records, event, revision);
-    if (!interruption.wakeAt) await this.bus.publish({ kind: 'work' });
+    await this.lifecycle.release(this.workerId, execution, interruption.status, interruption.wakeAt, this.takeUnwritten(execution));
   }
 
   /**
    * Records a step row: `deferred` keeps it for the execution's next write; `now` writes it with
-   * those kept so far, and announces them all (every revision is announced: a gap would make each
-   * live stream re-read the whole execution). False when the execution is no longer ours.
+   * those kept so far. False when the execution is no longer ours.
    */
   private async writeStep(
     execution: ClaimedExecution,
@@ -212,55 +182,26 @@ export class ExecutionRunner {
     timing: { started?: boolean; finished?: boolean },
     when: 'now' | 'deferred' = 'now',
   ): Promise<boolean> {
-    const record: StepRecord = {
-      step: {
-        nodeId: step.nodeId,
-        status: step.status,
-        attempt: step.attempt,
-        ...(step.input !== null ? { input: step.input } : {}),
-        ...(step.output !== null ? { output: step.output } : {}),
-        ...(step.error !== null ? { error: step.error } : {}),
-        ...timing,
-      },
-      event: {
-        kind: 'step',
-        executionId: execution.id,
-        userId: execution.userId,
-        nodeId: step.nodeId,
-        status: step.status,
-        attempt: step.attempt,
-        ...(step.output !== null && step.output !== undefined ? { output: step.output } : {}),
-        ...(step.error !== null && step.error !== undefined ? { error: step.error } : {}),
-      },
+    const change: StepChange = {
+      nodeId: step.nodeId,
+      status: step.status,
+      attempt: step.attempt,
+      ...(step.input !== null ? { input: step.input } : {}),
+      ...(step.output !== null ? { output: step.output } : {}),
+      ...(step.error !== null ? { error: step.error } : {}),
+      ...timing,
     };
     if (when === 'deferred') {
-      this.unwritten.get(execution.id)?.push(record);
+      this.unwritten.get(execution.id)?.push(change);
       return true;
     }
-    const records = [...this.takeUnwritten(execution), record];
-    const revision = await this.store.writeSteps(execution.id, records);
-    if (revision === null) return false;
-    await this.announceAll(records, undefined, revision);
-    return true;
+    return this.lifecycle.writeSteps(this.workerId, execution, [...this.takeUnwritten(execution), change]);
   }
 
   /** The kept step rows, handed to the write that takes them (taken at once: parallel steps each write their own). */
-  private takeUnwritten(execution: ClaimedExecution): StepRecord[] {
-    const records = this.unwritten.get(execution.id) ?? [];
+  private takeUnwritten(execution: ClaimedExecution): StepChange[] {
+    const changes = this.unwritten.get(execution.id) ?? [];
     this.unwritten.set(execution.id, []);
-    return records;
-  }
-
-  /** Announces step events and then the execution's own, numbered as the store numbered them, up to `revision`. */
-  private async announceAll(records: readonly StepRecord[], last: PendingEvent | undefined, revision: number): Promise<void> {
-    if (this.store.notifyInSql) return;
-    const first = revision - records.length - (last ? 1 : 0) + 1;
-    for (const [index, record] of records.entries()) await this.announce(record.event, first + index);
-    if (last) await this.announce(last, revision);
-  }
-
-  /** Publishes through the bus when the store could not notify inside its statement (embedded database). */
-  private async announce(event: PendingEvent, revision: number): Promise<void> {
-    if (!this.store.notifyInSql) await this.bus.publish({ ...event, revision } as ExecutionEvent);
+    return changes;
   }
 }

@@ -57,6 +57,16 @@ const fastifyClientErrors: Record<string, { status: number; code: string; detail
 };
 
 /**
+ * Fastify's `frameworkErrors` option: errors raised before routing (a malformed URL, an over-long
+ * parameter) get the same problem+json shape as all others.
+ */
+export function answerFrameworkError(error: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const status = error.statusCode ?? 400;
+  reply.header('x-request-id', request.id);
+  return sendProblem(reply, problem(request, status, error.code === 'FST_ERR_BAD_URL' ? 'BAD_URL' : (error.code ?? 'BAD_REQUEST'), error.message));
+}
+
+/**
  * One error handler and one error shape for the whole API. Caller errors are answered as they
  * are; database outages become 503 with Retry-After; anything else is a 500 whose details go
  * to the log only.

@@ -6,6 +6,7 @@ import { z } from 'zod';
  * which the config refuses in production.
  */
 export const testSupportRoutes: FastifyPluginAsyncZod = async (app) => {
+  app.addHook('onRequest', app.admit);
   app.get(
     '/api/test/sleep',
     {

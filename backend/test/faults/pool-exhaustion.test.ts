@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { QUERIES_PER_CONNECTION } from '../../src/app.js';
+import { QUERIES_PER_CONNECTION } from '../../src/plugins/admission.js';
 import { databaseUrl, isEmbeddedDatabase } from '../helpers.js';
 import { startServerProcess } from '../process.js';
 import { probe, tally } from './cluster.js';

@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import type { ExpressionScope } from '../expressions.js';
 import type { HttpGuard } from '../http-request.js';
-import type { StepState } from '../store.js';
+import type { StepState } from '../../executions/lifecycle.js';
 
 export interface NodeContext {
   /** `{ input, steps }`: what expressions see. */

@@ -12,7 +12,7 @@ export const apiKeyRoutes: FastifyPluginAsyncZod = async (app) => {
   app.get(
     '/api-keys',
     { schema: { tags, summary: 'List API keys (never their secrets)', querystring: ListApiKeysQuery, response: { 200: ApiKeyPage } } },
-    async (request) => apiKeys.list(app.db, request.user.id, request.query),
+    async (request) => apiKeys.list(app.database.db, request.user.id, request.query),
   );
 
   app.post(
@@ -30,11 +30,11 @@ export const apiKeyRoutes: FastifyPluginAsyncZod = async (app) => {
       let secret: string | undefined;
       reply.header('cache-control', 'no-store');
       return replyIdempotently<CreatedApiKeyDto>(
-        app.db,
+        app.database.db,
         request,
         reply,
         async () => {
-          const { created, stored } = await apiKeys.create(app.db, request.user.id, request.body);
+          const { created, stored } = await apiKeys.create(app.database.db, request.user.id, request.body);
           secret = created.key;
           // What is kept for a replay has no secret in it.
           return { status: 201, body: stored, location: `/api/v1/api-keys/${stored.id}` };
@@ -48,7 +48,7 @@ export const apiKeyRoutes: FastifyPluginAsyncZod = async (app) => {
     '/api-keys/:id',
     { schema: { tags, summary: 'Revoke an API key', params: IdParams, response: { 204: z.null().meta({ description: 'Revoked' }) } } },
     async (request, reply) => {
-      const deleted = await apiKeys.remove(app.db, request.user.id, request.params.id);
+      const deleted = await apiKeys.remove(app.database.db, request.user.id, request.params.id);
       if (!deleted) throw notFound('API key', request.params.id);
       // Replicas may hold the key as a verified caller for a few seconds: they are told now.
       await app.forgetCallers(request.user.id);

@@ -1,11 +1,20 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { IdempotencyHeaders, IdParams } from '../../lib/http.js';
-import { replyIdempotently } from '../../lib/idempotency.js';
 import { conflict, notFound } from '../../lib/problem.js';
+import { acceptExecution } from './accept.js';
 import { streamExecutionEvents } from './events.js';
-import * as executions from './repository.js';
-import { Execution, ExecutionPage, ListExecutionsQuery, ListStepsQuery, RetryQuery, StepPage, type ExecutionDto } from './schemas.js';
+import {
+  Execution,
+  ExecutionPage,
+  ListExecutionsQuery,
+  ListStepsQuery,
+  presentExecution,
+  presentExecutionListItem,
+  presentStep,
+  RetryQuery,
+  StepPage,
+} from './schemas.js';
 
 const tags = ['executions'];
 
@@ -16,20 +25,21 @@ export const executionRoutes: FastifyPluginAsyncZod = async (app) => {
       schema: {
         tags,
         summary: 'List executions (filters: status list, workflowId, jobId, createdAfter, createdBefore)',
+        description: 'Items leave out `input` and `output` unless `includeData=true` (then `pageSize` is at most 20).',
         querystring: ListExecutionsQuery,
         response: { 200: ExecutionPage },
       },
     },
-    async (request) => executions.list(app.db, request.user.id, request.query),
+    async (request) => app.executionReads.list(request.user.id, request.query, presentExecutionListItem),
   );
 
   app.get(
     '/executions/:id',
     { schema: { tags, summary: 'Get an execution', params: IdParams, response: { 200: Execution } } },
     async (request) => {
-      const row = await executions.get(app.db, request.user.id, request.params.id);
+      const row = await app.executionReads.get(request.user.id, request.params.id);
       if (!row) throw notFound('execution', request.params.id);
-      return executions.present(row);
+      return presentExecution(row);
     },
   );
 
@@ -38,14 +48,14 @@ export const executionRoutes: FastifyPluginAsyncZod = async (app) => {
     {
       schema: {
         tags,
-        summary: 'List the steps of an execution (filter: status list)',
+        summary: 'List the steps of an execution, in the order they ran unless sortDirection=desc (filter: status list)',
         params: IdParams,
         querystring: ListStepsQuery,
         response: { 200: StepPage },
       },
     },
     async (request) => {
-      const page = await executions.listSteps(app.db, request.user.id, request.params.id, request.query);
+      const page = await app.executionReads.listSteps(request.user.id, request.params.id, request.query, presentStep);
       if (!page) throw notFound('execution', request.params.id);
       return page;
     },
@@ -62,11 +72,10 @@ export const executionRoutes: FastifyPluginAsyncZod = async (app) => {
       },
     },
     async (request) => {
-      const result = await executions.cancel(app.db, request.user.id, request.params.id);
+      const result = await app.executions.cancel(request.user.id, request.params.id);
       if (result === null) throw notFound('execution', request.params.id);
       if (result === 'ended') throw conflict('The execution has already ended.', 'EXECUTION_ENDED');
-      await app.bus.publish({ kind: 'execution', executionId: result.execution.id, userId: request.user.id, revision: result.revision, status: 'cancelled' });
-      return executions.present(result.execution);
+      return presentExecution(result);
     },
   );
 
@@ -82,15 +91,13 @@ export const executionRoutes: FastifyPluginAsyncZod = async (app) => {
         response: { 202: Execution },
       },
     },
-    async (request, reply) => {
-      return replyIdempotently<ExecutionDto>(app.db, request, reply, async () => {
-        const created = await executions.retry(app.db, request.user.id, request.params.id, request.query.from);
+    async (request, reply) =>
+      acceptExecution(request, reply, async () => {
+        const created = await app.executions.retry(request.user.id, request.params.id, request.query.from);
         if (created === null) throw notFound('execution', request.params.id);
         if (created === 'not-retryable') throw conflict('Only a failed or cancelled execution can be retried.', 'EXECUTION_NOT_RETRYABLE');
-        await app.bus.publish({ kind: 'work' });
-        return { status: 202, body: executions.present(created), location: `/api/v1/executions/${created.id}` };
-      });
-    },
+        return created;
+      }),
   );
 
   app.get(
@@ -100,15 +107,11 @@ export const executionRoutes: FastifyPluginAsyncZod = async (app) => {
         tags,
         summary: 'Server-sent events of every step and status change, in order, until the execution ends',
         description:
-          'text/event-stream. `event: step` with `{ executionId, nodeId, status, attempt, output?, error? }` and `event: execution` with `{ executionId, status, output?, error? }`; `id` is the execution revision (events come in revision order). The stream opens with the current state and ends after the execution ends. Large outputs may be left out (`truncated: true`): read them from the steps route.',
+          'text/event-stream. `event: step` with `{ executionId, nodeId, status, attempt, output?, error? }` and `event: execution` with `{ executionId, status, output?, error? }`; `id` is the execution revision (events come in revision order). The stream opens with the current state (every step), unless the client reconnects with a `Last-Event-ID` at or past it, and ends after the execution ends. Large outputs may be left out (`truncated: true`): read them from the steps route.',
         params: IdParams,
         response: { 200: z.string().meta({ description: 'text/event-stream' }) },
       },
     },
-    async (request, reply) => {
-      const execution = await executions.get(app.db, request.user.id, request.params.id);
-      if (!execution) throw notFound('execution', request.params.id);
-      await streamExecutionEvents(request, reply, app.db, app.bus, app.eventStreams, execution);
-    },
+    async (request, reply) => streamExecutionEvents(request, reply, request.params.id),
   );
 };

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { executionStatuses, executionTriggers, stepStatuses } from '../../db/schema/index.js';
+import type { ExecutionRecord, StepRecord } from '../../executions/reads.js';
 import { Timestamp, TimestampInput } from '../../lib/http.js';
 import { listQuery, pageOf } from '../../lib/pagination.js';
 
@@ -57,17 +58,71 @@ const statusList = <Status extends string>(statuses: readonly [Status, ...Status
     .optional()
     .meta({ description: `Comma-separated: ${statuses.join(', ')}` });
 
+/** Most list items with their input and output that one page may hold. */
+export const MAX_PAGE_SIZE_WITH_DATA = 20;
+
 export const ListExecutionsQuery = listQuery(['createdAt'] as const, {
   status: statusList(executionStatuses),
   workflowId: z.uuid().optional(),
   jobId: z.uuid().optional(),
   createdAfter: TimestampInput.optional().meta({ description: 'Only executions created at or after this time.' }),
   createdBefore: TimestampInput.optional().meta({ description: 'Only executions created before this time.' }),
+  includeData: z
+    .enum(['true', 'false'])
+    .transform((value) => value === 'true')
+    .optional()
+    .meta({ description: `Include each execution's input and output (pageSize at most ${MAX_PAGE_SIZE_WITH_DATA}).` }),
+}).refine((query) => !query.includeData || query.pageSize <= MAX_PAGE_SIZE_WITH_DATA, {
+  message: `is at most ${MAX_PAGE_SIZE_WITH_DATA} with includeData=true`,
+  path: ['pageSize'],
 });
-export const ExecutionPage = pageOf(Execution, 'ExecutionPage');
 
-export const ListStepsQuery = listQuery(['createdAt'] as const, { status: statusList(stepStatuses) });
+/** A list item: the execution, with `input` and `output` only when asked for (includeData). */
+export const ExecutionListItem = Execution.extend({ input: z.unknown().optional(), output: z.unknown().optional() }).meta({ id: 'ExecutionListItem' });
+export const ExecutionPage = pageOf(ExecutionListItem, 'ExecutionPage');
+
+/** Steps are listed in the order they ran unless sortDirection=desc. */
+export const ListStepsQuery = listQuery(['createdAt'] as const, { status: statusList(stepStatuses) }, 'asc');
 export const StepPage = pageOf(Step, 'StepPage');
 
 export type ExecutionDto = z.infer<typeof Execution>;
+export type ExecutionListItemDto = z.infer<typeof ExecutionListItem>;
 export type StepDto = z.infer<typeof Step>;
+
+/** A list item: `input` and `output` only when the row was read with them (includeData). */
+export function presentExecutionListItem(row: ExecutionRecord): ExecutionListItemDto {
+  const item: ExecutionListItemDto = {
+    id: row.id,
+    workflowId: row.workflowId,
+    workflowVersion: row.workflowVersion,
+    jobId: row.jobId,
+    trigger: row.trigger,
+    status: row.status,
+    error: row.error ?? null,
+    startedAt: row.startedAt,
+    finishedAt: row.finishedAt,
+    createdAt: row.createdAt,
+    retryOfId: row.retryOfId,
+  };
+  if ('input' in row) item.input = row.input ?? null;
+  if ('output' in row) item.output = row.output ?? null;
+  return item;
+}
+
+export function presentExecution(row: ExecutionRecord): ExecutionDto {
+  return { ...presentExecutionListItem(row), input: row.input ?? null, output: row.output ?? null };
+}
+
+export function presentStep(row: StepRecord): StepDto {
+  return {
+    id: row.id,
+    nodeId: row.nodeId,
+    status: row.status,
+    attempt: row.attempt,
+    input: row.input ?? null,
+    output: row.output ?? null,
+    error: row.error ?? null,
+    startedAt: row.startedAt,
+    finishedAt: row.finishedAt,
+  };
+}

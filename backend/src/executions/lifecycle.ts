@@ -1,0 +1,432 @@
+import type { EventBus, ExecutionEvent } from '../bus/bus.js';
+import { encodeInSql } from '../bus/bus.js';
+import type { Fragment, Sql } from '../db/client.js';
+import type { WorkflowSnapshot } from '../db/schema/index.js';
+import { parseSchedule } from '../engine/schedule.js';
+import { badRequest } from '../lib/problem.js';
+import type { ExecutionReads, ExecutionRecord, StepRecord, StepStatus } from './reads.js';
+
+/**
+ * The one owner of an execution's state. Every change of `executions` and `execution_steps`
+ * happens here, each in one statement or transaction that also announces it on the bus:
+ *
+ *   create (run, retry, schedule)  -> pending            announces "work"
+ *   claim (or take over an expired lease) -> running      announces the execution `running`
+ *   writeSteps                      step rows             announces each step
+ *   release                         -> pending | paused   announces the execution
+ *   finish                          -> completed | failed announces the execution; unlocks its job
+ *   cancel                          -> cancelled          announces the execution; unlocks its job
+ *
+ * Invariants:
+ * - Every write of a running execution is fenced by its lease (`lease_owner = worker and status =
+ *   'running'`): a worker that lost it (expired, or the execution was cancelled) changes nothing
+ *   and learns it from the null result.
+ * - `revision` is bumped in the statement that makes a change, by the number of events it
+ *   announces; the events take the new revisions in order (announce()), so a listener can order
+ *   them and notice a gap.
+ * - An execution that ends (finish, cancel) unlocks the job that started it, in the same statement.
+ * - No payload larger than `maxPayloadBytes` of JSON is written (input at create, step output by
+ *   the runner through `exceedsPayloadLimit`).
+ */
+
+export interface LifecycleLimits {
+  /** Largest execution input and step output, as JSON. */
+  readonly maxPayloadBytes: number;
+}
+
+/** A claimed execution, as the runner needs it. */
+export interface ClaimedExecution {
+  id: string;
+  userId: string;
+  workflowId: string;
+  jobId: string | null;
+  input: unknown;
+  snapshot: WorkflowSnapshot;
+  /** Its step rows so far (read in the claim itself: one round trip fewer per execution). */
+  steps: StepState[];
+}
+
+/** What the engine knows of a step: its row without the row's own id and times. */
+export type StepState = Pick<StepRecord, 'nodeId' | 'status' | 'attempt' | 'input' | 'output' | 'error'>;
+
+/** A change of one step row; `started`/`finished` stamp the row's times. */
+export interface StepChange {
+  nodeId: string;
+  status: StepStatus;
+  attempt: number;
+  input?: unknown;
+  output?: unknown;
+  error?: unknown;
+  started?: boolean;
+  finished?: boolean;
+}
+
+/** The execution a running worker changes: which, and whose (its events carry the owner). */
+export interface RunningExecution {
+  readonly id: string;
+  readonly userId: string;
+}
+
+export interface FiredJob {
+  readonly jobId: string;
+  readonly executionId: string;
+  readonly userId: string;
+  readonly scheduledAt: Date;
+}
+
+type PendingEvent = Omit<ExecutionEvent, 'revision'>;
+
+/** "There may be work": sent with every write that makes an execution runnable now. */
+const WORK = JSON.stringify({ kind: 'work' });
+
+/** JSON for a jsonb parameter (the shared client passes JSON through as text); undefined is SQL NULL. */
+const jsonParam = (value: unknown): string | null => (value === undefined ? null : JSON.stringify(value));
+
+export function payloadBytes(value: unknown): number {
+  return value === undefined ? 0 : Buffer.byteLength(JSON.stringify(value) ?? '', 'utf8');
+}
+
+export class ExecutionLifecycle {
+  private readonly work: Fragment;
+  private readonly unlockJob: Fragment;
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly bus: EventBus,
+    private readonly reads: ExecutionReads,
+    readonly limits: LifecycleLimits,
+  ) {
+    this.work = bus.announce(sql`array[${WORK}::text]`);
+    // Requires the statement's CTE `fence` to return the ended execution's `job_id`.
+    this.unlockJob = sql`unlocked as (update jobs set locked = false where id = (select job_id from fence))`;
+  }
+
+  exceedsPayloadLimit(value: unknown): boolean {
+    return payloadBytes(value) > this.limits.maxPayloadBytes;
+  }
+
+  private assertInputFits(input: unknown): void {
+    const bytes = payloadBytes(input);
+    if (bytes > this.limits.maxPayloadBytes) {
+      throw badRequest(`The input is ${bytes} bytes of JSON; executions accept at most ${this.limits.maxPayloadBytes}.`, [
+        { path: 'input', message: `is larger than ${this.limits.maxPayloadBytes} bytes` },
+      ]);
+    }
+  }
+
+  /** A new pending execution of one of the caller's workflows, frozen at its current version; null when the caller has no such workflow. */
+  async create(userId: string, workflowId: string, trigger: 'manual', input: unknown): Promise<ExecutionRecord | null> {
+    this.assertInputFits(input);
+    const rows = await this.sql<(ExecutionRecord & { announced: unknown })[]>`
+      with created as (
+        insert into executions (user_id, workflow_id, workflow_version, workflow_snapshot, trigger, input)
+        select user_id, id, version, jsonb_build_object('nodes', nodes, 'edges', edges), ${trigger}::execution_trigger, ${jsonParam(input ?? null)}::jsonb
+          from workflows where id = ${workflowId}::uuid and user_id = ${userId}
+        returning *)
+      select ${this.reads.columns}, ${this.work} from created`;
+    return this.settled(rows);
+  }
+
+  /**
+   * A new execution of the same graph and input (trigger `retry`, linked to the original). From the
+   * failed step, the original's completed steps are copied, so they are not run again and their
+   * outputs are reused; from the start, everything runs again. Only a failed or cancelled execution
+   * can be retried ('not-retryable' otherwise); null when the caller has no such execution.
+   */
+  async retry(userId: string, id: string, from: 'failed' | 'start'): Promise<ExecutionRecord | 'not-retryable' | null> {
+    return this.sql.begin(async (tx) => {
+      const [original] = await tx<{ status: string }[]>`
+        select status from executions where id = ${id}::uuid and user_id = ${userId} for share`;
+      if (!original) return null;
+      if (original.status !== 'failed' && original.status !== 'cancelled') return 'not-retryable' as const;
+      const rows = await tx<(ExecutionRecord & { announced: unknown })[]>`
+        with created as (
+          insert into executions (user_id, workflow_id, workflow_version, workflow_snapshot, job_id, trigger, input, retry_of_id)
+          select user_id, workflow_id, workflow_version, workflow_snapshot, job_id, 'retry', input, id
+            from executions where id = ${id}::uuid
+          returning *),
+        copied as (
+          insert into execution_steps (execution_id, node_id, status, attempt, input, output, started_at, finished_at, created_at)
+          select created.id, s.node_id, s.status, s.attempt, s.input, s.output, s.started_at, s.finished_at, s.created_at
+            from created, execution_steps s
+           where ${from === 'failed'} and s.execution_id = ${id}::uuid and s.status = 'completed')
+        select ${this.reads.columns}, ${this.work} from created`;
+      return rows;
+    }).then((result) => (Array.isArray(result) ? this.settled(result) : result));
+  }
+
+  /**
+   * Fires due jobs, in one transaction per batch: claims due ACTIVE, unlocked jobs with SKIP LOCKED
+   * (two schedulers never take the same job), creates each job's `schedule` execution, locks the
+   * job while that execution runs, and moves nextRunAt to the next occurrence after now, so a long
+   * downtime yields one catch-up run, not one per missed slot.
+   */
+  async fireDueJobs(limit = 20): Promise<FiredJob[]> {
+    const fired: FiredJob[] = [];
+    const announced: { announced: unknown }[] = await this.sql.begin(async (tx) => {
+      const due = await tx<{ id: string; user_id: string; workflow_id: string; cron: string; timezone: string; next_run_at: string }[]>`
+        select j.id, j.user_id, j.workflow_id, j.cron, j.timezone, j.next_run_at
+          from jobs j
+         where j.status = 'ACTIVE' and j.next_run_at <= now() and not j.locked
+         order by j.next_run_at
+         limit ${limit}
+         for update of j skip locked`;
+      for (const job of due) {
+        const parsed = parseSchedule(job.cron, job.timezone);
+        const nextRunAt = 'schedule' in parsed ? parsed.schedule.nextRun(new Date()) : null;
+        const scheduledAt = new Date(job.next_run_at);
+        const input = { jobId: job.id, scheduledAt: scheduledAt.toISOString() };
+        const [execution] = await tx<{ id: string }[]>`
+          insert into executions (user_id, workflow_id, workflow_version, workflow_snapshot, job_id, trigger, input)
+          select user_id, id, version, jsonb_build_object('nodes', nodes, 'edges', edges), ${job.id}::uuid, 'schedule', ${JSON.stringify(input)}::jsonb
+            from workflows where id = ${job.workflow_id}::uuid
+          returning id`;
+        await tx`update jobs set locked = true, last_run_at = now(), next_run_at = ${nextRunAt ? nextRunAt.toISOString() : null}::timestamptz
+                  where id = ${job.id}`;
+        if (execution) fired.push({ jobId: job.id, executionId: execution.id, userId: job.user_id, scheduledAt });
+      }
+      return fired.length > 0 ? [...(await tx<{ announced: unknown }[]>`select ${this.work}`)] : [];
+    });
+    this.bus.settle(announced);
+    return fired;
+  }
+
+  /**
+   * Claims up to `limit` executions, oldest-runnable first (SKIP LOCKED: competing workers never take
+   * the same one): pending or paused ones whose time has come, and running ones whose lease expired
+   * (a takeover). Each kind is read from the front of its own index (executions_ready_idx,
+   * executions_lease_idx): one condition over both made PostgreSQL fetch and sort every waiting
+   * execution on each claim.
+   */
+  async claim(workerId: string, limit: number, leaseMs: number): Promise<ClaimedExecution[]> {
+    const sql = this.sql;
+    const running = encodeInSql(
+      sql,
+      sql`jsonb_build_object('kind', 'execution', 'executionId', c.id, 'userId', c.user_id, 'status', 'running')`,
+      sql`c.revision`,
+    );
+    const rows = await sql<
+      { id: string; user_id: string; workflow_id: string; job_id: string | null; input: unknown; workflow_snapshot: WorkflowSnapshot; steps: StepState[]; announced: unknown }[]
+    >`
+      with ready as (
+        select id, coalesce(wake_at, created_at) as runnable_at from executions
+         where status in ('pending', 'paused') and coalesce(wake_at, created_at) <= now()
+         order by coalesce(wake_at, created_at)
+         limit ${limit}
+         for update skip locked),
+      expired as (
+        select id, lease_expires_at as runnable_at from executions
+         where status = 'running' and lease_expires_at < now()
+         order by lease_expires_at
+         limit ${limit}
+         for update skip locked),
+      picked as (
+        select id from (select * from ready union all select * from expired) candidates
+         order by runnable_at
+         limit ${limit}),
+      claimed as (
+        update executions e
+           set status = 'running', lease_owner = ${workerId},
+               lease_expires_at = now() + make_interval(secs => ${leaseMs / 1000}),
+               started_at = coalesce(e.started_at, now()), wake_at = null, revision = e.revision + 1
+         where e.id in (select id from picked)
+        returning e.id, e.user_id, e.workflow_id, e.job_id, e.input, e.workflow_snapshot, e.revision)
+      select c.id, c.user_id, c.workflow_id, c.job_id, c.input, c.workflow_snapshot,
+             (select coalesce(json_agg(json_build_object('nodeId', s.node_id, 'status', s.status, 'attempt', s.attempt,
+                                                         'input', s.input, 'output', s.output, 'error', s.error)), '[]'::json)
+                from execution_steps s where s.execution_id = c.id) as steps,
+             ${this.bus.announce(sql`array[${running}]`)}
+        from claimed c`;
+    this.bus.settle(rows);
+    return rows.map((row) => ({
+      id: row.id,
+      userId: row.user_id,
+      workflowId: row.workflow_id,
+      jobId: row.job_id,
+      input: row.input,
+      snapshot: row.workflow_snapshot,
+      steps: row.steps,
+    }));
+  }
+
+  /** Renews the leases of the executions this worker runs; returns the ids it still holds. */
+  async heartbeat(workerId: string, executionIds: readonly string[], leaseMs: number): Promise<Set<string>> {
+    if (executionIds.length === 0) return new Set();
+    const rows = await this.sql<{ id: string }[]>`
+      update executions set lease_expires_at = now() + make_interval(secs => ${leaseMs / 1000})
+       where id = any(${executionIds as string[]}::uuid[]) and lease_owner = ${workerId} and status = 'running'
+      returning id`;
+    return new Set(rows.map((row) => row.id));
+  }
+
+  /** Writes step rows (one per node) while this worker holds the execution, in one statement; false when it no longer does. */
+  async writeSteps(workerId: string, execution: RunningExecution, changes: readonly StepChange[]): Promise<boolean> {
+    if (changes.length === 0) throw new Error('writeSteps needs at least one step');
+    const events = changes.map((change) => stepEvent(execution, change));
+    const rows = await this.sql<{ announced: unknown }[]>`
+      with fence as (
+        update executions set revision = revision + ${events.length}
+         where id = ${execution.id}::uuid and lease_owner = ${workerId} and status = 'running'
+        returning revision),
+      written as (${this.upsertSteps(execution.id, changes)})
+      select ${this.announce(events)} from fence where exists (select 1 from written)`;
+    return this.settled(rows) !== null;
+  }
+
+  /**
+   * Ends the execution (completed or failed), writing the step rows not yet written in the same
+   * statement; false when it is no longer this worker's.
+   */
+  async finish(
+    workerId: string,
+    execution: RunningExecution,
+    outcome: { status: 'completed' | 'failed'; output?: unknown; error?: unknown },
+    changes: readonly StepChange[] = [],
+  ): Promise<boolean> {
+    const events = [...changes.map((change) => stepEvent(execution, change)), executionEvent(execution, outcome.status, outcome)];
+    const rows = await this.sql<{ announced: unknown }[]>`
+      with fence as (
+        update executions
+           set status = ${outcome.status}, output = ${jsonParam(outcome.output)}::jsonb,
+               error = ${jsonParam(outcome.error)}::jsonb,
+               finished_at = now(), lease_owner = null, lease_expires_at = null, revision = revision + ${events.length}
+         where id = ${execution.id}::uuid and lease_owner = ${workerId} and status = 'running'
+        returning revision, job_id),
+      ${changes.length > 0 ? this.sql`written as (${this.upsertSteps(execution.id, changes)}),` : this.sql``}
+      ${this.unlockJob}
+      select ${this.announce(events)} from fence`;
+    return this.settled(rows) !== null;
+  }
+
+  /**
+   * Gives the execution back: `paused` until a delay ends, or `pending` (now, after a retry
+   * backoff, or for another worker when this one shuts down). No worker is held while it waits.
+   * False when it is no longer this worker's.
+   */
+  async release(
+    workerId: string,
+    execution: RunningExecution,
+    status: 'pending' | 'paused',
+    wakeAt: Date | null,
+    changes: readonly StepChange[] = [],
+  ): Promise<boolean> {
+    const events = [...changes.map((change) => stepEvent(execution, change)), executionEvent(execution, status, {})];
+    const rows = await this.sql<{ announced: unknown }[]>`
+      with fence as (
+        update executions
+           set status = ${status}, wake_at = ${wakeAt ? wakeAt.toISOString() : null}::timestamptz, lease_owner = null, lease_expires_at = null,
+               revision = revision + ${events.length}
+         where id = ${execution.id}::uuid and lease_owner = ${workerId} and status = 'running'
+        returning revision)
+      ${changes.length > 0 ? this.sql`, written as (${this.upsertSteps(execution.id, changes)})` : this.sql``}
+      select ${this.announce(events, { andWork: wakeAt === null })} from fence`;
+    return this.settled(rows) !== null;
+  }
+
+  /**
+   * Cancels one of the caller's executions that has not ended: its running or pending steps end
+   * failed ("cancelled"), its job is unlocked, and the worker running it loses its lease (its next
+   * write is refused, and the cancel event aborts its step at once). 'ended' when it had already
+   * ended; null when the caller has no such execution.
+   */
+  async cancel(userId: string, id: string): Promise<ExecutionRecord | 'ended' | null> {
+    const cancelledMessage = JSON.stringify({ message: 'cancelled' });
+    const event = executionEvent({ id, userId }, 'cancelled', { error: { message: 'cancelled' } });
+    const rows = await this.sql<{ announced: unknown }[]>`
+      with fence as (
+        update executions
+           set status = 'cancelled', finished_at = now(), lease_owner = null, lease_expires_at = null, wake_at = null,
+               error = ${cancelledMessage}::jsonb, revision = revision + 1
+         where id = ${id}::uuid and user_id = ${userId} and status in ('pending', 'running', 'paused')
+        returning id, revision, job_id),
+      steps as (
+        update execution_steps set status = 'failed', error = ${cancelledMessage}::jsonb, finished_at = now()
+         where execution_id = (select id from fence) and status in ('running', 'pending')),
+      ${this.unlockJob}
+      select ${this.announce([event])} from fence`;
+    const cancelled = this.settled(rows) !== null;
+    const record = await this.reads.get(userId, id);
+    if (!record) return null;
+    return cancelled ? record : 'ended';
+  }
+
+  /**
+   * The select-list expression that announces `events`, numbered up to the statement's new
+   * revision (the `revision` column of its CTE `fence`): the last event takes it, each earlier
+   * one the number before. The one place where event revisions are assigned.
+   */
+  private announce(events: readonly PendingEvent[], options: { andWork?: boolean } = {}): Fragment {
+    const sql = this.sql;
+    const encoded = encodeInSql(sql, sql`e.value`, sql`fence.revision - ${events.length} + e.ordinality::int`);
+    const messages = sql`(select array_agg(${encoded} order by e.ordinality)
+      from jsonb_array_elements(${JSON.stringify(events)}::jsonb) with ordinality as e)`;
+    return this.bus.announce(options.andWork ? sql`${messages} || ${WORK}::text` : messages);
+  }
+
+  /** Hands the statement's rows to the bus; the first row, or null when the statement changed nothing. */
+  private settled<Row extends { announced?: unknown }>(rows: readonly Row[]): Row | null {
+    this.bus.settle(rows);
+    return rows[0] ?? null;
+  }
+
+  /**
+   * The upsert of step rows, run only when the CTE `fence` (the lease check) returned its row. A
+   * step's `started_at` is set when it starts and kept after; JSON travels as text, so a JSON null
+   * stays distinct from "no value" (SQL NULL).
+   */
+  private upsertSteps(executionId: string, changes: readonly StepChange[]): Fragment {
+    // One row per node: a later change of the same node in the batch replaces an earlier one.
+    const latest = new Map(changes.map((change) => [change.nodeId, change]));
+    const rows = JSON.stringify(
+      [...latest.values()].map((change, position) => ({
+        position,
+        node_id: change.nodeId,
+        status: change.status,
+        attempt: change.attempt,
+        input: jsonParam(change.input),
+        output: jsonParam(change.output),
+        error: jsonParam(change.error),
+        started: change.started ?? false,
+        finished: change.finished ?? false,
+      })),
+    );
+    return this.sql`
+      insert into execution_steps as s (execution_id, node_id, status, attempt, input, output, error, started_at, finished_at, created_at)
+      select ${executionId}::uuid, x.node_id, x.status::step_status, x.attempt, x.input::jsonb, x.output::jsonb, x.error::jsonb,
+             case when x.started then now() end, case when x.finished then now() end,
+             -- Rows written together share now(): a millisecond apiece keeps steps listed in the order they ran.
+             now() + x.position * interval '1 millisecond'
+        from fence,
+             jsonb_to_recordset(${rows}::jsonb)
+               as x(position int, node_id text, status text, attempt int, input text, output text, error text, started boolean, finished boolean)
+      on conflict (execution_id, node_id) do update
+         set status = excluded.status, attempt = excluded.attempt,
+             input = coalesce(excluded.input, s.input), output = excluded.output, error = excluded.error,
+             started_at = coalesce(excluded.started_at, s.started_at), finished_at = excluded.finished_at
+      returning 1`;
+  }
+}
+
+function stepEvent(execution: RunningExecution, change: StepChange): PendingEvent {
+  return {
+    kind: 'step',
+    executionId: execution.id,
+    userId: execution.userId,
+    nodeId: change.nodeId,
+    status: change.status,
+    attempt: change.attempt,
+    ...(change.output !== undefined && change.output !== null ? { output: change.output } : {}),
+    ...(change.error !== undefined && change.error !== null ? { error: change.error } : {}),
+  };
+}
+
+function executionEvent(execution: RunningExecution, status: string, outcome: { output?: unknown; error?: unknown }): PendingEvent {
+  return {
+    kind: 'execution',
+    executionId: execution.id,
+    userId: execution.userId,
+    status,
+    ...(outcome.output !== undefined ? { output: outcome.output } : {}),
+    ...(outcome.error !== undefined ? { error: outcome.error } : {}),
+  };
+}

@@ -1,0 +1,21 @@
+import type { FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
+import { ExecutionLifecycle, type LifecycleLimits } from './lifecycle.js';
+import { ExecutionReads } from './reads.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Every state change of an execution (runs, retries, cancels; the engine's too). */
+    executions: ExecutionLifecycle;
+    /** The reads of executions and their steps. */
+    executionReads: ExecutionReads;
+  }
+}
+
+async function executionsPlugin(app: FastifyInstance, limits: LifecycleLimits) {
+  const reads = new ExecutionReads(app.database.sql);
+  app.decorate('executionReads', reads);
+  app.decorate('executions', new ExecutionLifecycle(app.database.sql, app.bus, reads, limits));
+}
+
+export default fp(executionsPlugin, { name: 'autonode-executions', fastify: '5.x', dependencies: ['autonode-db', 'autonode-bus'] });

@@ -1,0 +1,180 @@
+import type { Fragment, Sql } from '../db/client.js';
+import type { executionStatuses, executionTriggers, stepStatuses } from '../db/schema/index.js';
+import { keysetPosition, toPage, type ListParams, type Page, type SortKeys } from '../lib/pagination.js';
+
+/**
+ * The reads of executions and steps: the API's hot path, in raw postgres.js with one row shape
+ * each (drizzle's per-column row mapping was 14% of a list request's CPU, bench/README.md).
+ * Columns come back under the API's names, and timestamps as PostgreSQL writes them in
+ * toISOString() form, so a row is presented without parsing or formatting a Date.
+ */
+
+export type ExecutionStatus = (typeof executionStatuses)[number];
+export type StepStatus = (typeof stepStatuses)[number];
+
+export interface ExecutionRecord {
+  id: string;
+  workflowId: string;
+  workflowVersion: number;
+  jobId: string | null;
+  trigger: (typeof executionTriggers)[number];
+  status: ExecutionStatus;
+  /** Absent in list rows read without `includeData`. */
+  input?: unknown;
+  output?: unknown;
+  error: unknown;
+  startedAt: string | null;
+  finishedAt: string | null;
+  createdAt: string;
+  retryOfId: string | null;
+  /** Orders the execution's live events; never shown. */
+  revision: number;
+}
+
+export interface StepRecord {
+  id: string;
+  nodeId: string;
+  status: StepStatus;
+  attempt: number;
+  input: unknown;
+  output: unknown;
+  error: unknown;
+  startedAt: string | null;
+  finishedAt: string | null;
+  createdAt: string;
+}
+
+export interface ExecutionFilters {
+  status?: ExecutionStatus[] | undefined;
+  workflowId?: string | undefined;
+  jobId?: string | undefined;
+  createdAfter?: string | undefined;
+  createdBefore?: string | undefined;
+  includeData?: boolean | undefined;
+}
+
+/** toISOString()'s format (the columns hold milliseconds, years 0001 to 9999). */
+const ISO_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"';
+
+const executionSortKeys: SortKeys<ExecutionRecord> = { createdAt: { kind: 'timestamp', valueOf: (row) => row.createdAt } };
+const stepSortKeys: SortKeys<StepRecord> = { createdAt: { kind: 'timestamp', valueOf: (row) => row.createdAt } };
+
+/**
+ * Before every row in either direction: a first page is a cursor page from here, so each
+ * direction has one statement. Timestamps are bound as text: 'infinity' is a timestamptz.
+ */
+const START = {
+  desc: { value: 'infinity', id: 'ffffffff-ffff-ffff-ffff-ffffffffffff' },
+  asc: { value: '-infinity', id: '00000000-0000-0000-0000-000000000000' },
+} as const;
+
+/** Built once per pool (a fragment belongs to the pool that made it) and nested in its statements. */
+export class ExecutionReads {
+  /** The select list of an execution record, for reads and for the lifecycle's `returning`. */
+  readonly columns: Fragment;
+  private readonly columnsWithoutData: Fragment;
+  private readonly stepColumns: Fragment;
+
+  constructor(private readonly sql: Sql) {
+    const iso = sql.unsafe(`'${ISO_FORMAT}'`);
+    const common = (data: Fragment) => sql`id, workflow_id as "workflowId", workflow_version as "workflowVersion", job_id as "jobId", trigger, status,
+      ${data} error,
+      to_char(started_at at time zone 'UTC', ${iso}) as "startedAt",
+      to_char(finished_at at time zone 'UTC', ${iso}) as "finishedAt",
+      to_char(created_at at time zone 'UTC', ${iso}) as "createdAt",
+      retry_of_id as "retryOfId", revision`;
+    this.columns = common(sql`input, output,`);
+    this.columnsWithoutData = common(sql``);
+    this.stepColumns = sql`id, node_id as "nodeId", status, attempt, input, output, error,
+      to_char(started_at at time zone 'UTC', ${iso}) as "startedAt",
+      to_char(finished_at at time zone 'UTC', ${iso}) as "finishedAt",
+      to_char(created_at at time zone 'UTC', ${iso}) as "createdAt"`;
+  }
+
+  async get(userId: string, id: string): Promise<ExecutionRecord | null> {
+    const [row] = await this.sql<ExecutionRecord[]>`select ${this.columns} from executions where user_id = ${userId} and id = ${id}::uuid`;
+    return row ?? null;
+  }
+
+  /**
+   * A page of the caller's executions. Unfiltered pages (what every client walks) are one
+   * statement per direction; filters are nested only when in use (bench/README.md: per-request
+   * fragments cost the hot path).
+   */
+  async list<Item>(userId: string, params: ListParams & ExecutionFilters, present: (row: ExecutionRecord) => Item): Promise<Page<Item>> {
+    const sql = this.sql;
+    const { cursor, limit, offset } = keysetPosition(params, executionSortKeys);
+    const columns = params.includeData ? this.columns : this.columnsWithoutData;
+    const from = cursor ?? START[params.sortDirection];
+    const filtered = params.status || params.workflowId || params.jobId || params.createdAfter || params.createdBefore;
+    let rows: ExecutionRecord[];
+    if (!filtered) {
+      rows =
+        params.sortDirection === 'desc'
+          ? await sql<ExecutionRecord[]>`select ${columns} from executions
+              where user_id = ${userId} and (created_at, id) < (${from.value}::timestamptz, ${from.id}::uuid)
+              order by created_at desc, id desc limit ${limit} offset ${offset}`
+          : await sql<ExecutionRecord[]>`select ${columns} from executions
+              where user_id = ${userId} and (created_at, id) > (${from.value}::timestamptz, ${from.id}::uuid)
+              order by created_at asc, id asc limit ${limit} offset ${offset}`;
+    } else {
+      const conditions: Fragment[] = [];
+      if (params.status) conditions.push(sql`and status = any(${params.status}::execution_status[])`);
+      if (params.workflowId) conditions.push(sql`and workflow_id = ${params.workflowId}::uuid`);
+      if (params.jobId) conditions.push(sql`and job_id = ${params.jobId}::uuid`);
+      if (params.createdAfter) conditions.push(sql`and created_at >= ${params.createdAfter}::timestamptz`);
+      if (params.createdBefore) conditions.push(sql`and created_at < ${params.createdBefore}::timestamptz`);
+      rows =
+        params.sortDirection === 'desc'
+          ? await sql<ExecutionRecord[]>`select ${columns} from executions
+              where user_id = ${userId} and (created_at, id) < (${from.value}::timestamptz, ${from.id}::uuid) ${conditions}
+              order by created_at desc, id desc limit ${limit} offset ${offset}`
+          : await sql<ExecutionRecord[]>`select ${columns} from executions
+              where user_id = ${userId} and (created_at, id) > (${from.value}::timestamptz, ${from.id}::uuid) ${conditions}
+              order by created_at asc, id asc limit ${limit} offset ${offset}`;
+    }
+    return toPage(rows, params, executionSortKeys, present);
+  }
+
+  /** A page of the steps of one of the caller's executions; null when the execution is not the caller's. */
+  async listSteps<Item>(
+    userId: string,
+    executionId: string,
+    params: ListParams & { status?: StepStatus[] | undefined },
+    present: (row: StepRecord) => Item,
+  ): Promise<Page<Item> | null> {
+    const sql = this.sql;
+    const { cursor, limit, offset } = keysetPosition(params, stepSortKeys);
+    const from = cursor ?? START[params.sortDirection];
+    const position =
+      params.sortDirection === 'desc'
+        ? sql`(s.created_at, s.id) < (${from.value}::timestamptz, ${from.id}::uuid) order by s.created_at desc, s.id desc`
+        : sql`(s.created_at, s.id) > (${from.value}::timestamptz, ${from.id}::uuid) order by s.created_at asc, s.id asc`;
+    // The owner check rides along: an execution of the caller with no matching step still answers (an empty page).
+    const rows = await sql<(StepRecord & { owned: boolean })[]>`
+      select o.owned, s.* from (select exists (select 1 from executions where id = ${executionId}::uuid and user_id = ${userId}) as owned) o
+        left join lateral (
+          select ${this.stepColumns} from execution_steps s
+           where o.owned and s.execution_id = ${executionId}::uuid
+             ${params.status ? sql`and s.status = any(${params.status}::step_status[])` : sql``}
+             and ${position}
+           limit ${limit} offset ${offset}) s on true`;
+    if (!rows[0]?.owned) return null;
+    return toPage(rows[0].id === null ? [] : rows, params, stepSortKeys, present);
+  }
+
+  /**
+   * One of the caller's executions with every step, in the order they ran, read in one statement
+   * (one consistent state at its revision): an event stream's opening state. Null when not the caller's.
+   */
+  async snapshot(userId: string, id: string): Promise<{ execution: ExecutionRecord; steps: StepRecord[] } | null> {
+    const [row] = await this.sql<(ExecutionRecord & { steps: StepRecord[] })[]>`
+      select ${this.columns},
+             (select coalesce(json_agg(s order by s."createdAt", s.id), '[]'::json)
+                from (select ${this.stepColumns} from execution_steps where execution_id = e.id) s) as steps
+        from executions e where user_id = ${userId} and id = ${id}::uuid`;
+    if (!row) return null;
+    const { steps, ...execution } = row;
+    return { execution, steps };
+  }
+}
