@@ -3,7 +3,10 @@ import type { Logger } from 'pino';
 import { createAuth } from '../src/auth/auth.js';
 import type { Config } from '../src/config.js';
 import type { DbClient } from '../src/db/client.js';
-import { executions, executionSteps, jobs, user, workflows } from '../src/db/schema/index.js';
+import { createEventBus } from '../src/bus/bus.js';
+import { jobs, user, workflows } from '../src/db/schema/index.js';
+import { ExecutionLifecycle } from '../src/executions/lifecycle.js';
+import { ExecutionReads } from '../src/executions/reads.js';
 import { parseSchedule } from '../src/engine/schedule.js';
 
 export const DEMO_USER = { name: 'Demo User', email: 'demo@autonode.local', password: 'demo-password' } as const;
@@ -20,8 +23,6 @@ const ids = {
   greetingWorkflow: '5eed0000-0000-4000-8000-000000000001',
   fetchWorkflow: '5eed0000-0000-4000-8000-000000000002',
   dailyJob: '5eed0000-0000-4000-8000-000000000101',
-  completedExecution: '5eed0000-0000-4000-8000-000000000201',
-  failedExecution: '5eed0000-0000-4000-8000-000000000202',
 } as const;
 
 const greetingGraph = {
@@ -84,54 +85,20 @@ export async function seedDemoData(database: DbClient, config: Config, logger: L
     })
     .onConflictDoNothing({ target: jobs.id });
 
-  await db
-    .insert(executions)
-    .values([
-      {
-        id: ids.completedExecution,
-        userId,
-        workflowId: ids.greetingWorkflow,
-        workflowVersion: 1,
-        workflowSnapshot: greetingGraph,
-        trigger: 'manual',
-        status: 'completed',
-        input: { name: 'Ada' },
-        output: { greet: 'Hello, Ada' },
-        startedAt: at('2026-01-02T10:00:00.000Z'),
-        finishedAt: at('2026-01-02T10:00:00.120Z'),
-        createdAt: at('2026-01-02T10:00:00.000Z'),
-      },
-      {
-        id: ids.failedExecution,
-        userId,
-        workflowId: ids.fetchWorkflow,
-        workflowVersion: 1,
-        workflowSnapshot: fetchGraph,
-        jobId: ids.dailyJob,
-        trigger: 'schedule',
-        status: 'failed',
-        input: { jobId: ids.dailyJob, scheduledAt: '2026-01-03T07:00:00.000Z' },
-        error: { nodeId: 'fetch', message: 'HTTP 503 from status.example.com' },
-        startedAt: at('2026-01-03T07:00:00.010Z'),
-        finishedAt: at('2026-01-03T07:00:02.500Z'),
-        createdAt: at('2026-01-03T07:00:00.000Z'),
-      },
-    ])
-    .onConflictDoNothing({ target: executions.id });
+  // History is made the way production makes it: a run, which the engine carries out when the
+  // service starts. Only the first seed starts one, so seeding again adds nothing.
+  const [existing] = await database.sql<{ count: number }[]>`select count(*)::int as count from executions where user_id = ${userId}`;
+  if (existing?.count === 0) {
+    const bus = createEventBus(database, logger);
+    try {
+      const lifecycle = new ExecutionLifecycle(database.sql, bus, new ExecutionReads(database.sql), { maxPayloadBytes: config.engine.maxPayloadBytes });
+      await lifecycle.create(userId, ids.greetingWorkflow, 'manual', { name: 'Ada' });
+    } finally {
+      await bus.close();
+    }
+  }
 
-  await db
-    .insert(executionSteps)
-    .values([
-      { executionId: ids.completedExecution, nodeId: 'start', status: 'completed', attempt: 1, output: { name: 'Ada' } },
-      { executionId: ids.completedExecution, nodeId: 'greet', status: 'completed', attempt: 1, output: 'Hello, Ada' },
-      { executionId: ids.failedExecution, nodeId: 'tick', status: 'completed', attempt: 1 },
-      { executionId: ids.failedExecution, nodeId: 'fetch', status: 'failed', attempt: 3, error: { message: 'HTTP 503' } },
-      { executionId: ids.failedExecution, nodeId: 'healthy', status: 'skipped', attempt: 0 },
-      { executionId: ids.failedExecution, nodeId: 'alert', status: 'skipped', attempt: 0 },
-    ])
-    .onConflictDoNothing({ target: [executionSteps.executionId, executionSteps.nodeId] });
-
-  return { userId, workflows: 2, jobs: 1, executions: 2 };
+  return { userId, workflows: 2, jobs: 1, executions: 1 };
 }
 
 async function ensureDemoUser(database: DbClient, config: Config, logger: Logger): Promise<string> {

@@ -202,7 +202,7 @@ function sessionCookieOf(header: string | string[] | undefined, name: string): s
 /**
  * Sets `request.caller` and `request.user`, or ends with 401. A client address that keeps failing
  * (guessing keys or cookies) gets 429 for the rest of the minute. Callback-style: a cached caller,
- * the common case, costs no promise (an async hook cost several per request, bench/).
+ * the common case, costs no promise.
  */
 export function requireUser(request: FastifyRequest, done: (error?: Error) => void): void {
   const failures = request.server.authFailures;

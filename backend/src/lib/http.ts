@@ -4,9 +4,9 @@ import { preconditionFailed } from './problem.js';
 
 export const IdParams = z.object({ id: z.uuid({ message: 'must be a UUID' }) }).strict();
 
-/** A timestamp as the API writes it (toISOString form). A string is one PostgreSQL already formatted so (hot reads). */
-export const iso = (value: Date | string): string => (typeof value === 'string' ? value : value.toISOString());
-export const isoOrNull = (value: Date | string | null): string | null => (value === null ? null : iso(value));
+/** A timestamp as the API writes it (toISOString form). */
+export const iso = (value: Date): string => value.toISOString();
+export const isoOrNull = (value: Date | null): string | null => (value === null ? null : value.toISOString());
 
 export const Timestamp = z.iso.datetime({ offset: true });
 

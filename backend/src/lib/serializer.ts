@@ -140,8 +140,7 @@ function missingProperty(name: string): never {
 
 /**
  * One object literal with the declared properties, generated as code: V8 then builds every copy
- * with one fixed shape, which a loop assigning property by property does not give (the first
- * version, a loop, was slower than fast-json-stringify). Names are written as JSON string
+ * with one fixed shape, which a loop assigning property by property does not give. Names are written as JSON string
  * literals, so no name can break out of the code. An undefined value stays undefined, and
  * JSON.stringify leaves it out, as it would an absent optional property.
  */
@@ -185,10 +184,8 @@ export function compileResponseSerializer(schema: z.ZodType): (data: unknown) =>
  * Responses are written from the routes' zod schemas by a compiled projection and JSON.stringify:
  * the projection copies each body down to the properties the schema declares (nothing else can
  * leak) and fails on a missing required one; V8's native JSON.stringify then writes one flat
- * string. fast-json-stringify, which writes the same from the same schema, concatenated a string
- * per property (Node then flattened it again to count its bytes): with it, a list request cost 8%
- * more CPU (bench/README.md). Schemas with unions are written by fast-json-stringify, which
- * validates to choose a branch. Validating every body with zod first cost more than either
- * (bench/serializer.ts measures them).
+ * string, cheaper than fast-json-stringify's string per property (bench/serializer.ts measures
+ * both, and zod validation). Schemas with unions are written by fast-json-stringify, which
+ * validates to choose a branch.
  */
 export const responseSerializerCompiler: FastifySerializerCompiler<z.ZodType> = ({ schema }) => compileResponseSerializer(schema);
