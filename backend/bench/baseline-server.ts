@@ -24,6 +24,11 @@ const sql = postgres(databaseUrl, {
   // The same start-up parameters as the service's pool (client.ts), so each connection behaves alike.
   connection: { application_name: 'autonode-bench-baseline', statement_timeout: 30_000 },
 });
+// As on the service's pool, where drizzle makes them so: timestamps travel as text both ways.
+for (const timestampType of [1184, 1114]) {
+  sql.options.serializers[timestampType] = (value: unknown) => value;
+  sql.options.parsers[timestampType] = (value: string) => value;
+}
 
 interface ExecutionRecord {
   id: string;

@@ -229,10 +229,13 @@ describe('the engine', () => {
         const field = (name: string) => block.split('\n').find((line) => line.startsWith(`${name}: `))?.slice(name.length + 2) ?? '';
         return { event: field('event'), id: Number(field('id')), data: JSON.parse(field('data')) as { status: string; nodeId?: string } };
       });
-    const ids = events.map((event) => event.id);
+    // The stream opens with the current state, whose last event alone carries the current
+    // revision; after that, steps written together (an instant step goes with the next write)
+    // still get a revision each.
+    const openingLength = events.findIndex((event) => event.event === 'execution') + 1;
+    expect(events.slice(0, openingLength - 1).every((event) => event.id === 0)).toBe(true);
+    const ids = events.slice(openingLength - 1).map((event) => event.id);
     expect(ids).toEqual([...ids].sort((x, y) => x - y));
-    // The stream opens with the current state (all at the current revision); after that, steps
-    // written together (an instant step goes with the next write) still get a revision each.
     const live = ids.filter((id) => id > (ids[0] ?? 0));
     expect(live).toEqual([...new Set(live)]);
     const last = events[events.length - 1];
@@ -240,6 +243,34 @@ describe('the engine', () => {
     const completedOrder = events.filter((event) => event.event === 'step' && event.data.status === 'completed').map((event) => event.data.nodeId);
     expect(completedOrder.indexOf('b')).toBeGreaterThan(completedOrder.indexOf('pause'));
     expect(new Set(completedOrder)).toEqual(new Set(['start', 'a', 'pause', 'b']));
+  });
+  it('answers a reconnect with the final state\'s Last-Event-ID with 204, and any id it never issued with the whole state', async () => {
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'a', type: 'transform', params: { expression: '1' } },
+      ],
+      edges: [{ source: 'start', target: 'a' }],
+    });
+    const execution = await waitForStatus(app, user, (await runWorkflow(app, user, workflowId)).id, ['completed']);
+    const open = (lastEventId?: string) =>
+      app.inject({ url: `/api/v1/executions/${execution.id}/events`, headers: { cookie: user.cookie, ...(lastEventId === undefined ? {} : { 'last-event-id': lastEventId }) } });
+    const first = await open();
+    expect(first.statusCode).toBe(200);
+    const finalId = Number(/id: (\d+)\n/.exec(first.body)?.[1]);
+    expect(finalId).toBeGreaterThan(0);
+    expect(first.body.match(/^event: step$/gm)).toHaveLength(2);
+
+    const upToDate = await open(String(finalId));
+    expect(upToDate.statusCode).toBe(204);
+    expect(upToDate.body).toBe('');
+    for (const unknown of [String(finalId + 1000), 'not-a-revision', '']) {
+      const again = await open(unknown);
+      expect(again.statusCode, unknown).toBe(200);
+      expect(again.body, unknown).toBe(first.body);
+    }
+    // An earlier revision: the client missed something, so it gets the state again.
+    expect((await open(String(finalId - 1))).body).toBe(first.body);
   });
 });
 
@@ -426,6 +457,29 @@ describe('the scheduler', () => {
     } finally {
       await engine.stop(2_000);
     }
+  });
+
+  it('stays locked while its scheduled run is under way, whatever a retry of an earlier run does', async () => {
+    const job = await createJob('ACTIVE');
+    const cancel = (id: string) => app.inject({ method: 'POST', url: `/api/v1/executions/${id}/cancel`, headers: { cookie: user.cookie } });
+    await makeDue(job.id, 1);
+    await app.executions.fireDueJobs();
+    const [first] = await executionsOf(job.id);
+    expect((await cancel(first?.id as string)).statusCode).toBe(200);
+    expect((await jobOf(job.id)).locked).toBe(false);
+    const retry = await app.inject({ method: 'POST', url: `/api/v1/executions/${first?.id}/retry`, headers: { cookie: user.cookie } });
+    expect(retry.statusCode).toBe(202);
+
+    await makeDue(job.id, 1);
+    await app.executions.fireDueJobs();
+    const scheduled = (await executionsOf(job.id)).find((execution) => execution.trigger === 'schedule' && execution.id !== first?.id);
+    expect(scheduled).toBeDefined();
+    expect((await jobOf(job.id)).locked).toBe(true);
+    // The retry carries the job's id, but did not lock it: ending it leaves the job locked.
+    expect((await cancel(retry.json<{ id: string }>().id)).statusCode).toBe(200);
+    expect((await jobOf(job.id)).locked).toBe(true);
+    expect((await cancel(scheduled?.id as string)).statusCode).toBe(200);
+    expect((await jobOf(job.id)).locked).toBe(false);
   });
 
   it('fires one catch-up run after a downtime of many slots, and never fires a paused job', async () => {

@@ -97,7 +97,8 @@ class InProcessEventBus implements EventBus {
 
   settle(rows: readonly { announced?: unknown }[]): void {
     for (const row of rows) {
-      if (!Array.isArray(row.announced)) continue;
+      if (row.announced === null) continue;
+      if (!Array.isArray(row.announced)) throw new Error('a statement announced messages that are not a text[]');
       for (const text of row.announced as string[]) this.emit(JSON.parse(text) as BusMessage);
     }
   }
@@ -121,16 +122,24 @@ class InProcessEventBus implements EventBus {
   }
 }
 
-/** How often a replica checks that its LISTEN connection still hears its own NOTIFY. */
+/** How often a replica checks that it listens and that its LISTEN connection hears its own NOTIFY. */
 const LISTEN_CHECK_MS = 10_000;
+/** A self-addressed NOTIFY not heard this long after it was sent means the LISTEN connection is deaf. */
+const CHECK_ANSWER_MS = 5_000;
+
+type CheckMessage = { kind: 'check'; token: string };
 
 class PostgresEventBus implements EventBus {
   private readonly emitter = new EventEmitter().setMaxListeners(0);
   private listening: { unlisten(): Promise<void> } | undefined;
-  private retryTimer: NodeJS.Timeout | undefined;
+  /**
+   * Bumped each time this bus listens anew. postgres.js keeps every listener it was given (and
+   * re-adds them after a reconnect, under new handles that cannot be unlistened), so callbacks of
+   * an earlier listen may still fire: only the current generation's are heard.
+   */
+  private generation = 0;
   private readonly checkTimer: NodeJS.Timeout;
-  /** The token of the last self-addressed check still unanswered. */
-  private awaitedCheck: string | undefined;
+  private check: { token: string; sentAt: number | undefined } | undefined;
   private closed = false;
 
   constructor(
@@ -142,36 +151,39 @@ class PostgresEventBus implements EventBus {
   }
 
   /**
-   * Starts listening on postgres.js's dedicated connection. Until it listens (the database may be
-   * down at start-up) it retries in the background; workers find work by polling meanwhile. Each
+   * Listens on postgres.js's dedicated connection. If the database cannot be reached (it may be
+   * down at start-up), the next check tries again; workers find work by polling meanwhile. Each
    * time listening starts, subscribers are told they may have missed messages (`resync`).
    */
   async listen(): Promise<void> {
     if (this.closed || this.listening) return;
+    const generation = ++this.generation;
+    const current = () => generation === this.generation && !this.closed;
     try {
       this.listening = await this.sql.listen(
         CHANNEL,
-        (payload) => this.receive(payload),
-        () => this.emitter.emit('message', { kind: 'resync' } satisfies MaybeMissed),
+        (payload) => {
+          if (current()) this.receive(payload);
+        },
+        () => {
+          if (current()) this.emitter.emit('message', { kind: 'resync' } satisfies MaybeMissed);
+        },
       );
     } catch (error) {
-      if (this.closed) return;
-      this.logger.warn({ err: error }, 'cannot LISTEN for engine notifications yet; retrying');
-      this.retryTimer = setTimeout(() => void this.listen(), 2_000);
-      this.retryTimer.unref();
+      if (!this.closed) this.logger.warn({ err: error, retryInMs: LISTEN_CHECK_MS }, 'cannot LISTEN for engine notifications yet');
     }
   }
 
   private receive(payload: string): void {
-    let message: BusMessage | { kind: 'check'; token: string };
+    let message: BusMessage | CheckMessage;
     try {
-      message = JSON.parse(payload) as BusMessage | { kind: 'check'; token: string };
+      message = JSON.parse(payload) as BusMessage | CheckMessage;
     } catch (error) {
       this.logger.warn({ err: error }, 'unreadable engine notification');
       return;
     }
     if (message.kind === 'check') {
-      if (message.token === this.awaitedCheck) this.awaitedCheck = undefined;
+      if (message.token === this.check?.token) this.check = undefined;
       return;
     }
     this.emitter.emit('message', message);
@@ -179,23 +191,32 @@ class PostgresEventBus implements EventBus {
 
   /**
    * postgres.js re-listens after its connection drops, but gives up if the database refuses that
-   * one attempt. So each replica sends itself a NOTIFY now and then; if the previous one never
-   * came back, it listens anew (and subscribers resync). One query per replica, not per stream.
+   * one attempt. So each replica sends itself a NOTIFY now and then; if one sent more than
+   * CHECK_ANSWER_MS ago was never heard, it listens anew (and subscribers resync). One query per
+   * replica per LISTEN_CHECK_MS, not per stream; a check still waiting for the pool counts for nothing.
    */
   private async checkListening(): Promise<void> {
-    if (this.closed || !this.listening) return;
-    if (this.awaitedCheck !== undefined) {
+    if (this.closed) return;
+    if (!this.listening) return this.listen();
+    const pending = this.check;
+    if (pending) {
+      if (pending.sentAt === undefined || Date.now() - pending.sentAt < CHECK_ANSWER_MS) return;
       this.logger.warn('engine notifications stopped arriving; listening again');
-      const lost = this.listening;
+      const deaf = this.listening;
       this.listening = undefined;
-      this.awaitedCheck = undefined;
-      await lost.unlisten().catch(() => undefined);
-      await this.listen();
-      return;
+      this.check = undefined;
+      await deaf.unlisten().catch(() => undefined);
+      return this.listen();
     }
-    const token = randomUUID();
-    this.awaitedCheck = token;
-    await this.sql`select pg_notify(${CHANNEL}, ${JSON.stringify({ kind: 'check', token })})`.catch(() => undefined);
+    const check = { token: randomUUID(), sentAt: undefined as number | undefined };
+    this.check = check;
+    try {
+      await this.sql`select pg_notify(${CHANNEL}, ${JSON.stringify({ kind: 'check', token: check.token } satisfies CheckMessage)})`;
+      check.sentAt = Date.now();
+    } catch {
+      // The database is unreachable: nothing was sent, so nothing is judged.
+      if (this.check === check) this.check = undefined;
+    }
   }
 
   announce(messages: Fragment): Fragment {
@@ -217,12 +238,12 @@ class PostgresEventBus implements EventBus {
 
   async close(): Promise<void> {
     this.closed = true;
-    clearTimeout(this.retryTimer);
     clearInterval(this.checkTimer);
     this.emitter.removeAllListeners();
     const listening = this.listening;
     this.listening = undefined;
-    if (listening) await listening.unlisten();
+    // A database that is down at shutdown must not make the shutdown fail.
+    if (listening) await listening.unlisten().catch(() => undefined);
   }
 }
 

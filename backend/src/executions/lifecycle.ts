@@ -24,9 +24,10 @@ import type { ExecutionReads, ExecutionRecord, StepRecord, StepStatus } from './
  * - `revision` is bumped in the statement that makes a change, by the number of events it
  *   announces; the events take the new revisions in order (announce()), so a listener can order
  *   them and notice a gap.
- * - An execution that ends (finish, cancel) unlocks the job that started it, in the same statement.
- * - No payload larger than `maxPayloadBytes` of JSON is written (input at create, step output by
- *   the runner through `exceedsPayloadLimit`).
+ * - A scheduled run locks its job (fireDueJobs) and unlocks it when it ends (finish, cancel), in
+ *   the same statement.
+ * - An execution's input is at most `maxPayloadBytes` of JSON (create); the runner holds each
+ *   step's output to the same limit through `exceedsPayloadLimit`.
  */
 
 export interface LifecycleLimits {
@@ -97,8 +98,10 @@ export class ExecutionLifecycle {
     readonly limits: LifecycleLimits,
   ) {
     this.work = bus.announce(sql`array[${WORK}::text]`);
-    // Requires the statement's CTE `fence` to return the ended execution's `job_id`.
-    this.unlockJob = sql`unlocked as (update jobs set locked = false where id = (select job_id from fence))`;
+    // The job is locked by the scheduled run it started (fireDueJobs), so only that run unlocks it: a
+    // retry carries the job's id too, and may end while the job's next scheduled run is under way.
+    // Requires the statement's CTE `fence` to return the ended execution's `job_id` and `trigger`.
+    this.unlockJob = sql`unlocked as (update jobs set locked = false where id = (select job_id from fence where trigger = 'schedule'))`;
   }
 
   exceedsPayloadLimit(value: unknown): boolean {
@@ -181,7 +184,8 @@ export class ExecutionLifecycle {
           select user_id, id, version, jsonb_build_object('nodes', nodes, 'edges', edges), ${job.id}::uuid, 'schedule', ${JSON.stringify(input)}::jsonb
             from workflows where id = ${job.workflow_id}::uuid
           returning id`;
-        await tx`update jobs set locked = true, last_run_at = now(), next_run_at = ${nextRunAt ? nextRunAt.toISOString() : null}::timestamptz
+        await tx`update jobs set locked = true, last_run_at = now(), next_run_at = ${nextRunAt ? nextRunAt.toISOString() : null}::timestamptz,
+                        updated_at = now()
                   where id = ${job.id}`;
         if (execution) fired.push({ jobId: job.id, executionId: execution.id, userId: job.user_id, scheduledAt });
       }
@@ -291,7 +295,7 @@ export class ExecutionLifecycle {
                error = ${jsonParam(outcome.error)}::jsonb,
                finished_at = now(), lease_owner = null, lease_expires_at = null, revision = revision + ${events.length}
          where id = ${execution.id}::uuid and lease_owner = ${workerId} and status = 'running'
-        returning revision, job_id),
+        returning revision, job_id, trigger),
       ${changes.length > 0 ? this.sql`written as (${this.upsertSteps(execution.id, changes)}),` : this.sql``}
       ${this.unlockJob}
       select ${this.announce(events)} from fence`;
@@ -338,7 +342,7 @@ export class ExecutionLifecycle {
            set status = 'cancelled', finished_at = now(), lease_owner = null, lease_expires_at = null, wake_at = null,
                error = ${cancelledMessage}::jsonb, revision = revision + 1
          where id = ${id}::uuid and user_id = ${userId} and status in ('pending', 'running', 'paused')
-        returning id, revision, job_id),
+        returning id, revision, job_id, trigger),
       steps as (
         update execution_steps set status = 'failed', error = ${cancelledMessage}::jsonb, finished_at = now()
          where execution_id = (select id from fence) and status in ('running', 'pending')),

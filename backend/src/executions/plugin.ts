@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
+import { ExecutionEventHub } from './events.js';
 import { ExecutionLifecycle, type LifecycleLimits } from './lifecycle.js';
 import { ExecutionReads } from './reads.js';
 
@@ -9,6 +10,8 @@ declare module 'fastify' {
     executions: ExecutionLifecycle;
     /** The reads of executions and their steps. */
     executionReads: ExecutionReads;
+    /** Live events of one execution at a time (event streams). */
+    executionEvents: ExecutionEventHub;
   }
 }
 
@@ -16,6 +19,9 @@ async function executionsPlugin(app: FastifyInstance, limits: LifecycleLimits) {
   const reads = new ExecutionReads(app.database.sql);
   app.decorate('executionReads', reads);
   app.decorate('executions', new ExecutionLifecycle(app.database.sql, app.bus, reads, limits));
+  const events = new ExecutionEventHub(app.bus);
+  app.decorate('executionEvents', events);
+  app.addHook('onClose', async () => events.close());
 }
 
 export default fp(executionsPlugin, { name: 'autonode-executions', fastify: '5.x', dependencies: ['autonode-db', 'autonode-bus'] });

@@ -31,8 +31,9 @@ declare module 'fastify' {
 
 /**
  * A bounded wait for the database (see Admission). The scopes that use the database add `admit`
- * as an onRequest hook. The response's 'close' fires however the exchange ends (answered, timed
- * out, or the client went away, even while the request still waited): the permit always returns.
+ * as an onRequest hook. The permit returns on the response's 'close', which fires however the
+ * exchange ends (answered, timed out, or the client went away, even while the request still
+ * waited), or earlier through releaseAdmission; a permit is released once whatever the path.
  */
 async function admissionPlugin(app: FastifyInstance, { acquireTimeoutMs }: AdmissionPluginOptions) {
   const admission = new Admission(app.database.poolSize * QUERIES_PER_CONNECTION, acquireTimeoutMs);
@@ -57,12 +58,6 @@ async function admissionPlugin(app: FastifyInstance, { acquireTimeoutMs }: Admis
   };
   app.decorate('admit', admit);
   app.decorate('releaseAdmission', (request: FastifyRequest) => request[permitOf]?.());
-  const release = (request: FastifyRequest, done: () => void) => {
-    request[permitOf]?.();
-    done();
-  };
-  app.addHook('onResponse', (request, _reply, done) => release(request, done));
-  app.addHook('onRequestAbort', (request, done) => release(request, done));
 }
 
 export default fp(admissionPlugin, { name: 'autonode-admission', fastify: '5.x', dependencies: ['autonode-db'] });

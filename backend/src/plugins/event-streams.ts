@@ -6,10 +6,11 @@ const KEEPALIVE_MS = 15_000;
 
 /** One open text/event-stream response. */
 export interface EventStream {
-  /** The id the client last saw (Last-Event-ID, sent when it reconnects), if any. */
-  readonly lastEventId: string | undefined;
-  /** Writes one event: `event: <name>`, `id: <id>`, `data: <JSON>`. Ignored once ended. */
-  send(event: string, id: number, data: unknown): void;
+  /**
+   * Writes one event: `event: <name>`, `id: <id>` when given (the id a reconnecting client sends
+   * back as Last-Event-ID), `data: <JSON>`. Ignored once ended.
+   */
+  send(event: string, id: number | undefined, data: unknown): void;
   /** Ends the response; the stream's `onEnd` runs once, however it ends. */
   end(): void;
 }
@@ -61,11 +62,11 @@ async function eventStreamsPlugin(app: FastifyInstance) {
     };
     open.add(end);
     raw.on('close', end);
-    const lastEventId = request.headers['last-event-id'];
+    // Gone already (between the caller's checks and here): 'close' will not fire again.
+    if (raw.closed || request.raw.destroyed) end();
     return {
-      lastEventId: typeof lastEventId === 'string' ? lastEventId : undefined,
       send(event, id, data) {
-        if (!ended) raw.write(`event: ${event}\nid: ${id}\ndata: ${JSON.stringify(data)}\n\n`);
+        if (!ended) raw.write(`event: ${event}\n${id === undefined ? '' : `id: ${id}\n`}data: ${JSON.stringify(data)}\n\n`);
       },
       end,
     };

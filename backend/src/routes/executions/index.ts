@@ -107,9 +107,12 @@ export const executionRoutes: FastifyPluginAsyncZod = async (app) => {
         tags,
         summary: 'Server-sent events of every step and status change, in order, until the execution ends',
         description:
-          'text/event-stream. `event: step` with `{ executionId, nodeId, status, attempt, output?, error? }` and `event: execution` with `{ executionId, status, output?, error? }`; `id` is the execution revision (events come in revision order). The stream opens with the current state (every step), unless the client reconnects with a `Last-Event-ID` at or past it, and ends after the execution ends. Large outputs may be left out (`truncated: true`): read them from the steps route.',
+          'text/event-stream. `event: step` with `{ executionId, nodeId, status, attempt, output?, error? }` and `event: execution` with `{ executionId, status, output?, error? }`; `id` is the execution revision (events come in revision order). The stream opens with the current state: every step, then the execution, whose event alone carries the current revision as its id; a client reconnecting with that `Last-Event-ID` gets no opening state (204 when the execution has ended). It ends after the execution ends. Large outputs may be left out (`truncated: true`): read them from the steps route.',
         params: IdParams,
-        response: { 200: z.string().meta({ description: 'text/event-stream' }) },
+        response: {
+          200: z.string().meta({ description: 'text/event-stream' }),
+          204: z.null().meta({ description: 'The execution has ended and Last-Event-ID is its final revision: nothing more will come.' }),
+        },
       },
     },
     async (request, reply) => streamExecutionEvents(request, reply, request.params.id),
