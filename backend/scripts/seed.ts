@@ -89,7 +89,8 @@ export async function seedDemoData(database: DbClient, config: Config, logger: L
   // service starts. Only the first seed starts one, so seeding again adds nothing.
   const [existing] = await database.sql<{ count: number }[]>`select count(*)::int as count from executions where user_id = ${userId}`;
   if (existing?.count === 0) {
-    const bus = createEventBus(database, logger);
+    // Announces the run to a service already running on this database; listens to nothing.
+    const bus = createEventBus(database, logger, { listens: false });
     try {
       const lifecycle = new ExecutionLifecycle(database.sql, bus, new ExecutionReads(database.sql), { maxPayloadBytes: config.engine.maxPayloadBytes });
       await lifecycle.create(userId, ids.greetingWorkflow, 'manual', { name: 'Ada' });

@@ -138,16 +138,20 @@ class PostgresEventBus implements EventBus {
    * an earlier listen may still fire: only the current generation's are heard.
    */
   private generation = 0;
-  private readonly checkTimer: NodeJS.Timeout;
+  private readonly checkTimer: NodeJS.Timeout | undefined;
   private check: { token: string; sentAt: number | undefined } | undefined;
   private closed = false;
 
   constructor(
     private readonly sql: Sql,
     private readonly logger: Pick<BaseLogger, 'warn'>,
+    listens: boolean,
   ) {
+    if (!listens) return;
     this.checkTimer = setInterval(() => void this.checkListening(), LISTEN_CHECK_MS);
     this.checkTimer.unref();
+    // Not awaited: a database that is down at start-up must not stop the service.
+    void this.listen();
   }
 
   /**
@@ -249,12 +253,10 @@ class PostgresEventBus implements EventBus {
 
 /**
  * LISTEN/NOTIFY on a real server (reaches every replica); in-process on the embedded one. Close
- * the bus before the pool: unlistening needs its connection.
+ * the bus before the pool: unlistening needs its connection. A process that only announces (a
+ * script) passes `listens: false` and opens no LISTEN connection.
  */
-export function createEventBus(database: DbClient, logger: Pick<BaseLogger, 'warn'>): EventBus {
+export function createEventBus(database: DbClient, logger: Pick<BaseLogger, 'warn'>, { listens = true } = {}): EventBus {
   if (database.kind === 'embedded') return new InProcessEventBus(database.sql);
-  const bus = new PostgresEventBus(database.sql, logger);
-  // Not awaited: a database that is down at start-up must not stop the service.
-  void bus.listen();
-  return bus;
+  return new PostgresEventBus(database.sql, logger, listens);
 }
