@@ -16,9 +16,8 @@ import docsPlugin from './plugins/docs.js';
 import errorsPlugin, { answerFrameworkError } from './plugins/errors.js';
 import eventStreamsPlugin from './plugins/event-streams.js';
 import jsonBodyPlugin from './plugins/json-body.js';
-import requestIdPlugin from './plugins/request-id.js';
 import securityPlugin from './plugins/security.js';
-import shutdownPlugin from './plugins/shutdown.js';
+import lifecyclePlugin from './plugins/lifecycle.js';
 import { healthRoutes } from './routes/health.js';
 import { testSupportRoutes } from './routes/test-support.js';
 import { v1Routes } from './routes/v1.js';
@@ -63,7 +62,7 @@ export async function buildApp({ config, database, auth, logger }: AppDeps): Pro
     // Node's limit on receiving a whole request (headers and body) from a slow client; the
     // handler's own limit is HANDLER_TIMEOUT_MS (the deadline plugin).
     requestTimeout: 60_000,
-    // The shutdown plugin answers during shutdown, in problem+json like every other error.
+    // The lifecycle plugin answers during shutdown, in problem+json like every other error.
     return503OnClosing: false,
     routerOptions: { ignoreTrailingSlash: true },
     frameworkErrors: answerFrameworkError,
@@ -73,8 +72,7 @@ export async function buildApp({ config, database, auth, logger }: AppDeps): Pro
   app.decorate('config', config);
 
   await app.register(errorsPlugin);
-  await app.register(requestIdPlugin);
-  await app.register(shutdownPlugin);
+  await app.register(lifecyclePlugin);
   await app.register(deadlinePlugin, { timeoutMs: config.handlerTimeoutMs });
   await app.register(jsonBodyPlugin);
   await app.register(securityPlugin, { corsOrigins: config.corsOrigins, apiBaseUrl: config.auth.apiBaseUrl });

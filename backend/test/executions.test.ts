@@ -71,9 +71,11 @@ describe('executions and steps', () => {
     expect(plain).toMatchObject({ id: resources.execution.id, status: 'failed' });
     expect(plain).not.toHaveProperty('input');
     expect(plain).not.toHaveProperty('output');
+    expect(plain).not.toHaveProperty('revision');
     expect(plain.error).toMatchObject({ nodeId: 'shape' });
     const [full] = (await app.inject({ url: `${url}&includeData=true`, headers: { cookie: alice.cookie } })).json().items;
     expect(full).toMatchObject({ id: resources.execution.id, input: { jobId: resources.job.id }, output: null });
+    expect(full).not.toHaveProperty('revision');
     expectProblem(await app.inject({ url: `${url}&includeData=true&pageSize=21`, headers: { cookie: alice.cookie } }), 400);
     expect((await app.inject({ url: `${url}&includeData=true&pageSize=20`, headers: { cookie: alice.cookie } })).statusCode).toBe(200);
     expectProblem(await app.inject({ url: `${url}&includeData=yes`, headers: { cookie: alice.cookie } }), 400);

@@ -89,28 +89,29 @@ export type ExecutionDto = z.infer<typeof Execution>;
 export type ExecutionListItemDto = z.infer<typeof ExecutionListItem>;
 export type StepDto = z.infer<typeof Step>;
 
-/** A list item: `input` and `output` only when the row was read with them (includeData). */
-export function presentExecutionListItem(row: ExecutionRecord): ExecutionListItemDto {
-  const item: ExecutionListItemDto = {
+/**
+ * A list item is the row as read: reads.ts selects the API's fields under the API's names (with
+ * `input` and `output` only for includeData), and the response serializer writes only the
+ * declared properties (never `revision`). The hot list is spared a second copy of every row.
+ */
+export const presentExecutionListItem = (row: ExecutionRecord): ExecutionListItemDto => row;
+
+export function presentExecution(row: ExecutionRecord): ExecutionDto {
+  return {
     id: row.id,
     workflowId: row.workflowId,
     workflowVersion: row.workflowVersion,
     jobId: row.jobId,
     trigger: row.trigger,
     status: row.status,
+    input: row.input ?? null,
+    output: row.output ?? null,
     error: row.error ?? null,
     startedAt: row.startedAt,
     finishedAt: row.finishedAt,
     createdAt: row.createdAt,
     retryOfId: row.retryOfId,
   };
-  if ('input' in row) item.input = row.input ?? null;
-  if ('output' in row) item.output = row.output ?? null;
-  return item;
-}
-
-export function presentExecution(row: ExecutionRecord): ExecutionDto {
-  return { ...presentExecutionListItem(row), input: row.input ?? null, output: row.output ?? null };
 }
 
 export function presentStep(row: StepRecord): StepDto {
