@@ -1116,7 +1116,7 @@ export interface paths {
         };
         /**
          * Server-sent events of every step and status change, in order, until the execution ends
-         * @description text/event-stream. `event: step` with `{ executionId, nodeId, status, attempt, output?, error? }` and `event: execution` with `{ executionId, status, output?, error? }`; `id` is the execution revision (events come in revision order). The stream opens with the current state (every step), unless the client reconnects with a `Last-Event-ID` at or past it, and ends after the execution ends. Large outputs may be left out (`truncated: true`): read them from the steps route.
+         * @description text/event-stream. `event: step` with `{ executionId, nodeId, status, attempt, output?, error? }` and `event: execution` with `{ executionId, status, output?, error? }`; `id` is the execution revision (events come in revision order). The stream opens with the current state: every step, then the execution, whose event alone carries the current revision as its id; a client reconnecting with that `Last-Event-ID` gets no opening state (204 when the execution has ended). It ends after the execution ends. Large outputs may be left out (`truncated: true`): read them from the steps route.
          */
         get: {
             parameters: {
@@ -1137,6 +1137,13 @@ export interface paths {
                     content: {
                         "application/json": string;
                     };
+                };
+                /** @description The execution has ended and Last-Event-ID is its final revision: nothing more will come. */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
                 };
                 /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
                 "4XX": {
