@@ -18,6 +18,7 @@ import eventStreamsPlugin from './plugins/event-streams.js';
 import jsonBodyPlugin from './plugins/json-body.js';
 import securityPlugin from './plugins/security.js';
 import lifecyclePlugin from './plugins/lifecycle.js';
+import rateLimitPlugin from './plugins/rate-limit.js';
 import { healthRoutes } from './routes/health.js';
 import { testSupportRoutes } from './routes/test-support.js';
 import { v1Routes } from './routes/v1.js';
@@ -88,6 +89,7 @@ export async function buildApp({ config, database, auth, logger }: AppDeps): Pro
     callerCacheTtlMs: config.auth.callerCacheTtlMs,
     failureLimitPerMinute: config.auth.failureLimitPerMinute,
   });
+  await app.register(rateLimitPlugin, config.rateLimit);
   await app.register(healthRoutes);
   if (config.enableTestRoutes) await app.register(testSupportRoutes);
   await app.register(v1Routes, { prefix: '/api/v1' });

@@ -89,6 +89,7 @@ const variablesSchema = z.object({
     AUTH_RATE_LIMIT_WINDOW_S: integerFromEnv(1, 86_400).default(60),
     RATE_LIMIT_MAX: integerFromEnv(1, 10_000_000).default(1_200),
     RATE_LIMIT_WINDOW_MS: integerFromEnv(1_000, 86_400_000).default(60_000),
+    RATE_LIMIT_SYNC_MS: integerFromEnv(50, 60_000).default(1_000),
     AUTH_FAILURE_LIMIT: integerFromEnv(1, 1_000_000).default(60),
     DB_ACQUIRE_TIMEOUT_MS: integerFromEnv(1, 60_000).default(3_000),
     HANDLER_TIMEOUT_MS: integerFromEnv(100, 600_000).default(30_000),
@@ -158,8 +159,8 @@ const configSchema = variablesSchema
         /** Requests with a bad or missing credential allowed per client address per minute before 429. */
         failureLimitPerMinute: env.AUTH_FAILURE_LIMIT,
       },
-      /** Requests per caller (user) per window on /api/v1. */
-      rateLimit: { max: env.RATE_LIMIT_MAX, windowMs: env.RATE_LIMIT_WINDOW_MS },
+      /** Requests per caller (user) per window on /api/v1, over all replicas; counts are exchanged every `syncMs`. */
+      rateLimit: { max: env.RATE_LIMIT_MAX, windowMs: env.RATE_LIMIT_WINDOW_MS, syncMs: env.RATE_LIMIT_SYNC_MS },
       /** Longest a request may take before it is answered 503 (whatever it waits on). */
       handlerTimeoutMs: env.HANDLER_TIMEOUT_MS,
       corsOrigins: [...env.CORS_ORIGINS],

@@ -4,3 +4,4 @@ export * from './jobs.js';
 export * from './executions.js';
 export * from './api-keys.js';
 export * from './idempotency.js';
+export * from './rate-limits.js';

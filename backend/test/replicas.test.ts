@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { createDbClient } from '../src/db/client.js';
 import { databaseUrl, isEmbeddedDatabase, uniqueEmail } from './helpers.js';
 import { startServerProcess, type ServerProcess } from './process.js';
 
@@ -15,7 +16,7 @@ async function msUntilStatus(url: string, headers: Record<string, string>, statu
   }
 }
 
-describe.skipIf(isEmbeddedDatabase())('revocation across replicas (skipped on the embedded database: needs two server processes)', () => {
+describe.skipIf(isEmbeddedDatabase())('replicas (skipped on the embedded database: needs two server processes)', () => {
   it('refuses a signed-out session and a revoked API key on another replica within 5 s, although it cached them', async () => {
     // A cache TTL far longer than the 5 s promise: only the notification can make the other replica refuse in time.
     const env = { DATABASE_URL: databaseUrl(), ENGINE_ENABLED: 'false', AUTH_CACHE_TTL_MS: '60000' };
@@ -58,6 +59,54 @@ describe.skipIf(isEmbeddedDatabase())('revocation across replicas (skipped on th
       expect(sessionRefusedAfter).toBeLessThan(5_000);
     } finally {
       await Promise.all(replicas.map((replica) => replica.stop()));
+    }
+  }, 60_000);
+
+  it('holds the per-user rate limit across replicas: requests to one count on the other', async () => {
+    // A window of a day, so the test cannot straddle two; counts are shared every 50 ms.
+    const env = { DATABASE_URL: databaseUrl(), ENGINE_ENABLED: 'false', RATE_LIMIT_MAX: '10', RATE_LIMIT_WINDOW_MS: '86400000', RATE_LIMIT_SYNC_MS: '50' };
+    const replicas: ServerProcess[] = [];
+    const observer = createDbClient({ url: databaseUrl(), poolSize: 1, idleTimeoutSeconds: 0, connectTimeoutSeconds: 10, statementTimeoutMs: 0 });
+    try {
+      replicas.push(await startServerProcess(env), await startServerProcess(env));
+      const [a, b] = replicas as [ServerProcess, ServerProcess];
+      const signUp = await fetch(`${a.baseUrl}/api/auth/sign-up/email`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', origin: trustedOrigin },
+        body: JSON.stringify({ name: 'Limited', email: uniqueEmail('limited'), password: 'correct-horse-battery' }),
+      });
+      const { user } = (await signUp.json()) as { user: { id: string } };
+      const cookie = signUp.headers.getSetCookie().map((line) => line.split(';')[0]).join('; ');
+      const me = async (replica: ServerProcess) => (await fetch(`${replica.baseUrl}/api/v1/me`, { headers: { cookie } })).status;
+      /** Waits until the replicas have shared `expected` requests in the database, then lets the last one read its answer. */
+      const waitForSharedCount = async (expected: number) => {
+        for (let attempt = 0; ; attempt++) {
+          const [row] = await observer.sql<{ total: number }[]>`
+            select coalesce(sum(count), 0)::int as total from request_counts where user_id = ${user.id}`;
+          if ((row?.total ?? 0) >= expected) break;
+          if (attempt > 250) throw new Error(`the shared count never reached ${expected}`);
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      };
+
+      for (let index = 0; index < 6; index++) expect(await me(a)).toBe(200);
+      await waitForSharedCount(6);
+      // B admits on what it knows until its own sync returns the total (6 + 1).
+      expect(await me(b)).toBe(200);
+      await waitForSharedCount(7);
+      const statuses: number[] = [];
+      for (let index = 0; index < 4; index++) statuses.push(await me(b));
+      expect(statuses).toEqual([200, 200, 200, 429]);
+      await waitForSharedCount(10);
+      // A learns the total when it next shares its own counts: the overshoot is bounded by what a
+      // replica admits in one sync interval.
+      expect(await me(a)).toBe(200);
+      await waitForSharedCount(11);
+      expect(await me(a)).toBe(429);
+    } finally {
+      await Promise.all(replicas.map((replica) => replica.stop()));
+      await observer.close();
     }
   }, 60_000);
 });
