@@ -60,6 +60,34 @@ describe('API keys', () => {
     expectProblem(await app.inject({ url: '/api/v1/me', headers: { cookie: alice.cookie, 'x-api-key': 'ank_nope' } }), 401);
   });
 
+  it('never lets a key create a key that outlives it, by expiry or by revocation', async () => {
+    const parentExpiresAt = new Date(Date.now() + 60_000).toISOString();
+    const parent = (await createKey({ name: 'parent', expiresAt: parentExpiresAt })).json<{ id: string; key: string }>();
+    const byParent = (payload: Record<string, unknown>) =>
+      app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': parent.key }, payload });
+
+    // Without an expiry, the child takes its creator's; a later one is refused with the field named.
+    const child = await byParent({ name: 'child' });
+    expect(child.statusCode).toBe(201);
+    const childKey = child.json<{ id: string; key: string; expiresAt: string }>();
+    expect(childKey.expiresAt).toBe(parentExpiresAt);
+    const tooLate = expectProblem(await byParent({ name: 'later', expiresAt: new Date(Date.now() + 120_000).toISOString() }), 400);
+    expect(tooLate.errors).toEqual([expect.objectContaining({ path: 'expiresAt' })]);
+    const grandchild = (
+      await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': childKey.key }, payload: { name: 'grandchild' } })
+    ).json<{ key: string; expiresAt: string }>();
+    expect(grandchild.expiresAt).toBe(parentExpiresAt);
+
+    // Revoking the creator revokes what it created, all the way down.
+    for (const key of [childKey.key, grandchild.key]) expect((await app.inject({ url: '/api/v1/me', headers: { 'x-api-key': key } })).statusCode).toBe(200);
+    expect((await app.inject({ method: 'DELETE', url: `/api/v1/api-keys/${parent.id}`, headers: { cookie: alice.cookie } })).statusCode).toBe(204);
+    for (const key of [parent.key, childKey.key, grandchild.key]) expectProblem(await app.inject({ url: '/api/v1/me', headers: { 'x-api-key': key } }), 401);
+
+    // A session's keys are free of this rule: a key without expiry may be made in a session.
+    const sessionKey = await createKey({ name: 'from a session' });
+    expect(sessionKey.json<{ expiresAt: string | null }>().expiresAt).toBeNull();
+  });
+
   it('refuses an expiry in the past and unknown fields', async () => {
     expectProblem(await createKey({ name: 'old', expiresAt: '2000-01-01T00:00:00Z' }), 400);
     expectProblem(await createKey({ name: 'x', userId: alice.id }), 400);

@@ -5,8 +5,13 @@ export interface RequestUser {
   readonly email: string;
 }
 
-export interface RequestCaller {
-  readonly user: RequestUser;
-  /** How the caller proved who it is. */
-  readonly via: 'session' | 'api-key';
-}
+/** The caller and how it proved who it is. */
+export type RequestCaller =
+  | { readonly user: RequestUser; readonly via: 'session' }
+  | {
+      readonly user: RequestUser;
+      readonly via: 'api-key';
+      readonly keyId: string;
+      /** When the presented key stops working (null: never); a key it creates may not outlive it. */
+      readonly expiresAt: Date | null;
+    };

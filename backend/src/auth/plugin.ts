@@ -71,7 +71,7 @@ async function authPlugin(app: FastifyInstance, { auth, apiBaseUrl, callerCacheT
   });
   app.addHook('onClose', async () => unsubscribe());
   // Fastify needs an initial value; outside the protected scope these stay null and are never read.
-  app.decorateRequest('caller', null as unknown as RequestCaller);
+  app.decorateRequest<RequestCaller>('caller', null as unknown as RequestCaller);
   app.decorateRequest('user', null as unknown as RequestUser);
 
   const origin = new URL(apiBaseUrl).origin;
@@ -136,7 +136,12 @@ async function verifyCredential(request: FastifyRequest, credential: PresentedCr
   if (credential.via === 'api-key') {
     const owner = await verifyApiKey(request.server.database.db, credential.secret);
     if (!owner) return null;
-    const caller: RequestCaller = { user: { id: owner.id, name: owner.name, email: owner.email }, via: 'api-key' };
+    const caller: RequestCaller = {
+      user: { id: owner.id, name: owner.name, email: owner.email },
+      via: 'api-key',
+      keyId: owner.keyId,
+      expiresAt: owner.expiresAt,
+    };
     callerCache.set(credential.cacheKey, caller, owner.expiresAt);
     return caller;
   }

@@ -20,12 +20,22 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   return false;
 }
 
-/** SQLSTATE class 22, data exception (bad encoding, out-of-range value), anywhere in the cause chain. */
-export function isDataException(error: unknown): boolean {
+/** The SQLSTATE of a PostgreSQL error, looked up through drizzle's wrapping (`cause`). */
+function sqlState(error: unknown): string | undefined {
   for (let current: unknown = error, depth = 0; current && depth < 5; depth++) {
     const code = (current as { code?: unknown }).code;
-    if (typeof code === 'string' && /^22[0-9A-Z]{3}$/.test(code)) return true;
+    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return code;
     current = (current as { cause?: unknown }).cause;
   }
-  return false;
+  return undefined;
+}
+
+/** SQLSTATE class 22, data exception (bad encoding, out-of-range value), anywhere in the cause chain. */
+export function isDataException(error: unknown): boolean {
+  return sqlState(error)?.startsWith('22') ?? false;
+}
+
+/** 23503: a row refers to one that is not (or no longer) there. */
+export function isForeignKeyViolation(error: unknown): boolean {
+  return sqlState(error) === '23503';
 }

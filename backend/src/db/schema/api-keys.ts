@@ -1,4 +1,4 @@
-import { index, pgTable, text, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
+import { index, pgTable, text, uniqueIndex, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core';
 import { createdAt, millisecondTimestamp, ownerId } from './columns.js';
 
 /**
@@ -15,6 +15,11 @@ export const apiKeys = pgTable(
     prefix: text('prefix').notNull(),
     keyHash: text('key_hash').notNull(),
     expiresAt: millisecondTimestamp('expires_at'),
+    /**
+     * The key that created this one (null: created in a session). Revoking a key revokes every key
+     * it created, and a created key never expires after its creator: a key cannot outlive itself.
+     */
+    parentKeyId: uuid('parent_key_id').references((): AnyPgColumn => apiKeys.id, { onDelete: 'cascade' }),
     lastUsedAt: millisecondTimestamp('last_used_at'),
     createdAt: createdAt(),
   },
@@ -22,5 +27,6 @@ export const apiKeys = pgTable(
     uniqueIndex('api_keys_key_hash_idx').on(table.keyHash),
     index('api_keys_user_created_idx').on(table.userId, table.createdAt, table.id),
     index('api_keys_user_name_idx').on(table.userId, table.name, table.id),
+    index('api_keys_parent_key_idx').on(table.parentKeyId),
   ],
 );

@@ -34,7 +34,7 @@ export const apiKeyRoutes: FastifyPluginAsyncZod = async (app) => {
         request,
         reply,
         async () => {
-          const { created, stored } = await apiKeys.create(app.database.db, request.user.id, request.body);
+          const { created, stored } = await apiKeys.create(app.database.db, request.caller, request.body);
           secret = created.key;
           // What is kept for a replay has no secret in it.
           return { status: 201, body: stored, location: `/api/v1/api-keys/${stored.id}` };

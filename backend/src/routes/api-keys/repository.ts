@@ -1,8 +1,11 @@
 import { and, eq } from 'drizzle-orm';
+import type { RequestCaller } from '../../auth/caller.js';
 import { generateApiKey } from '../../auth/api-keys.js';
 import type { Db } from '../../db/client.js';
+import { isForeignKeyViolation } from '../../db/errors.js';
 import { apiKeys } from '../../db/schema/index.js';
 import { iso, isoOrNull } from '../../lib/http.js';
+import { badRequest, unauthorized } from '../../lib/problem.js';
 import { columnSortKeys, listOwned, type ListParams, type Page } from '../../lib/pagination.js';
 import type { ApiKeyDto, CreateApiKeyInput, CreatedApiKeyDto } from './schemas.js';
 
@@ -26,19 +29,43 @@ export async function list(db: Db, userId: string, params: ListParams): Promise<
   return listOwned(db, apiKeys, userId, params, { sortKeys, searchColumns: [apiKeys.name] }, present);
 }
 
+/**
+ * When a key created by `creator` expires. A key cannot outlive the key that creates it: without
+ * an `expiresAt` it gets its creator's, and a later one is refused. (Revocation is covered by the
+ * foreign key: revoking a key deletes the keys it created.) A session creates keys freely.
+ */
+function expiryFor(creator: RequestCaller, requested: string | undefined): { expiresAt: Date | null; parentKeyId: string | null } {
+  const expiresAt = requested === undefined ? null : new Date(requested);
+  if (creator.via === 'session') return { expiresAt, parentKeyId: null };
+  if (creator.expiresAt === null) return { expiresAt, parentKeyId: creator.keyId };
+  if (expiresAt !== null && expiresAt > creator.expiresAt) {
+    throw badRequest('A key cannot outlive the API key that creates it.', [
+      { path: 'expiresAt', message: `must not be later than ${creator.expiresAt.toISOString()}, when the calling key expires` },
+    ]);
+  }
+  return { expiresAt: expiresAt ?? creator.expiresAt, parentKeyId: creator.keyId };
+}
+
 /** Creates a key; the secret exists only in the returned value (the table keeps its hash). */
-export async function create(db: Db, userId: string, input: CreateApiKeyInput): Promise<{ created: CreatedApiKeyDto; stored: ApiKeyDto }> {
+export async function create(
+  db: Db,
+  creator: RequestCaller,
+  input: CreateApiKeyInput,
+): Promise<{ created: CreatedApiKeyDto; stored: ApiKeyDto }> {
   const generated = generateApiKey();
-  const [row] = await db
-    .insert(apiKeys)
-    .values({
-      userId,
-      name: input.name,
-      prefix: generated.prefix,
-      keyHash: generated.hash,
-      expiresAt: input.expiresAt ? new Date(input.expiresAt) : null,
-    })
-    .returning();
+  const { expiresAt, parentKeyId } = expiryFor(creator, input.expiresAt);
+  let row: ApiKeyRow | undefined;
+  try {
+    [row] = await db
+      .insert(apiKeys)
+      .values({ userId: creator.user.id, name: input.name, prefix: generated.prefix, keyHash: generated.hash, expiresAt, parentKeyId })
+      .returning();
+  } catch (error) {
+    // The calling key was revoked since the request was authenticated: the foreign key refuses
+    // its child, and the caller is as unauthenticated as its key.
+    if (isForeignKeyViolation(error)) throw unauthorized('The API key was revoked.');
+    throw error;
+  }
   if (!row) throw new Error('insert returned no row');
   const stored = present(row);
   return { created: { ...stored, key: generated.secret }, stored };
