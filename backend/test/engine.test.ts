@@ -222,6 +222,29 @@ describe('the engine', () => {
     expect(first.statusCode).toBe(202);
     expect(again.json().id).toBe(first.json().id);
     expect(expectProblem(await run({ a: 2 }), 409).code).toBe('IDEMPOTENCY_KEY_REUSED');
+
+    // The scope is the route and its parameters as understood, not the URL as written.
+    const [firstChar, ...rest] = workflowId;
+    const spellings = [
+      `/api/v1/workflows/${workflowId.toUpperCase()}/run`,
+      `/api/v1/workflows/%${firstChar?.charCodeAt(0).toString(16)}${rest.join('')}/run`,
+      `/api/v1/workflows/${workflowId}/run/`,
+    ];
+    for (const url of spellings) {
+      const replay = await app.inject({ method: 'POST', url, headers: { cookie: user.cookie, 'idempotency-key': `run-${workflowId}` }, payload: { input: { a: 1 } } });
+      expect(replay.statusCode, url).toBe(202);
+      expect(replay.json().id, url).toBe(first.json().id);
+    }
+    // Another workflow with the same key is another scope.
+    const otherId = await createWorkflow(app, user, { nodes: [{ id: 'start', type: 'trigger.manual' }], edges: [] });
+    const other = await app.inject({
+      method: 'POST',
+      url: `/api/v1/workflows/${otherId}/run`,
+      headers: { cookie: user.cookie, 'idempotency-key': `run-${workflowId}` },
+      payload: { input: { a: 1 } },
+    });
+    expect(other.statusCode).toBe(202);
+    expect(other.json().id).not.toBe(first.json().id);
   });
 
   it('streams ordered events until the execution ends', async () => {

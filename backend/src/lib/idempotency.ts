@@ -83,9 +83,23 @@ export async function withIdempotency<Body>(
   return { ...response, replayed: false };
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * What a key is scoped to: the method, the route (its pattern, not the URL as written) and its
+ * parameters as the route understood them. So `/workflows/ABC…/run`, `/workflows/abc…/run` and a
+ * percent-encoded spelling of the same id are one scope: PostgreSQL reads them as one workflow.
+ */
+function idempotencyScope(request: FastifyRequest): string {
+  const params = Object.entries((request.params ?? {}) as Record<string, unknown>)
+    .map(([name, value]) => [name, typeof value === 'string' && UUID.test(value) ? value.toLowerCase() : value] as const)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return `${request.method} ${request.routeOptions.url ?? ''} ${canonicalJson(Object.fromEntries(params))}`;
+}
+
 /**
  * The route side of an Idempotency-Key: runs `execute` through withIdempotency, scoped to this
- * method and path for the caller, keyed on the request's body and query, and answers with the
+ * method, route and parameters for the caller, keyed on the request's body and query, and answers with the
  * stored status, Location and body. `respond` may add to what is sent (the first answer of an
  * API-key creation carries the secret, which is never stored for a replay).
  */
@@ -100,8 +114,7 @@ export async function replyIdempotently<Body>(
     db,
     {
       userId: request.user.id,
-      // The concrete path (a run of one workflow is not a run of another); a trailing slash changes nothing.
-      scope: `${request.method} ${(request.url.split('?')[0] ?? request.url).replace(/\/+$/, '')}`,
+      scope: idempotencyScope(request),
       key: request.headers['idempotency-key'],
       request: { body: request.body ?? null, query: request.query ?? null },
     },
