@@ -82,13 +82,13 @@ export async function buildApp({ config, database, auth, logger }: AppDeps): Pro
   await app.register(busPlugin);
   await app.register(admissionPlugin, { acquireTimeoutMs: config.db.acquireTimeoutMs });
   await app.register(executionsPlugin, { maxPayloadBytes: config.engine.maxPayloadBytes });
-  await app.register(eventStreamsPlugin);
   await app.register(authPlugin, {
     auth,
     apiBaseUrl: config.auth.apiBaseUrl,
     callerCacheTtlMs: config.auth.callerCacheTtlMs,
     failureLimitPerMinute: config.auth.failureLimitPerMinute,
   });
+  await app.register(eventStreamsPlugin, { maxPerUser: config.eventStreamsPerUser });
   await app.register(rateLimitPlugin, config.rateLimit);
   await app.register(healthRoutes);
   if (config.enableTestRoutes) await app.register(testSupportRoutes);

@@ -90,6 +90,7 @@ const variablesSchema = z.object({
     RATE_LIMIT_MAX: integerFromEnv(1, 10_000_000).default(1_200),
     RATE_LIMIT_WINDOW_MS: integerFromEnv(1_000, 86_400_000).default(60_000),
     RATE_LIMIT_SYNC_MS: integerFromEnv(50, 60_000).default(1_000),
+    EVENT_STREAMS_PER_USER: integerFromEnv(1, 10_000).default(20),
     AUTH_FAILURE_LIMIT: integerFromEnv(1, 1_000_000).default(60),
     DB_ACQUIRE_TIMEOUT_MS: integerFromEnv(1, 60_000).default(3_000),
     HANDLER_TIMEOUT_MS: integerFromEnv(100, 600_000).default(30_000),
@@ -165,6 +166,8 @@ const configSchema = variablesSchema
       handlerTimeoutMs: env.HANDLER_TIMEOUT_MS,
       corsOrigins: [...env.CORS_ORIGINS],
       trustProxy: env.TRUST_PROXY,
+      /** Event streams one user may hold open on this process (each holds a connection and a bus listener). */
+      eventStreamsPerUser: env.EVENT_STREAMS_PER_USER,
       shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
       enableTestRoutes: env.ENABLE_TEST_ROUTES,
       engine: {

@@ -54,6 +54,7 @@ describe('config', () => {
       RATE_LIMIT_MAX: '99',
       RATE_LIMIT_WINDOW_MS: '2000',
       RATE_LIMIT_SYNC_MS: '250',
+      EVENT_STREAMS_PER_USER: '7',
       AUTH_FAILURE_LIMIT: '5',
       DB_ACQUIRE_TIMEOUT_MS: '250',
       HANDLER_TIMEOUT_MS: '1000',
@@ -90,6 +91,7 @@ describe('config', () => {
       corsOrigins: ['https://app.example.com'],
       trustProxy: ['loopback'],
       shutdownGraceMs: 0,
+      eventStreamsPerUser: 7,
       enableTestRoutes: true,
       engine: {
         enabled: false,

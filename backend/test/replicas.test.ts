@@ -17,7 +17,7 @@ async function msUntilStatus(url: string, headers: Record<string, string>, statu
 }
 
 describe.skipIf(isEmbeddedDatabase())('replicas (skipped on the embedded database: needs two server processes)', () => {
-  it('refuses a signed-out session and a revoked API key on another replica within 5 s, although it cached them', async () => {
+  it('refuses a signed-out session and a revoked API key on another replica within 5 s, although it cached them, and ends its event stream', async () => {
     // A cache TTL far longer than the 5 s promise: only the notification can make the other replica refuse in time.
     const env = { DATABASE_URL: databaseUrl(), ENGINE_ENABLED: 'false', AUTH_CACHE_TTL_MS: '60000' };
     const replicas: ServerProcess[] = [];
@@ -43,9 +43,29 @@ describe.skipIf(isEmbeddedDatabase())('replicas (skipped on the embedded databas
       expect((await fetch(`${b.baseUrl}/api/v1/me`, { headers: { cookie } })).status).toBe(200);
       expect((await fetch(`${b.baseUrl}/api/v1/me`, { headers: { 'x-api-key': apiKey.key } })).status).toBe(200);
 
+      // An event stream on B, opened with the key, of an execution that waits (no engine runs).
+      const workflow = await fetch(`${a.baseUrl}/api/v1/workflows`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-api-key': apiKey.key },
+        body: JSON.stringify({ name: 'waits', nodes: [{ id: 'start', type: 'trigger.manual' }], edges: [] }),
+      });
+      const { id: workflowId } = (await workflow.json()) as { id: string };
+      const run = await fetch(`${a.baseUrl}/api/v1/workflows/${workflowId}/run`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-api-key': apiKey.key },
+        body: '{}',
+      });
+      const { id: executionId } = (await run.json()) as { id: string };
+      const stream = await fetch(`${b.baseUrl}/api/v1/executions/${executionId}/events`, { headers: { 'x-api-key': apiKey.key } });
+      expect(stream.status).toBe(200);
+      const streamEnded = stream.text().then(() => Date.now());
+
       const revoke = await fetch(`${a.baseUrl}/api/v1/api-keys/${apiKey.id}`, { method: 'DELETE', headers: { cookie, origin: trustedOrigin } });
       expect(revoke.status).toBe(204);
+      const revokedAt = Date.now();
       const keyRefusedAfter = await msUntilStatus(`${b.baseUrl}/api/v1/me`, { 'x-api-key': apiKey.key }, 401, 5_000);
+      const streamEndedAfter = (await Promise.race([streamEnded, new Promise<number>((resolve) => setTimeout(() => resolve(Infinity), 5_000))])) - revokedAt;
+      expect(streamEndedAfter).toBeLessThan(5_000);
 
       const signOut = await fetch(`${a.baseUrl}/api/auth/sign-out`, {
         method: 'POST',

@@ -7,7 +7,12 @@ export interface RequestUser {
 
 /** The caller and how it proved who it is. */
 export type RequestCaller =
-  | { readonly user: RequestUser; readonly via: 'session' }
+  | {
+      readonly user: RequestUser;
+      readonly via: 'session';
+      /** When the session ends unless Better Auth extends it. */
+      readonly expiresAt: Date;
+    }
   | {
       readonly user: RequestUser;
       readonly via: 'api-key';

@@ -148,8 +148,8 @@ async function verifyCredential(request: FastifyRequest, credential: PresentedCr
   const session = await request.server.auth.api.getSession({ headers: toFetchHeaders(request) });
   if (!session) return null;
   const { id, name, email } = session.user;
-  const caller: RequestCaller = { user: { id, name, email }, via: 'session' };
-  if (credential.cacheKey !== undefined) callerCache.set(credential.cacheKey, caller, new Date(session.session.expiresAt));
+  const caller: RequestCaller = { user: { id, name, email }, via: 'session', expiresAt: new Date(session.session.expiresAt) };
+  if (credential.cacheKey !== undefined) callerCache.set(credential.cacheKey, caller, caller.expiresAt);
   return caller;
 }
 

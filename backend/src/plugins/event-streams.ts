@@ -1,5 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
+import { resolveCaller } from '../auth/plugin.js';
+import { ProblemError } from '../lib/problem.js';
 
 /** A comment line this often keeps proxies from closing a quiet stream. */
 const KEEPALIVE_MS = 15_000;
@@ -18,26 +20,61 @@ export interface EventStream {
 declare module 'fastify' {
   interface FastifyInstance {
     /**
-     * Turns the reply into an event stream. It holds no database permit, has no request deadline,
-     * and ends when the client goes away or the server closes; `onEnd` runs once in every case.
+     * Turns the reply into an event stream, or throws 429 when the caller has too many open. It
+     * holds no database permit, has no request deadline, and ends when the client goes away, the
+     * server closes or the caller's credential stops being valid; `onEnd` runs once in every case.
      */
     openEventStream(request: FastifyRequest, reply: FastifyReply, onEnd: () => void): EventStream;
   }
+}
+
+export interface EventStreamsOptions {
+  /** Streams one user may hold open on this process (EVENT_STREAMS_PER_USER). */
+  readonly maxPerUser: number;
+}
+
+/** setTimeout's longest delay; a credential expiring later is checked again then. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** When a refused stream may try again: streams usually end within seconds to minutes. */
+const RETRY_AFTER_SECONDS = 5;
+
+/** What the plugin keeps of an open stream: whose it is, and how to re-check its caller. */
+interface OpenStream {
+  readonly end: () => void;
+  readonly recheck: () => void;
 }
 
 /**
  * Server-sent events, framed here (three fields and a keep-alive comment). @fastify/sse 0.6 was
  * weighed: it would need the request deadline disarmed by hand, ends nothing on server close, and
  * its send() never settles for a client that left mid-write; the framing it saves is these lines.
+ *
+ * A stream lives only as long as the credential that opened it: it is checked again when the
+ * user's callers change on any replica (sign-out, revocation: the bus's `callers-changed`), when
+ * the bus may have lost such a message (`resync`), and when the credential expires. So an idle
+ * stream costs no query, and a revoked one ends within a round trip of the notification.
  */
-async function eventStreamsPlugin(app: FastifyInstance) {
-  const open = new Set<() => void>();
+async function eventStreamsPlugin(app: FastifyInstance, { maxPerUser }: EventStreamsOptions) {
+  const openByUser = new Map<string, Set<OpenStream>>();
+  const unsubscribe = app.bus.subscribe((message) => {
+    if (message.kind === 'callers-changed') for (const stream of openByUser.get(message.userId) ?? []) stream.recheck();
+    else if (message.kind === 'resync') for (const streams of openByUser.values()) for (const stream of streams) stream.recheck();
+  });
   // Streams would hold the server open: they end as closing starts, before in-flight requests drain.
   app.addHook('preClose', async () => {
-    for (const end of [...open]) end();
+    unsubscribe();
+    for (const streams of [...openByUser.values()]) for (const stream of [...streams]) stream.end();
   });
 
   app.decorate('openEventStream', (request: FastifyRequest, reply: FastifyReply, onEnd: () => void): EventStream => {
+    const { caller } = request;
+    const userId = caller.user.id;
+    let streams = openByUser.get(userId);
+    if (streams && streams.size >= maxPerUser) {
+      throw new ProblemError(429, 'TOO_MANY_STREAMS', `At most ${maxPerUser} event streams may be open at once; close one first.`, {
+        headers: { 'retry-after': String(RETRY_AFTER_SECONDS) },
+      });
+    }
     app.releaseAdmission(request);
     // Hijacked: Fastify's hooks no longer run for this reply, so the headers they set so far go along.
     reply.hijack();
@@ -52,15 +89,48 @@ async function eventStreamsPlugin(app: FastifyInstance) {
     });
     let ended = false;
     const keepalive = setInterval(() => raw.write(': keep-alive\n\n'), KEEPALIVE_MS);
+    let expiryTimer: NodeJS.Timeout | undefined;
     const end = () => {
       if (ended) return;
       ended = true;
       clearInterval(keepalive);
-      open.delete(end);
+      clearTimeout(expiryTimer);
+      streams?.delete(stream);
+      if (streams?.size === 0) openByUser.delete(userId);
       raw.end();
       onEnd();
     };
-    open.add(end);
+    const checkAt = (expiresAt: Date | null) => {
+      clearTimeout(expiryTimer);
+      if (expiresAt === null) return;
+      expiryTimer = setTimeout(recheck, Math.min(Math.max(0, expiresAt.getTime() - Date.now()), MAX_TIMER_MS));
+      expiryTimer.unref();
+    };
+    /** Verifies the request's credential again (the caller cache was just told, or it expired). */
+    let checking: Promise<void> | undefined;
+    let checkAgain = false;
+    function recheck() {
+      if (ended) return;
+      if (checking) {
+        checkAgain = true;
+        return;
+      }
+      checking = resolveCaller(request)
+        .then((current) => (current?.user.id === userId ? checkAt(current.expiresAt) : end()))
+        // A database that cannot answer now revokes nothing: the next notification or expiry checks again.
+        .catch((error: unknown) => request.log.warn({ err: error }, 'event stream could not re-check its caller'))
+        .finally(() => {
+          checking = undefined;
+          if (checkAgain) {
+            checkAgain = false;
+            recheck();
+          }
+        });
+    }
+    const stream: OpenStream = { end, recheck };
+    if (!streams) openByUser.set(userId, (streams = new Set()));
+    streams.add(stream);
+    checkAt(caller.expiresAt);
     raw.on('close', end);
     // Gone already (between the caller's checks and here): 'close' will not fire again.
     if (raw.closed || request.raw.destroyed) end();
@@ -82,4 +152,8 @@ function inheritedHeaders(reply: FastifyReply): Record<string, string> {
   return headers;
 }
 
-export default fp(eventStreamsPlugin, { name: 'autonode-event-streams', fastify: '5.x', dependencies: ['autonode-admission'] });
+export default fp(eventStreamsPlugin, {
+  name: 'autonode-event-streams',
+  fastify: '5.x',
+  dependencies: ['autonode-admission', 'autonode-bus', 'autonode-auth'],
+});

@@ -2,6 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ExecutionEvent } from '../../bus/bus.js';
 import type { ExecutionRecord, StepRecord } from '../../executions/reads.js';
 import { notFound } from '../../lib/problem.js';
+import type { EventStream } from '../../plugins/event-streams.js';
 
 const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
 
@@ -68,10 +69,16 @@ export async function streamExecutionEvents(request: FastifyRequest, reply: Fast
     lastRevision = seen;
   }
 
-  const stream = app.openEventStream(request, reply, () => {
-    ended = true;
-    unsubscribe();
-  });
+  let stream: EventStream;
+  try {
+    stream = app.openEventStream(request, reply, () => {
+      ended = true;
+      unsubscribe();
+    });
+  } catch (error) {
+    unsubscribe(); // Too many streams: nothing was opened.
+    throw error;
+  }
 
   /** Sends a state read from the rows, if newer than what the client has; ends after a final one. */
   function sendState({ execution, steps }: State) {
