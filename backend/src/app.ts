@@ -86,6 +86,7 @@ export async function buildApp({ config, database, auth, logger }: AppDeps): Pro
     auth,
     apiBaseUrl: config.auth.apiBaseUrl,
     callerCacheTtlMs: config.auth.callerCacheTtlMs,
+    callerCacheMaxBytes: config.auth.callerCacheMaxBytes,
     failureLimitPerMinute: config.auth.failureLimitPerMinute,
   });
   await app.register(eventStreamsPlugin, { maxPerUser: config.eventStreamsPerUser });

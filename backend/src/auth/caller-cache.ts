@@ -3,6 +3,17 @@ import type { RequestCaller } from './caller.js';
 interface Entry {
   readonly caller: RequestCaller;
   readonly expiresAt: number;
+  readonly bytes: number;
+}
+
+/** What a Map entry, its Entry and caller objects cost beyond their strings (measured order of magnitude, V8 x64). */
+const ENTRY_OVERHEAD_BYTES = 240;
+
+/** The memory an entry holds: its strings (UTF-16, two bytes a unit) and its objects. */
+function entryBytes(key: string, caller: RequestCaller): number {
+  const { id, name, email } = caller.user;
+  const keyId = caller.via === 'api-key' ? caller.keyId : '';
+  return ENTRY_OVERHEAD_BYTES + 2 * (key.length + id.length + name.length + email.length + keyId.length);
 }
 
 /**
@@ -11,26 +22,42 @@ interface Entry {
  * forged one could hit: an API key's hash, or the value of the one cookie of Better Auth's exact
  * session cookie name (a request with that name twice, or beside another session-like cookie, is
  * never cached: plugin.ts, sessionCookieOf). Staleness is bounded twice: entries live at most
- * `ttlMs` (and never past the session's own expiry), and a sign-out or revocation drops the user's
- * entries on every replica at once (through the event bus).
+ * `ttlMs` (and never past the credential's own expiry), and a sign-out or revocation drops the
+ * user's entries on every replica at once (through the event bus).
+ *
+ * Memory is bounded too, whatever callers do: the entries together never hold more than
+ * `maxBytes` (the oldest leave first), and expired ones are swept every `ttlMs`, so a burst of
+ * credentials used once is gone a TTL later rather than when each is presented again.
  */
 export class CallerCache {
   private readonly entries = new Map<string, Entry>();
+  private bytes = 0;
+  private readonly sweeper: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly ttlMs: number,
-    private readonly maxEntries = 50_000,
-  ) {}
+    private readonly maxBytes: number,
+  ) {
+    if (this.enabled) {
+      this.sweeper = setInterval(() => this.sweep(), ttlMs);
+      this.sweeper.unref();
+    }
+  }
 
   get enabled(): boolean {
     return this.ttlMs > 0;
+  }
+
+  /** What the entries hold now, as counted against `maxBytes`. */
+  get size(): { entries: number; bytes: number } {
+    return { entries: this.entries.size, bytes: this.bytes };
   }
 
   get(key: string): RequestCaller | undefined {
     const entry = this.entries.get(key);
     if (!entry) return undefined;
     if (entry.expiresAt <= Date.now()) {
-      this.entries.delete(key);
+      this.delete(key, entry);
       return undefined;
     }
     return entry.caller;
@@ -39,15 +66,34 @@ export class CallerCache {
   set(key: string, caller: RequestCaller, credentialExpiresAt?: Date | null): void {
     if (!this.enabled) return;
     const expiresAt = Math.min(Date.now() + this.ttlMs, credentialExpiresAt ? credentialExpiresAt.getTime() : Number.POSITIVE_INFINITY);
-    if (this.entries.size >= this.maxEntries) {
-      // Maps iterate in insertion order: drop the oldest entry.
-      const oldest = this.entries.keys().next();
-      if (!oldest.done) this.entries.delete(oldest.value);
+    const bytes = entryBytes(key, caller);
+    if (bytes > this.maxBytes) return;
+    const previous = this.entries.get(key);
+    if (previous) this.delete(key, previous);
+    // Maps iterate in insertion order: the oldest entries leave first.
+    for (const [oldestKey, oldest] of this.entries) {
+      if (this.bytes + bytes <= this.maxBytes) break;
+      this.delete(oldestKey, oldest);
     }
-    this.entries.set(key, { caller, expiresAt });
+    this.entries.set(key, { caller, expiresAt, bytes });
+    this.bytes += bytes;
   }
 
   forgetUser(userId: string): void {
-    for (const [key, entry] of this.entries) if (entry.caller.user.id === userId) this.entries.delete(key);
+    for (const [key, entry] of this.entries) if (entry.caller.user.id === userId) this.delete(key, entry);
+  }
+
+  /** Drops every expired entry. */
+  sweep(now = Date.now()): void {
+    for (const [key, entry] of this.entries) if (entry.expiresAt <= now) this.delete(key, entry);
+  }
+
+  stop(): void {
+    clearInterval(this.sweeper);
+  }
+
+  private delete(key: string, entry: Entry): void {
+    this.entries.delete(key);
+    this.bytes -= entry.bytes;
   }
 }

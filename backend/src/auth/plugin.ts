@@ -48,14 +48,17 @@ export interface AuthPluginOptions {
   readonly callerCacheTtlMs: number;
   /** Bad or missing credentials allowed per client address per minute before 429. */
   readonly failureLimitPerMinute: number;
+  /** The most memory the verified callers may hold together. */
+  readonly callerCacheMaxBytes: number;
 }
 
 /** Auth endpoints that only create sessions: nothing cached can be invalidated by them. */
 const sessionCreatingPaths = new Set(['/api/auth/sign-in/email', '/api/auth/sign-up/email']);
 
-async function authPlugin(app: FastifyInstance, { auth, apiBaseUrl, callerCacheTtlMs, failureLimitPerMinute }: AuthPluginOptions) {
+async function authPlugin(app: FastifyInstance, { auth, apiBaseUrl, callerCacheTtlMs, callerCacheMaxBytes, failureLimitPerMinute }: AuthPluginOptions) {
   const { bus } = app;
-  const cache = new CallerCache(callerCacheTtlMs);
+  const cache = new CallerCache(callerCacheTtlMs, callerCacheMaxBytes);
+  app.addHook('onClose', async () => cache.stop());
   // The name Better Auth itself derived from the options (prefix, cookiePrefix, a custom name).
   const { authCookies } = await auth.$context;
   app.decorate('sessionCookieName', authCookies.sessionToken.name);
