@@ -85,6 +85,7 @@ const variablesSchema = z.object({
     BETTER_AUTH_SECRET: z.string().min(32, { message: 'must be at least 32 characters' }).optional(),
     CORS_ORIGINS: originList.default(['http://localhost:8100']),
     AUTH_CACHE_TTL_MS: integerFromEnv(0, 60_000).default(5_000),
+    API_KEYS_PER_USER: integerFromEnv(1, 100_000).default(100),
     AUTH_CACHE_MAX_BYTES: integerFromEnv(65_536, 1024 * 1024 * 1024).default(16 * 1024 * 1024),
     AUTH_RATE_LIMIT_MAX: integerFromEnv(1, 1_000_000).default(10),
     AUTH_RATE_LIMIT_WINDOW_S: integerFromEnv(1, 86_400).default(60),
@@ -163,8 +164,15 @@ const configSchema = variablesSchema
       },
       /** Requests per caller (user) per window on /api/v1, over all replicas; counts are exchanged every `syncMs`. */
       rateLimit: { max: env.RATE_LIMIT_MAX, windowMs: env.RATE_LIMIT_WINDOW_MS, syncMs: env.RATE_LIMIT_SYNC_MS },
-        /** The most memory verified callers may hold together (the oldest leave first). */
-        callerCacheMaxBytes: env.AUTH_CACHE_MAX_BYTES,
+      /** API keys one user may hold (expired ones included). */
+      apiKeysPerUser: env.API_KEYS_PER_USER,
+      /** Event streams one user may hold open on this process (each holds a connection and a bus listener). */
+      eventStreamsPerUser: env.EVENT_STREAMS_PER_USER,
+      /**
+       * Stored JSON one list page of payload-carrying items (executions with includeData, steps) may
+       * hold: the page ends early (hasNext, nextCursor) once its items pass it; its first item always comes.
+       */
+      maxPageDataBytes: env.API_MAX_PAGE_DATA_BYTES,
       /** Longest a request may take before it is answered 503 (whatever it waits on). */
       handlerTimeoutMs: env.HANDLER_TIMEOUT_MS,
       corsOrigins: [...env.CORS_ORIGINS],

@@ -88,6 +88,26 @@ describe('API keys', () => {
     expect(sessionKey.json<{ expiresAt: string | null }>().expiresAt).toBeNull();
   });
 
+  it('caps the keys a user holds, even against concurrent creations; a deleted key frees its place', async () => {
+    const capped = await buildTestApp({ API_KEYS_PER_USER: '3' });
+    try {
+      const user = await signUp(capped);
+      const create = (index: number) =>
+        capped.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { cookie: user.cookie }, payload: { name: `key ${index}` } });
+      const statuses = (await Promise.all([0, 1, 2, 3, 4].map(create))).map((response) => response.statusCode).sort();
+      expect(statuses).toEqual([201, 201, 201, 409, 409]);
+      const refused = await create(5);
+      expect(expectProblem(refused, 409).code).toBe('API_KEY_LIMIT_REACHED');
+      const listed = await capped.inject({ url: '/api/v1/api-keys', headers: { cookie: user.cookie } });
+      const items = listed.json<{ items: { id: string }[] }>().items;
+      expect(items).toHaveLength(3);
+      await capped.inject({ method: 'DELETE', url: `/api/v1/api-keys/${items[0]?.id}`, headers: { cookie: user.cookie } });
+      expect((await create(6)).statusCode).toBe(201);
+    } finally {
+      await capped.close();
+    }
+  });
+
   it('refuses an expiry in the past and unknown fields', async () => {
     expectProblem(await createKey({ name: 'old', expiresAt: '2000-01-01T00:00:00Z' }), 400);
     expectProblem(await createKey({ name: 'x', userId: alice.id }), 400);

@@ -56,6 +56,7 @@ describe('config', () => {
       RATE_LIMIT_WINDOW_MS: '2000',
       RATE_LIMIT_SYNC_MS: '250',
       EVENT_STREAMS_PER_USER: '7',
+      API_KEYS_PER_USER: '11',
       AUTH_FAILURE_LIMIT: '5',
       DB_ACQUIRE_TIMEOUT_MS: '250',
       HANDLER_TIMEOUT_MS: '1000',
@@ -96,6 +97,8 @@ describe('config', () => {
       eventStreamsPerUser: 7,
       enableTestRoutes: true,
       engine: {
+      eventStreamsPerUser: 7,
+      apiKeysPerUser: 11,
         enabled: false,
         concurrency: 2,
         leaseMs: 5000,

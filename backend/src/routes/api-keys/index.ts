@@ -20,7 +20,7 @@ export const apiKeyRoutes: FastifyPluginAsyncZod = async (app) => {
     {
       schema: {
         tags,
-        summary: 'Create an API key; the secret is in this response only (honours Idempotency-Key)',
+        summary: 'Create an API key; the secret is in this response only (honours Idempotency-Key; 409 API_KEY_LIMIT_REACHED beyond API_KEYS_PER_USER)',
         headers: IdempotencyHeaders,
         body: CreateApiKeyBody,
         response: { 201: CreatedApiKey },
@@ -34,7 +34,7 @@ export const apiKeyRoutes: FastifyPluginAsyncZod = async (app) => {
         request,
         reply,
         async () => {
-          const { created, stored } = await apiKeys.create(app.database.db, request.caller, request.body);
+          const { created, stored } = await apiKeys.create(app.database.db, request.caller, request.body, app.config.apiKeysPerUser);
           secret = created.key;
           // What is kept for a replay has no secret in it.
           return { status: 201, body: stored, location: `/api/v1/api-keys/${stored.id}` };

@@ -1,11 +1,11 @@
-import { and, eq } from 'drizzle-orm';
+import { and, count, eq, sql } from 'drizzle-orm';
 import type { RequestCaller } from '../../auth/caller.js';
 import { generateApiKey } from '../../auth/api-keys.js';
 import type { Db } from '../../db/client.js';
 import { isForeignKeyViolation } from '../../db/errors.js';
 import { apiKeys } from '../../db/schema/index.js';
 import { iso, isoOrNull } from '../../lib/http.js';
-import { badRequest, unauthorized } from '../../lib/problem.js';
+import { badRequest, conflict, unauthorized } from '../../lib/problem.js';
 import { columnSortKeys, listOwned, type ListParams, type Page } from '../../lib/pagination.js';
 import type { ApiKeyDto, CreateApiKeyInput, CreatedApiKeyDto } from './schemas.js';
 
@@ -46,20 +46,34 @@ function expiryFor(creator: RequestCaller, requested: string | undefined): { exp
   return { expiresAt: expiresAt ?? creator.expiresAt, parentKeyId: creator.keyId };
 }
 
-/** Creates a key; the secret exists only in the returned value (the table keeps its hash). */
+/**
+ * Creates a key; the secret exists only in the returned value (the table keeps its hash). A user
+ * holds at most `maxPerUser` keys, expired ones included (they stay listed until deleted): the
+ * count and the insert happen under a lock per user, so concurrent creations cannot pass it together.
+ */
 export async function create(
   db: Db,
   creator: RequestCaller,
   input: CreateApiKeyInput,
+  maxPerUser: number,
 ): Promise<{ created: CreatedApiKeyDto; stored: ApiKeyDto }> {
   const generated = generateApiKey();
   const { expiresAt, parentKeyId } = expiryFor(creator, input.expiresAt);
+  const userId = creator.user.id;
   let row: ApiKeyRow | undefined;
   try {
-    [row] = await db
-      .insert(apiKeys)
-      .values({ userId: creator.user.id, name: input.name, prefix: generated.prefix, keyHash: generated.hash, expiresAt, parentKeyId })
-      .returning();
+    row = await db.transaction(async (tx) => {
+      await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${`api-keys-per-user:${userId}`}, 0))`);
+      const [owned] = await tx.select({ keys: count() }).from(apiKeys).where(eq(apiKeys.userId, userId));
+      if ((owned?.keys ?? 0) >= maxPerUser) {
+        throw conflict(`You have ${maxPerUser} API keys (expired ones included), the most allowed; delete one to create another.`, 'API_KEY_LIMIT_REACHED');
+      }
+      const [inserted] = await tx
+        .insert(apiKeys)
+        .values({ userId, name: input.name, prefix: generated.prefix, keyHash: generated.hash, expiresAt, parentKeyId })
+        .returning();
+      return inserted;
+    });
   } catch (error) {
     // The calling key was revoked since the request was authenticated: the foreign key refuses
     // its child, and the caller is as unauthenticated as its key.
