@@ -157,6 +157,8 @@ const configSchema = variablesSchema
         trustedOrigins: [...env.CORS_ORIGINS],
         /** How long a verified session or API key is reused without a query (0: never). */
         callerCacheTtlMs: env.AUTH_CACHE_TTL_MS,
+        /** The most memory verified callers may hold together (the oldest leave first). */
+        callerCacheMaxBytes: env.AUTH_CACHE_MAX_BYTES,
         /** Better Auth's own limiter on sign-in/sign-up, per client address, stored in the database (all replicas). */
         rateLimit: { max: env.AUTH_RATE_LIMIT_MAX, windowSeconds: env.AUTH_RATE_LIMIT_WINDOW_S },
         /** Requests with a bad or missing credential allowed per client address per minute before 429. */
@@ -168,17 +170,10 @@ const configSchema = variablesSchema
       apiKeysPerUser: env.API_KEYS_PER_USER,
       /** Event streams one user may hold open on this process (each holds a connection and a bus listener). */
       eventStreamsPerUser: env.EVENT_STREAMS_PER_USER,
-      /**
-       * Stored JSON one list page of payload-carrying items (executions with includeData, steps) may
-       * hold: the page ends early (hasNext, nextCursor) once its items pass it; its first item always comes.
-       */
-      maxPageDataBytes: env.API_MAX_PAGE_DATA_BYTES,
       /** Longest a request may take before it is answered 503 (whatever it waits on). */
       handlerTimeoutMs: env.HANDLER_TIMEOUT_MS,
       corsOrigins: [...env.CORS_ORIGINS],
       trustProxy: env.TRUST_PROXY,
-      /** Event streams one user may hold open on this process (each holds a connection and a bus listener). */
-      eventStreamsPerUser: env.EVENT_STREAMS_PER_USER,
       shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
       enableTestRoutes: env.ENABLE_TEST_ROUTES,
       engine: {
