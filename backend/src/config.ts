@@ -101,6 +101,7 @@ const variablesSchema = z.object({
     ENABLE_TEST_ROUTES: booleanFromEnv.default(false),
     ENGINE_ENABLED: booleanFromEnv.default(true),
     ENGINE_CONCURRENCY: integerFromEnv(1, 1000).default(4),
+    ENGINE_USER_CONCURRENCY: integerFromEnv(1, 10_000).default(2),
     ENGINE_LEASE_MS: integerFromEnv(1_000, 3_600_000).default(30_000),
     ENGINE_POLL_MS: integerFromEnv(10, 60_000).default(500),
     ENGINE_HTTP_ALLOW: z.string().default('').transform((value) => value.split(',').map((entry) => entry.trim()).filter(Boolean)),
@@ -181,6 +182,8 @@ const configSchema = variablesSchema
         enabled: env.ENGINE_ENABLED,
         /** Executions this process runs at once. */
         concurrency: env.ENGINE_CONCURRENCY,
+        /** Executions one user may have running at once, over every worker (the claim enforces it). */
+        userConcurrency: env.ENGINE_USER_CONCURRENCY,
         /** How long a claimed execution stays ours without a heartbeat (a crashed worker's work is reclaimed after it). */
         leaseMs: env.ENGINE_LEASE_MS,
         /** How often an idle worker looks for work that no notification announced (delays, backoffs, expired leases). */

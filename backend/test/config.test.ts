@@ -65,6 +65,7 @@ describe('config', () => {
       ENABLE_TEST_ROUTES: '1',
       ENGINE_ENABLED: 'no',
       ENGINE_CONCURRENCY: '2',
+      ENGINE_USER_CONCURRENCY: '3',
       ENGINE_LEASE_MS: '5000',
       ENGINE_POLL_MS: '50',
       ENGINE_HTTP_ALLOW: ' 127.0.0.1 , localhost,',
@@ -100,6 +101,7 @@ describe('config', () => {
       engine: {
         enabled: false,
         concurrency: 2,
+        userConcurrency: 3,
         leaseMs: 5000,
         pollMs: 50,
         http: { allow: ['127.0.0.1', 'localhost'], timeoutMs: 100, maxResponseBytes: 2048 },

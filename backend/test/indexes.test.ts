@@ -118,7 +118,7 @@ describe.skipIf(isEmbeddedDatabase())('list queries use their indexes (skipped o
     const [waiting] = await app.database.sql<{ count: number }[]>`select count(*)::int as count from executions where status in ('pending', 'paused')`;
     expect(waiting?.count).toBeGreaterThan(10_000);
     captured.length = 0;
-    const claimed = await app.executions.claim('index-test-worker', 2, 30_000);
+    const claimed = await app.executions.claim('index-test-worker', 2, 30_000, 2);
     expect(claimed).toHaveLength(2);
     const claim = captured.find(({ query }) => /update executions e\s+set status = 'running'/.test(query));
     expect(claim, 'the claim statement was not captured').toBeDefined();

@@ -74,7 +74,7 @@ export class Engine {
     while (this.state === 'running') {
       try {
         const free = this.deps.config.concurrency - this.running.size;
-        const claimed = free > 0 ? await this.deps.lifecycle.claim(this.workerId, free, this.deps.config.leaseMs) : [];
+        const claimed = free > 0 ? await this.deps.lifecycle.claim(this.workerId, free, this.deps.config.leaseMs, this.deps.config.userConcurrency) : [];
         for (const execution of claimed) this.launch(execution);
         backoffMs = this.deps.config.pollMs;
         // A full batch suggests more work waiting: look again at once.

@@ -201,8 +201,13 @@ export class ExecutionLifecycle {
    * (a takeover). Each kind is read from the front of its own index (executions_ready_idx,
    * executions_lease_idx): one condition over both made PostgreSQL fetch and sort every waiting
    * execution on each claim.
+   *
+   * No user holds more than `perUser` running executions (ENGINE_USER_CONCURRENCY), counted over
+   * every worker: a user at the cap is passed over, so one tenant's hanging runs cannot keep
+   * another's waiting. The count is read in the claim's own snapshot, so workers claiming at the
+   * same instant can each add one batch for a user; the next claim sees it and adds none.
    */
-  async claim(workerId: string, limit: number, leaseMs: number): Promise<ClaimedExecution[]> {
+  async claim(workerId: string, limit: number, leaseMs: number, perUser: number): Promise<ClaimedExecution[]> {
     const sql = this.sql;
     const running = encodeInSql(
       sql,
@@ -212,20 +217,32 @@ export class ExecutionLifecycle {
     const rows = await sql<
       { id: string; user_id: string; workflow_id: string; job_id: string | null; input: unknown; workflow_snapshot: WorkflowSnapshot; steps: StepState[]; announced: unknown }[]
     >`
-      with ready as (
-        select id, coalesce(wake_at, created_at) as runnable_at from executions
-         where status in ('pending', 'paused') and coalesce(wake_at, created_at) <= now()
-         order by coalesce(wake_at, created_at)
+      with busy as (
+        select user_id, count(*)::int as running from executions
+         where status = 'running' and lease_expires_at >= now()
+         group by user_id),
+      ready as (
+        select e.id, e.user_id, coalesce(e.wake_at, e.created_at) as runnable_at from executions e
+         where e.status in ('pending', 'paused') and coalesce(e.wake_at, e.created_at) <= now()
+           and not exists (select 1 from busy b where b.user_id = e.user_id and b.running >= ${perUser})
+         order by coalesce(e.wake_at, e.created_at)
          limit ${limit}
          for update skip locked),
       expired as (
-        select id, lease_expires_at as runnable_at from executions
-         where status = 'running' and lease_expires_at < now()
-         order by lease_expires_at
+        select e.id, e.user_id, e.lease_expires_at as runnable_at from executions e
+         where e.status = 'running' and e.lease_expires_at < now()
+           and not exists (select 1 from busy b where b.user_id = e.user_id and b.running >= ${perUser})
+         order by e.lease_expires_at
          limit ${limit}
          for update skip locked),
+      ranked as (
+        select c.id, c.runnable_at,
+               row_number() over (partition by c.user_id order by c.runnable_at) + coalesce(b.running, 0) as user_slot
+          from (select * from ready union all select * from expired) c
+          left join busy b on b.user_id = c.user_id),
       picked as (
-        select id from (select * from ready union all select * from expired) candidates
+        select id from ranked
+         where user_slot <= ${perUser}
          order by runnable_at
          limit ${limit}),
       claimed as (
