@@ -1,5 +1,6 @@
 import { betterAuth } from 'better-auth';
 import { drizzleAdapter } from 'better-auth/adapters/drizzle';
+import { APIError } from 'better-auth/api';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
@@ -11,6 +12,32 @@ import * as schema from '../db/schema/index.js';
  * client address only from it, so a spoofed X-Forwarded-For cannot pick someone else's address.
  */
 export const CLIENT_IP_HEADER = 'x-autonode-client-ip';
+
+/**
+ * Bounds of what a user record may hold, on every path that writes one (sign-up, update-user,
+ * change-email): the record is read on every verification and copied into cached callers, so
+ * it must stay small whatever a client sends.
+ */
+export const USER_FIELD_LIMITS = { nameLength: 100, emailLength: 254, imageLength: 2048 } as const;
+
+/** Refuses user fields out of bounds (400 INVALID_USER_FIELD, naming the field); an image must be an http(s) URL. */
+function checkUserFields(fields: { name?: unknown; email?: unknown; image?: unknown }): void {
+  const refuse = (message: string) => {
+    throw new APIError('BAD_REQUEST', { code: 'INVALID_USER_FIELD', message });
+  };
+  if (typeof fields.name === 'string' && fields.name.length > USER_FIELD_LIMITS.nameLength) {
+    refuse(`name: at most ${USER_FIELD_LIMITS.nameLength} characters`);
+  }
+  if (typeof fields.email === 'string' && fields.email.length > USER_FIELD_LIMITS.emailLength) {
+    refuse(`email: at most ${USER_FIELD_LIMITS.emailLength} characters`);
+  }
+  const { image } = fields;
+  if (image !== undefined && image !== null) {
+    if (typeof image !== 'string' || image.length > USER_FIELD_LIMITS.imageLength || !URL.canParse(image) || !/^https?:$/.test(new URL(image).protocol)) {
+      refuse(`image: an http(s) URL of at most ${USER_FIELD_LIMITS.imageLength} characters`);
+    }
+  }
+}
 
 export interface AuthDeps {
   readonly config: Pick<Config, 'auth' | 'isProduction'>;
@@ -43,6 +70,12 @@ export function createAuth({ config, db, logger }: AuthDeps) {
       },
     },
     telemetry: { enabled: false },
+    databaseHooks: {
+      user: {
+        create: { before: async (user) => checkUserFields(user) },
+        update: { before: async (user) => checkUserFields(user) },
+      },
+    },
     advanced: {
       useSecureCookies: config.isProduction,
       defaultCookieAttributes: { httpOnly: true, sameSite: 'lax', secure: config.isProduction },
