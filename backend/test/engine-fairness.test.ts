@@ -74,4 +74,54 @@ describe("one user's share of the engine", () => {
       await app.inject({ method: 'POST', url: `/api/v1/executions/${run.id}/cancel`, headers: { cookie: hog.cookie } });
     }
   }, 30_000);
+
+});
+
+describe("one user's share of the scheduler", () => {
+  let app: App;
+  let hog: SignedInUser;
+  let neighbour: SignedInUser;
+
+  // No engine here: the test fires the jobs itself, batch by batch.
+  beforeAll(async () => {
+    app = await buildSharedTestApp(scratch ? { DATABASE_URL: scratch.url } : {});
+    hog = await signUp(app);
+    neighbour = await signUp(app);
+  });
+  afterAll(async () => {
+    await app.close();
+  });
+
+  it("fires every user's most overdue job before anyone's second, whatever one user has due", async () => {
+    const scheduledGraph = { nodes: [{ id: 'start', type: 'trigger.schedule' }], edges: [] };
+    const createJobs = async (user: SignedInUser, count: number) => {
+      const workflowId = await createWorkflow(app, user, scheduledGraph);
+      const ids: string[] = [];
+      for (let index = 0; index < count; index++) {
+        const response = await app.inject({
+          method: 'POST',
+          url: '/api/v1/jobs',
+          headers: { cookie: user.cookie },
+          payload: { name: `every minute ${index}`, workflowId, cron: '* * * * *', status: 'ACTIVE' },
+        });
+        ids.push(response.json<{ id: string }>().id);
+      }
+      return ids;
+    };
+    // Only the clock is moved: the hog's thirty jobs are long overdue, the neighbour's just due.
+    const hogJobs = await createJobs(hog, 30);
+    const [neighbourJob] = await createJobs(neighbour, 1);
+    await app.database.sql`update jobs set next_run_at = now() - interval '10 minutes' where id = any(${hogJobs}::uuid[])`;
+    await app.database.sql`update jobs set next_run_at = now() - interval '1 second' where id = ${neighbourJob as string}`;
+
+    const firstBatch = await app.executions.fireDueJobs(5);
+    expect(firstBatch).toHaveLength(5);
+    expect(firstBatch.map((fired) => fired.jobId)).toContain(neighbourJob);
+    // The rest of the hog's jobs follow in later batches; none is lost or fired twice.
+    const fired = [...firstBatch];
+    for (let batch = await app.executions.fireDueJobs(5); batch.length > 0; batch = await app.executions.fireDueJobs(5)) fired.push(...batch);
+    const firedJobs = fired.map((job) => job.jobId).filter((id) => hogJobs.includes(id) || id === neighbourJob);
+    expect(new Set(firedJobs).size).toBe(31);
+    expect(firedJobs).toHaveLength(31);
+  }, 30_000);
 });

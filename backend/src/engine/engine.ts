@@ -7,6 +7,9 @@ import { isDatabaseUnavailable } from '../db/errors.js';
 import type { ClaimedExecution, ExecutionLifecycle } from '../executions/lifecycle.js';
 import { ExecutionRunner } from './runner.js';
 
+/** Due jobs fired per scheduler transaction (two statements however many). */
+const SCHEDULER_BATCH = 500;
+
 export interface EngineDeps {
   /** Every state change of an execution goes through it. */
   readonly lifecycle: ExecutionLifecycle;
@@ -93,9 +96,13 @@ export class Engine {
   private async fireSchedules(): Promise<void> {
     if (this.state !== 'running') return;
     try {
-      const fired = await this.deps.lifecycle.fireDueJobs();
-      for (const job of fired) this.log.info({ jobId: job.jobId, executionId: job.executionId, scheduledAt: job.scheduledAt }, 'job fired');
-      if (fired.length > 0) this.wake();
+      // A full batch means more jobs may be due: fire again at once rather than a tick later.
+      for (let full = true; full && this.state === 'running'; ) {
+        const fired = await this.deps.lifecycle.fireDueJobs(SCHEDULER_BATCH);
+        for (const job of fired) this.log.info({ jobId: job.jobId, executionId: job.executionId, scheduledAt: job.scheduledAt }, 'job fired');
+        if (fired.length > 0) this.wake();
+        full = fired.length === SCHEDULER_BATCH;
+      }
     } catch (error) {
       if (isDatabaseUnavailable(error)) this.log.warn({ err: error }, 'scheduler cannot reach the database');
       else this.log.error({ err: error }, 'scheduler failed');

@@ -159,40 +159,69 @@ export class ExecutionLifecycle {
   }
 
   /**
-   * Fires due jobs, in one transaction per batch: claims due ACTIVE, unlocked jobs with SKIP LOCKED
-   * (two schedulers never take the same job), creates each job's `schedule` execution, locks the
-   * job while that execution runs, and moves nextRunAt to the next occurrence after now, so a long
-   * downtime yields one catch-up run, not one per missed slot.
+   * Fires up to `limit` due jobs in one transaction of two statements: claims due ACTIVE, unlocked
+   * jobs with SKIP LOCKED (two schedulers never take the same job), then, for the whole batch at
+   * once, creates each job's `schedule` execution, locks the job while that execution runs, and
+   * moves nextRunAt to the next occurrence after now (a long downtime yields one catch-up run, not
+   * one per missed slot).
+   *
+   * Fair across users: the batch takes every user's most overdue job before anyone's second (a
+   * round-robin by turn), so one user's many due jobs cannot push another's back by more than
+   * one job per user. A full batch means more may be due: the caller fires again at once.
    */
-  async fireDueJobs(limit = 20): Promise<FiredJob[]> {
-    const fired: FiredJob[] = [];
-    const announced: { announced: unknown }[] = await this.sql.begin(async (tx) => {
-      const due = await tx<{ id: string; user_id: string; workflow_id: string; cron: string; timezone: string; next_run_at: string }[]>`
-        select j.id, j.user_id, j.workflow_id, j.cron, j.timezone, j.next_run_at
+  async fireDueJobs(limit = 500): Promise<FiredJob[]> {
+    return this.sql.begin(async (tx) => {
+      const due = await tx<{ id: string; user_id: string; cron: string; timezone: string; next_run_at: string }[]>`
+        with turns as (
+          select id, next_run_at, row_number() over (partition by user_id order by next_run_at) as turn
+            from jobs
+           where status = 'ACTIVE' and next_run_at <= now() and not locked)
+        select j.id, j.user_id, j.cron, j.timezone, j.next_run_at
           from jobs j
-         where j.status = 'ACTIVE' and j.next_run_at <= now() and not j.locked
-         order by j.next_run_at
-         limit ${limit}
+         where j.id in (select id from turns order by turn, next_run_at limit ${limit})
+           and j.status = 'ACTIVE' and j.next_run_at <= now() and not j.locked
          for update of j skip locked`;
-      for (const job of due) {
-        const parsed = parseSchedule(job.cron, job.timezone);
-        const nextRunAt = 'schedule' in parsed ? parsed.schedule.nextRun(new Date()) : null;
-        const scheduledAt = new Date(job.next_run_at);
-        const input = { jobId: job.id, scheduledAt: scheduledAt.toISOString() };
-        const [execution] = await tx<{ id: string }[]>`
+      if (due.length === 0) return [];
+      // Many jobs share a schedule: each distinct one is parsed and stepped once per batch.
+      const now = new Date();
+      const nextRuns = new Map<string, string | null>();
+      const nextRunOf = (cron: string, timezone: string) => {
+        const key = `${timezone} ${cron}`;
+        if (!nextRuns.has(key)) {
+          const parsed = parseSchedule(cron, timezone);
+          nextRuns.set(key, 'schedule' in parsed ? (parsed.schedule.nextRun(now)?.toISOString() ?? null) : null);
+        }
+        return nextRuns.get(key) ?? null;
+      };
+      const scheduledAt = due.map((job) => new Date(job.next_run_at).toISOString());
+      const rows = await tx<{ job_id: string | null; execution_id: string | null; announced: unknown }[]>`
+        with due as (
+          -- Times travel as text: drizzle makes postgres.js pass timestamps through unserialised.
+          select job_id, scheduled_at, next_run_at::timestamptz as next_run_at
+            from unnest(${due.map((job) => job.id)}::uuid[], ${scheduledAt}::text[], ${due.map((job) => nextRunOf(job.cron, job.timezone))}::text[])
+              as due(job_id, scheduled_at, next_run_at)),
+        created as (
           insert into executions (user_id, workflow_id, workflow_version, workflow_snapshot, job_id, trigger, input)
-          select user_id, id, version, jsonb_build_object('nodes', nodes, 'edges', edges), ${job.id}::uuid, 'schedule', ${JSON.stringify(input)}::jsonb
-            from workflows where id = ${job.workflow_id}::uuid
-          returning id`;
-        await tx`update jobs set locked = true, last_run_at = now(), next_run_at = ${nextRunAt ? nextRunAt.toISOString() : null}::timestamptz,
-                        updated_at = now()
-                  where id = ${job.id}`;
-        if (execution) fired.push({ jobId: job.id, executionId: execution.id, userId: job.user_id, scheduledAt });
-      }
-      return fired.length > 0 ? [...(await tx<{ announced: unknown }[]>`select ${this.work}`)] : [];
+          select w.user_id, w.id, w.version, jsonb_build_object('nodes', w.nodes, 'edges', w.edges), d.job_id, 'schedule',
+                 jsonb_build_object('jobId', d.job_id, 'scheduledAt', d.scheduled_at)
+            from due d join jobs j on j.id = d.job_id join workflows w on w.id = j.workflow_id
+          returning id, job_id),
+        moved as (
+          update jobs j
+             set locked = exists (select 1 from created c where c.job_id = j.id), last_run_at = now(),
+                 next_run_at = d.next_run_at, updated_at = now()
+            from due d
+           where j.id = d.job_id)
+        select c.job_id, c.id as execution_id, null as announced from created c
+        union all
+        select null, null, ${this.work}`;
+      const userOf = new Map(due.map((job, index) => [job.id, { userId: job.user_id, scheduledAt: new Date(scheduledAt[index] as string) }]));
+      this.bus.settle(rows);
+      return rows.flatMap((row) => {
+        const job = row.job_id === null ? undefined : userOf.get(row.job_id);
+        return job && row.execution_id ? [{ jobId: row.job_id as string, executionId: row.execution_id, ...job }] : [];
+      });
     });
-    this.bus.settle(announced);
-    return fired;
   }
 
   /**
