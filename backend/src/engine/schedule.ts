@@ -5,8 +5,9 @@ import type { ProblemFieldError } from '../lib/problem.js';
 export interface Schedule {
   readonly cron: string;
   readonly timezone: string;
-  /** The first occurrences strictly after `after`. */
+  /** The first occurrences strictly after `after`: the runs the scheduler fires, in order, each once. */
   nextRuns(count: number, after?: Date): Date[];
+  /** The first occurrence strictly after `after` (the scheduler's step); null if there is none. */
   nextRun(after?: Date): Date | null;
 }
 
@@ -38,14 +39,30 @@ export function parseSchedule(cron: string, timezone: string): { schedule: Sched
   } catch (error) {
     return { errors: [{ path: 'cron', message: error instanceof Error ? error.message.replace(/^CronPattern: /, '') : 'is not a valid cron expression' }] };
   }
-  if (pattern.nextRun() === null) return { errors: [{ path: 'cron', message: 'never fires (no such date)' }] };
+  const nextRun = (after: Date = new Date()): Date | null => {
+    try {
+      return pattern.nextRun(after);
+    } catch (error) {
+      // croner searches recursively: for a date that never comes (31 February, April 31) it can
+      // overflow the stack instead of answering null.
+      if (error instanceof RangeError) return null;
+      throw error;
+    }
+  };
+  if (nextRun() === null) return { errors: [{ path: 'cron', message: 'never fires (no such date)' }] };
 
   return {
     schedule: {
       cron: fields.join(' '),
       timezone,
-      nextRuns: (count, after = new Date()) => pattern.nextRuns(count, after),
-      nextRun: (after = new Date()) => pattern.nextRun(after),
+      // Step by step, as the scheduler goes from one run to the next, so the listing is what it
+      // fires: croner's own nextRuns lists the first instant after a spring-forward gap twice.
+      nextRuns: (count, after = new Date()) => {
+        const runs: Date[] = [];
+        for (let run = nextRun(after); run !== null && runs.length < count; run = nextRun(run)) runs.push(run);
+        return runs;
+      },
+      nextRun,
     },
   };
 }
