@@ -3,7 +3,7 @@ import { fromNodeHeaders } from 'better-auth/node';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { sha256 } from '../lib/http.js';
-import { ProblemError, unauthorized } from '../lib/problem.js';
+import { notFound, ProblemError, unauthorized } from '../lib/problem.js';
 import { hashApiKey, presentedApiKey, verifyApiKey } from './api-keys.js';
 import { CLIENT_IP_HEADER, type Auth } from './auth.js';
 import { CallerCache } from './caller-cache.js';
@@ -52,6 +52,35 @@ export interface AuthPluginOptions {
   readonly callerCacheMaxBytes: number;
 }
 
+/**
+ * The Better Auth endpoints the product uses; every other one (social sign-in, account linking,
+ * password reset and email verification without a mailer, list-sessions, delete-user, ...) is 404,
+ * and so is any endpoint a later Better Auth adds, until it is listed here on purpose.
+ */
+const enabledAuthEndpoints: ReadonlyMap<string, ReadonlySet<string>> = new Map(
+  Object.entries({
+    '/api/auth/sign-up/email': ['POST'],
+    '/api/auth/sign-in/email': ['POST'],
+    '/api/auth/sign-out': ['POST'],
+    '/api/auth/get-session': ['GET'],
+    '/api/auth/update-user': ['POST'],
+    '/api/auth/change-password': ['POST'],
+    '/api/auth/revoke-sessions': ['POST'],
+    '/api/auth/revoke-other-sessions': ['POST'],
+  }).map(([path, methods]) => [path, new Set(methods)]),
+);
+
+/**
+ * A session token in a response body would hand JavaScript what the HttpOnly cookie keeps from it
+ * (one XSS, every session): Better Auth's sign-in, sign-up and get-session answers carry it, so
+ * every `token` field of an answer is left out. The cookie is the session.
+ */
+function withoutTokens(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(withoutTokens);
+  if (value === null || typeof value !== 'object') return value;
+  return Object.fromEntries(Object.entries(value).filter(([key]) => key !== 'token').map(([key, field]) => [key, withoutTokens(field)]));
+}
+
 /** Auth endpoints that only create sessions: nothing cached can be invalidated by them. */
 const sessionCreatingPaths = new Set(['/api/auth/sign-in/email', '/api/auth/sign-up/email']);
 
@@ -88,7 +117,8 @@ async function authPlugin(app: FastifyInstance, { auth, apiBaseUrl, callerCacheT
     // The auth endpoints use the database.
     onRequest: app.admit,
     async handler(request: FastifyRequest, reply: FastifyReply) {
-      const path = request.url.split('?')[0] ?? '';
+      const path = (request.url.split('?')[0] ?? '').replace(/\/+$/, '');
+      if (!enabledAuthEndpoints.get(path)?.has(request.method)) throw notFound('endpoint');
       // Any other state-changing auth call (sign-out, revoke sessions, change password, delete user)
       // may end sessions: whose they are is known before, and the caches are told after.
       const invalidates = request.method === 'POST' && !sessionCreatingPaths.has(path);
@@ -108,7 +138,9 @@ async function authPlugin(app: FastifyInstance, { auth, apiBaseUrl, callerCacheT
       const cookies = response.headers.getSetCookie();
       if (cookies.length > 0) reply.header('set-cookie', cookies);
       if (userBefore && response.ok) await app.forgetCallers(userBefore);
-      return reply.send(response.body ? await response.text() : null);
+      const text = response.body ? await response.text() : '';
+      if (!response.headers.get('content-type')?.includes('json') || text === '') return reply.send(text || null);
+      return reply.send(JSON.stringify(withoutTokens(JSON.parse(text))));
     },
   });
 }
