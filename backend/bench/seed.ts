@@ -75,9 +75,12 @@ export async function insertBulkUsers(sql: Sql, count: number): Promise<void> {
 
 export async function insertWorkflowsForEveryUser(sql: Sql, perUser: number): Promise<void> {
   await sql`
-    insert into workflows (user_id, name, nodes, edges)
-    select u.id, 'Bench workflow ' || w, '[]'::jsonb, '[]'::jsonb
-      from "user" u cross join generate_series(1, ${perUser}::int) w`;
+    with created as (
+      insert into workflows (user_id, name, nodes, edges)
+      select u.id, 'Bench workflow ' || w, '[]'::jsonb, '[]'::jsonb
+        from "user" u cross join generate_series(1, ${perUser}::int) w
+      returning id, version, user_id, nodes, edges)
+    insert into workflow_versions (workflow_id, version, user_id, nodes, edges) select * from created`;
 }
 
 /**
@@ -87,7 +90,6 @@ export async function insertWorkflowsForEveryUser(sql: Sql, perUser: number): Pr
  * planner and the visibility map look like a settled table rather than a fresh bulk load.
  */
 export async function insertFinishedExecutions(sql: Sql, callerId: string, total: number): Promise<void> {
-  const snapshot = JSON.stringify(oneStepGraph);
   await sql`
     with others as (
       select array_agg(id order by id) as ids from "user" where id <> ${callerId}
@@ -101,9 +103,9 @@ export async function insertFinishedExecutions(sql: Sql, callerId: string, total
              now() - make_interval(secs => g * 3.0) as created_at
         from generate_series(1, ${total}::int) g, others
     )
-    insert into executions (user_id, workflow_id, workflow_version, workflow_snapshot, trigger, status,
+    insert into executions (user_id, workflow_id, workflow_version, trigger, status,
                             input, output, error, started_at, finished_at, created_at)
-    select p.user_id, w.ids[1 + p.g % array_length(w.ids, 1)], 1, ${snapshot}::jsonb, 'manual',
+    select p.user_id, w.ids[1 + p.g % array_length(w.ids, 1)], 1, 'manual',
            (case when p.g % 17 = 0 then 'failed' else 'completed' end)::execution_status,
            jsonb_build_object('n', p.g),
            case when p.g % 17 = 0 then null else jsonb_build_object('n', p.g + 1) end,
@@ -116,9 +118,14 @@ export async function insertFinishedExecutions(sql: Sql, callerId: string, total
 
 /** `count` pending executions of the one-step workflow, inputs {"n": i}, oldest first. */
 export async function insertPendingExecutions(sql: Sql, userId: string, workflowId: string, count: number): Promise<void> {
+  // The version the executions run: the workflow's graph as it stands.
   await sql`
-    insert into executions (user_id, workflow_id, workflow_version, workflow_snapshot, trigger, status, input, created_at)
-    select ${userId}, ${workflowId}::uuid, 1, ${JSON.stringify(oneStepGraph)}::jsonb, 'manual', 'pending',
+    insert into workflow_versions (workflow_id, version, user_id, nodes, edges)
+    select id, 1, user_id, nodes, edges from workflows where id = ${workflowId}::uuid
+    on conflict do nothing`;
+  await sql`
+    insert into executions (user_id, workflow_id, workflow_version, trigger, status, input, created_at)
+    select ${userId}, ${workflowId}::uuid, 1, 'manual', 'pending',
            jsonb_build_object('n', g), now() - make_interval(secs => (${count}::int - g) / 1000.0)
       from generate_series(1, ${count}::int) g`;
   await sql`vacuum (analyze) executions`;

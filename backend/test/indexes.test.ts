@@ -34,9 +34,13 @@ describe.skipIf(isEmbeddedDatabase())('list queries use their indexes (skipped o
     caller = await signUp(app);
     await scratch.use(async ({ sql }) => {
       await sql`insert into "user" (id, name, email) select 'bulk-' || g, 'Bulk ' || g, 'bulk-' || g || '@example.test' from generate_series(1, 100) g`;
-      await sql`insert into workflows (user_id, name, description, nodes, edges)
-        select case when g % 10 = 0 then ${caller.id} else 'bulk-' || (g % 100 + 1) end, 'workflow ' || g, 'bulk', '[]', '[]'
-        from generate_series(1, 5000) g`;
+      await sql`
+        with created as (
+          insert into workflows (user_id, name, description, nodes, edges)
+          select case when g % 10 = 0 then ${caller.id} else 'bulk-' || (g % 100 + 1) end, 'workflow ' || g, 'bulk', '[]', '[]'
+            from generate_series(1, 5000) g
+          returning id, version, user_id, nodes, edges)
+        insert into workflow_versions (workflow_id, version, user_id, nodes, edges) select * from created`;
       await sql`
         with numbered as (select id, user_id, row_number() over (order by id) as n from workflows)
         insert into jobs (user_id, workflow_id, name, cron, status, next_run_at)
@@ -44,8 +48,8 @@ describe.skipIf(isEmbeddedDatabase())('list queries use their indexes (skipped o
         from numbered`;
       await sql`
         with numbered as (select id, user_id, row_number() over (order by id) as n from workflows)
-        insert into executions (user_id, workflow_id, workflow_version, workflow_snapshot, trigger, status, created_at)
-        select w.user_id, w.id, 1, '{}', 'manual', (array['pending','running','completed','failed'])[1 + g % 4]::execution_status,
+        insert into executions (user_id, workflow_id, workflow_version, trigger, status, created_at)
+        select w.user_id, w.id, 1, 'manual', (array['pending','running','completed','failed'])[1 + g % 4]::execution_status,
                now() - (g || ' seconds')::interval
         from generate_series(1, 200000) g join numbered w on w.n = 1 + g % 5000`;
       await sql`

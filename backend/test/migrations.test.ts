@@ -1,5 +1,9 @@
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runMigrations } from '../src/db/migrate.js';
+import { migrationsFolder, runMigrations } from '../src/db/migrate.js';
 import { createScratchDatabase, type ScratchDatabase } from './scratch.js';
 
 describe('migrations', () => {
@@ -25,5 +29,47 @@ describe('migrations', () => {
     await scratch.use((client) => runMigrations(client.db));
     const appliedAgain = await scratch.use((client) => client.sql`select count(*)::int as count from drizzle.__drizzle_migrations`);
     expect(appliedAgain).toEqual(applied);
+  });
+
+  it('move the graphs executions carried into workflow versions, keeping every run and its graph', async () => {
+    const upgraded = await createScratchDatabase();
+    const olderFolder = await mkdtemp(path.join(tmpdir(), 'autonode-migrations-'));
+    try {
+      // The schema as it stood before workflow versions: the migrations up to 0007.
+      await cp(migrationsFolder, olderFolder, { recursive: true });
+      const journalPath = path.join(olderFolder, 'meta', '_journal.json');
+      const journal = JSON.parse(await readFile(journalPath, 'utf8')) as { entries: { idx: number }[] };
+      await writeFile(journalPath, JSON.stringify({ ...journal, entries: journal.entries.filter((entry) => entry.idx <= 7) }));
+      await upgraded.use((client) => migrate(client.db, { migrationsFolder: olderFolder }));
+
+      // Rows of that schema, as its code wrote them: each execution with its own copy of the graph.
+      const graphV1 = { nodes: [{ id: 'start', type: 'trigger.manual' }], edges: [] };
+      const graphV2 = { nodes: [{ id: 'start', type: 'trigger.manual' }, { id: 'b', type: 'transform', params: { expression: '1' } }], edges: [{ source: 'start', target: 'b' }] };
+      const graphV3 = { nodes: [{ id: 'begin', type: 'trigger.manual' }], edges: [] };
+      await upgraded.use(async ({ sql }) => {
+        await sql`insert into "user" (id, name, email) values ('old-user', 'Old', 'old@example.test')`;
+        await sql`insert into workflows (id, user_id, name, nodes, edges, version)
+          values ('00000000-0000-4000-8000-000000000001', 'old-user', 'w', ${JSON.stringify(graphV3.nodes)}::jsonb, ${JSON.stringify(graphV3.edges)}::jsonb, 3)`;
+        for (const [version, graph] of [[1, graphV1], [1, graphV1], [2, graphV2]] as const) {
+          await sql`insert into executions (user_id, workflow_id, workflow_version, workflow_snapshot, trigger, status)
+            values ('old-user', '00000000-0000-4000-8000-000000000001', ${version}, ${JSON.stringify(graph)}::jsonb, 'manual', 'completed')`;
+        }
+      });
+
+      await upgraded.use((client) => runMigrations(client.db));
+      const versions = await upgraded.use(({ sql }) => sql<{ version: number; nodes: unknown; edges: unknown }[]>`
+        select version, nodes, edges from workflow_versions order by version`);
+      expect(versions).toEqual([
+        { version: 1, ...graphV1 },
+        { version: 2, ...graphV2 },
+        { version: 3, ...graphV3 },
+      ]);
+      const runs = await upgraded.use(({ sql }) => sql<{ count: number }[]>`
+        select count(*)::int as count from executions e join workflow_versions v on v.workflow_id = e.workflow_id and v.version = e.workflow_version`);
+      expect(runs[0]?.count).toBe(3);
+    } finally {
+      await rm(olderFolder, { recursive: true, force: true });
+      await upgraded.drop();
+    }
   });
 });

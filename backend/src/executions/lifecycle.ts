@@ -122,8 +122,8 @@ export class ExecutionLifecycle {
     this.assertInputFits(input);
     const rows = await this.sql<(ExecutionRecord & { announced: unknown })[]>`
       with created as (
-        insert into executions (user_id, workflow_id, workflow_version, workflow_snapshot, trigger, input)
-        select user_id, id, version, jsonb_build_object('nodes', nodes, 'edges', edges), ${trigger}::execution_trigger, ${jsonParam(input ?? null)}::jsonb
+        insert into executions (user_id, workflow_id, workflow_version, trigger, input)
+        select user_id, id, version, ${trigger}::execution_trigger, ${jsonParam(input ?? null)}::jsonb
           from workflows where id = ${workflowId}::uuid and user_id = ${userId}
         returning *)
       select ${this.reads.columns}, ${this.work} from created`;
@@ -144,8 +144,8 @@ export class ExecutionLifecycle {
       if (original.status !== 'failed' && original.status !== 'cancelled') return 'not-retryable' as const;
       const rows = await tx<(ExecutionRecord & { announced: unknown })[]>`
         with created as (
-          insert into executions (user_id, workflow_id, workflow_version, workflow_snapshot, job_id, trigger, input, retry_of_id)
-          select user_id, workflow_id, workflow_version, workflow_snapshot, job_id, 'retry', input, id
+          insert into executions (user_id, workflow_id, workflow_version, job_id, trigger, input, retry_of_id)
+          select user_id, workflow_id, workflow_version, job_id, 'retry', input, id
             from executions where id = ${id}::uuid
           returning *),
         copied as (
@@ -201,8 +201,8 @@ export class ExecutionLifecycle {
             from unnest(${due.map((job) => job.id)}::uuid[], ${scheduledAt}::text[], ${due.map((job) => nextRunOf(job.cron, job.timezone))}::text[])
               as due(job_id, scheduled_at, next_run_at)),
         created as (
-          insert into executions (user_id, workflow_id, workflow_version, workflow_snapshot, job_id, trigger, input)
-          select w.user_id, w.id, w.version, jsonb_build_object('nodes', w.nodes, 'edges', w.edges), d.job_id, 'schedule',
+          insert into executions (user_id, workflow_id, workflow_version, job_id, trigger, input)
+          select w.user_id, w.id, w.version, d.job_id, 'schedule',
                  jsonb_build_object('jobId', d.job_id, 'scheduledAt', d.scheduled_at)
             from due d join jobs j on j.id = d.job_id join workflows w on w.id = j.workflow_id
           returning id, job_id),
@@ -280,8 +280,10 @@ export class ExecutionLifecycle {
                lease_expires_at = now() + make_interval(secs => ${leaseMs / 1000}),
                started_at = coalesce(e.started_at, now()), wake_at = null, revision = e.revision + 1
          where e.id in (select id from picked)
-        returning e.id, e.user_id, e.workflow_id, e.job_id, e.input, e.workflow_snapshot, e.revision)
-      select c.id, c.user_id, c.workflow_id, c.job_id, c.input, c.workflow_snapshot,
+        returning e.id, e.user_id, e.workflow_id, e.workflow_version, e.job_id, e.input, e.revision)
+      select c.id, c.user_id, c.workflow_id, c.job_id, c.input,
+             (select jsonb_build_object('nodes', v.nodes, 'edges', v.edges) from workflow_versions v
+               where v.workflow_id = c.workflow_id and v.version = c.workflow_version) as workflow_snapshot,
              (select coalesce(json_agg(json_build_object('nodeId', s.node_id, 'status', s.status, 'attempt', s.attempt,
                                                          'input', s.input, 'output', s.output, 'error', s.error)), '[]'::json)
                 from execution_steps s where s.execution_id = c.id) as steps,

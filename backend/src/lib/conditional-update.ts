@@ -44,8 +44,9 @@ async function writeIfMatch<T extends VersionedTable, R>(
 
 /**
  * Changes one of the caller's rows under If-Match: `change` (run on the locked current row, so its
- * checks see what is written) gives the new values; the version is bumped and `updatedAt` set.
- * Null when the caller has no such row.
+ * checks see what is written) gives the new values; the version is bumped and `updatedAt` set;
+ * `written` (in the same transaction) may record what the new version is. Null when the caller
+ * has no such row.
  */
 export async function updateIfMatch<T extends VersionedTable>(
   db: Db,
@@ -54,6 +55,7 @@ export async function updateIfMatch<T extends VersionedTable>(
   id: string,
   ifMatch: string | undefined,
   change: (tx: Db, current: T['$inferSelect']) => Promise<PgUpdateSetSource<T>> | PgUpdateSetSource<T>,
+  written?: (tx: Db, row: T['$inferSelect']) => Promise<void>,
 ): Promise<T['$inferSelect'] | null> {
   return writeIfMatch(db, table, userId, id, ifMatch, async (tx, current) => {
     const values = await change(tx, current);
@@ -62,6 +64,7 @@ export async function updateIfMatch<T extends VersionedTable>(
       .set({ ...values, version: current.version + 1, updatedAt: new Date() } as PgUpdateSetSource<T>)
       .where(eq(table.id, current.id))
       .returning()) as T['$inferSelect'][];
+    if (row && written) await written(tx, row);
     return row ?? null;
   });
 }

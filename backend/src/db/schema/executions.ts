@@ -1,10 +1,10 @@
 import { relations, sql } from 'drizzle-orm';
-import { index, integer, jsonb, pgEnum, pgTable, text, uniqueIndex, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core';
+import { foreignKey, index, integer, jsonb, pgEnum, pgTable, text, uniqueIndex, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core';
 import type { WorkflowEdge, WorkflowNode } from '../../engine/graph.js';
 import { user } from './auth.js';
 import { createdAt, millisecondTimestamp, ownerId } from './columns.js';
 import { jobs } from './jobs.js';
-import { workflows } from './workflows.js';
+import { workflows, workflowVersions } from './workflows.js';
 
 export const executionStatuses = ['pending', 'running', 'paused', 'completed', 'failed', 'cancelled'] as const;
 export const executionStatus = pgEnum('execution_status', executionStatuses);
@@ -13,7 +13,7 @@ export const executionTrigger = pgEnum('execution_trigger', executionTriggers);
 export const stepStatuses = ['pending', 'running', 'completed', 'failed', 'skipped'] as const;
 export const stepStatus = pgEnum('step_status', stepStatuses);
 
-/** The graph an execution ran, frozen at its start: later edits of the workflow do not change it. */
+/** The graph an execution runs: its workflow version's (workflow_versions). */
 export interface WorkflowSnapshot {
   nodes: WorkflowNode[];
   edges: WorkflowEdge[];
@@ -27,8 +27,8 @@ export const executions = pgTable(
     workflowId: uuid('workflow_id')
       .notNull()
       .references(() => workflows.id, { onDelete: 'cascade' }),
+    /** The version it runs (workflow_versions), frozen at its creation: later edits do not change it. */
     workflowVersion: integer('workflow_version').notNull(),
-    workflowSnapshot: jsonb('workflow_snapshot').$type<WorkflowSnapshot>().notNull(),
     // A job's history outlives the job: deleting a job keeps its executions.
     jobId: uuid('job_id').references(() => jobs.id, { onDelete: 'set null' }),
     trigger: executionTrigger('trigger').notNull(),
@@ -60,6 +60,7 @@ export const executions = pgTable(
     index('executions_user_status_created_idx').on(table.userId, table.status, table.createdAt, table.id),
     index('executions_user_job_created_idx').on(table.userId, table.jobId, table.createdAt, table.id),
     index('executions_workflow_idx').on(table.workflowId),
+    foreignKey({ name: 'executions_workflow_version_fk', columns: [table.workflowId, table.workflowVersion], foreignColumns: [workflowVersions.workflowId, workflowVersions.version] }).onDelete('cascade'),
     index('executions_job_idx').on(table.jobId),
   ],
 );

@@ -1,5 +1,5 @@
 import { relations } from 'drizzle-orm';
-import { index, integer, jsonb, pgTable, text, uuid } from 'drizzle-orm/pg-core';
+import { index, integer, jsonb, pgTable, primaryKey, text, uuid } from 'drizzle-orm/pg-core';
 import type { WorkflowEdge, WorkflowNode } from '../../engine/graph.js';
 import { user } from './auth.js';
 import { createdAt, ownerId, updatedAt } from './columns.js';
@@ -27,6 +27,31 @@ export const workflows = pgTable(
   ],
 );
 
-export const workflowsRelations = relations(workflows, ({ one }) => ({
+/**
+ * Every version of every workflow's graph, written once when the version is saved and never
+ * changed: an execution refers to the version it runs, so a run stores no copy of its graph, and
+ * the history of a workflow is its rows here.
+ */
+export const workflowVersions = pgTable(
+  'workflow_versions',
+  {
+    workflowId: uuid('workflow_id')
+      .notNull()
+      .references(() => workflows.id, { onDelete: 'cascade' }),
+    version: integer('version').notNull(),
+    userId: ownerId(),
+    nodes: jsonb('nodes').$type<WorkflowNode[]>().notNull(),
+    edges: jsonb('edges').$type<WorkflowEdge[]>().notNull(),
+    createdAt: createdAt(),
+  },
+  (table) => [primaryKey({ columns: [table.workflowId, table.version] }), index('workflow_versions_user_idx').on(table.userId)],
+);
+
+export const workflowsRelations = relations(workflows, ({ one, many }) => ({
   owner: one(user, { fields: [workflows.userId], references: [user.id] }),
+  versions: many(workflowVersions),
+}));
+
+export const workflowVersionsRelations = relations(workflowVersions, ({ one }) => ({
+  workflow: one(workflows, { fields: [workflowVersions.workflowId], references: [workflows.id] }),
 }));

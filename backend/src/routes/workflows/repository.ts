@@ -1,5 +1,5 @@
 import type { Db } from '../../db/client.js';
-import { workflows } from '../../db/schema/index.js';
+import { workflows, workflowVersions } from '../../db/schema/index.js';
 import { validateGraph } from '../../engine/graph.js';
 import { removeIfMatch, updateIfMatch, versionEtag } from '../../lib/conditional-update.js';
 import { iso } from '../../lib/http.js';
@@ -39,14 +39,22 @@ export async function get(db: Db, userId: string, id: string): Promise<WorkflowR
   return getOwned(db, workflows, userId, id);
 }
 
+/** Keeps the graph of a workflow's new version: executions of that version run it, whatever comes after. */
+async function recordVersion(db: Db, row: WorkflowRow): Promise<void> {
+  await db.insert(workflowVersions).values({ workflowId: row.id, version: row.version, userId: row.userId, nodes: row.nodes, edges: row.edges });
+}
+
 export async function create(db: Db, userId: string, input: CreateWorkflowInput): Promise<WorkflowRow> {
   assertValidGraph(input.nodes, input.edges);
-  const [row] = await db
-    .insert(workflows)
-    .values({ userId, name: input.name, description: input.description, nodes: input.nodes, edges: input.edges })
-    .returning();
-  if (!row) throw new Error('insert returned no row');
-  return row;
+  return db.transaction(async (tx) => {
+    const [row] = await tx
+      .insert(workflows)
+      .values({ userId, name: input.name, description: input.description, nodes: input.nodes, edges: input.edges })
+      .returning();
+    if (!row) throw new Error('insert returned no row');
+    await recordVersion(tx, row);
+    return row;
+  });
 }
 
 /**
@@ -55,12 +63,20 @@ export async function create(db: Db, userId: string, input: CreateWorkflowInput)
  * Returns null when the caller has no such workflow.
  */
 export async function update(db: Db, userId: string, id: string, input: UpdateWorkflowInput, ifMatch: string | undefined): Promise<WorkflowRow | null> {
-  return updateIfMatch(db, workflows, userId, id, ifMatch, (_tx, current) => {
-    const nodes = input.nodes ?? current.nodes;
-    const edges = input.edges ?? current.edges;
-    if (input.nodes !== undefined || input.edges !== undefined) assertValidGraph(nodes, edges);
-    return { name: input.name ?? current.name, description: input.description ?? current.description, nodes, edges };
-  });
+  return updateIfMatch(
+    db,
+    workflows,
+    userId,
+    id,
+    ifMatch,
+    (_tx, current) => {
+      const nodes = input.nodes ?? current.nodes;
+      const edges = input.edges ?? current.edges;
+      if (input.nodes !== undefined || input.edges !== undefined) assertValidGraph(nodes, edges);
+      return { name: input.name ?? current.name, description: input.description ?? current.description, nodes, edges };
+    },
+    recordVersion,
+  );
 }
 
 /** Deletes a workflow with its jobs and executions (foreign-key cascades, one statement). */

@@ -1,0 +1,2 @@
+ALTER TABLE "executions" ADD CONSTRAINT "executions_workflow_version_fk" FOREIGN KEY ("workflow_id","workflow_version") REFERENCES "public"."workflow_versions"("workflow_id","version") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
+ALTER TABLE "executions" DROP COLUMN "workflow_snapshot";
