@@ -38,8 +38,8 @@ const element = (id) => document.getElementById(id);
 
 class ApiError extends Error {
   constructor(status, body) {
-    // problem+json has `detail`; Better Auth's own errors have `message`.
-    super(body?.detail ?? body?.message ?? body?.title ?? `The server answered ${status}.`);
+    // Every error is problem+json, Better Auth's included: `detail` says what went wrong, `code` which case.
+    super(body?.detail ?? body?.title ?? `The server answered ${status}.`);
     this.status = status;
   }
 }

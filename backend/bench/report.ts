@@ -1,5 +1,8 @@
 import type { EngineResults } from './engine.js';
+import type { CallerCacheResults } from './caller-cache.js';
+import type { ExpressionResults } from './expressions.js';
 import { WARM_UP_SECONDS, type ListAndDepthResults } from './list.js';
+import type { SchedulerResults } from './scheduler.js';
 import type { SignInResults } from './signin.js';
 import { startScriptNodeFlags } from './support.js';
 
@@ -14,6 +17,9 @@ export interface SuiteResults {
   readonly listAndDepth?: ListAndDepthResults;
   readonly engine?: EngineResults;
   readonly signIn?: SignInResults;
+  readonly expressions?: ExpressionResults;
+  readonly scheduler?: SchedulerResults;
+  readonly callerCache?: CallerCacheResults;
   /** Benchmarks that failed, with the reason: the table says so rather than leaving rows out silently. */
   readonly failures: readonly string[];
   readonly profiled: boolean;
@@ -41,7 +47,7 @@ type Row = readonly [benchmark: string, metric: string, autonode: string, refere
 
 export function renderReport(results: SuiteResults): string {
   const rows: Row[] = [];
-  const { listAndDepth, engine, signIn } = results;
+  const { listAndDepth, engine, signIn, expressions, scheduler, callerCache } = results;
 
   if (listAndDepth) {
     for (const route of listAndDepth.routes) {
@@ -78,6 +84,29 @@ export function renderReport(results: SuiteResults): string {
     rows.push(['4. Sign-in, 10 clients', 'p99 ms', whole(signIn.p99Ms), '', '', '', '']);
   }
 
+  if (expressions) {
+    const micro = (value: number) => value.toFixed(0);
+    for (const [what, sides] of [['transform', expressions.transform], ['http.request params, 6 templates', expressions.templates]] as const) {
+      const label = `5. Expressions: ${what}, worker pool vs inline`;
+      rows.push([label, 'µs per evaluation, one at a time', micro(sides.pool.sequentialUs), micro(sides.inline.sequentialUs), ratio(sides.pool.sequentialUs / sides.inline.sequentialUs), 'report only', '']);
+      rows.push([label, `µs per evaluation, ${expressions.inFlight} in flight`, micro(sides.pool.concurrentUs), micro(sides.inline.concurrentUs), ratio(sides.pool.concurrentUs / sides.inline.concurrentUs), '', '']);
+      rows.push([label, 'main-process CPU µs per evaluation', micro(sides.pool.mainCpuUs), micro(sides.inline.mainCpuUs), ratio(sides.pool.mainCpuUs / sides.inline.mainCpuUs), '', '']);
+    }
+  }
+
+  if (scheduler) {
+    const label = `6. Scheduler: ${whole(scheduler.jobs)} every-minute jobs of ${scheduler.users} users due at once`;
+    rows.push([label, 'jobs fired per second', whole(scheduler.jobsPerSecond), '', '', 'report only', '']);
+    rows.push([label, 'ms until the last job fired', whole(scheduler.lastJobAfterMs), '', '', 'a few seconds', '']);
+    rows.push([label, "ms until every user's first job fired", whole(scheduler.everyUserServedAfterMs), '', '', '', '']);
+  }
+  if (callerCache) {
+    const label = `7. Caller cache: ${whole(callerCache.credentials)} credentials used once, budget ${mib(callerCache.maxBytes / 2 ** 20)} MiB`;
+    rows.push([label, 'MiB counted against the budget', callerCache.countedMiB.toFixed(1), '', '', '', '']);
+    rows.push([label, 'MiB of heap held, full', callerCache.heapMiB.toFixed(1), '', '', '', '']);
+    rows.push([label, 'MiB of heap held a TTL after the last use', callerCache.heapAfterSweepMiB.toFixed(1), '', '', '0', '']);
+  }
+
   const header: Row = ['Benchmark', 'Metric', 'Autonode', 'Reference', 'Ratio', 'Target', 'Peak RSS MiB (Autonode / reference)'];
   const table = [header, ['---', '---', '---:', '---:', '---:', '---', '---:'] as const, ...rows].map((row) => `| ${row.join(' | ')} |`).join('\n');
 
@@ -112,6 +141,19 @@ export function renderReport(results: SuiteResults): string {
     for (const mismatch of listAndDepth.mismatches) notes.push(`Answers differ between Autonode and the baseline: ${mismatch}`);
   }
   if (signIn && signIn.failures > 0) notes.push(`Sign-in: ${signIn.failures} non-2xx answers or errors.`);
+  if (expressions) {
+    notes.push(
+      `5. Expressions: ${whole(expressions.transforms)} evaluations per run, median of 3 alternating runs per side, in one process without a database: ` +
+        `through the expression pool (${expressions.workers} worker processes, as in the engine) against inline on the main thread (as before the pool). ` +
+        `The pool's first answer (a worker process starting) took ${whole(expressions.firstAnswerMs)} ms.`,
+    );
+  }
+  if (scheduler) {
+    notes.push('6. Scheduler: the lifecycle fires the due jobs batch after batch (500 a batch, as the engine does) in the bench process; median of 3 runs.');
+  }
+  if (callerCache) {
+    notes.push('7. Caller cache: user fields at their bounds; heap measured after a full GC, against the heap before the cache was made.');
+  }
   for (const failure of results.failures) notes.push(`FAILED: ${failure}`);
   if (results.profiled) notes.push('The Autonode server ran with --cpu-prof: its figures are lower than without the profiler.');
 

@@ -5,7 +5,8 @@
  *
  *   npm run bench                          all of it, table in bench/results/latest.md (a subset or a
  *                                          run with a failed benchmark writes results/partial.md)
- *   BENCH_ONLY=list,engine npm run bench   some of it (list = list + depth; engine; signin)
+ *   BENCH_ONLY=list,engine npm run bench   some of it (list = list + depth; engine; signin; expressions;
+ *                                          scheduler; caller-cache)
  *   BENCH_CPU_PROFILE=1 BENCH_ONLY=list npm run bench
  *                                          the Autonode server under --cpu-prof (profiles in
  *                                          bench/results/profiles/, table in results/profiled.md)
@@ -15,12 +16,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { runEngine, type EngineResults } from './engine.js';
+import { runCallerCache, type CallerCacheResults } from './caller-cache.js';
+import { runExpressions, type ExpressionResults } from './expressions.js';
 import { runListAndDepth, type ListAndDepthResults } from './list.js';
 import { BUSY_MACHINE, renderReport } from './report.js';
+import { runScheduler, type SchedulerResults } from './scheduler.js';
 import { runSignIn, type SignInResults } from './signin.js';
 import { benchRoot, closeAdmin, cpuBusyFraction, installSignalHandlers, isAborting, lockBenchRun, log, postgresVersion } from './support.js';
 
-const BENCHMARKS = ['list', 'engine', 'signin'] as const;
+const BENCHMARKS = ['list', 'engine', 'signin', 'expressions', 'scheduler', 'caller-cache'] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 /** `--only=a,b` or BENCH_ONLY=a,b (from the root, npm would take `--only` as its own option). */
@@ -69,6 +73,9 @@ async function main(): Promise<number> {
   let listAndDepth: ListAndDepthResults | undefined;
   let engine: EngineResults | undefined;
   let signIn: SignInResults | undefined;
+  let expressions: ExpressionResults | undefined;
+  let scheduler: SchedulerResults | undefined;
+  let callerCache: CallerCacheResults | undefined;
   let pgVersion = '?';
   try {
     await lockBenchRun();
@@ -78,6 +85,9 @@ async function main(): Promise<number> {
     }
     if (selected.has('engine') && !isAborting()) engine = await attempt('engine', runEngine);
     if (selected.has('signin') && !isAborting()) signIn = await attempt('sign-in', runSignIn);
+    if (selected.has('expressions') && !isAborting()) expressions = await attempt('expressions', runExpressions);
+    if (selected.has('scheduler') && !isAborting()) scheduler = await attempt('scheduler', runScheduler);
+    if (selected.has('caller-cache') && !isAborting()) callerCache = await attempt('caller cache', runCallerCache);
   } finally {
     await closeAdmin();
   }
@@ -92,6 +102,9 @@ async function main(): Promise<number> {
     ...(listAndDepth ? { listAndDepth } : {}),
     ...(engine ? { engine } : {}),
     ...(signIn ? { signIn } : {}),
+    ...(expressions ? { expressions } : {}),
+    ...(scheduler ? { scheduler } : {}),
+    ...(callerCache ? { callerCache } : {}),
     failures,
     profiled,
   });

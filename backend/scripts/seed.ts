@@ -4,7 +4,7 @@ import { createAuth } from '../src/auth/auth.js';
 import type { Config } from '../src/config.js';
 import type { DbClient } from '../src/db/client.js';
 import { createEventBus } from '../src/bus/bus.js';
-import { jobs, user, workflows } from '../src/db/schema/index.js';
+import { jobs, user, workflows, workflowVersions } from '../src/db/schema/index.js';
 import { ExecutionLifecycle } from '../src/executions/lifecycle.js';
 import { ExecutionReads } from '../src/executions/reads.js';
 import { parseSchedule } from '../src/engine/schedule.js';
@@ -65,6 +65,11 @@ export async function seedDemoData(database: DbClient, config: Config, logger: L
       .insert(workflows)
       .values({ id, userId, name, description, nodes: graph.nodes, edges: graph.edges, createdAt: at('2026-01-01T09:00:00Z'), updatedAt: at('2026-01-01T09:00:00Z') })
       .onConflictDoUpdate({ target: workflows.id, set: { name, description, nodes: graph.nodes, edges: graph.edges } });
+    // The version runs refer to, as a save records it: the seeded graph is always version 1.
+    await db
+      .insert(workflowVersions)
+      .values({ workflowId: id, version: 1, userId, nodes: graph.nodes, edges: graph.edges, createdAt: at('2026-01-01T09:00:00Z') })
+      .onConflictDoUpdate({ target: [workflowVersions.workflowId, workflowVersions.version], set: { nodes: graph.nodes, edges: graph.edges } });
   }
 
   const schedule = parseSchedule('0 8 * * *', 'Europe/Paris');

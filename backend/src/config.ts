@@ -98,6 +98,8 @@ const variablesSchema = z.object({
     HANDLER_TIMEOUT_MS: integerFromEnv(100, 600_000).default(30_000),
     TRUST_PROXY: trustProxy.default(false),
     SHUTDOWN_GRACE_MS: integerFromEnv(0, 600_000).default(10_000),
+    JOBS_PER_USER_MAX: integerFromEnv(1, 1_000_000).default(100),
+    SCHEDULE_MIN_INTERVAL_S: integerFromEnv(60, 86_400).default(60),
     ENABLE_TEST_ROUTES: booleanFromEnv.default(false),
     ENGINE_ENABLED: booleanFromEnv.default(true),
     ENGINE_CONCURRENCY: integerFromEnv(1, 1000).default(4),
@@ -108,6 +110,11 @@ const variablesSchema = z.object({
     ENGINE_HTTP_TIMEOUT_MS: integerFromEnv(1, 300_000).default(30_000),
     ENGINE_HTTP_MAX_RESPONSE_BYTES: integerFromEnv(1_024, 100 * 1024 * 1024).default(1024 * 1024),
     ENGINE_MAX_PAYLOAD_BYTES: integerFromEnv(1_024, 100 * 1024 * 1024).default(1024 * 1024),
+    API_MAX_PAGE_DATA_BYTES: integerFromEnv(1_024, 256 * 1024 * 1024).default(8 * 1024 * 1024),
+    EXPRESSION_TIMEOUT_MS: integerFromEnv(10, 60_000).default(1_000),
+    EXPRESSION_WORKERS: integerFromEnv(1, 64).default(2),
+    EXPRESSION_MAX_HEAP_MB: integerFromEnv(32, 4_096).default(128),
+    EXPRESSION_MAX_TEMPLATES: integerFromEnv(1, 100_000).default(1_000),
 });
 
 /** Every variable the service reads (the .env.example test checks each is documented). */
@@ -171,12 +178,23 @@ const configSchema = variablesSchema
       apiKeysPerUser: env.API_KEYS_PER_USER,
       /** Event streams one user may hold open on this process (each holds a connection and a bus listener). */
       eventStreamsPerUser: env.EVENT_STREAMS_PER_USER,
+      /**
+       * Stored JSON one list page of payload-carrying items (executions with includeData, steps) may
+       * hold: the page ends early (hasNext, nextCursor) once its items pass it; its first item always comes.
+       */
+      maxPageDataBytes: env.API_MAX_PAGE_DATA_BYTES,
       /** Longest a request may take before it is answered 503 (whatever it waits on). */
       handlerTimeoutMs: env.HANDLER_TIMEOUT_MS,
       corsOrigins: [...env.CORS_ORIGINS],
       trustProxy: env.TRUST_PROXY,
       shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
       enableTestRoutes: env.ENABLE_TEST_ROUTES,
+      jobs: {
+        /** Jobs one user may have (any status): each is a row the scheduler reads. */
+        maxPerUser: env.JOBS_PER_USER_MAX,
+        /** Shortest time allowed between two runs of a schedule, at its closest (refused at save). */
+        minScheduleIntervalSeconds: env.SCHEDULE_MIN_INTERVAL_S,
+      },
       engine: {
         /** Run the engine (workers and scheduler) inside this process. */
         enabled: env.ENGINE_ENABLED,
@@ -194,8 +212,18 @@ const configSchema = variablesSchema
           timeoutMs: env.ENGINE_HTTP_TIMEOUT_MS,
           maxResponseBytes: env.ENGINE_HTTP_MAX_RESPONSE_BYTES,
         },
-        /** Largest execution input and step output, as JSON. */
+        /** Largest payload stored, as JSON: execution input, output and error; step input, output and error. */
         maxPayloadBytes: env.ENGINE_MAX_PAYLOAD_BYTES,
+        /** Expressions and templates run in a pool of worker threads (engine/expression-pool.ts). */
+        expressions: {
+          /** Budget of one node's evaluation: its expression, or all of its templates together. */
+          timeoutMs: env.EXPRESSION_TIMEOUT_MS,
+          workers: env.EXPRESSION_WORKERS,
+          /** Old-generation heap of each worker thread. */
+          maxHeapMb: env.EXPRESSION_MAX_HEAP_MB,
+          /** Most `{{ }}` templates in one node's params. */
+          maxTemplates: env.EXPRESSION_MAX_TEMPLATES,
+        },
       },
     }),
   );

@@ -87,6 +87,58 @@ describe('authentication', () => {
   });
 });
 
+describe('Better Auth’s errors', () => {
+  let app: App;
+  beforeAll(async () => {
+    app = await buildTestApp();
+  });
+  afterAll(async () => {
+    await app.close();
+  });
+
+  // API.md: every error is problem+json with a stable code, Better Auth's included, with its status.
+  it('answers a wrong password with 401 problem+json INVALID_EMAIL_OR_PASSWORD, echoing nothing sent', async () => {
+    const user = await signUp(app);
+    const response = await app.inject({ method: 'POST', url: '/api/auth/sign-in/email', payload: { email: user.email, password: 'not-the-password' } });
+    const problem = expectProblem(response, 401);
+    expect(problem).toMatchObject({ code: 'INVALID_EMAIL_OR_PASSWORD', detail: 'Invalid email or password', title: 'Unauthorized' });
+    expect(response.body).not.toContain(user.email);
+    expect(response.body).not.toContain('not-the-password');
+  });
+
+  it('keeps Better Auth’s status and code for a taken email (422), a bad field (400) and an untrusted Origin (403)', async () => {
+    const user = await signUp(app);
+    const taken = await app.inject({ method: 'POST', url: '/api/auth/sign-up/email', payload: { name: 'Again', email: user.email, password: 'correct-horse-battery' } });
+    expect(expectProblem(taken, 422).code).toBe('USER_ALREADY_EXISTS_USE_ANOTHER_EMAIL');
+    expect(taken.body).not.toContain(user.email);
+
+    const invalid = await app.inject({ method: 'POST', url: '/api/auth/sign-up/email', payload: { name: 'Bad', email: 'not-an-email', password: 'correct-horse-battery' } });
+    const problem = expectProblem(invalid, 400);
+    expect(problem.code).toBe('VALIDATION_ERROR');
+    expect(problem.errors).toEqual([expect.objectContaining({ path: 'email' })]);
+    expect(invalid.body).not.toContain('not-an-email');
+
+    const short = await app.inject({ method: 'POST', url: '/api/auth/sign-up/email', payload: { name: 'Short', email: uniqueEmail('short'), password: 'x' } });
+    expect(expectProblem(short, 400).code).toBe('PASSWORD_TOO_SHORT');
+
+    const foreign = await app.inject({
+      method: 'POST',
+      url: '/api/auth/sign-in/email',
+      headers: { origin: 'https://evil.example', cookie: user.cookie },
+      payload: { email: user.email, password: user.password },
+    });
+    expect(expectProblem(foreign, 403).code).toBe('INVALID_ORIGIN');
+  });
+
+  it('leaves successful answers as Better Auth wrote them', async () => {
+    const user = await signUp(app);
+    const session = await app.inject({ method: 'GET', url: '/api/auth/get-session', headers: { cookie: user.cookie } });
+    expect(session.statusCode).toBe(200);
+    expect(String(session.headers['content-type'])).toMatch(/^application\/json/);
+    expect(session.json()).toMatchObject({ user: { id: user.id }, session: expect.any(Object) });
+  });
+});
+
 describe('authentication in production', () => {
   it('marks the session cookie Secure', async () => {
     const app = await buildTestApp({ NODE_ENV: 'production', BETTER_AUTH_SECRET: 'x'.repeat(40), AUTH_BASE_URL: 'https://autonode.example/api' });

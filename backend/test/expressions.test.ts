@@ -85,6 +85,7 @@ describe('evaluateExpression', () => {
   it('stops a long loop with a timeout', async () => {
     const error = await stepErrorOf(evaluateExpression('$sum($map([1..1000000], function($v) { $v * 2 }))', scope, { timeoutMs: 50 }));
     expect(error.message).toBe('expression took longer than 50 ms');
+    expect(error.code).toBe('EXPRESSION_TIMEOUT');
   });
 
   it('applies the timeout inside $eval too', async () => {
@@ -112,6 +113,7 @@ describe('evaluateExpression', () => {
     const error = await stepErrorOf(evaluateExpression('$pad("", 2000, "x")', scope, { maxResultBytes: 1000 }));
     expect(error.message).toBe('expression result is 2002 bytes of JSON, more than the 1000 allowed');
     expect(error.retryable).toBe(false);
+    expect(error.code).toBe('EXPRESSION_TOO_LARGE');
     expect(await evaluateExpression('$pad("", 998, "x")', scope, { maxResultBytes: 1000 })).toHaveLength(998);
   });
 
@@ -200,11 +202,35 @@ describe('resolveTemplates', () => {
 
   it('applies the limits to templates', async () => {
     const timeout = await stepErrorOf(resolveTemplates({ a: `{{ ${runawayTailRecursion} }}` }, scope, { timeoutMs: 100 }));
-    expect(timeout.message).toBe('expression took longer than 100 ms');
+    expect(timeout.message).toBe('templates took longer than 100 ms in all');
+    expect(timeout.code).toBe('EXPRESSION_TIMEOUT');
     const depth = await stepErrorOf(resolveTemplates(`x {{ ${runawayDeepRecursion} }}`, scope, { maxDepth: 100 }));
     expect(depth.message).toContain('deeper than 100 levels');
     const size = await stepErrorOf(resolveTemplates('{{ $pad("", 50, "x") }}', scope, { maxResultBytes: 20 }));
     expect(size.message).toBe('expression result is 52 bytes of JSON, more than the 20 allowed');
+    expect(size.code).toBe('EXPRESSION_TOO_LARGE');
+  });
+
+  it('gives all the templates of one value one time budget, not one each', async () => {
+    const heavy = '{{ $count($map([1..20000], function($v) { $v + 1 })) }}';
+    const started = performance.now();
+    expect(await resolveTemplates(heavy, scope)).toBe(20000);
+    // Each template alone takes a third of the budget; ten of them together cannot fit.
+    const budgetMs = Math.max(30, Math.ceil(3 * (performance.now() - started)));
+    const params = { body: Object.fromEntries(Array.from({ length: 10 }, (_, index) => [`t${index}`, heavy])) };
+    const error = await stepErrorOf(resolveTemplates(params, scope, { timeoutMs: budgetMs }));
+    expect(error.message).toBe(`templates took longer than ${budgetMs} ms in all`);
+    expect(error.code).toBe('EXPRESSION_TIMEOUT');
+    expect(error.details).toMatchObject({ path: expect.stringMatching(/^body\.t[1-9]$/) });
+  });
+
+  it('counts the templates of one value against maxTemplates', async () => {
+    const params = { url: 'https://x/{{ input.name }}/{{ input.count }}', body: ['{{ input.count }}', 'n={{ input.count }}'] };
+    expect(await resolveTemplates(params, scope, { maxTemplates: 4 })).toEqual({ url: 'https://x/Ada/3', body: [3, 'n=3'] });
+    const error = await stepErrorOf(resolveTemplates(params, scope, { maxTemplates: 3 }));
+    expect(error.message).toBe('the params hold more than 3 templates');
+    expect(error.code).toBe('EXPRESSION_TOO_LARGE');
+    expect(error.details).toMatchObject({ path: 'body[1]' });
   });
 
   it('limits the size of an interpolated string made of many small values', async () => {

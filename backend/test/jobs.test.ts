@@ -164,3 +164,82 @@ describe('jobs', () => {
     expectProblem(await app.inject({ url: `/api/v1/jobs/${job.id}`, headers }), 404);
   });
 });
+
+describe('job limits', () => {
+  let app: App;
+  beforeAll(async () => {
+    app = await buildTestApp({ JOBS_PER_USER_MAX: '3', SCHEDULE_MIN_INTERVAL_S: '300' });
+  });
+  afterAll(async () => {
+    await app.close();
+  });
+
+  async function userWithWorkflow() {
+    const user = await signUp(app);
+    const headers = { cookie: user.cookie };
+    const workflowId = (await app.inject({ method: 'POST', url: '/api/v1/workflows', headers, payload: { name: 'wf', ...sampleGraph } })).json().id as string;
+    const create = (body: Record<string, unknown>) => app.inject({ method: 'POST', url: '/api/v1/jobs', headers, payload: { workflowId, name: 'j', ...body } });
+    return { headers, create };
+  }
+
+  it('refuses a job beyond JOBS_PER_USER_MAX with 409 JOB_LIMIT_REACHED, even when asked all at once', async () => {
+    const { headers, create } = await userWithWorkflow();
+    const answers = await Promise.all(Array.from({ length: 6 }, () => create({ cron: '0 0 * * *' })));
+    expect(answers.map((answer) => answer.statusCode).sort()).toEqual([201, 201, 201, 409, 409, 409]);
+    const refused = answers.find((answer) => answer.statusCode === 409);
+    expect(expectProblem(refused as (typeof answers)[number], 409).code).toBe('JOB_LIMIT_REACHED');
+    const page = (await app.inject({ url: '/api/v1/jobs?pageSize=100', headers })).json();
+    expect(page.items).toHaveLength(3);
+
+    // Another user has a limit of their own; a deleted job makes room.
+    expect((await (await userWithWorkflow()).create({ cron: '0 0 * * *' })).statusCode).toBe(201);
+    expect((await app.inject({ method: 'DELETE', url: `/api/v1/jobs/${page.items[0].id}`, headers })).statusCode).toBe(204);
+    expect((await create({ cron: '0 0 * * *' })).statusCode).toBe(201);
+  });
+
+  it('refuses a schedule whose runs come closer than SCHEDULE_MIN_INTERVAL_S anywhere, not only at first', async () => {
+    const { headers, create } = await userWithWorkflow();
+    const refusedWith = async (cron: string, timezone = 'UTC') => {
+      const problem = expectProblem(await create({ cron, timezone }), 400);
+      expect(problem.code).toBe('INVALID_SCHEDULE');
+      const errors = problem.errors as { path: string; message: string }[];
+      expect(errors).toEqual([expect.objectContaining({ path: 'cron' })]);
+      return errors[0]?.message;
+    };
+    // Every minute, and a seconds field (six fields are not a schedule at all).
+    expect(await refusedWith('* * * * *')).toMatch(/60 s apart.*300 s/);
+    await refusedWith('* * * * * *');
+    // Seven minutes apart within the hour, but 56 -> 60 is four minutes.
+    expect(await refusedWith('*/7 * * * *')).toMatch(/240 s apart/);
+    // Hours apart within a day, one minute apart across midnight.
+    expect(await refusedWith('0,59 0,23 * * *')).toMatch(/60 s apart/);
+    // The last day of a month and the first of the next are consecutive days too.
+    await refusedWith('0,59 0,23 1,L * *');
+
+    // Exactly the minimum, and the same midnight pattern on days that never follow each other.
+    expect((await create({ cron: '*/5 * * * *' })).statusCode).toBe(201);
+    expect((await create({ cron: '0,59 0,23 * * 1' })).statusCode).toBe(201);
+    const job = (await create({ cron: '0 * * * *', timezone: 'Europe/Paris' })).json();
+
+    // A PATCH that changes the schedule is checked the same way; one that leaves it alone is not.
+    const patched = await app.inject({ method: 'PATCH', url: `/api/v1/jobs/${job.id}`, headers, payload: { cron: '*/2 * * * *' } });
+    expect(expectProblem(patched, 400).errors).toEqual([expect.objectContaining({ path: 'cron' })]);
+    expect((await app.inject({ method: 'PATCH', url: `/api/v1/jobs/${job.id}`, headers, payload: { name: 'renamed' } })).statusCode).toBe(200);
+  });
+
+  it('counts the gap a clock change makes between two runs', async () => {
+    const app = await buildTestApp({ SCHEDULE_MIN_INTERVAL_S: '7200' });
+    try {
+      const user = await signUp(app);
+      const headers = { cookie: user.cookie };
+      const workflowId = (await app.inject({ method: 'POST', url: '/api/v1/workflows', headers, payload: { name: 'wf', ...sampleGraph } })).json().id;
+      const create = (timezone: string) => app.inject({ method: 'POST', url: '/api/v1/jobs', headers, payload: { workflowId, name: 'j', cron: '0 1,3 * * *', timezone } });
+      // 01:00 and 03:00 are two hours apart, except on the night New York skips 02:00.
+      expect((await create('UTC')).statusCode).toBe(201);
+      const problem = expectProblem(await create('America/New_York'), 400);
+      expect((problem.errors as { message: string }[])[0]?.message).toMatch(/3600 s apart .*clock changes/);
+    } finally {
+      await app.close();
+    }
+  });
+});

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import { USER_FIELD_LIMITS } from '../src/auth/auth.js';
-import { buildTestApp, signUp, uniqueEmail, type SignedInUser } from './helpers.js';
+import { buildTestApp, expectProblem, signUp, uniqueEmail, type SignedInUser } from './helpers.js';
 
 const trustedOrigin = 'http://localhost:8100';
 
@@ -48,7 +48,8 @@ describe('user fields', () => {
 
   it('refuses a long name and any image that is not a bounded http(s) URL on update, and keeps what was there', async () => {
     const before = await me();
-    expect((await updateUser({ name: 'n'.repeat(USER_FIELD_LIMITS.nameLength + 1) })).statusCode).toBe(400);
+    const tooLong = expectProblem(await updateUser({ name: 'n'.repeat(USER_FIELD_LIMITS.nameLength + 1) }), 400);
+    expect(tooLong).toMatchObject({ code: 'INVALID_USER_FIELD', errors: [{ path: 'name' }] });
     for (const image of ['javascript:alert(1)', 'data:text/html,<script>1</script>', 'not a url', `https://example.test/${'i'.repeat(USER_FIELD_LIMITS.imageLength)}`]) {
       expect((await updateUser({ image })).statusCode, image.slice(0, 40)).toBe(400);
     }

@@ -185,3 +185,65 @@ describe('workflows', () => {
     expect(problem.errors).toEqual(expect.arrayContaining([expect.objectContaining({ path })]));
   });
 });
+
+describe('graph checks at save', () => {
+  let app: App;
+  let user: SignedInUser;
+  beforeAll(async () => {
+    app = await buildTestApp();
+    user = await signUp(app);
+  });
+  afterAll(async () => {
+    await app.close();
+  });
+
+  const save = (nodes: Record<string, unknown>[], edges: Record<string, unknown>[] = []) =>
+    app.inject({ method: 'POST', url: '/api/v1/workflows', headers: { cookie: user.cookie }, payload: { name: 'checked', nodes, edges } });
+  const start = { id: 'start', type: 'trigger.manual', params: {} };
+
+  // Node ids become keys of outputs and of `steps`: a name every object already has is refused.
+  it.each(['__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'valueOf', '__defineGetter__'])(
+    'refuses the node id %s with 400 naming the node',
+    async (id) => {
+      const created = await save([start, { id, type: 'transform', params: { expression: '1' } }], [{ source: 'start', target: id }]);
+      const problem = expectProblem(created, 400);
+      expect(problem.code).toBe('INVALID_GRAPH');
+      expect(problem.errors).toEqual([expect.objectContaining({ path: 'nodes[1].id', message: expect.stringContaining('reserved') })]);
+
+      const workflow = (await save([start])).json();
+      const patched = await app.inject({
+        method: 'PATCH',
+        url: `/api/v1/workflows/${workflow.id}`,
+        headers: { cookie: user.cookie },
+        payload: { nodes: [{ id, type: 'trigger.manual', params: {} }], edges: [] },
+      });
+      expect(expectProblem(patched, 400).errors).toEqual([expect.objectContaining({ path: 'nodes[0].id' })]);
+    },
+  );
+
+  it('still takes ids that merely contain such a name', async () => {
+    expect((await save([{ ...start, id: 'proto' }, { id: 'my_constructor', type: 'transform', params: { expression: '1' } }], [{ source: 'proto', target: 'my_constructor' }])).statusCode).toBe(201);
+  });
+
+  // A delay may wait at most 30 days, by `ms` or by a literal `until`; templates are checked when they run.
+  it.each([
+    [{ until: '9999-12-31' }, 'nodes[1].params.until'],
+    [{ until: new Date(Date.now() + 31 * 86_400_000).toISOString() }, 'nodes[1].params.until'],
+    [{ until: 'next tuesday' }, 'nodes[1].params.until'],
+    [{ ms: 31 * 86_400_000 }, 'nodes[1].params.ms'],
+    [{ ms: '99999999999' }, 'nodes[1].params.ms'],
+  ])('refuses the delay params %j with 400 at %s', async (params, path) => {
+    const problem = expectProblem(await save([start, { id: 'wait', type: 'delay', params }], [{ source: 'start', target: 'wait' }]), 400);
+    expect(problem.errors).toEqual([expect.objectContaining({ path })]);
+  });
+
+  it.each([
+    { until: new Date(Date.now() + 29 * 86_400_000).toISOString() },
+    { until: '2001-01-01T00:00:00Z' },
+    { until: '{{ input.when }}' },
+    { ms: '{{ input.ms }}' },
+    { ms: '1500' },
+  ])('takes the delay params %j', async (params) => {
+    expect((await save([start, { id: 'wait', type: 'delay', params }], [{ source: 'start', target: 'wait' }])).statusCode).toBe(201);
+  });
+});

@@ -538,7 +538,7 @@ export interface paths {
             };
         };
         put?: never;
-        /** Create a job (honours Idempotency-Key) */
+        /** Create a job (honours Idempotency-Key; 409 JOB_LIMIT_REACHED beyond JOBS_PER_USER_MAX) */
         post: {
             parameters: {
                 query?: never;
@@ -801,7 +801,7 @@ export interface paths {
         };
         /**
          * List executions (filters: status list, workflowId, jobId, createdAfter, createdBefore)
-         * @description Items leave out `input` and `output` unless `includeData=true` (then `pageSize` is at most 20).
+         * @description Items leave out `input` and `output` unless `includeData=true` (then `pageSize` is at most 20, and a page carries at most API_MAX_PAGE_DATA_BYTES of stored JSON: it may end early, with `hasNext` and a `nextCursor` to the rest; its first item always comes).
          */
         get: {
             parameters: {
@@ -930,7 +930,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List the steps of an execution, in the order they ran unless sortDirection=desc (filter: status list) */
+        /**
+         * List the steps of an execution, in the order they ran unless sortDirection=desc (filter: status list)
+         * @description A page carries at most API_MAX_PAGE_DATA_BYTES of stored JSON (inputs, outputs, errors): it may end early, with `hasNext` and a `nextCursor` to the rest; its first step always comes.
+         */
         get: {
             parameters: {
                 query?: {
@@ -1230,7 +1233,7 @@ export interface paths {
             };
         };
         put?: never;
-        /** Create an API key; the secret is in this response only (honours Idempotency-Key) */
+        /** Create an API key; the secret is in this response only (honours Idempotency-Key; 409 API_KEY_LIMIT_REACHED beyond API_KEYS_PER_USER) */
         post: {
             parameters: {
                 query?: never;
@@ -1546,6 +1549,7 @@ export interface components {
             authenticatedVia: "session" | "api-key";
         };
         WorkflowNodeInput: {
+            /** @description Unique in the workflow. `__proto__`, `constructor`, `prototype` and the other names of Object.prototype members are refused. */
             id: string;
             /** @description One of: trigger.manual, trigger.schedule, http.request, transform, condition, delay */
             type: string;
@@ -1804,6 +1808,7 @@ export interface components {
             authenticatedVia: "session" | "api-key";
         };
         WorkflowNode: {
+            /** @description Unique in the workflow. `__proto__`, `constructor`, `prototype` and the other names of Object.prototype members are refused. */
             id: string;
             /** @description One of: trigger.manual, trigger.schedule, http.request, transform, condition, delay */
             type: string;

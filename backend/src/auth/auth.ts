@@ -20,10 +20,13 @@ export const CLIENT_IP_HEADER = 'x-autonode-client-ip';
  */
 export const USER_FIELD_LIMITS = { nameLength: 100, emailLength: 254, imageLength: 2048 } as const;
 
+/** The code of a user field out of bounds; its message is `<field>: <rule>` (problem-answers.ts makes it `errors`). */
+export const INVALID_USER_FIELD = 'INVALID_USER_FIELD';
+
 /** Refuses user fields out of bounds (400 INVALID_USER_FIELD, naming the field); an image must be an http(s) URL. */
 function checkUserFields(fields: { name?: unknown; email?: unknown; image?: unknown }): void {
   const refuse = (message: string) => {
-    throw new APIError('BAD_REQUEST', { code: 'INVALID_USER_FIELD', message });
+    throw new APIError('BAD_REQUEST', { code: INVALID_USER_FIELD, message });
   };
   if (typeof fields.name === 'string' && fields.name.length > USER_FIELD_LIMITS.nameLength) {
     refuse(`name: at most ${USER_FIELD_LIMITS.nameLength} characters`);

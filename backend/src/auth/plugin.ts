@@ -7,6 +7,8 @@ import { notFound, ProblemError, unauthorized } from '../lib/problem.js';
 import { hashApiKey, presentedApiKey, verifyApiKey } from './api-keys.js';
 import { CLIENT_IP_HEADER, type Auth } from './auth.js';
 import { CallerCache } from './caller-cache.js';
+import { sendProblem } from '../plugins/errors.js';
+import { problemFromAuthAnswer } from './problem-answers.js';
 import type { RequestCaller, RequestUser } from './caller.js';
 
 declare module 'fastify' {
@@ -46,10 +48,10 @@ export interface AuthPluginOptions {
   readonly apiBaseUrl: string;
   /** How long a verified caller is reused without a query (0: never). */
   readonly callerCacheTtlMs: number;
-  /** Bad or missing credentials allowed per client address per minute before 429. */
-  readonly failureLimitPerMinute: number;
   /** The most memory the verified callers may hold together. */
   readonly callerCacheMaxBytes: number;
+  /** Bad or missing credentials allowed per client address per minute before 429. */
+  readonly failureLimitPerMinute: number;
 }
 
 /**
@@ -109,7 +111,8 @@ async function authPlugin(app: FastifyInstance, { auth, apiBaseUrl, callerCacheT
   const origin = new URL(apiBaseUrl).origin;
 
   // Better Auth is a Fetch handler: hand it a Request, copy its Response back. Its endpoints and
-  // bodies are its own (API.md: "unchanged"), so the route is hidden from our OpenAPI document.
+  // bodies are its own (API.md: "unchanged"), so the route is hidden from our OpenAPI document;
+  // its error answers alone are rewritten, into the problem+json every error has (problem-answers.ts).
   app.route({
     method: ['GET', 'POST'],
     url: '/api/auth/*',
@@ -138,6 +141,10 @@ async function authPlugin(app: FastifyInstance, { auth, apiBaseUrl, callerCacheT
       const cookies = response.headers.getSetCookie();
       if (cookies.length > 0) reply.header('set-cookie', cookies);
       if (userBefore && response.ok) await app.forgetCallers(userBefore);
+      if (response.status >= 400) {
+        const answer = problemFromAuthAnswer(request, response.status, response.body ? await response.text() : '', response.headers);
+        return sendProblem(reply, answer.body, answer.headers);
+      }
       const text = response.body ? await response.text() : '';
       if (!response.headers.get('content-type')?.includes('json') || text === '') return reply.send(text || null);
       return reply.send(JSON.stringify(withoutTokens(JSON.parse(text))));

@@ -39,3 +39,29 @@ export function isDataException(error: unknown): boolean {
 export function isForeignKeyViolation(error: unknown): boolean {
   return sqlState(error) === '23503';
 }
+
+/**
+ * The database refused a value, not the statement's shape or its connection: SQLSTATE class 22
+ * (data exception: 22P05 a NUL in JSON, 22P02 an unpaired surrogate, 22023 a NOTIFY payload too
+ * long, 22021 bad encoding) or 54 (program limit exceeded: 54000 a value too large, 54001 nesting
+ * too deep). Writing the same value again fails the same way, so it must not be retried.
+ */
+export function isRefusedValue(error: unknown): boolean {
+  for (let current: unknown = error, depth = 0; current && depth < 5; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string' && /^(22|54)[0-9A-Z]{3}$/.test(code)) return true;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
+/** An error raised by PostgreSQL or its driver: its message is the database's, never shown to a user. */
+export function isDatabaseError(error: unknown): boolean {
+  if (isDatabaseUnavailable(error)) return true;
+  for (let current: unknown = error, depth = 0; current && depth < 5; depth++) {
+    const fields = current as { name?: unknown; severity?: unknown; code?: unknown };
+    if (fields.name === 'PostgresError' || (typeof fields.severity === 'string' && typeof fields.code === 'string')) return true;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
+}

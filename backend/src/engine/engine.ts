@@ -5,6 +5,7 @@ import type { EngineConfig } from '../config.js';
 import type { EventBus } from '../bus/bus.js';
 import { isDatabaseUnavailable } from '../db/errors.js';
 import type { ClaimedExecution, ExecutionLifecycle } from '../executions/lifecycle.js';
+import { ExpressionPool } from './expression-pool.js';
 import { ExecutionRunner } from './runner.js';
 
 /** Due jobs fired per scheduler transaction (two statements however many). */
@@ -27,6 +28,8 @@ export interface EngineDeps {
 export class Engine {
   readonly workerId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   private readonly runner: ExecutionRunner;
+  /** Every expression and template of this engine's runs is evaluated here, off the main thread. */
+  private readonly expressions: ExpressionPool;
   private readonly running = new Map<string, { controller: AbortController; done: Promise<void>; userId: string }>();
   private readonly log: Logger;
   private state: 'idle' | 'running' | 'draining' | 'stopped' = 'idle';
@@ -38,12 +41,14 @@ export class Engine {
 
   constructor(private readonly deps: EngineDeps) {
     this.log = deps.logger.child({ module: 'engine', workerId: this.workerId });
+    this.expressions = new ExpressionPool({ ...deps.config.expressions, logger: this.log });
     this.runner = new ExecutionRunner(
       deps.lifecycle,
       this.workerId,
       {
         http: { allow: deps.config.http.allow, maxResponseBytes: deps.config.http.maxResponseBytes, defaultTimeoutMs: deps.config.http.timeoutMs },
         now: () => new Date(),
+        expressions: this.expressions,
       },
       this.log,
     );
@@ -157,6 +162,7 @@ export class Engine {
   async stop(graceMs: number): Promise<void> {
     if (this.state === 'stopped' || this.state === 'idle') {
       this.state = 'stopped';
+      await this.expressions.close();
       return;
     }
     this.state = 'draining';
@@ -182,6 +188,8 @@ export class Engine {
     clearInterval(this.heartbeatTimer);
     clearInterval(this.schedulerTimer);
     this.unsubscribe?.();
+    // After the runs: a step still evaluating when they were aborted has settled by now.
+    await this.expressions.close();
     this.state = 'stopped';
     this.log.info('engine stopped');
   }

@@ -7,10 +7,22 @@ export class StepError extends Error {
   override readonly name = 'StepError';
   readonly retryable: boolean;
   readonly details: Record<string, unknown> | undefined;
+  /** Stable, machine-readable reason, recorded beside the message when there is one (API.md). */
+  readonly code: StepErrorCode | undefined;
 
-  constructor(message: string, options: { retryable?: boolean; details?: Record<string, unknown>; cause?: unknown } = {}) {
+  constructor(message: string, options: { retryable?: boolean; details?: Record<string, unknown>; cause?: unknown; code?: StepErrorCode } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.retryable = options.retryable ?? true;
     this.details = options.details;
+    this.code = options.code;
   }
 }
+
+/**
+ * EXPRESSION_TIMEOUT: a node's expressions ran past their time budget. EXPRESSION_TOO_LARGE: a
+ * result, the number of templates, or the evaluating worker's heap went past its bound.
+ * DELAY_TOO_LONG: a delay's `ms` or `until` (from a template) lies beyond the longest wait.
+ * STEP_OUTPUT_TOO_LARGE: the output's JSON is over ENGINE_MAX_PAYLOAD_BYTES. UNSTORABLE_VALUE: the
+ * output holds text the database cannot store (a NUL character, an unpaired surrogate).
+ */
+export type StepErrorCode = 'EXPRESSION_TIMEOUT' | 'EXPRESSION_TOO_LARGE' | 'DELAY_TOO_LONG' | 'STEP_OUTPUT_TOO_LARGE' | 'UNSTORABLE_VALUE';

@@ -1,5 +1,6 @@
+import { performance } from 'node:perf_hooks';
 import jsonata from 'jsonata';
-import { StepError } from './errors.js';
+import { StepError, type StepErrorCode } from './errors.js';
 
 /** What every expression sees as its root: `input.x`, `steps.<nodeId>.y`. */
 export interface ExpressionScope {
@@ -8,12 +9,14 @@ export interface ExpressionScope {
 }
 
 export interface ExpressionLimits {
-  /** Wall-clock budget of one expression. */
+  /** Wall-clock budget of one call: one expression, or every template of one value together. */
   timeoutMs: number;
   /** Deepest nesting of JSONata evaluation (sub-expressions and function calls) allowed. */
   maxDepth: number;
   /** Largest result allowed, measured as UTF-8 JSON. */
   maxResultBytes: number;
+  /** Most `{{ }}` templates one call resolves (a 1 MB body could hold tens of thousands). */
+  maxTemplates: number;
 }
 
 /**
@@ -22,38 +25,59 @@ export interface ExpressionLimits {
  * Without a depth limit, JSONata's async evaluator never overflows the native stack: it grows
  * the heap until Node aborts the whole process (measured: out of memory after ~70 s).
  */
-export const defaultExpressionLimits: ExpressionLimits = { timeoutMs: 1000, maxDepth: 500, maxResultBytes: 1_000_000 };
+export const defaultExpressionLimits: ExpressionLimits = { timeoutMs: 1000, maxDepth: 500, maxResultBytes: 1_000_000, maxTemplates: 1000 };
+
+/** What is left of one call's limits: its deadline and the templates it may still evaluate. */
+interface Budget {
+  readonly limits: ExpressionLimits;
+  readonly deadline: number;
+  readonly scope: 'expression' | 'templates';
+  templates: number;
+}
+
+/** `deadline` (a performance.now() time) continues a budget begun earlier; else it starts now. */
+function budgetOf(limits: Partial<ExpressionLimits> | undefined, scope: Budget['scope'], deadline: number | undefined): Budget {
+  const full = { ...defaultExpressionLimits, ...limits };
+  return { limits: full, deadline: deadline ?? performance.now() + full.timeoutMs, scope, templates: 0 };
+}
 
 // JSONata's guardrail error codes (jsonata >= 2.2).
 const STACK_LIMIT_CODE = 'D1011';
 const TIMEOUT_CODE = 'D1012';
 
 /**
- * Evaluates one JSONata expression over the scope. Throws StepError with retryable: false on
- * syntax errors, runtime errors, timeouts, too-deep recursion, or a result whose JSON is larger
- * than maxResultBytes. JSONata's `undefined` result (nothing matched) becomes null.
+ * Evaluates one JSONata expression over the scope, in this thread: the engine calls it inside an
+ * expression worker (expression-pool.ts), never on the main thread. Throws StepError with
+ * retryable: false on syntax errors, runtime errors, timeouts (code EXPRESSION_TIMEOUT),
+ * too-deep recursion, or a result whose JSON is larger than maxResultBytes (EXPRESSION_TOO_LARGE).
+ * JSONata's `undefined` result (nothing matched) becomes null.
  */
 export async function evaluateExpression(
   expression: string,
   scope: ExpressionScope,
   limits?: Partial<ExpressionLimits>,
+  deadline?: number,
 ): Promise<unknown> {
-  const result = await evaluateToJsonValue(expression, scope, { ...defaultExpressionLimits, ...limits });
-  return result === undefined ? null : result;
+  return nullIfUndefined(await evaluateToJsonValue(expression, scope, budgetOf(limits, 'expression', deadline)));
 }
+
+const nullIfUndefined = (value: unknown): unknown => (value === undefined ? null : value);
 
 /**
  * Resolves `{{ expression }}` templates in every string at any depth of `value` (object keys are
  * left alone). A string that is exactly one template (whitespace around allowed) becomes the
  * expression's value with its type; otherwise each template is replaced by its value as text.
- * Strings without `{{` come back unchanged. Same errors as evaluateExpression.
+ * Strings without `{{` come back unchanged. Same errors as evaluateExpression; the time budget
+ * and maxTemplates cover all the templates of `value` together (one node's params), so many
+ * templates each under the limit cannot add up to more.
  */
 export async function resolveTemplates(
   value: unknown,
   scope: ExpressionScope,
   limits?: Partial<ExpressionLimits>,
+  deadline?: number,
 ): Promise<unknown> {
-  return resolveValue(value, scope, { ...defaultExpressionLimits, ...limits }, '');
+  return resolveValue(value, scope, budgetOf(limits, 'templates', deadline), '');
 }
 
 /** Checks an expression compiles; returns the error message or null (used for validation). */
@@ -81,7 +105,8 @@ const EMPTY_EXPRESSION_MESSAGE = 'expression is empty';
  *   (measured: 6.7 s with 25 a's, a 300 ms limit notwithstanding);
  * - a single large built-in step, e.g. building `[1..10000000]` or `$sum` over it (~0.7 s;
  *   JSONata itself refuses ranges over 1e7 items). The timeout fires at the next sub-expression.
- * Bounding those would need a worker thread that can be terminated.
+ * Those are bounded by where this runs: a worker thread (expression-pool.ts) that is terminated
+ * when the budget is over, with a bounded heap.
  *
  * Evaluation never yields to the event loop (JSONata only awaits already-settled promises), so
  * a timer racing `evaluate()` could not fire before it finished: the check has to be inside.
@@ -89,16 +114,20 @@ const EMPTY_EXPRESSION_MESSAGE = 'expression is empty';
 async function evaluateToJsonValue(
   expression: string,
   scope: ExpressionScope,
-  limits: ExpressionLimits,
+  budget: Budget,
 ): Promise<unknown> {
+  const { limits } = budget;
   if (expression.trim() === '') throw expressionError(EMPTY_EXPRESSION_MESSAGE, expression);
+  // JSONata's clock starts at each evaluate(): it gets what is left of the whole call's budget.
+  const remainingMs = Math.floor(budget.deadline - performance.now());
+  if (remainingMs <= 0) throw timeoutError(budget, expression);
 
   let rawResult: unknown;
   try {
-    const compiled = jsonata(expression, { timeout: limits.timeoutMs, stack: limits.maxDepth });
+    const compiled = jsonata(expression, { timeout: remainingMs, stack: limits.maxDepth });
     rawResult = await compiled.evaluate(scope);
   } catch (error) {
-    throw toStepError(error, expression, limits);
+    throw toStepError(error, expression, budget);
   }
   if (rawResult === undefined) return undefined;
 
@@ -109,6 +138,8 @@ async function evaluateToJsonValue(
       `expression result is ${bytes} bytes of JSON, more than the ${limits.maxResultBytes} allowed`,
       expression,
       { resultBytes: bytes },
+      undefined,
+      'EXPRESSION_TOO_LARGE',
     );
   }
   // A JSON round trip hands back plain data: JSONata's results can be arrays tagged with
@@ -146,33 +177,42 @@ function isJsonataFunction(value: unknown): boolean {
 
 type TemplatePart = { kind: 'text'; text: string } | { kind: 'expression'; source: string };
 
-async function resolveValue(value: unknown, scope: ExpressionScope, limits: ExpressionLimits, path: string): Promise<unknown> {
-  if (typeof value === 'string') return resolveString(value, scope, limits, path);
+async function resolveValue(value: unknown, scope: ExpressionScope, budget: Budget, path: string): Promise<unknown> {
+  if (typeof value === 'string') return resolveString(value, scope, budget, path);
   // Sequential on purpose: evaluations never yield, so running them "in parallel" would only
   // interleave them and make each one's clock include the others' work.
   if (Array.isArray(value)) {
     const resolved: unknown[] = [];
-    for (const [index, item] of value.entries()) resolved.push(await resolveValue(item, scope, limits, `${path}[${index}]`));
+    for (const [index, item] of value.entries()) resolved.push(await resolveValue(item, scope, budget, `${path}[${index}]`));
     return resolved;
   }
   if (isPlainObject(value)) {
     const entries: [string, unknown][] = [];
-    for (const [key, item] of Object.entries(value)) entries.push([key, await resolveValue(item, scope, limits, joinPath(path, key))]);
+    for (const [key, item] of Object.entries(value)) entries.push([key, await resolveValue(item, scope, budget, joinPath(path, key))]);
     // fromEntries defines own properties, so a "__proto__" key from JSON stays a plain key.
     return Object.fromEntries(entries);
   }
   return value;
 }
 
-async function resolveString(text: string, scope: ExpressionScope, limits: ExpressionLimits, path: string): Promise<unknown> {
+async function resolveString(text: string, scope: ExpressionScope, budget: Budget, path: string): Promise<unknown> {
   if (!text.includes('{{')) return text;
+  const { limits } = budget;
   const parts = parseTemplate(text, path);
   const expressions = parts.filter((part) => part.kind === 'expression');
+  budget.templates += expressions.length;
+  if (budget.templates > limits.maxTemplates) {
+    throw new StepError(`the params hold more than ${limits.maxTemplates} templates`, {
+      retryable: false,
+      code: 'EXPRESSION_TOO_LARGE',
+      details: { path, maxTemplates: limits.maxTemplates },
+    });
+  }
   const onlyWhitespaceAround = parts.every((part) => part.kind === 'expression' || part.text.trim() === '');
 
   if (expressions.length === 1 && onlyWhitespaceAround) {
     const [only] = expressions;
-    if (only) return withPath(path, () => evaluateExpression(only.source, scope, limits));
+    if (only) return withPath(path, async () => nullIfUndefined(await evaluateToJsonValue(only.source, scope, budget)));
   }
 
   let resolved = '';
@@ -181,7 +221,7 @@ async function resolveString(text: string, scope: ExpressionScope, limits: Expre
       resolved += part.text;
       continue;
     }
-    const result = await withPath(path, () => evaluateToJsonValue(part.source, scope, limits));
+    const result = await withPath(path, () => evaluateToJsonValue(part.source, scope, budget));
     resolved += result === undefined ? '' : typeof result === 'string' ? result : JSON.stringify(result);
   }
   // Each expression was within the limit, but many of them can still add up.
@@ -189,6 +229,7 @@ async function resolveString(text: string, scope: ExpressionScope, limits: Expre
   if (bytes > limits.maxResultBytes) {
     throw new StepError(`template result is ${bytes} bytes, more than the ${limits.maxResultBytes} allowed`, {
       retryable: false,
+      code: 'EXPRESSION_TOO_LARGE',
       details: { path, resultBytes: bytes },
     });
   }
@@ -275,7 +316,7 @@ async function withPath<T>(path: string, evaluate: () => Promise<T>): Promise<T>
     return await evaluate();
   } catch (error) {
     if (error instanceof StepError && path !== '') {
-      throw new StepError(error.message, { retryable: error.retryable, details: { ...error.details, path }, cause: error.cause });
+      throw new StepError(error.message, { retryable: error.retryable, details: { ...error.details, path }, cause: error.cause, code: error.code });
     }
     throw error;
   }
@@ -298,17 +339,16 @@ interface JsonataErrorFields {
   token: string | undefined;
 }
 
-function toStepError(error: unknown, expression: string, limits: ExpressionLimits): StepError {
+function toStepError(error: unknown, expression: string, budget: Budget): StepError {
   if (error instanceof StepError) return error;
+  const { limits } = budget;
   const fields = jsonataErrorFields(error);
   const details = { code: fields.code, position: fields.position, token: fields.token };
 
   // $eval wraps errors from the evaluated text (D3121 with the original in `.error`), so the
   // limit that actually stopped evaluation may be a level or two down.
   const limitCode = findLimitCode(error);
-  if (limitCode === TIMEOUT_CODE) {
-    return expressionError(`expression took longer than ${limits.timeoutMs} ms`, expression, details, error);
-  }
+  if (limitCode === TIMEOUT_CODE) return timeoutError(budget, expression, details, error);
   if (limitCode === STACK_LIMIT_CODE) {
     return expressionError(
       `expression nested deeper than ${limits.maxDepth} levels; check for a recursive function that never stops`,
@@ -345,8 +385,23 @@ function jsonataErrorFields(error: unknown): JsonataErrorFields {
   };
 }
 
-function expressionError(message: string, expression: string, details: Record<string, unknown> = {}, cause?: unknown): StepError {
-  return new StepError(message, { retryable: false, details: { expression, ...details }, cause });
+function expressionError(
+  message: string,
+  expression: string,
+  details: Record<string, unknown> = {},
+  cause?: unknown,
+  code?: StepErrorCode,
+): StepError {
+  return new StepError(message, { retryable: false, details: { expression, ...details }, cause, code });
+}
+
+/** The budget ran out: one expression's, or (templates) the whole call's. */
+function timeoutError(budget: Budget, expression: string, details: Record<string, unknown> = {}, cause?: unknown): StepError {
+  const message =
+    budget.scope === 'expression'
+      ? `expression took longer than ${budget.limits.timeoutMs} ms`
+      : `templates took longer than ${budget.limits.timeoutMs} ms in all`;
+  return expressionError(message, expression, details, cause, 'EXPRESSION_TIMEOUT');
 }
 
 function errorMessage(error: unknown): string {

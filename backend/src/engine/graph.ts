@@ -13,9 +13,26 @@ export const RetryPolicy = z
   })
   .strict();
 
+/**
+ * Ids that every plain object already answers to (`__proto__`, `constructor`, `toString`, ...) and
+ * `prototype`. Node ids become keys of outputs and of the expression scope (`steps.<id>`), where
+ * such a key would read or replace an inherited member instead of holding a node's value, so a
+ * graph using one is refused at save (API.md).
+ */
+const reservedNodeIds: ReadonlySet<string> = new Set([...Object.getOwnPropertyNames(Object.prototype), 'prototype']);
+
+export function isReservedNodeId(id: string): boolean {
+  return reservedNodeIds.has(id);
+}
+
 export const WorkflowNode = z
   .object({
-    id: z.string().min(1).max(64).regex(/^[A-Za-z0-9_.-]+$/, 'use letters, digits, _ . -'),
+    id: z
+      .string()
+      .min(1)
+      .max(64)
+      .regex(/^[A-Za-z0-9_.-]+$/, 'use letters, digits, _ . -')
+      .meta({ description: 'Unique in the workflow. `__proto__`, `constructor`, `prototype` and the other names of Object.prototype members are refused.' }),
     type: z.string().min(1).max(64).meta({ description: `One of: ${nodeTypes.join(', ')}` }),
     name: z.string().max(200).optional(),
     params: z.record(z.string(), z.unknown()).default({}),
@@ -43,13 +60,17 @@ export const WorkflowEdges = z.array(WorkflowEdge).max(MAX_EDGES);
 /**
  * The rules a schema cannot express: known types and their params, unique ids, edges between
  * existing nodes, `when` only after a condition, and no cycle. Paths name the offending element
- * (`nodes[2].type`, `edges[0].target`). An empty list means the graph is valid.
+ * (`nodes[2].type`, `edges[0].target`). An empty list means the graph is valid. `now` is the
+ * clock of checks that depend on it (a delay's literal `until`).
  */
-export function validateGraph(nodes: readonly WorkflowNode[], edges: readonly WorkflowEdge[]): ProblemFieldError[] {
+export function validateGraph(nodes: readonly WorkflowNode[], edges: readonly WorkflowEdge[], now = new Date()): ProblemFieldError[] {
   const errors: ProblemFieldError[] = [];
   const indexById = new Map<string, number>();
 
   nodes.forEach((node, index) => {
+    if (isReservedNodeId(node.id)) {
+      errors.push({ path: `nodes[${index}].id`, message: `'${node.id}' is reserved: every object already has a member of that name` });
+    }
     if (indexById.has(node.id)) {
       errors.push({ path: `nodes[${index}].id`, message: `duplicates the id of nodes[${indexById.get(node.id)}]` });
     } else {
@@ -59,12 +80,12 @@ export function validateGraph(nodes: readonly WorkflowNode[], edges: readonly Wo
       errors.push({ path: `nodes[${index}].type`, message: `unknown node type '${node.type}' (known: ${nodeTypes.join(', ')})` });
       return;
     }
-    const params = nodeDefinition(node.type).params.safeParse(node.params);
-    if (!params.success) {
-      for (const issue of params.error.issues) {
-        const where = issue.path.length > 0 ? `.${issue.path.join('.')}` : '';
-        errors.push({ path: `nodes[${index}].params${where}`, message: issue.message });
-      }
+    const definition = nodeDefinition(node.type);
+    const params = definition.params.safeParse(node.params);
+    const paramIssues = params.success ? (definition.checkAtSave?.(params.data, now) ?? []) : params.error.issues;
+    for (const issue of paramIssues) {
+      const where = issue.path.length > 0 ? `.${issue.path.join('.')}` : '';
+      errors.push({ path: `nodes[${index}].params${where}`, message: issue.message });
     }
   });
 

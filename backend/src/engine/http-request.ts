@@ -5,6 +5,7 @@ import net, { type LookupFunction } from 'node:net';
 import { TextDecoder } from 'node:util';
 import ipaddr from 'ipaddr.js';
 import { StepError } from './errors.js';
+import { holdsUnstorableText } from '../executions/payloads.js';
 
 /**
  * The HTTP call of an `http.request` node.
@@ -257,26 +258,56 @@ function prepareRequest(params: HttpRequestParams): OutgoingRequest {
 
 const isJsonContentType = (mediaType: string): boolean => /^application\/(?:[\w.!#$&^-]+\+)?json$/i.test(mediaType);
 
+/** Media types whose bodies are bytes, whatever those bytes happen to look like. */
+const isBinaryMediaType = (mediaType: string): boolean =>
+  /^(?:image\/(?!svg\+xml$)|audio\/|video\/|font\/|application\/(?:octet-stream|pdf|zip|gzip|x-protobuf|vnd\.google\.protobuf)$)/i.test(mediaType);
+
+/** A body that is not text: its bytes, as base64, with the content type that came with them. */
+export interface BinaryBody {
+  base64: string;
+  contentType: string;
+  /** Present when the response was cut at maxResponseBytes. */
+  truncated?: true;
+}
+
+/**
+ * The body as recorded. Text (valid in its charset, UTF-8 unless declared, with no NUL character)
+ * is a string, or the parsed value for a JSON media type; anything else, and any binary media
+ * type, is `{ base64, contentType }` (API.md). So every body can be stored: jsonb refuses NUL
+ * characters, and a JSON body whose strings hold one (`\u0000`) is kept as its text.
+ */
 function decodeBody(bytes: Buffer, contentType: string | undefined, truncatedAt: number | undefined): unknown {
   const [mediaType = '', ...parameters] = (contentType ?? '').split(';').map((part) => part.trim());
   const charset = parameters.find((parameter) => /^charset=/i.test(parameter))?.slice('charset='.length).replace(/^"|"$/g, '');
+  const binary = (): BinaryBody => ({
+    base64: bytes.toString('base64'),
+    contentType: contentType ?? 'application/octet-stream',
+    ...(truncatedAt !== undefined ? { truncated: true as const } : {}),
+  });
+  if (isBinaryMediaType(mediaType)) return binary();
   let decoder: TextDecoder;
   try {
-    decoder = new TextDecoder(charset || 'utf-8');
+    decoder = new TextDecoder(charset || 'utf-8', { fatal: true });
   } catch {
-    decoder = new TextDecoder('utf-8');
+    decoder = new TextDecoder('utf-8', { fatal: true });
   }
-  if (truncatedAt !== undefined) {
-    // stream: true holds back a character cut in half at the limit instead of emitting U+FFFD.
-    return `${decoder.decode(bytes, { stream: true })}…[truncated: response exceeded ${truncatedAt} bytes]`;
-  }
-  const text = decoder.decode(bytes);
-  if (!isJsonContentType(mediaType)) return text;
+  let text: string;
   try {
-    return JSON.parse(text) as unknown;
+    // stream: true (when cut) holds back a character cut in half at the limit instead of failing on it.
+    text = decoder.decode(bytes, truncatedAt !== undefined ? { stream: true } : undefined);
+  } catch {
+    return binary();
+  }
+  if (text.includes('\u0000')) return binary();
+  if (truncatedAt !== undefined) return `${text}…[truncated: response exceeded ${truncatedAt} bytes]`;
+  if (!isJsonContentType(mediaType)) return text;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text) as unknown;
   } catch {
     return text;
   }
+  return text.includes('\\u') && holdsUnstorableText(JSON.stringify(parsed)) ? text : parsed;
 }
 
 function flattenHeaders(response: IncomingMessage): Record<string, string> {

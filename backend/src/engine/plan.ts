@@ -46,9 +46,12 @@ export function planNext(snapshot: WorkflowSnapshot, steps: ReadonlyMap<string, 
   return { skip, ready, failed, done };
 }
 
-/** The execution's output: the outputs of its last steps (completed nodes with no outgoing edge), by node id. */
+/**
+ * The execution's output: the outputs of its last steps (completed nodes with no outgoing edge), by
+ * node id. Without a prototype, so an id such as `__proto__` is a key like any other.
+ */
 export function executionOutput(snapshot: WorkflowSnapshot, steps: ReadonlyMap<string, StepState>): Record<string, unknown> {
-  const output: Record<string, unknown> = {};
+  const output = Object.create(null) as Record<string, unknown>;
   for (const node of snapshot.nodes) {
     const isLast = !snapshot.edges.some((edge) => edge.source === node.id);
     const step = steps.get(node.id);

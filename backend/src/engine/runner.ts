@@ -1,8 +1,11 @@
 import type { Logger } from 'pino';
 import type { WorkflowNode } from './graph.js';
 import { StepError } from './errors.js';
+import { isDatabaseError } from '../db/errors.js';
+import type { NodeResult } from './nodes/types.js';
 import type { ClaimedExecution, ExecutionLifecycle, StepChange, StepState } from '../executions/lifecycle.js';
 import type { HttpGuard } from './http-request.js';
+import type { ExpressionEvaluator } from './expression-pool.js';
 import { executionOutput, planNext } from './plan.js';
 import { isNodeType, nodeDefinition } from './registry.js';
 
@@ -12,6 +15,7 @@ const instantTypes = new Set(['trigger.manual', 'trigger.schedule', 'transform',
 export interface RunnerSettings {
   readonly http: HttpGuard;
   readonly now: () => Date;
+  readonly expressions: ExpressionEvaluator;
 }
 
 /** Why a run stopped before its end: handed back (delay, backoff, shutdown) or taken away (cancel, lost lease). */
@@ -26,7 +30,11 @@ export function backoffDelay(backoffMs: number, attempt: number): number {
 }
 
 function errorRecord(error: unknown, nodeId?: string): Record<string, unknown> {
-  if (error instanceof StepError) return { ...(nodeId ? { nodeId } : {}), message: error.message, ...(error.details ? { details: error.details } : {}) };
+  if (error instanceof StepError) {
+    return { ...(nodeId ? { nodeId } : {}), ...(error.code ? { code: error.code } : {}), message: error.message, ...(error.details ? { details: error.details } : {}) };
+  }
+  // A database's message (SQL, values, constraint names) is for the log, never for the user.
+  if (isDatabaseError(error)) return { ...(nodeId ? { nodeId } : {}), message: 'the step failed because of a database error' };
   return { ...(nodeId ? { nodeId } : {}), message: error instanceof Error ? error.message : String(error) };
 }
 
@@ -42,6 +50,8 @@ function errorRecord(error: unknown, nodeId?: string): Record<string, unknown> {
 export class ExecutionRunner {
   /** Per execution being run here: instant step rows not written yet. */
   private readonly unwritten = new Map<string, StepChange[]>();
+  /** Per execution being run here: the bytes of the kept rows' outputs. */
+  private readonly unwrittenBytes = new Map<string, number>();
 
   constructor(
     private readonly lifecycle: ExecutionLifecycle,
@@ -56,6 +66,7 @@ export class ExecutionRunner {
       await this.runClaimed(execution, signal, draining);
     } finally {
       this.unwritten.delete(execution.id);
+      this.unwrittenBytes.delete(execution.id);
     }
   }
 
@@ -110,7 +121,6 @@ export class ExecutionRunner {
     const isWaitingDelay = node.type === 'delay' && previous?.status === 'running';
     // A step found `running` was interrupted (crash, shutdown): that attempt counts, the next one starts.
     const attempt = isWaitingDelay ? (previous?.attempt ?? 1) : (previous?.attempt ?? 0) + 1;
-    const maxAttempts = node.retry?.maxAttempts ?? 1;
     const scope = {
       input: execution.input ?? null,
       steps: Object.fromEntries([...steps.values()].filter((step) => step.status === 'completed').map((step) => [step.nodeId, step.output])),
@@ -123,41 +133,54 @@ export class ExecutionRunner {
       if (!(await this.writeStep(execution, running, { started: true }))) return { kind: 'lost' };
     }
 
+    let executed: NodeResult;
     try {
       if (!isNodeType(node.type)) throw new StepError(`unknown node type '${node.type}'`, { retryable: false });
       const definition = nodeDefinition(node.type);
       const params = definition.params.parse(node.params);
-      const result = await definition.execute(params, { scope, signal, step: previous, http: this.settings.http, now: this.settings.now });
+      const result = await definition.execute(params, { scope, signal, step: previous, http: this.settings.http, now: this.settings.now, expressions: this.settings.expressions });
       if (signal.aborted) return { kind: 'lost' };
-      if ('waitUntil' in result) {
-        const waiting: StepState = { nodeId: node.id, status: 'running', attempt, input: result.input, output: null, error: null };
-        if (!(await this.writeStep(execution, waiting, {}))) return { kind: 'lost' };
-        steps.set(node.id, waiting);
-        return { kind: 'release', status: 'paused', wakeAt: result.waitUntil };
-      }
-      if (this.lifecycle.exceedsPayloadLimit(result.output)) {
-        throw new StepError(`the step output is larger than ${this.lifecycle.limits.maxPayloadBytes} bytes`, { retryable: false });
-      }
-      const completed: StepState = { nodeId: node.id, status: 'completed', attempt, input: result.input ?? null, output: result.output ?? null, error: null };
-      if (!(await this.writeStep(execution, completed, { finished: true, started: instant }, instant ? 'deferred' : 'now'))) return { kind: 'lost' };
-      steps.set(node.id, completed);
-      return undefined;
+      executed = result;
     } catch (error) {
       if (signal.aborted) return { kind: 'lost' };
-      const record = errorRecord(error, node.id);
-      const retryable = !(error instanceof StepError) || error.retryable;
-      if (retryable && attempt < maxAttempts) {
-        const pending: StepState = { nodeId: node.id, status: 'pending', attempt, input: null, output: null, error: record };
-        if (!(await this.writeStep(execution, pending, {}))) return { kind: 'lost' };
-        steps.set(node.id, pending);
-        const wait = backoffDelay(node.retry?.backoffMs ?? 0, attempt);
-        return { kind: 'release', status: 'pending', wakeAt: new Date(this.settings.now().getTime() + wait) };
-      }
-      const failed: StepState = { nodeId: node.id, status: 'failed', attempt, input: null, output: null, error: record };
-      if (!(await this.writeStep(execution, failed, { finished: true, started: instant }, instant ? 'deferred' : 'now'))) return { kind: 'lost' };
-      steps.set(node.id, failed);
-      return undefined;
+      return this.failAttempt(execution, node, steps, attempt, error);
     }
+
+    // The writes stay outside the try: a database error is not the step's failure (and its message is never recorded).
+    if ('waitUntil' in executed) {
+      const waiting: StepState = { nodeId: node.id, status: 'running', attempt, input: executed.input, output: null, error: null };
+      if (!(await this.writeStep(execution, waiting, {}))) return { kind: 'lost' };
+      steps.set(node.id, waiting);
+      return { kind: 'release', status: 'paused', wakeAt: executed.waitUntil };
+    }
+    const { bytes, problem } = this.lifecycle.checkOutput(executed.output);
+    if (problem) {
+      const code = problem.code === 'STEP_OUTPUT_TOO_LARGE' ? 'STEP_OUTPUT_TOO_LARGE' : 'UNSTORABLE_VALUE';
+      return this.failAttempt(execution, node, steps, attempt, new StepError(problem.message, { retryable: false, code }));
+    }
+    const completed: StepState = { nodeId: node.id, status: 'completed', attempt, input: executed.input ?? null, output: executed.output ?? null, error: null };
+    if (!(await this.writeStep(execution, completed, { finished: true, started: instant }, instant ? 'deferred' : 'now', bytes))) return { kind: 'lost' };
+    steps.set(node.id, completed);
+    return undefined;
+  }
+
+  /** Records a failed attempt: pending for another one (after a backoff) when the error allows it, else failed for good. */
+  private async failAttempt(execution: ClaimedExecution, node: WorkflowNode, steps: Map<string, StepState>, attempt: number, error: unknown): Promise<Interruption | undefined> {
+    const instant = instantTypes.has(node.type);
+    const record = errorRecord(error, node.id);
+    if (!(error instanceof StepError)) this.logger.warn({ err: error, executionId: execution.id, nodeId: node.id }, 'step failed with an unexpected error');
+    const retryable = !(error instanceof StepError) || error.retryable;
+    if (retryable && attempt < (node.retry?.maxAttempts ?? 1)) {
+      const pending: StepState = { nodeId: node.id, status: 'pending', attempt, input: null, output: null, error: record };
+      if (!(await this.writeStep(execution, pending, {}))) return { kind: 'lost' };
+      steps.set(node.id, pending);
+      const wait = backoffDelay(node.retry?.backoffMs ?? 0, attempt);
+      return { kind: 'release', status: 'pending', wakeAt: new Date(this.settings.now().getTime() + wait) };
+    }
+    const failed: StepState = { nodeId: node.id, status: 'failed', attempt, input: null, output: null, error: record };
+    if (!(await this.writeStep(execution, failed, { finished: true, started: instant }, instant ? 'deferred' : 'now'))) return { kind: 'lost' };
+    steps.set(node.id, failed);
+    return undefined;
   }
 
   private async end(execution: ClaimedExecution, outcome: { status: 'completed' | 'failed'; output?: unknown; error?: unknown }): Promise<void> {
@@ -181,6 +204,7 @@ export class ExecutionRunner {
     step: StepState,
     timing: { started?: boolean; finished?: boolean },
     when: 'now' | 'deferred' = 'now',
+    outputBytes = 0,
   ): Promise<boolean> {
     const change: StepChange = {
       nodeId: step.nodeId,
@@ -192,8 +216,13 @@ export class ExecutionRunner {
       ...timing,
     };
     if (when === 'deferred') {
-      this.unwritten.get(execution.id)?.push(change);
-      return true;
+      const kept = (this.unwrittenBytes.get(execution.id) ?? 0) + outputBytes;
+      // A statement carries at most about two payload bounds of outputs: a long chain of transforms is written in parts.
+      if (kept <= this.lifecycle.limits.maxPayloadBytes) {
+        this.unwritten.get(execution.id)?.push(change);
+        this.unwrittenBytes.set(execution.id, kept);
+        return true;
+      }
     }
     return this.lifecycle.writeSteps(this.workerId, execution, [...this.takeUnwritten(execution), change]);
   }
@@ -202,6 +231,7 @@ export class ExecutionRunner {
   private takeUnwritten(execution: ClaimedExecution): StepChange[] {
     const changes = this.unwritten.get(execution.id) ?? [];
     this.unwritten.set(execution.id, []);
+    this.unwrittenBytes.set(execution.id, 0);
     return changes;
   }
 }

@@ -1,9 +1,21 @@
 import type { EventBus, ExecutionEvent } from '../bus/bus.js';
-import { encodeInSql } from '../bus/bus.js';
+import { encodeInSql, MAX_MESSAGE_BYTES } from '../bus/bus.js';
 import type { Fragment, Sql } from '../db/client.js';
+import { isRefusedValue } from '../db/errors.js';
 import type { WorkflowSnapshot } from '../db/schema/index.js';
 import { parseSchedule } from '../engine/schedule.js';
 import { badRequest } from '../lib/problem.js';
+import {
+  boundedError,
+  EXECUTION_OUTPUT_TOO_LARGE,
+  payloadProblem,
+  RefusedPayload,
+  serialize,
+  STEP_OUTPUT_TOO_LARGE,
+  UNSTORABLE_VALUE,
+  type PayloadProblem,
+  type Serialized,
+} from './payloads.js';
 import type { ExecutionReads, ExecutionRecord, StepRecord, StepStatus } from './reads.js';
 
 /**
@@ -26,8 +38,15 @@ import type { ExecutionReads, ExecutionRecord, StepRecord, StepStatus } from './
  *   them and notice a gap.
  * - A scheduled run locks its job (fireDueJobs) and unlocks it when it ends (finish, cancel), in
  *   the same statement.
- * - An execution's input is at most `maxPayloadBytes` of JSON (create); the runner holds each
- *   step's output to the same limit through `exceedsPayloadLimit`.
+ * - Every payload written is at most `maxPayloadBytes` of JSON: an execution's input (create: 400),
+ *   its output (over it, the execution fails EXECUTION_OUTPUT_TOO_LARGE) and error, each step's
+ *   input (over it, recorded as `{ omitted }`), output (the runner fails the step first, through
+ *   `checkOutput`; here it is refused) and error (cut down by boundedError). An event carries
+ *   output and error only when they fit a NOTIFY (measured in bytes), else `truncated`.
+ * - A write the database refuses for its data (isRefusedValue: a NUL, an unpaired surrogate, a
+ *   value too deep or too large) ends the execution `failed` with UNSTORABLE_VALUE, in a second
+ *   statement that holds no value of the run; it is never left `running` to be taken over and
+ *   run again.
  */
 
 export interface LifecycleLimits {
@@ -75,7 +94,24 @@ export interface FiredJob {
   readonly scheduledAt: Date;
 }
 
-type PendingEvent = Omit<ExecutionEvent, 'revision'>;
+/** An event without its revision, as JSON text (encodeInSql adds the revision and measures it). */
+type PendingEvent = string;
+type EventFields = Omit<ExecutionEvent, 'revision' | 'output' | 'error' | 'truncated'>;
+
+/** A step change with its payloads serialized, bounded and checked: what the statement sends. */
+interface PreparedChange {
+  readonly change: StepChange;
+  readonly input: Serialized | undefined;
+  readonly output: Serialized | undefined;
+  readonly error: Serialized | undefined;
+}
+
+/** How an execution ends, its output and error already serialized and bounded. */
+interface Outcome {
+  readonly status: 'completed' | 'failed';
+  readonly output: Serialized | undefined;
+  readonly error: Serialized | undefined;
+}
 
 /** "There may be work": sent with every write that makes an execution runnable now. */
 const WORK = JSON.stringify({ kind: 'work' });
@@ -104,8 +140,13 @@ export class ExecutionLifecycle {
     this.unlockJob = sql`unlocked as (update jobs set locked = false where id = (select job_id from fence where trigger = 'schedule'))`;
   }
 
-  exceedsPayloadLimit(value: unknown): boolean {
-    return payloadBytes(value) > this.limits.maxPayloadBytes;
+  /**
+   * A step output's size, and why it cannot be stored if it cannot (over the bound, or text jsonb
+   * refuses): the runner fails the step with that reason rather than hand it to a write.
+   */
+  checkOutput(output: unknown): { bytes: number; problem: PayloadProblem | undefined } {
+    const serialized = serialize(output);
+    return { bytes: serialized?.bytes ?? 0, problem: payloadProblem(serialized, this.limits.maxPayloadBytes, 'the step output', STEP_OUTPUT_TOO_LARGE) };
   }
 
   private assertInputFits(input: unknown): void {
@@ -314,15 +355,18 @@ export class ExecutionLifecycle {
   /** Writes step rows (one per node) while this worker holds the execution, in one statement; false when it no longer does. */
   async writeSteps(workerId: string, execution: RunningExecution, changes: readonly StepChange[]): Promise<boolean> {
     if (changes.length === 0) throw new Error('writeSteps needs at least one step');
-    const events = changes.map((change) => stepEvent(execution, change));
-    const rows = await this.sql<{ announced: unknown }[]>`
-      with fence as (
-        update executions set revision = revision + ${events.length}
-         where id = ${execution.id}::uuid and lease_owner = ${workerId} and status = 'running'
-        returning revision),
-      written as (${this.upsertSteps(execution.id, changes)})
-      select ${this.announce(events)} from fence where exists (select 1 from written)`;
-    return this.settled(rows) !== null;
+    return this.failIfRefused(workerId, execution, changes, async () => {
+      const prepared = this.prepareChanges(changes);
+      const events = prepared.map((step) => stepEvent(execution, step));
+      const rows = await this.sql<{ announced: unknown }[]>`
+        with fence as (
+          update executions set revision = revision + ${events.length}
+           where id = ${execution.id}::uuid and lease_owner = ${workerId} and status = 'running'
+          returning revision),
+        written as (${this.upsertSteps(execution.id, prepared)})
+        select ${this.announce(events)} from fence where exists (select 1 from written)`;
+      return this.settled(rows) !== null;
+    });
   }
 
   /**
@@ -335,19 +379,103 @@ export class ExecutionLifecycle {
     outcome: { status: 'completed' | 'failed'; output?: unknown; error?: unknown },
     changes: readonly StepChange[] = [],
   ): Promise<boolean> {
-    const events = [...changes.map((change) => stepEvent(execution, change)), executionEvent(execution, outcome.status, outcome)];
+    return this.failIfRefused(workerId, execution, changes, () => this.end(workerId, execution, this.boundedOutcome(outcome), changes));
+  }
+
+  /**
+   * The outcome as stored: an output over the bound (the leaves' outputs joined) or unstorable
+   * fails the execution instead; the error is cut down to fit.
+   */
+  private boundedOutcome(outcome: { status: 'completed' | 'failed'; output?: unknown; error?: unknown }): Outcome {
+    const output = serialize(outcome.output);
+    const problem = payloadProblem(output, this.limits.maxPayloadBytes, 'the execution output', EXECUTION_OUTPUT_TOO_LARGE);
+    if (problem) return { status: 'failed', output: undefined, error: serialize({ code: problem.code, message: problem.message }) };
+    return { status: outcome.status, output, error: serialize(boundedError(outcome.error, this.limits.maxPayloadBytes)) };
+  }
+
+  /** The statement that ends the execution, with its payloads already serialized and bounded. */
+  private async end(workerId: string, execution: RunningExecution, outcome: Outcome, changes: readonly StepChange[]): Promise<boolean> {
+    const prepared = this.prepareChanges(changes);
+    const events = [...prepared.map((step) => stepEvent(execution, step)), executionEvent(execution, outcome.status, outcome)];
     const rows = await this.sql<{ announced: unknown }[]>`
       with fence as (
         update executions
-           set status = ${outcome.status}, output = ${jsonParam(outcome.output)}::jsonb,
-               error = ${jsonParam(outcome.error)}::jsonb,
+           set status = ${outcome.status}, output = ${outcome.output?.json ?? null}::jsonb,
+               error = ${outcome.error?.json ?? null}::jsonb,
                finished_at = now(), lease_owner = null, lease_expires_at = null, revision = revision + ${events.length}
          where id = ${execution.id}::uuid and lease_owner = ${workerId} and status = 'running'
         returning revision, job_id, trigger),
-      ${changes.length > 0 ? this.sql`written as (${this.upsertSteps(execution.id, changes)}),` : this.sql``}
+      ${prepared.length > 0 ? this.sql`written as (${this.upsertSteps(execution.id, prepared)}),` : this.sql``}
       ${this.unlockJob}
       select ${this.announce(events)} from fence`;
     return this.settled(rows) !== null;
+  }
+
+  /**
+   * Runs a write of step rows; if the database refuses its data (or a step output is over the
+   * bound), ends the execution `failed` with the reason instead, and answers false: the run is no
+   * longer the worker's to continue. Any other error (the database is down) propagates.
+   */
+  private async failIfRefused(workerId: string, execution: RunningExecution, changes: readonly StepChange[], write: () => Promise<boolean>): Promise<boolean> {
+    try {
+      return await write();
+    } catch (error) {
+      if (!(error instanceof RefusedPayload) && !isRefusedValue(error)) throw error;
+      await this.failRefused(workerId, execution, changes, error);
+      return false;
+    }
+  }
+
+  /**
+   * Ends the execution `failed` after a refused write. The statement carries no value of the run:
+   * the steps of the refused write end failed (skipped ones stay skipped) with a fixed message.
+   * Which value the database refused it does not say, so every step of that write is marked.
+   */
+  private async failRefused(workerId: string, execution: RunningExecution, changes: readonly StepChange[], error: unknown): Promise<void> {
+    const latest = [...new Map(changes.map((change) => [change.nodeId, change])).values()];
+    const ran = latest.filter((change) => change.status !== 'skipped');
+    const culprit = error instanceof RefusedPayload ? error.nodeId : ran.length === 1 ? ran[0]?.nodeId : undefined;
+    const problem: PayloadProblem =
+      error instanceof RefusedPayload
+        ? error.problem
+        : { code: UNSTORABLE_VALUE, message: 'the database refused to store a value of this step (for example a NUL character, an unpaired surrogate, or JSON nested too deeply)' };
+    const steps: StepChange[] = latest.map((change) => {
+      if (change.status === 'skipped') return { nodeId: change.nodeId, status: 'skipped', attempt: change.attempt, finished: true };
+      const message = culprit === undefined || culprit === change.nodeId ? problem.message : 'not recorded: a value written with it was refused';
+      return { nodeId: change.nodeId, status: 'failed', attempt: change.attempt, error: { nodeId: change.nodeId, code: problem.code, message }, started: change.started ?? false, finished: true };
+    });
+    const outcome: Outcome = {
+      status: 'failed',
+      output: undefined,
+      error: serialize({ ...(culprit !== undefined ? { nodeId: culprit } : {}), code: problem.code, message: problem.message }),
+    };
+    try {
+      await this.end(workerId, execution, outcome, steps);
+    } catch (again) {
+      // Only node ids and our own text are left; should even they be refused, the execution still ends.
+      if (!isRefusedValue(again)) throw again;
+      await this.end(workerId, execution, outcome, []);
+    }
+  }
+
+  /**
+   * Each change's input, output and error as JSON: an input over the bound or holding text jsonb
+   * refuses is recorded as `{ omitted }` (it is for reading only), an error is cut down to fit, and
+   * an output over the bound is refused (RefusedPayload). Unstorable text in an output is left to
+   * the database to refuse (the runner checks outputs before they get here).
+   */
+  private prepareChanges(changes: readonly StepChange[]): PreparedChange[] {
+    const max = this.limits.maxPayloadBytes;
+    return changes.map((change) => {
+      const output = serialize(change.output);
+      if (output && output.bytes > max) {
+        throw new RefusedPayload({ code: STEP_OUTPUT_TOO_LARGE, message: `the step output is ${output.bytes} bytes of JSON, larger than ${max} bytes (ENGINE_MAX_PAYLOAD_BYTES)` }, change.nodeId);
+      }
+      let input = serialize(change.input);
+      const inputProblem = payloadProblem(input, max, 'the step input', 'STEP_INPUT_TOO_LARGE');
+      if (inputProblem) input = serialize({ omitted: `${inputProblem.message}, so it is not recorded` });
+      return { change, input, output, error: serialize(boundedError(change.error, max)) };
+    });
   }
 
   /**
@@ -362,17 +490,20 @@ export class ExecutionLifecycle {
     wakeAt: Date | null,
     changes: readonly StepChange[] = [],
   ): Promise<boolean> {
-    const events = [...changes.map((change) => stepEvent(execution, change)), executionEvent(execution, status, {})];
-    const rows = await this.sql<{ announced: unknown }[]>`
-      with fence as (
-        update executions
-           set status = ${status}, wake_at = ${wakeAt ? wakeAt.toISOString() : null}::timestamptz, lease_owner = null, lease_expires_at = null,
-               revision = revision + ${events.length}
-         where id = ${execution.id}::uuid and lease_owner = ${workerId} and status = 'running'
-        returning revision)
-      ${changes.length > 0 ? this.sql`, written as (${this.upsertSteps(execution.id, changes)})` : this.sql``}
-      select ${this.announce(events, { andWork: wakeAt === null })} from fence`;
-    return this.settled(rows) !== null;
+    return this.failIfRefused(workerId, execution, changes, async () => {
+      const prepared = this.prepareChanges(changes);
+      const events = [...prepared.map((step) => stepEvent(execution, step)), executionEvent(execution, status, {})];
+      const rows = await this.sql<{ announced: unknown }[]>`
+        with fence as (
+          update executions
+             set status = ${status}, wake_at = ${wakeAt ? wakeAt.toISOString() : null}::timestamptz, lease_owner = null, lease_expires_at = null,
+                 revision = revision + ${events.length}
+           where id = ${execution.id}::uuid and lease_owner = ${workerId} and status = 'running'
+          returning revision)
+        ${prepared.length > 0 ? this.sql`, written as (${this.upsertSteps(execution.id, prepared)})` : this.sql``}
+        select ${this.announce(events, { andWork: wakeAt === null })} from fence`;
+      return this.settled(rows) !== null;
+    });
   }
 
   /**
@@ -383,7 +514,7 @@ export class ExecutionLifecycle {
    */
   async cancel(userId: string, id: string): Promise<ExecutionRecord | 'ended' | null> {
     const cancelledMessage = JSON.stringify({ message: 'cancelled' });
-    const event = executionEvent({ id, userId }, 'cancelled', { error: { message: 'cancelled' } });
+    const event = executionEvent({ id, userId }, 'cancelled', { output: undefined, error: serialize({ message: 'cancelled' }) });
     const rows = await this.sql<{ announced: unknown }[]>`
       with fence as (
         update executions
@@ -411,7 +542,7 @@ export class ExecutionLifecycle {
     const sql = this.sql;
     const encoded = encodeInSql(sql, sql`e.value`, sql`fence.revision - ${events.length} + e.ordinality::int`);
     const messages = sql`(select array_agg(${encoded} order by e.ordinality)
-      from jsonb_array_elements(${JSON.stringify(events)}::jsonb) with ordinality as e)`;
+      from jsonb_array_elements(${`[${events.join(',')}]`}::jsonb) with ordinality as e)`;
     return this.bus.announce(options.andWork ? sql`${messages} || ${WORK}::text` : messages);
   }
 
@@ -426,18 +557,18 @@ export class ExecutionLifecycle {
    * step's `started_at` is set when it starts and kept after; JSON travels as text, so a JSON null
    * stays distinct from "no value" (SQL NULL).
    */
-  private upsertSteps(executionId: string, changes: readonly StepChange[]): Fragment {
+  private upsertSteps(executionId: string, changes: readonly PreparedChange[]): Fragment {
     // One row per node: a later change of the same node in the batch replaces an earlier one.
-    const latest = new Map(changes.map((change) => [change.nodeId, change]));
+    const latest = new Map(changes.map((prepared) => [prepared.change.nodeId, prepared]));
     const rows = JSON.stringify(
-      [...latest.values()].map((change, position) => ({
+      [...latest.values()].map(({ change, input, output, error }, position) => ({
         position,
         node_id: change.nodeId,
         status: change.status,
         attempt: change.attempt,
-        input: jsonParam(change.input),
-        output: jsonParam(change.output),
-        error: jsonParam(change.error),
+        input: input?.json ?? null,
+        output: output?.json ?? null,
+        error: error?.json ?? null,
         started: change.started ?? false,
         finished: change.finished ?? false,
       })),
@@ -459,26 +590,27 @@ export class ExecutionLifecycle {
   }
 }
 
-function stepEvent(execution: RunningExecution, change: StepChange): PendingEvent {
-  return {
-    kind: 'step',
-    executionId: execution.id,
-    userId: execution.userId,
-    nodeId: change.nodeId,
-    status: change.status,
-    attempt: change.attempt,
-    ...(change.output !== undefined && change.output !== null ? { output: change.output } : {}),
-    ...(change.error !== undefined && change.error !== null ? { error: change.error } : {}),
-  };
+/**
+ * An event as JSON text. Its output and error travel only when they fit one NOTIFY (in bytes);
+ * otherwise it says `truncated` (read them from the steps route), and they stay out of the
+ * statement too. encodeInSql measures the final message, revision included, once more.
+ */
+function eventJson(fields: EventFields, output: Serialized | undefined, error: Serialized | undefined): PendingEvent {
+  const base = JSON.stringify(fields);
+  if (!output && !error) return base;
+  const bytes = (output?.bytes ?? 0) + (error?.bytes ?? 0);
+  const tail = bytes > MAX_MESSAGE_BYTES ? '"truncated":true' : [output && `"output":${output.json}`, error && `"error":${error.json}`].filter(Boolean).join(',');
+  return `${base.slice(0, -1)},${tail}}`;
 }
 
-function executionEvent(execution: RunningExecution, status: string, outcome: { output?: unknown; error?: unknown }): PendingEvent {
-  return {
-    kind: 'execution',
-    executionId: execution.id,
-    userId: execution.userId,
-    status,
-    ...(outcome.output !== undefined ? { output: outcome.output } : {}),
-    ...(outcome.error !== undefined ? { error: outcome.error } : {}),
-  };
+function stepEvent(execution: RunningExecution, { change, output, error }: PreparedChange): PendingEvent {
+  return eventJson(
+    { kind: 'step', executionId: execution.id, userId: execution.userId, nodeId: change.nodeId, status: change.status, attempt: change.attempt },
+    change.output !== undefined && change.output !== null ? output : undefined,
+    change.error !== undefined && change.error !== null ? error : undefined,
+  );
+}
+
+function executionEvent(execution: RunningExecution, status: string, outcome: { output?: Serialized | undefined; error?: Serialized | undefined }): PendingEvent {
+  return eventJson({ kind: 'execution', executionId: execution.id, userId: execution.userId, status }, outcome.output, outcome.error);
 }

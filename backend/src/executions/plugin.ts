@@ -15,8 +15,8 @@ declare module 'fastify' {
   }
 }
 
-async function executionsPlugin(app: FastifyInstance, limits: LifecycleLimits) {
-  const reads = new ExecutionReads(app.database.sql);
+async function executionsPlugin(app: FastifyInstance, limits: LifecycleLimits & { maxPageDataBytes: number }) {
+  const reads = new ExecutionReads(app.database.sql, limits.maxPageDataBytes);
   app.decorate('executionReads', reads);
   app.decorate('executions', new ExecutionLifecycle(app.database.sql, app.bus, reads, limits));
   const events = new ExecutionEventHub(app.bus);

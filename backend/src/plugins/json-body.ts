@@ -9,8 +9,14 @@ export const MAX_JSON_DEPTH = 64;
 /**
  * Fastify's own JSON parser (prototype poisoning refused), plus a depth bound: nothing downstream
  * (hashing for idempotency, jsonb, expressions) should meet a body nested a million levels deep.
+ *
+ * JSON is the only body type the API reads (API.md): Fastify's built-in `text/plain` parser is
+ * removed, so a body of any other type (or none named) is 415 UNSUPPORTED_MEDIA_TYPE on every
+ * route, with or without a body schema, Better Auth's included. A scope that takes other types
+ * (inbound webhooks) adds its own parsers.
  */
 async function jsonBodyPlugin(app: FastifyInstance) {
+  app.removeContentTypeParser('text/plain');
   const parseJson = app.getDefaultJsonParser('error', 'error');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     parseJson(request, body.toString(), (error, value) => {

@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { resolveTemplates } from '../expressions.js';
 import { performHttpRequest, type HttpRequestParams } from '../http-request.js';
 import { defineNode } from './types.js';
 
@@ -16,8 +15,8 @@ export const httpRequest = defineNode({
       timeoutMs: z.number().int().min(1).max(300_000).optional(),
     })
     .strict(),
-  async execute(params, { scope, signal, http }) {
-    const resolved = (await resolveTemplates(params, scope)) as HttpRequestParams;
+  async execute(params, { scope, signal, http, expressions }) {
+    const resolved = (await expressions.resolveTemplates(params, scope)) as HttpRequestParams;
     const output = await performHttpRequest(resolved, http, signal);
     // The recorded input leaves header values out: they often carry credentials.
     const { headers, ...visible } = resolved;

@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import type { ExpressionScope } from '../expressions.js';
+import type { ExpressionEvaluator } from '../expression-pool.js';
 import type { HttpGuard } from '../http-request.js';
 import type { StepState } from '../../executions/lifecycle.js';
 
@@ -12,6 +13,8 @@ export interface NodeContext {
   readonly step: StepState | undefined;
   readonly http: HttpGuard;
   readonly now: () => Date;
+  /** Evaluates the node's expressions and templates, off the main thread and within their budget. */
+  readonly expressions: ExpressionEvaluator;
 }
 
 /** A finished step, with the input it ran with (resolved params) for the step row. */
@@ -28,9 +31,20 @@ export interface Waiting {
 
 export type NodeResult = Completed | Waiting;
 
+/** A refused param, in the shape of a zod issue (path relative to the node's params). */
+export interface ParamIssue {
+  readonly path: readonly PropertyKey[];
+  readonly message: string;
+}
+
 export interface NodeDefinition<Params> {
   /** Shape of the node's params, checked when a workflow is saved. */
   readonly params: z.ZodType<Params>;
+  /**
+   * Checks that depend on the clock, made when a workflow is saved only (paths are relative to
+   * params). A run must not rely on them: it checks again, as the values may come from templates.
+   */
+  readonly checkAtSave?: (params: Params, now: Date) => readonly ParamIssue[];
   execute(params: Params, context: NodeContext): Promise<NodeResult>;
 }
 

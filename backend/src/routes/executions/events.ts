@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ExecutionEvent } from '../../bus/bus.js';
-import type { ExecutionRecord, StepRecord } from '../../executions/reads.js';
+import type { ExecutionSnapshot } from '../../executions/reads.js';
 import { notFound } from '../../lib/problem.js';
 import type { EventStream } from '../../plugins/event-streams.js';
 
@@ -42,7 +42,7 @@ export async function streamExecutionEvents(request: FastifyRequest, reply: Fast
     if (opened) drain();
   });
 
-  type State = { execution: ExecutionRecord; steps: StepRecord[] };
+  type State = ExecutionSnapshot;
   let opening: State | null;
   try {
     opening = await app.executionReads.snapshot(userId, executionId);
@@ -84,9 +84,12 @@ export async function streamExecutionEvents(request: FastifyRequest, reply: Fast
   function sendState({ execution, steps }: State) {
     if (execution.revision > lastRevision) {
       for (const step of steps) {
-        stream.send('step', undefined, { executionId, nodeId: step.nodeId, status: step.status, attempt: step.attempt, output: step.output, error: step.error });
+        // As live events: an output or error too large for one is left out (truncated: read it from the steps route).
+        const bulky = step.truncated ? { truncated: true } : {};
+        stream.send('step', undefined, { executionId, nodeId: step.nodeId, status: step.status, attempt: step.attempt, output: step.output, error: step.error, ...bulky });
       }
-      stream.send('execution', execution.revision, { executionId, status: execution.status, output: execution.output ?? null, error: execution.error ?? null });
+      const bulky = execution.truncated ? { truncated: true } : {};
+      stream.send('execution', execution.revision, { executionId, status: execution.status, output: execution.output ?? null, error: execution.error ?? null, ...bulky });
       lastRevision = execution.revision;
     }
     if (TERMINAL.has(execution.status)) stream.end();

@@ -25,7 +25,8 @@ export const executionRoutes: FastifyPluginAsyncZod = async (app) => {
       schema: {
         tags,
         summary: 'List executions (filters: status list, workflowId, jobId, createdAfter, createdBefore)',
-        description: 'Items leave out `input` and `output` unless `includeData=true` (then `pageSize` is at most 20).',
+        description:
+          'Items leave out `input` and `output` unless `includeData=true` (then `pageSize` is at most 20, and a page carries at most API_MAX_PAGE_DATA_BYTES of stored JSON: it may end early, with `hasNext` and a `nextCursor` to the rest; its first item always comes).',
         querystring: ListExecutionsQuery,
         response: { 200: ExecutionPage },
       },
@@ -49,6 +50,8 @@ export const executionRoutes: FastifyPluginAsyncZod = async (app) => {
       schema: {
         tags,
         summary: 'List the steps of an execution, in the order they ran unless sortDirection=desc (filter: status list)',
+        description:
+          'A page carries at most API_MAX_PAGE_DATA_BYTES of stored JSON (inputs, outputs, errors): it may end early, with `hasNext` and a `nextCursor` to the rest; its first step always comes.',
         params: IdParams,
         querystring: ListStepsQuery,
         response: { 200: StepPage },

@@ -9,6 +9,7 @@ import { CreateJobBody, Job, JobPage, ListJobsQuery, NextRuns, NextRunsQuery, Up
 const tags = ['jobs'];
 
 export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
+  const limits = app.config.jobs;
   app.get(
     '/jobs',
     { schema: { tags, summary: 'List jobs (filters: status, workflowId)', querystring: ListJobsQuery, response: { 200: JobPage } } },
@@ -17,10 +18,10 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.post(
     '/jobs',
-    { schema: { tags, summary: 'Create a job (honours Idempotency-Key)', headers: IdempotencyHeaders, body: CreateJobBody, response: { 201: Job } } },
+    { schema: { tags, summary: 'Create a job (honours Idempotency-Key; 409 JOB_LIMIT_REACHED beyond JOBS_PER_USER_MAX)', headers: IdempotencyHeaders, body: CreateJobBody, response: { 201: Job } } },
     async (request, reply) =>
       replyIdempotently<JobDto>(app.database.db, request, reply, async () => {
-        const row = await jobs.create(app.database.db, request.user.id, request.body);
+        const row = await jobs.create(app.database.db, request.user.id, request.body, limits);
         return { status: 201, body: jobs.present(row), location: `/api/v1/jobs/${row.id}` };
       }),
   );
@@ -38,6 +39,7 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
         delete: 'Delete a job (its executions stay, without the job link)',
       },
       ...jobs,
+      update: (db, userId, id, patch, ifMatch) => jobs.update(db, userId, id, patch, ifMatch, limits),
     }),
   );
 

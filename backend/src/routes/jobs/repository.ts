@@ -1,11 +1,12 @@
-import { and, eq } from 'drizzle-orm';
+import { and, count, eq, sql } from 'drizzle-orm';
 import type { Db } from '../../db/client.js';
 import { jobs, workflows } from '../../db/schema/index.js';
 import { parseSchedule, type Schedule } from '../../engine/schedule.js';
+import { gapBelow } from '../../engine/schedule-interval.js';
 import { removeIfMatch, updateIfMatch, versionEtag } from '../../lib/conditional-update.js';
 import { iso, isoOrNull } from '../../lib/http.js';
 import { columnSortKeys, getOwned, listOwned, type ListParams, type Page } from '../../lib/pagination.js';
-import { notFound, ProblemError } from '../../lib/problem.js';
+import { conflict, notFound, ProblemError } from '../../lib/problem.js';
 import type { CreateJobInput, JobDto, UpdateJobInput } from './schemas.js';
 
 export type JobRow = typeof jobs.$inferSelect;
@@ -36,6 +37,22 @@ export function scheduleOf(cron: string, timezone: string): Schedule {
   return parsed.schedule;
 }
 
+/** The bounds a job's save enforces (config.jobs). */
+export interface JobLimits {
+  readonly maxPerUser: number;
+  readonly minScheduleIntervalSeconds: number;
+}
+
+/** A new or changed schedule may not run two runs closer than the minimum, anywhere in its pattern. */
+function assertScheduleInterval(schedule: Schedule, minSeconds: number): void {
+  const gap = gapBelow(schedule.cron, schedule.timezone, minSeconds);
+  if (gap === null) return;
+  const where = gap.at ? ` (after the run of ${gap.at.toISOString()}, as the clock changes)` : '';
+  throw new ProblemError(400, 'INVALID_SCHEDULE', 'The schedule is invalid.', {
+    errors: [{ path: 'cron', message: `runs ${gap.seconds} s apart at its closest${where}; the shortest interval allowed is ${minSeconds} s` }],
+  });
+}
+
 /** Only an ACTIVE job has a next run; pausing or archiving clears it, resuming computes it afresh. */
 const nextRunAtFor = (status: JobRow['status'], schedule: Schedule) => (status === 'ACTIVE' ? schedule.nextRun() : null);
 
@@ -53,31 +70,45 @@ export async function get(db: Db, userId: string, id: string): Promise<JobRow | 
   return getOwned(db, jobs, userId, id);
 }
 
-export async function create(db: Db, userId: string, input: CreateJobInput): Promise<JobRow> {
+/**
+ * Creates a job. The count of the user's jobs and the insert happen under a lock per user (a
+ * transaction-scoped advisory lock), so concurrent creations cannot pass the limit together.
+ */
+export async function create(db: Db, userId: string, input: CreateJobInput, limits: JobLimits): Promise<JobRow> {
   const schedule = scheduleOf(input.cron, input.timezone);
-  await assertOwnWorkflow(db, userId, input.workflowId);
-  const [row] = await db
-    .insert(jobs)
-    .values({
-      userId,
-      workflowId: input.workflowId,
-      name: input.name,
-      definitionNL: input.definitionNL,
-      cron: schedule.cron,
-      timezone: schedule.timezone,
-      status: input.status,
-      nextRunAt: nextRunAtFor(input.status, schedule),
-    })
-    .returning();
-  if (!row) throw new Error('insert returned no row');
-  return row;
+  assertScheduleInterval(schedule, limits.minScheduleIntervalSeconds);
+  return db.transaction(async (tx) => {
+    await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${`jobs-per-user:${userId}`}, 0))`);
+    await assertOwnWorkflow(tx, userId, input.workflowId);
+    const [owned] = await tx.select({ jobs: count() }).from(jobs).where(eq(jobs.userId, userId));
+    if ((owned?.jobs ?? 0) >= limits.maxPerUser) {
+      throw conflict(`You have ${limits.maxPerUser} jobs, the most allowed; delete one to create another.`, 'JOB_LIMIT_REACHED');
+    }
+    const [row] = await tx
+      .insert(jobs)
+      .values({
+        userId,
+        workflowId: input.workflowId,
+        name: input.name,
+        definitionNL: input.definitionNL,
+        cron: schedule.cron,
+        timezone: schedule.timezone,
+        status: input.status,
+        nextRunAt: nextRunAtFor(input.status, schedule),
+      })
+      .returning();
+    if (!row) throw new Error('insert returned no row');
+    return row;
+  });
 }
 
 /** Changes a job under a row lock (If-Match, schedule and ownership checks see what is written). */
-export async function update(db: Db, userId: string, id: string, input: UpdateJobInput, ifMatch: string | undefined): Promise<JobRow | null> {
+export async function update(db: Db, userId: string, id: string, input: UpdateJobInput, ifMatch: string | undefined, limits: JobLimits): Promise<JobRow | null> {
   return updateIfMatch(db, jobs, userId, id, ifMatch, async (tx, current) => {
     const status = input.status ?? current.status;
     const schedule = scheduleOf(input.cron ?? current.cron, input.timezone ?? current.timezone);
+    // A schedule saved under an older, looser minimum stays as it is until it is changed.
+    if (schedule.cron !== current.cron || schedule.timezone !== current.timezone) assertScheduleInterval(schedule, limits.minScheduleIntervalSeconds);
     if (input.workflowId && input.workflowId !== current.workflowId) await assertOwnWorkflow(tx, userId, input.workflowId);
     const scheduleChanged = schedule.cron !== current.cron || schedule.timezone !== current.timezone || status !== current.status;
     return {

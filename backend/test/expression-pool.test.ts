@@ -1,0 +1,115 @@
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { StepError } from '../src/engine/errors.js';
+import { ExpressionPool, type ExpressionPoolOptions } from '../src/engine/expression-pool.js';
+import { evaluateExpression, type ExpressionScope } from '../src/engine/expressions.js';
+
+const scope: ExpressionScope = { input: { name: 'Ada', count: 3 }, steps: { fetch: { status: 200 } } };
+
+const pools: ExpressionPool[] = [];
+function pool(options: Partial<ExpressionPoolOptions> = {}): ExpressionPool {
+  const created = new ExpressionPool({ workers: 1, timeoutMs: 1000, maxHeapMb: 128, maxTemplates: 1000, logger: pino({ level: 'silent' }), ...options });
+  pools.push(created);
+  return created;
+}
+afterEach(async () => {
+  await Promise.all(pools.splice(0).map((created) => created.close()));
+});
+
+async function stepErrorOf(promise: Promise<unknown>): Promise<StepError> {
+  try {
+    await promise;
+  } catch (error) {
+    expect(error).toBeInstanceOf(StepError);
+    return error as StepError;
+  }
+  throw new Error('expected a StepError');
+}
+
+describe('the expression pool', () => {
+  it('evaluates in a worker process with the same results and errors as in-process evaluation', async () => {
+    const expressions = pool();
+    expect(await expressions.evaluate('input.count * 2', scope)).toBe(6);
+    expect(await expressions.evaluate('input.missing', scope)).toBeNull();
+    expect(await expressions.resolveTemplates({ url: 'https://x/{{ input.name }}', n: '{{ steps.fetch.status }}' }, scope)).toEqual({
+      url: 'https://x/Ada',
+      n: 200,
+    });
+
+    const syntax = await stepErrorOf(expressions.evaluate('input.name +', scope));
+    expect(syntax.message).toMatch(/^expression error at position \d+: /);
+    expect(syntax.retryable).toBe(false);
+    expect(syntax.details).toMatchObject({ expression: 'input.name +', code: 'S0207' });
+    expect(syntax.code).toBeUndefined();
+
+    const templated = await stepErrorOf(expressions.resolveTemplates({ body: ['ok', 'n={{ input.name + }}'] }, scope));
+    expect(templated.details).toMatchObject({ path: 'body[1]', expression: ' input.name + ' });
+  });
+
+  it('sends large parts of the scope only when read, with the same results as in-process evaluation', async () => {
+    const items = Array.from({ length: 20_000 }, (_, index) => ({ id: index, name: `item ${index}` }));
+    const large: ExpressionScope = {
+      input: { n: 2, padding: 'x'.repeat(100_000) },
+      steps: { first: { ok: true }, big: { items }, last: { n: 7 } },
+    };
+    const expressions = pool();
+    const cases = [
+      'steps.first.ok',
+      'steps.last.n * input.n',
+      '$count(steps.big.items)',
+      '$keys(steps)',
+      '$keys($$)',
+      '$length($string($$.steps.big))',
+      '( $f := $lookup; $count($f(steps, "big").items) )',
+      '$each(steps, function($v, $k) { $k & ":" & $count($keys($v)) })',
+      '$eval("steps.big.items[5].name")',
+      '$length(input.padding)',
+      'steps.last.%.big.items[1].id',
+    ];
+    for (const expression of cases) {
+      expect({ expression, value: await expressions.evaluate(expression, large) }).toEqual({ expression, value: await evaluateExpression(expression, large) });
+    }
+    expect(await expressions.resolveTemplates({ a: '{{ steps.big.items[3].name }}', b: 'n={{ input.n }}' }, large)).toEqual({ a: 'item 3', b: 'n=2' });
+  });
+
+  it('kills a worker whose task outlives its budget in one uninterruptible call, and replaces it', async () => {
+    const expressions = pool({ timeoutMs: 200 });
+    const started = performance.now();
+    const error = await stepErrorOf(expressions.evaluate('$match("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!", /(a+)+$/)', scope));
+    expect(error).toMatchObject({ code: 'EXPRESSION_TIMEOUT', message: 'expression took longer than 200 ms', retryable: false });
+    expect(performance.now() - started).toBeLessThan(2_000);
+    expect(await expressions.evaluate('1 + 1', scope)).toBe(2);
+  });
+
+  it('lets a worker that outgrows its heap die alone: the task fails EXPRESSION_TOO_LARGE and the next one runs', async () => {
+    // One large allocation at the limit: in a worker thread this aborted the whole process.
+    const expressions = pool({ maxHeapMb: 64, timeoutMs: 20_000 });
+    const error = await stepErrorOf(expressions.evaluate('$count($append([1..9000000], [1..9000000]))', scope));
+    expect(error).toMatchObject({ code: 'EXPRESSION_TOO_LARGE', message: 'expression evaluation needed more than the 64 MB of memory allowed' });
+    expect(await expressions.evaluate('input.name', scope)).toBe('Ada');
+  });
+
+  it('starts the budget when a worker takes the task, not while it waits in the queue', async () => {
+    const heavy = '$count($map([1..100000], function($v) { $v + 1 }))';
+    const calibration = pool();
+    await calibration.evaluate(heavy, scope);
+    let slowest = 0;
+    for (let run = 0; run < 2; run++) {
+      const started = performance.now();
+      await calibration.evaluate(heavy, scope);
+      slowest = Math.max(slowest, performance.now() - started);
+    }
+    // Each task fits its budget with room to spare; four in a row on one worker do not.
+    const expressions = pool({ workers: 1, timeoutMs: Math.ceil(2 * slowest) + 100 });
+    await expressions.evaluate('1', scope);
+    const results = await Promise.all(Array.from({ length: 4 }, () => expressions.evaluate(heavy, scope)));
+    expect(results).toEqual([100000, 100000, 100000, 100000]);
+  });
+
+  it('refuses work once closed', async () => {
+    const expressions = pool();
+    expect(await expressions.evaluate('1', scope)).toBe(1);
+    await expressions.close();
+    await expect(expressions.evaluate('1', scope)).rejects.toThrow('the expression pool is closed');
+  });
+});
