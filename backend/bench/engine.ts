@@ -91,6 +91,8 @@ async function autonodeRun(sql: Sql, url: string, secret: string, userId: string
       spawnNode('autonode-worker', 'src/worker.ts', {
         ...autonodeEnv(url, secret),
         ENGINE_CONCURRENCY: String(CONCURRENCY),
+        // One user owns every run here; pg-boss has no per-user share: the same concurrency for both.
+        ENGINE_USER_CONCURRENCY: String(CONCURRENCY),
         ENGINE_POLL_MS: String(POLL_MS),
       }),
     async () => {

@@ -112,7 +112,7 @@ const variablesSchema = z.object({
     ENGINE_MAX_PAYLOAD_BYTES: integerFromEnv(1_024, 100 * 1024 * 1024).default(1024 * 1024),
     API_MAX_PAGE_DATA_BYTES: integerFromEnv(1_024, 256 * 1024 * 1024).default(8 * 1024 * 1024),
     EXPRESSION_TIMEOUT_MS: integerFromEnv(10, 60_000).default(1_000),
-    EXPRESSION_WORKERS: integerFromEnv(1, 64).default(2),
+    EXPRESSION_WORKERS: integerFromEnv(1, 64).default(3),
     EXPRESSION_MAX_HEAP_MB: integerFromEnv(32, 4_096).default(128),
     EXPRESSION_MAX_TEMPLATES: integerFromEnv(1, 100_000).default(1_000),
 });
@@ -214,12 +214,12 @@ const configSchema = variablesSchema
         },
         /** Largest payload stored, as JSON: execution input, output and error; step input, output and error. */
         maxPayloadBytes: env.ENGINE_MAX_PAYLOAD_BYTES,
-        /** Expressions and templates run in a pool of worker threads (engine/expression-pool.ts). */
+        /** Expressions and templates run in a pool of worker processes (engine/expression-pool.ts). */
         expressions: {
           /** Budget of one node's evaluation: its expression, or all of its templates together. */
           timeoutMs: env.EXPRESSION_TIMEOUT_MS,
           workers: env.EXPRESSION_WORKERS,
-          /** Old-generation heap of each worker thread. */
+          /** Old-generation heap of each worker process. */
           maxHeapMb: env.EXPRESSION_MAX_HEAP_MB,
           /** Most `{{ }}` templates in one node's params. */
           maxTemplates: env.EXPRESSION_MAX_TEMPLATES,

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { CallerCache } from '../src/auth/caller-cache.js';
 import type { RequestCaller } from '../src/auth/caller.js';
+import { eventually } from './engine-helpers.js';
 import { buildTestApp, signUp } from './helpers.js';
 
 const callerOf = (id: string, name = 'Someone'): RequestCaller => ({
@@ -37,7 +38,7 @@ describe('the verified-caller cache', () => {
   });
 
   it('sweeps callers verified once and never again, so memory returns to where it was after a TTL', async () => {
-    const app = await buildTestApp({ AUTH_CACHE_TTL_MS: '300' });
+    const app = await buildTestApp({ AUTH_CACHE_TTL_MS: '2000' });
     try {
       const user = await signUp(app);
       const baseline = app.callerCache.size;
@@ -49,7 +50,8 @@ describe('the verified-caller cache', () => {
       for (const key of keys) expect((await app.inject({ url: '/api/v1/me', headers: { 'x-api-key': key } })).statusCode).toBe(200);
       expect(app.callerCache.size.entries).toBeGreaterThanOrEqual(baseline.entries + 30);
       // No credential is presented again: only the sweep can let them go.
-      await new Promise((resolve) => setTimeout(resolve, 800));
+      const emptied = await eventually(async () => app.callerCache.size.entries === 0, 8_000, 'the cache emptied by its sweep');
+      expect(emptied).toBe(true);
       expect(app.callerCache.size).toEqual({ entries: 0, bytes: 0 });
     } finally {
       await app.close();

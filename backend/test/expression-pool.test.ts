@@ -1,8 +1,30 @@
+import { execFileSync } from 'node:child_process';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { StepError } from '../src/engine/errors.js';
 import { ExpressionPool, type ExpressionPoolOptions } from '../src/engine/expression-pool.js';
 import { evaluateExpression, type ExpressionScope } from '../src/engine/expressions.js';
+import { eventually } from './engine-helpers.js';
+import { runScript } from './process.js';
+
+/** The first child process of `pid`, if it has one yet (`ps` fails when none matches). */
+function childPidOf(pid: number): number | undefined {
+  try {
+    const listed = execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' }).trim();
+    return listed === '' ? undefined : Number(listed.split(/\s+/)[0]);
+  } catch {
+    return undefined;
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const scope: ExpressionScope = { input: { name: 'Ada', count: 3 }, steps: { fetch: { status: 200 } } };
 
@@ -105,6 +127,24 @@ describe('the expression pool', () => {
     const results = await Promise.all(Array.from({ length: 4 }, () => expressions.evaluate(heavy, scope)));
     expect(results).toEqual([100000, 100000, 100000, 100000]);
   });
+
+  it('leaves no worker behind when the service is killed while a worker is stuck in one call', async () => {
+    const parent = runScript('test/expression-pool-parent.ts', [], {});
+    try {
+      const parentPid = parent.child.pid as number;
+      // The worker is the parent's child process; once it has run a while, it is inside the regex.
+      const workerPid = await eventually(async () => {
+        return childPidOf(parentPid);
+      }, 15_000, 'the worker started');
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      parent.child.kill('SIGKILL');
+      await parent.exited;
+      const gone = await eventually(async () => !isAlive(workerPid), 5_000, 'the orphaned worker ended');
+      expect(gone).toBe(true);
+    } finally {
+      parent.child.kill('SIGKILL');
+    }
+  }, 30_000);
 
   it('refuses work once closed', async () => {
     const expressions = pool();

@@ -233,10 +233,19 @@ describe('resolveTemplates', () => {
     expect(error.details).toMatchObject({ path: 'body[1]' });
   });
 
+  it('limits the results of all the templates of one value together, not only each one', async () => {
+    const params = { a: '{{ $pad("", 15, "x") }}', b: '{{ $pad("", 15, "y") }}' };
+    expect(await resolveTemplates(params, scope, { maxResultBytes: 40 })).toEqual({ a: 'x'.repeat(15), b: 'y'.repeat(15) });
+    const error = await stepErrorOf(resolveTemplates(params, scope, { maxResultBytes: 30 }));
+    expect(error.code).toBe('EXPRESSION_TOO_LARGE');
+    expect(error.message).toContain('the results of these templates are 34 bytes of JSON, more than the 30 allowed');
+  });
+
   it('limits the size of an interpolated string made of many small values', async () => {
     const template = '{{ $pad("", 15, "x") }}{{ $pad("", 15, "y") }}';
     const error = await stepErrorOf(resolveTemplates(template, scope, { maxResultBytes: 20 }));
-    expect(error.message).toBe('template result is 30 bytes, more than the 20 allowed');
+    expect(error.code).toBe('EXPRESSION_TOO_LARGE');
+    expect(error.message).toMatch(/more than the 20 allowed$/);
   });
 });
 

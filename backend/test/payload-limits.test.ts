@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import type { Engine } from '../src/engine/engine.js';
 import { runMigrations } from '../src/db/migrate.js';
-import { buildTestApp as buildSharedTestApp, isEmbeddedDatabase, signUp, type SignedInUser } from './helpers.js';
+import { buildTestApp as buildSharedTestApp, expectProblem, isEmbeddedDatabase, signUp, type SignedInUser } from './helpers.js';
 import { createScratchDatabase, type ScratchDatabase } from './scratch.js';
 import { createWorkflow, getExecution, runWorkflow, startEngine, stepsOf, waitForStatus } from './engine-helpers.js';
 
@@ -296,6 +296,14 @@ describe('reads with stored payloads', () => {
     expect(pages).toBeGreaterThan(1);
     expect(new Set(seen)).toEqual(ids);
     expect(seen).toHaveLength(ids.size);
+
+    // Numbered pages cannot be cut (the next number would skip what was left out): such a page is
+    // refused, and one that fits is whole.
+    const numbered = await app.inject({ url: `/api/v1/executions?workflowId=${workflowId}&includeData=true&pageSize=20&page=1`, headers: { cookie: user.cookie } });
+    expect(expectProblem(numbered, 400).errors).toEqual([expect.objectContaining({ path: 'page' })]);
+    const small = await app.inject({ url: `/api/v1/executions?workflowId=${workflowId}&includeData=true&pageSize=2&page=2`, headers: { cookie: user.cookie } });
+    expect(small.statusCode).toBe(200);
+    expect(small.json<{ items: unknown[] }>().items).toHaveLength(2);
   });
 
   it('cuts a page of steps at the same budget', async () => {

@@ -147,7 +147,15 @@ async function authPlugin(app: FastifyInstance, { auth, apiBaseUrl, callerCacheT
       }
       const text = response.body ? await response.text() : '';
       if (!response.headers.get('content-type')?.includes('json') || text === '') return reply.send(text || null);
-      return reply.send(JSON.stringify(withoutTokens(JSON.parse(text))));
+      let answer: unknown;
+      try {
+        answer = JSON.parse(text);
+      } catch {
+        // Better Auth said JSON and sent something else: nothing of it can be vouched for.
+        request.log.warn({ path }, 'Better Auth answered with a body that is not the JSON it declared');
+        throw new ProblemError(502, 'BAD_GATEWAY', 'The authentication service gave an answer that could not be read.');
+      }
+      return reply.send(JSON.stringify(withoutTokens(answer)));
     },
   });
 }
@@ -200,6 +208,16 @@ export async function resolveCaller(request: FastifyRequest): Promise<RequestCal
   const credential = presentedCredential(request);
   if (!credential) return null;
   return cachedCaller(request, credential) ?? verifyCredential(request, credential);
+}
+
+/**
+ * The caller the request's credential proves now, verified again whatever the cache holds: for a
+ * long-lived request (an event stream) told that its user's credentials changed. A verification
+ * that began before the change could have put the old caller back in the cache after it was told.
+ */
+export async function reverifyCaller(request: FastifyRequest): Promise<RequestCaller | null> {
+  const credential = presentedCredential(request);
+  return credential ? verifyCredential(request, credential) : null;
 }
 
 function cachedCaller(request: FastifyRequest, credential: PresentedCredential): RequestCaller | undefined {

@@ -92,9 +92,15 @@ export class ExpressionPool implements ExpressionEvaluator {
   private failedStarts = 0;
   private closed = false;
 
+  /** However this process exits (a forced exit in the shutdown grace, an uncaught error), its workers go with it. */
+  private readonly killWorkers = () => {
+    for (const worker of this.workers) worker.child.kill('SIGKILL');
+  };
+
   constructor(private readonly options: ExpressionPoolOptions) {
     this.limits = { ...defaultExpressionLimits, timeoutMs: options.timeoutMs, maxTemplates: options.maxTemplates };
     this.log = options.logger.child({ module: 'expressions' });
+    process.on('exit', this.killWorkers);
   }
 
   evaluate(expression: string, scope: ExpressionScope): Promise<unknown> {
@@ -110,6 +116,7 @@ export class ExpressionPool implements ExpressionEvaluator {
   /** Ends every worker; tasks still queued or running are rejected. */
   async close(): Promise<void> {
     this.closed = true;
+    process.off('exit', this.killWorkers);
     for (const queued of this.queue.splice(0)) queued.reject(new Error('the expression pool is closed'));
     const exits = [...this.workers].map((worker) => {
       const exited = new Promise<void>((resolve) => {

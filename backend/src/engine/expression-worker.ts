@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
 import { StepError, type StepErrorCode } from './errors.js';
 import { evaluateExpression, resolveTemplates, type ExpressionLimits, type ExpressionScope } from './expressions.js';
 
@@ -145,7 +146,21 @@ function reply(message: WorkerReply): void {
   process.send?.(message);
 }
 
+/**
+ * A worker must not outlive the service, even when the service dies while this process is inside
+ * one synchronous call (a backtracking regular expression) and cannot hear the disconnect: a
+ * watchdog thread, whose event loop stays free, ends the process once its parent has gone (it is
+ * then re-parented, so its parent pid changes).
+ */
+const WATCHDOG_SOURCE = `
+  const { workerData } = require('node:worker_threads');
+  setInterval(() => {
+    if (process.ppid !== workerData.parentPid) process.kill(process.pid, 'SIGKILL');
+  }, 250);
+`;
+
 if (process.send) {
+  new Worker(WATCHDOG_SOURCE, { eval: true, workerData: { parentPid: process.ppid }, resourceLimits: { maxOldGenerationSizeMb: 8 } }).unref();
   let waitingForParts: ((parts: SuppliedParts) => void) | undefined;
   const askFor = (parts: NeededParts) =>
     new Promise<SuppliedParts>((resolve) => {

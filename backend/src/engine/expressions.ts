@@ -27,18 +27,23 @@ export interface ExpressionLimits {
  */
 export const defaultExpressionLimits: ExpressionLimits = { timeoutMs: 1000, maxDepth: 500, maxResultBytes: 1_000_000, maxTemplates: 1000 };
 
-/** What is left of one call's limits: its deadline and the templates it may still evaluate. */
+/**
+ * What is left of one call's limits: its deadline, the templates it may still evaluate, and the
+ * bytes of results it may still produce (maxResultBytes for all of a node's templates together,
+ * so many results within the bound each cannot add up to a heap's worth).
+ */
 interface Budget {
   readonly limits: ExpressionLimits;
   readonly deadline: number;
   readonly scope: 'expression' | 'templates';
   templates: number;
+  resultBytes: number;
 }
 
 /** `deadline` (a performance.now() time) continues a budget begun earlier; else it starts now. */
 function budgetOf(limits: Partial<ExpressionLimits> | undefined, scope: Budget['scope'], deadline: number | undefined): Budget {
   const full = { ...defaultExpressionLimits, ...limits };
-  return { limits: full, deadline: deadline ?? performance.now() + full.timeoutMs, scope, templates: 0 };
+  return { limits: full, deadline: deadline ?? performance.now() + full.timeoutMs, scope, templates: 0, resultBytes: 0 };
 }
 
 // JSONata's guardrail error codes (jsonata >= 2.2).
@@ -105,7 +110,7 @@ const EMPTY_EXPRESSION_MESSAGE = 'expression is empty';
  *   (measured: 6.7 s with 25 a's, a 300 ms limit notwithstanding);
  * - a single large built-in step, e.g. building `[1..10000000]` or `$sum` over it (~0.7 s;
  *   JSONata itself refuses ranges over 1e7 items). The timeout fires at the next sub-expression.
- * Those are bounded by where this runs: a worker thread (expression-pool.ts) that is terminated
+ * Those are bounded by where this runs: a worker process (expression-pool.ts) that is killed
  * when the budget is over, with a bounded heap.
  *
  * Evaluation never yields to the event loop (JSONata only awaits already-settled promises), so
@@ -133,11 +138,13 @@ async function evaluateToJsonValue(
 
   const json = serializeResult(rawResult, expression);
   const bytes = Buffer.byteLength(json, 'utf8');
-  if (bytes > limits.maxResultBytes) {
+  budget.resultBytes += bytes;
+  if (budget.resultBytes > limits.maxResultBytes) {
+    const what = budget.resultBytes === bytes ? 'expression result is' : 'the results of these templates are';
     throw expressionError(
-      `expression result is ${bytes} bytes of JSON, more than the ${limits.maxResultBytes} allowed`,
+      `${what} ${budget.resultBytes} bytes of JSON, more than the ${limits.maxResultBytes} allowed`,
       expression,
-      { resultBytes: bytes },
+      { resultBytes: budget.resultBytes },
       undefined,
       'EXPRESSION_TOO_LARGE',
     );

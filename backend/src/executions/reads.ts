@@ -2,6 +2,7 @@ import { MAX_MESSAGE_BYTES } from '../bus/bus.js';
 import type { Fragment, Sql } from '../db/client.js';
 import { stepStatuses, type executionStatuses, type executionTriggers } from '../db/schema/index.js';
 import { keysetPosition, toPage, type ListParams, type Page, type SortKeys } from '../lib/pagination.js';
+import { badRequest } from '../lib/problem.js';
 
 /**
  * The reads of executions and steps: the API's hot path, in raw postgres.js with one row shape
@@ -92,11 +93,18 @@ type Budgeted<Row> = Row & { fits: boolean };
 
 /**
  * The rows of a budgeted page that are shown: the prefix whose data fits (at least the first row),
- * with the first row cut off as the extra row that makes toPage set hasNext and the cursor.
+ * with the first row cut off as the extra row that makes toPage set hasNext and the cursor. A
+ * numbered page cannot be cut (the next number would skip the rows left out): it is refused, and
+ * the client pages with the cursor or a smaller pageSize.
  */
-function withinBudget<Row extends { fits: boolean }>(rows: Row[], params: ListParams): { rows: Row[]; params: ListParams } {
+function withinBudget<Row extends { fits: boolean }>(rows: Row[], params: ListParams, maxPageDataBytes: number): { rows: Row[]; params: ListParams } {
   const cut = rows.findIndex((row, index) => index > 0 && index < params.pageSize && !row.fits);
   if (cut < 0) return { rows, params };
+  if (params.page !== undefined) {
+    throw badRequest(`The data of this page is more than ${maxPageDataBytes} bytes; page with the cursor (nextCursor), or a smaller pageSize.`, [
+      { path: 'page', message: `cannot hold this page's data (API_MAX_PAGE_DATA_BYTES); follow nextCursor instead` },
+    ]);
+  }
   return { rows: rows.slice(0, cut + 1), params: { ...params, pageSize: cut } };
 }
 
@@ -235,7 +243,7 @@ export class ExecutionReads {
               where ${conditions} and (created_at, id) > (${from.value}::timestamptz, ${from.id}::uuid)
               order by created_at asc, id asc limit ${limit} offset ${offset}`;
     const rows = await sql<Budgeted<ExecutionRecord>[]>`${this.budgeted(page, this.budgetedColumns, params.sortDirection)}`;
-    const shown = withinBudget(rows, params);
+    const shown = withinBudget(rows, params, this.maxPageDataBytes);
     return toPage(shown.rows, shown.params, executionSortKeys, present);
   }
 
@@ -265,7 +273,7 @@ export class ExecutionReads {
       select o.owned, s.* from (select exists (select 1 from executions where id = ${executionId}::uuid and user_id = ${userId}) as owned) o
         left join lateral (${this.budgeted(page, this.budgetedStepColumns, params.sortDirection)}) s on true`;
     if (!rows[0]?.owned) return null;
-    const shown = withinBudget(rows[0].id === null ? [] : rows, params);
+    const shown = withinBudget(rows[0].id === null ? [] : rows, params, this.maxPageDataBytes);
     return toPage(shown.rows, shown.params, stepSortKeys, present);
   }
 

@@ -75,9 +75,10 @@ export class SharedRateLimiter {
     return this.syncing;
   }
 
-  /** Stops syncing; counts not yet sent are dropped (at most one interval's worth). */
-  stop(): void {
+  /** Stops syncing, after the exchange in flight; counts not yet sent are dropped (at most one interval's worth). */
+  async stop(): Promise<void> {
     clearInterval(this.timer);
+    await this.syncing;
   }
 
   private async exchange(): Promise<void> {
@@ -95,12 +96,16 @@ export class SharedRateLimiter {
     }
     if (sending.size === 0) return;
     const windowStart = new Date(currentWindow).toISOString();
+    // Rows are upserted in user order on every replica (order by): two replicas updating the same
+    // users in different orders would deadlock.
+    const userIds = [...sending.keys()];
     try {
       const totals = await this.sql<{ userId: string; count: number }[]>`
         insert into request_counts (user_id, window_start, count)
         select user_id, ${windowStart}::timestamptz, count
-        from unnest(${[...sending.keys()]}::text[], ${[...sending.values()]}::int[]) as batch(user_id, count)
+        from unnest(${userIds}::text[], ${userIds.map((userId) => sending.get(userId) ?? 0)}::int[]) as batch(user_id, count)
         where exists (select 1 from "user" where id = batch.user_id)
+        order by batch.user_id
         on conflict (user_id, window_start) do update set count = request_counts.count + excluded.count
         returning user_id as "userId", count`;
       for (const { userId, count } of totals) {

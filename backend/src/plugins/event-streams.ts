@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import { resolveCaller } from '../auth/plugin.js';
+import { reverifyCaller } from '../auth/plugin.js';
 import { ProblemError } from '../lib/problem.js';
 
 /** A comment line this often keeps proxies from closing a quiet stream. */
@@ -115,7 +115,7 @@ async function eventStreamsPlugin(app: FastifyInstance, { maxPerUser }: EventStr
         checkAgain = true;
         return;
       }
-      checking = resolveCaller(request)
+      checking = reverifyCaller(request)
         .then((current) => (current?.user.id === userId ? checkAt(current.expiresAt) : end()))
         // A database that cannot answer now revokes nothing: the next notification or expiry checks again.
         .catch((error: unknown) => request.log.warn({ err: error }, 'event stream could not re-check its caller'))

@@ -17,7 +17,7 @@ declare module 'fastify' {
  */
 async function rateLimitPlugin(app: FastifyInstance, options: RateLimiterOptions) {
   const limiter = new SharedRateLimiter(app.database.sql, options, app.log);
-  app.addHook('onClose', async () => limiter.stop());
+  app.addHook('onClose', () => limiter.stop());
   const detail = `Too many requests: at most ${options.max} per ${options.windowMs / 1000} s.`;
   app.decorate('rateLimitViolation', (request: FastifyRequest) => {
     if (limiter.take(request.user.id)) return undefined;
