@@ -23,7 +23,7 @@ async function main(): Promise<void> {
   if (config.db.migrateOnStart) await runMigrations(database.db, logger);
   const bus = createEventBus(database, logger);
   const lifecycle = new ExecutionLifecycle(database.sql, bus, new ExecutionReads(database.sql), { maxPayloadBytes: config.engine.maxPayloadBytes });
-  const engine = new Engine({ lifecycle, bus, config: config.engine, logger });
+  const engine = new Engine({ lifecycle, bus, config: config.engine, logger, db: database.db });
 
   // The same order as the app's: the engine hands back its work, the bus unlistens, the pool ends.
   closeWithGrace({ delay: config.shutdownGraceMs, logger }, async ({ signal, err }) => {

@@ -3,10 +3,15 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { EngineConfig } from '../config.js';
 import type { EventBus } from '../bus/bus.js';
+import type { Db } from '../db/client.js';
 import { isDatabaseUnavailable } from '../db/errors.js';
+import { purgeExpiredIdempotencyKeys } from '../lib/idempotency.js';
 import type { ClaimedExecution, ExecutionLifecycle } from '../executions/lifecycle.js';
 import { ExpressionPool } from './expression-pool.js';
 import { ExecutionRunner } from './runner.js';
+
+/** How often expired rows are deleted (housekeeping). */
+const HOUSEKEEPING_MS = 60_000;
 
 /** Due jobs fired per scheduler transaction (two statements however many). */
 const SCHEDULER_BATCH = 500;
@@ -18,6 +23,8 @@ export interface EngineDeps {
   readonly bus: EventBus;
   readonly config: EngineConfig;
   readonly logger: Logger;
+  /** The service's database, for housekeeping that belongs to no execution. */
+  readonly db: Db;
 }
 
 /**
@@ -37,6 +44,7 @@ export class Engine {
   private loop: Promise<void> | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private schedulerTimer: NodeJS.Timeout | undefined;
+  private housekeepingTimer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => void) | undefined;
 
   constructor(private readonly deps: EngineDeps) {
@@ -67,6 +75,8 @@ export class Engine {
     // Cron has minute resolution: looking for due jobs every second (or every poll, if slower) is enough.
     this.schedulerTimer = setInterval(() => void this.fireSchedules(), Math.max(1_000, this.deps.config.pollMs));
     this.schedulerTimer.unref();
+    this.housekeepingTimer = setInterval(() => void this.keepHouse(), HOUSEKEEPING_MS);
+    this.housekeepingTimer.unref();
     void this.fireSchedules();
     this.loop = this.claimLoop();
     this.log.info({ concurrency: this.deps.config.concurrency }, 'engine started');
@@ -94,6 +104,18 @@ export class Engine {
         else this.log.error({ err: error, retryInMs: backoffMs }, 'engine loop failed');
       }
       await this.idle(backoffMs);
+    }
+  }
+
+  /** Deletes what has outlived its use and that no request would otherwise remove (expired idempotency keys). */
+  private async keepHouse(): Promise<void> {
+    if (this.state !== 'running') return;
+    try {
+      const purged = await purgeExpiredIdempotencyKeys(this.deps.db);
+      if (purged > 0) this.log.info({ purged }, 'expired idempotency keys deleted');
+    } catch (error) {
+      if (isDatabaseUnavailable(error)) this.log.warn({ err: error }, 'housekeeping cannot reach the database');
+      else this.log.error({ err: error }, 'housekeeping failed');
     }
   }
 
@@ -167,6 +189,7 @@ export class Engine {
     }
     this.state = 'draining';
     clearInterval(this.schedulerTimer);
+    clearInterval(this.housekeepingTimer);
     this.wake();
     await this.loop;
     const all = Promise.all([...this.running.values()].map((entry) => entry.done));

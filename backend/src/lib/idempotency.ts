@@ -17,6 +17,29 @@ export interface StoredResponse<Body> {
 }
 
 /**
+ * Deletes keys past their 24 h, whoever they belong to, `batchSize` at a time (a short statement
+ * each, skipping rows another replica is deleting); returns how many went. Each user's own expired
+ * keys also go when that user next sends one (withIdempotency): this keeps the table bounded for
+ * users who never come back.
+ */
+export async function purgeExpiredIdempotencyKeys(db: Db, batchSize = 5_000): Promise<number> {
+  let purged = 0;
+  for (;;) {
+    const deleted = await db.execute<{ count: number }>(sql`
+      with expired as (
+        select ctid from ${idempotencyKeys}
+         where ${idempotencyKeys.createdAt} < now() - make_interval(hours => ${IDEMPOTENCY_TTL_HOURS})
+         limit ${batchSize}
+         for update skip locked),
+      gone as (delete from ${idempotencyKeys} where ctid in (select ctid from expired) returning 1)
+      select count(*)::int as count from gone`);
+    const count = deleted[0]?.count ?? 0;
+    purged += count;
+    if (count < batchSize) return purged;
+  }
+}
+
+/**
  * Runs `execute` at most once per (user, operation, key) within 24 h: the same key with the same
  * body returns the first result again; the same key with another body is a 409. The key is
  * reserved before the work starts, so two concurrent requests cannot both run it; if the work
