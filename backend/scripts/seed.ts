@@ -97,7 +97,10 @@ export async function seedDemoData(database: DbClient, config: Config, logger: L
     // Announces the run to a service already running on this database; listens to nothing.
     const bus = createEventBus(database, logger, { listens: false });
     try {
-      const lifecycle = new ExecutionLifecycle(database.sql, bus, new ExecutionReads(database.sql), { maxPayloadBytes: config.engine.maxPayloadBytes });
+      const lifecycle = new ExecutionLifecycle(database.sql, bus, new ExecutionReads(database.sql), {
+        maxPayloadBytes: config.engine.maxPayloadBytes,
+        maxStorageBytes: config.storageMaxBytes,
+      });
       await lifecycle.create(userId, ids.greetingWorkflow, 'manual', { name: 'Ada' });
     } finally {
       await bus.close();

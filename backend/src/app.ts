@@ -81,7 +81,11 @@ export async function buildApp({ config, database, auth, logger }: AppDeps): Pro
   await app.register(dbPlugin, { database });
   await app.register(busPlugin);
   await app.register(admissionPlugin, { acquireTimeoutMs: config.db.acquireTimeoutMs });
-  await app.register(executionsPlugin, { maxPayloadBytes: config.engine.maxPayloadBytes, maxPageDataBytes: config.maxPageDataBytes });
+  await app.register(executionsPlugin, {
+    maxPayloadBytes: config.engine.maxPayloadBytes,
+    maxStorageBytes: config.storageMaxBytes,
+    maxPageDataBytes: config.maxPageDataBytes,
+  });
   await app.register(authPlugin, {
     auth,
     apiBaseUrl: config.auth.apiBaseUrl,

@@ -86,6 +86,7 @@ const variablesSchema = z.object({
     CORS_ORIGINS: originList.default(['http://localhost:8100']),
     AUTH_CACHE_TTL_MS: integerFromEnv(0, 60_000).default(5_000),
     API_KEYS_PER_USER: integerFromEnv(1, 100_000).default(100),
+    USER_STORAGE_MAX_BYTES: integerFromEnv(1_024, Number.MAX_SAFE_INTEGER).default(1024 * 1024 * 1024),
     AUTH_CACHE_MAX_BYTES: integerFromEnv(65_536, 1024 * 1024 * 1024).default(16 * 1024 * 1024),
     AUTH_RATE_LIMIT_MAX: integerFromEnv(1, 1_000_000).default(10),
     AUTH_RATE_LIMIT_WINDOW_S: integerFromEnv(1, 86_400).default(60),
@@ -174,6 +175,8 @@ const configSchema = variablesSchema
       },
       /** Requests per caller (user) per window on /api/v1, over all replicas; counts are exchanged every `syncMs`. */
       rateLimit: { max: env.RATE_LIMIT_MAX, windowMs: env.RATE_LIMIT_WINDOW_MS, syncMs: env.RATE_LIMIT_SYNC_MS },
+      /** Bytes of stored payloads (graphs, inputs, outputs, errors) past which a user starts nothing new. */
+      storageMaxBytes: env.USER_STORAGE_MAX_BYTES,
       /** API keys one user may hold (expired ones included). */
       apiKeysPerUser: env.API_KEYS_PER_USER,
       /** Event streams one user may hold open on this process (each holds a connection and a bus listener). */

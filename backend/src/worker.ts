@@ -22,7 +22,10 @@ async function main(): Promise<void> {
   const database = await openDatabase(config, logger, 'autonode-worker');
   if (config.db.migrateOnStart) await runMigrations(database.db, logger);
   const bus = createEventBus(database, logger);
-  const lifecycle = new ExecutionLifecycle(database.sql, bus, new ExecutionReads(database.sql), { maxPayloadBytes: config.engine.maxPayloadBytes });
+  const lifecycle = new ExecutionLifecycle(database.sql, bus, new ExecutionReads(database.sql), {
+    maxPayloadBytes: config.engine.maxPayloadBytes,
+    maxStorageBytes: config.storageMaxBytes,
+  });
   const engine = new Engine({ lifecycle, bus, config: config.engine, logger, db: database.db });
 
   // The same order as the app's: the engine hands back its work, the bus unlistens, the pool ends.

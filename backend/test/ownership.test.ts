@@ -77,15 +77,23 @@ describe('ownership, over every route that takes an id', () => {
     expect(await snapshot()).toEqual(before);
   });
 
+  // The caller's own account, not lists of rows.
+  const accountPaths = new Set(['/api/v1/me', '/api/v1/usage']);
+
   it('never shows another user’s rows in any list', async () => {
     const document = (await app.inject('/api/openapi.json')).json<OpenApiDocument>();
     const lists = Object.entries(document.paths)
-      .filter(([path, operations]) => path.startsWith('/api/v1/') && !path.includes('{') && operations.get && path !== '/api/v1/me')
+      .filter(([path, operations]) => path.startsWith('/api/v1/') && !path.includes('{') && operations.get && !accountPaths.has(path))
       .map(([path]) => path);
     expect(lists.length).toBeGreaterThanOrEqual(4);
     for (const path of lists) {
       const page = (await app.inject({ url: path, headers: { cookie: bob.cookie } })).json<{ items: unknown[] }>();
       expect(page.items, path).toEqual([]);
     }
+    // Bob's figures are his own: Alice's workflows, runs and their bytes are not in them.
+    const usage = (await app.inject({ url: '/api/v1/usage', headers: { cookie: bob.cookie } })).json<Record<string, number>>();
+    expect(usage).toMatchObject({ workflows: 0, jobs: 0, executions: 0, steps: 0, payloadBytes: 0 });
+    const alicesUsage = (await app.inject({ url: '/api/v1/usage', headers: { cookie: alice.cookie } })).json<Record<string, number>>();
+    expect(alicesUsage.executions).toBeGreaterThan(0);
   });
 });

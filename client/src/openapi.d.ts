@@ -166,6 +166,60 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** What the caller stores, and the storage quota */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Usage"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/workflows": {
         parameters: {
             query?: never;
@@ -1548,6 +1602,25 @@ export interface components {
             /** @enum {string} */
             authenticatedVia: "session" | "api-key";
         };
+        UsageInput: {
+            workflows: number;
+            jobs: number;
+            executions: number;
+            /** @description Steps of the executions that have ended (a running one counts its steps when it ends). */
+            steps: number;
+            /** @description Always 0 until connections exist. */
+            connections: number;
+            /** @description Always 0 until variables exist. */
+            variables: number;
+            /** @description Always 0 until inbound webhooks exist. */
+            webhookDeliveries: number;
+            /** @description Always 0 until event subscriptions exist. */
+            eventDeliveries: number;
+            /** @description Bytes of the stored payloads as JSON text: workflow graphs (every version), execution inputs, outputs and errors, and the steps of ended executions. */
+            payloadBytes: number;
+            /** @description The storage quota: at or past it, runs, retries and workflow saves are refused (409 STORAGE_QUOTA_EXCEEDED) and scheduled runs are skipped. */
+            payloadBytesLimit: number;
+        };
         WorkflowNodeInput: {
             /** @description Unique in the workflow. `__proto__`, `constructor`, `prototype` and the other names of Object.prototype members are refused. */
             id: string;
@@ -1806,6 +1879,25 @@ export interface components {
             email: string;
             /** @enum {string} */
             authenticatedVia: "session" | "api-key";
+        };
+        Usage: {
+            workflows: number;
+            jobs: number;
+            executions: number;
+            /** @description Steps of the executions that have ended (a running one counts its steps when it ends). */
+            steps: number;
+            /** @description Always 0 until connections exist. */
+            connections: number;
+            /** @description Always 0 until variables exist. */
+            variables: number;
+            /** @description Always 0 until inbound webhooks exist. */
+            webhookDeliveries: number;
+            /** @description Always 0 until event subscriptions exist. */
+            eventDeliveries: number;
+            /** @description Bytes of the stored payloads as JSON text: workflow graphs (every version), execution inputs, outputs and errors, and the steps of ended executions. */
+            payloadBytes: number;
+            /** @description The storage quota: at or past it, runs, retries and workflow saves are refused (409 STORAGE_QUOTA_EXCEEDED) and scheduled runs are skipped. */
+            payloadBytesLimit: number;
         };
         WorkflowNode: {
             /** @description Unique in the workflow. `__proto__`, `constructor`, `prototype` and the other names of Object.prototype members are refused. */

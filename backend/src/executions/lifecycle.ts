@@ -5,6 +5,7 @@ import { isRefusedValue } from '../db/errors.js';
 import type { WorkflowSnapshot } from '../db/schema/index.js';
 import { parseSchedule } from '../engine/schedule.js';
 import { badRequest } from '../lib/problem.js';
+import { assertStorageAvailable } from '../usage/usage.js';
 import {
   boundedError,
   EXECUTION_OUTPUT_TOO_LARGE,
@@ -52,6 +53,8 @@ import type { ExecutionReads, ExecutionRecord, StepRecord, StepStatus } from './
 export interface LifecycleLimits {
   /** Largest execution input and step output, as JSON. */
   readonly maxPayloadBytes: number;
+  /** The storage quota: a user whose payloads take this much starts no new execution (usage/usage.ts). */
+  readonly maxStorageBytes: number;
 }
 
 /** A claimed execution, as the runner needs it. */
@@ -161,6 +164,7 @@ export class ExecutionLifecycle {
   /** A new pending execution of one of the caller's workflows, frozen at its current version; null when the caller has no such workflow. */
   async create(userId: string, workflowId: string, trigger: 'manual', input: unknown): Promise<ExecutionRecord | null> {
     this.assertInputFits(input);
+    await assertStorageAvailable(this.sql, userId, this.limits.maxStorageBytes);
     const rows = await this.sql<(ExecutionRecord & { announced: unknown })[]>`
       with created as (
         insert into executions (user_id, workflow_id, workflow_version, trigger, input)
@@ -178,6 +182,7 @@ export class ExecutionLifecycle {
    * can be retried ('not-retryable' otherwise); null when the caller has no such execution.
    */
   async retry(userId: string, id: string, from: 'failed' | 'start'): Promise<ExecutionRecord | 'not-retryable' | null> {
+    await assertStorageAvailable(this.sql, userId, this.limits.maxStorageBytes);
     return this.sql.begin(async (tx) => {
       const [original] = await tx<{ status: string }[]>`
         select status from executions where id = ${id}::uuid and user_id = ${userId} for share`;
@@ -246,6 +251,8 @@ export class ExecutionLifecycle {
           select w.user_id, w.id, w.version, d.job_id, 'schedule',
                  jsonb_build_object('jobId', d.job_id, 'scheduledAt', d.scheduled_at)
             from due d join jobs j on j.id = d.job_id join workflows w on w.id = j.workflow_id
+           -- The storage quota (usage/usage.ts): an owner over it misses this slot.
+           where not exists (select 1 from user_usage u where u.user_id = w.user_id and u.payload_bytes >= ${this.limits.maxStorageBytes})
           returning id, job_id),
         moved as (
           update jobs j

@@ -4,6 +4,7 @@ import { apiKeyRoutes } from './api-keys/index.js';
 import { executionRoutes } from './executions/index.js';
 import { jobRoutes } from './jobs/index.js';
 import { meRoutes } from './me/index.js';
+import { usageRoutes } from './usage/index.js';
 import { workflowRoutes } from './workflows/index.js';
 
 /**
@@ -18,6 +19,7 @@ export async function v1Routes(v1: FastifyInstance) {
     requireUser(request, (error) => done(error ?? v1.csrfViolation(request) ?? v1.rateLimitViolation(request)));
   });
   await v1.register(meRoutes);
+  await v1.register(usageRoutes);
   await v1.register(workflowRoutes);
   await v1.register(jobRoutes);
   await v1.register(executionRoutes);

@@ -1,4 +1,5 @@
-import { text, timestamp } from 'drizzle-orm/pg-core';
+import type { SQL } from 'drizzle-orm';
+import { integer, text, timestamp } from 'drizzle-orm/pg-core';
 import { user } from './auth.js';
 
 /**
@@ -19,3 +20,10 @@ export const ownerId = () =>
   text('user_id')
     .notNull()
     .references(() => user.id, { onDelete: 'cascade' });
+
+/**
+ * The bytes a row's JSON payloads take as text, computed by PostgreSQL whenever the row is
+ * written (a stored generated column): the user_usage triggers add and subtract these numbers,
+ * so what a row added when written is exactly what it takes away when deleted.
+ */
+export const payloadBytes = (expression: SQL) => integer('payload_bytes').notNull().generatedAlwaysAs(expression);

@@ -2,7 +2,7 @@ import { relations, sql } from 'drizzle-orm';
 import { foreignKey, index, integer, jsonb, pgEnum, pgTable, text, uniqueIndex, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core';
 import type { WorkflowEdge, WorkflowNode } from '../../engine/graph.js';
 import { user } from './auth.js';
-import { createdAt, millisecondTimestamp, ownerId } from './columns.js';
+import { createdAt, millisecondTimestamp, ownerId, payloadBytes } from './columns.js';
 import { jobs } from './jobs.js';
 import { workflows, workflowVersions } from './workflows.js';
 
@@ -36,6 +36,8 @@ export const executions = pgTable(
     input: jsonb('input').$type<unknown>(),
     output: jsonb('output').$type<unknown>(),
     error: jsonb('error').$type<unknown>(),
+    /** Bytes of its input, output and error as JSON, kept by PostgreSQL: what it adds to its user's usage. */
+    payloadBytes: payloadBytes(sql`coalesce(octet_length(input::text), 0) + coalesce(octet_length(output::text), 0) + coalesce(octet_length(error::text), 0)`),
     startedAt: millisecondTimestamp('started_at'),
     finishedAt: millisecondTimestamp('finished_at'),
     createdAt: createdAt(),
@@ -79,6 +81,8 @@ export const executionSteps = pgTable(
     input: jsonb('input').$type<unknown>(),
     output: jsonb('output').$type<unknown>(),
     error: jsonb('error').$type<unknown>(),
+    /** Bytes of its input, output and error as JSON, kept by PostgreSQL: what it adds to its user's usage. */
+    payloadBytes: payloadBytes(sql`coalesce(octet_length(input::text), 0) + coalesce(octet_length(output::text), 0) + coalesce(octet_length(error::text), 0)`),
     startedAt: millisecondTimestamp('started_at'),
     finishedAt: millisecondTimestamp('finished_at'),
     createdAt: createdAt(),

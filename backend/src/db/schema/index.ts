@@ -5,3 +5,4 @@ export * from './executions.js';
 export * from './api-keys.js';
 export * from './idempotency.js';
 export * from './rate-limits.js';
+export * from './usage.js';

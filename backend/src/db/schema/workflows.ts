@@ -1,8 +1,8 @@
-import { relations } from 'drizzle-orm';
+import { relations, sql } from 'drizzle-orm';
 import { index, integer, jsonb, pgTable, primaryKey, text, uuid } from 'drizzle-orm/pg-core';
 import type { WorkflowEdge, WorkflowNode } from '../../engine/graph.js';
 import { user } from './auth.js';
-import { createdAt, ownerId, updatedAt } from './columns.js';
+import { createdAt, ownerId, payloadBytes, updatedAt } from './columns.js';
 
 export const workflows = pgTable(
   'workflows',
@@ -42,6 +42,8 @@ export const workflowVersions = pgTable(
     userId: ownerId(),
     nodes: jsonb('nodes').$type<WorkflowNode[]>().notNull(),
     edges: jsonb('edges').$type<WorkflowEdge[]>().notNull(),
+    /** Bytes of its graph as JSON, kept by PostgreSQL: what it adds to its user's usage. */
+    payloadBytes: payloadBytes(sql`octet_length(nodes::text) + octet_length(edges::text)`),
     createdAt: createdAt(),
   },
   (table) => [primaryKey({ columns: [table.workflowId, table.version] }), index('workflow_versions_user_idx').on(table.userId)],

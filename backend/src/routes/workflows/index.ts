@@ -7,6 +7,7 @@ import { Execution, RunWorkflowBody } from '../executions/schemas.js';
 import { versionedItemRoutes } from '../versioned-resource.js';
 import * as workflows from './repository.js';
 import { CreateWorkflowBody, ListWorkflowsQuery, UpdateWorkflowBody, Workflow, WorkflowPage } from './schemas.js';
+import { assertStorageAvailable } from '../../usage/usage.js';
 
 const tags = ['workflows'];
 
@@ -21,6 +22,7 @@ export const workflowRoutes: FastifyPluginAsyncZod = async (app) => {
     '/workflows',
     { schema: { tags, summary: 'Create a workflow', body: CreateWorkflowBody, response: { 201: Workflow } } },
     async (request, reply) => {
+      await assertStorageAvailable(app.database.sql, request.user.id, app.config.storageMaxBytes);
       const row = await workflows.create(app.database.db, request.user.id, request.body);
       reply.code(201).header('location', `/api/v1/workflows/${row.id}`).header('etag', versionEtag(row));
       return workflows.present(row);
@@ -36,6 +38,11 @@ export const workflowRoutes: FastifyPluginAsyncZod = async (app) => {
       patchBody: UpdateWorkflowBody,
       summaries: { get: 'Get a workflow (with its ETag)', patch: 'Change a workflow (bumps its version)', delete: 'Delete a workflow with its jobs and executions' },
       ...workflows,
+      // Every save keeps its graph as a new version: it stores more.
+      update: async (db, userId, id, patch, ifMatch) => {
+        await assertStorageAvailable(app.database.sql, userId, app.config.storageMaxBytes);
+        return workflows.update(db, userId, id, patch, ifMatch);
+      },
     }),
   );
 

@@ -1,0 +1,3 @@
+ALTER TABLE "workflow_versions" ADD COLUMN "payload_bytes" integer GENERATED ALWAYS AS (octet_length(nodes::text) + octet_length(edges::text)) STORED NOT NULL;--> statement-breakpoint
+ALTER TABLE "execution_steps" ADD COLUMN "payload_bytes" integer GENERATED ALWAYS AS (coalesce(octet_length(input::text), 0) + coalesce(octet_length(output::text), 0) + coalesce(octet_length(error::text), 0)) STORED NOT NULL;--> statement-breakpoint
+ALTER TABLE "executions" ADD COLUMN "payload_bytes" integer GENERATED ALWAYS AS (coalesce(octet_length(input::text), 0) + coalesce(octet_length(output::text), 0) + coalesce(octet_length(error::text), 0)) STORED NOT NULL;

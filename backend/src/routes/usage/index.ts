@@ -1,0 +1,35 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { readUsage } from '../../usage/usage.js';
+
+const count = z.number().int().nonnegative();
+
+const Usage = z
+  .object({
+    workflows: count,
+    jobs: count,
+    executions: count,
+    steps: count.meta({ description: 'Steps of the executions that have ended (a running one counts its steps when it ends).' }),
+    connections: count.meta({ description: 'Always 0 until connections exist.' }),
+    variables: count.meta({ description: 'Always 0 until variables exist.' }),
+    webhookDeliveries: count.meta({ description: 'Always 0 until inbound webhooks exist.' }),
+    eventDeliveries: count.meta({ description: 'Always 0 until event subscriptions exist.' }),
+    payloadBytes: count.meta({
+      description: 'Bytes of the stored payloads as JSON text: workflow graphs (every version), execution inputs, outputs and errors, and the steps of ended executions.',
+    }),
+    payloadBytesLimit: count.meta({ description: 'The storage quota: at or past it, runs, retries and workflow saves are refused (409 STORAGE_QUOTA_EXCEEDED) and scheduled runs are skipped.' }),
+  })
+  .meta({ id: 'Usage' });
+
+/** What the caller stores, against the storage quota: one read of a row the database keeps current. */
+export const usageRoutes: FastifyPluginAsyncZod = async (app) => {
+  app.get('/usage', { schema: { tags: ['account'], summary: 'What the caller stores, and the storage quota', response: { 200: Usage } } }, async (request) => ({
+    ...(await readUsage(app.database.sql, request.user.id)),
+    // These resources are not built yet (connections, variables, webhooks, event subscriptions).
+    connections: 0,
+    variables: 0,
+    webhookDeliveries: 0,
+    eventDeliveries: 0,
+    payloadBytesLimit: app.config.storageMaxBytes,
+  }));
+};
