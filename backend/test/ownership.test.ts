@@ -60,7 +60,8 @@ describe('ownership, over every route that takes an id', () => {
       const resource = path.split('/')[3] as string;
       const id = ids[resource];
       if (!id) throw new Error(`no fixture for '${resource}' (${method} ${path}): add one to makeResources`);
-      const url = path.replace('{id}', id);
+      // Other path parameters take a value Alice's resource has (her workflow's first version).
+      const url = path.replace('{id}', id).replace('{version}', '1');
       const payload = operation.requestBody ? (validBodies[`${method} ${path}`] ?? {}) : undefined;
       const response = await app.inject({ method: method as 'GET', url, headers: { cookie: bob.cookie }, ...(payload ? { payload } : {}) });
       expect(response.statusCode, `${method} ${path} as another user`).toBe(404);
@@ -68,7 +69,7 @@ describe('ownership, over every route that takes an id', () => {
 
       const missing = await app.inject({
         method: method as 'GET',
-        url: path.replace('{id}', '00000000-0000-4000-8000-000000000000'),
+        url: path.replace('{id}', '00000000-0000-4000-8000-000000000000').replace('{version}', '1'),
         headers: { cookie: bob.cookie },
         ...(payload ? { payload } : {}),
       });

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import { createWorkflow, runWorkflow, startEngine, waitForStatus } from './engine-helpers.js';
-import { buildTestApp, signUp, type SignedInUser } from './helpers.js';
+import { buildTestApp, expectProblem, signUp, type SignedInUser } from './helpers.js';
 
 describe('workflow versions', () => {
   let app: App;
@@ -71,5 +71,40 @@ describe('workflow versions', () => {
     } finally {
       await engine.stop(2_000);
     }
+  });
+
+  it('lists a workflow\'s saved versions and reads each graph as it was; another user sees none of it', async () => {
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'say', type: 'transform', params: { expression: '"v1"' } },
+      ],
+      edges: [{ source: 'start', target: 'say' }],
+    });
+    for (const say of ['v2', 'v3']) {
+      const changed = await app.inject({
+        method: 'PATCH',
+        url: `/api/v1/workflows/${workflowId}`,
+        headers: { cookie: user.cookie },
+        payload: { nodes: [{ id: 'start', type: 'trigger.manual' }, { id: 'say', type: 'transform', params: { expression: `"${say}"` } }] },
+      });
+      expect(changed.statusCode).toBe(200);
+    }
+    const versions = (url: string, who: SignedInUser = user) => app.inject({ url, headers: { cookie: who.cookie } });
+
+    // Newest first, walked by cursor two at a time.
+    const first = (await versions(`/api/v1/workflows/${workflowId}/versions?pageSize=2`)).json<{ items: { version: number; payloadBytes: number }[]; nextCursor: string }>();
+    expect(first.items.map((item) => item.version)).toEqual([3, 2]);
+    expect(first.items[0]?.payloadBytes).toBeGreaterThan(0);
+    const rest = (await versions(`/api/v1/workflows/${workflowId}/versions?pageSize=2&cursor=${first.nextCursor}`)).json<{ items: { version: number }[]; hasNext: boolean }>();
+    expect(rest).toMatchObject({ items: [{ version: 1 }], hasNext: false });
+
+    const v1 = (await versions(`/api/v1/workflows/${workflowId}/versions/1`)).json<{ nodes: { params?: { expression?: string } }[] }>();
+    expect(v1.nodes[1]?.params?.expression).toBe('"v1"');
+    expectProblem(await versions(`/api/v1/workflows/${workflowId}/versions/4`), 404);
+
+    const stranger = await signUp(app);
+    expectProblem(await versions(`/api/v1/workflows/${workflowId}/versions`, stranger), 404);
+    expectProblem(await versions(`/api/v1/workflows/${workflowId}/versions/1`, stranger), 404);
   });
 });

@@ -470,6 +470,127 @@ export interface paths {
         };
         trace?: never;
     };
+    "/api/v1/workflows/{id}/versions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The saved versions of a workflow (newest first): each run ran one of them */
+        get: {
+            parameters: {
+                query?: {
+                    pageSize?: number;
+                    /** @description Opaque cursor from nextCursor; not with page. */
+                    cursor?: string;
+                    /** @description 1-based page number (offset paging); not with cursor. */
+                    page?: number;
+                    sortBy?: "createdAt";
+                    sortDirection?: "asc" | "desc";
+                };
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WorkflowVersionPage"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/workflows/{id}/versions/{version}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One saved version of a workflow: its graph as it was */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                    version: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WorkflowVersion"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/workflows/{id}/run": {
         parameters: {
             query?: never;
@@ -1678,6 +1799,25 @@ export interface components {
             hasNext: boolean;
             nextCursor: string | null;
         };
+        WorkflowVersionSummaryInput: {
+            version: number;
+            /** Format: date-time */
+            createdAt: string;
+            /** @description Bytes of the graph as JSON text (what it counts in GET /usage). */
+            payloadBytes: number;
+        };
+        WorkflowVersionInput: {
+            version: number;
+            nodes: components["schemas"]["WorkflowNodeInput"][];
+            edges: components["schemas"]["WorkflowEdgeInput"][];
+            /** Format: date-time */
+            createdAt: string;
+        };
+        WorkflowVersionPageInput: {
+            items: components["schemas"]["WorkflowVersionSummaryInput"][];
+            hasNext: boolean;
+            nextCursor: string | null;
+        };
         /** @description RFC 9457 problem details (application/problem+json). */
         Problem: {
             type: string;
@@ -1953,6 +2093,25 @@ export interface components {
         };
         WorkflowPage: {
             items: components["schemas"]["Workflow"][];
+            hasNext: boolean;
+            nextCursor: string | null;
+        };
+        WorkflowVersionSummary: {
+            version: number;
+            /** Format: date-time */
+            createdAt: string;
+            /** @description Bytes of the graph as JSON text (what it counts in GET /usage). */
+            payloadBytes: number;
+        };
+        WorkflowVersion: {
+            version: number;
+            nodes: components["schemas"]["WorkflowNode"][];
+            edges: components["schemas"]["WorkflowEdge"][];
+            /** Format: date-time */
+            createdAt: string;
+        };
+        WorkflowVersionPage: {
+            items: components["schemas"]["WorkflowVersionSummary"][];
             hasNext: boolean;
             nextCursor: string | null;
         };

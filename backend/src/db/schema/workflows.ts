@@ -1,5 +1,5 @@
 import { relations, sql } from 'drizzle-orm';
-import { index, integer, jsonb, pgTable, primaryKey, text, uuid } from 'drizzle-orm/pg-core';
+import { index, integer, jsonb, pgTable, primaryKey, text, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
 import type { WorkflowEdge, WorkflowNode } from '../../engine/graph.js';
 import { user } from './auth.js';
 import { createdAt, ownerId, payloadBytes, updatedAt } from './columns.js';
@@ -35,6 +35,8 @@ export const workflows = pgTable(
 export const workflowVersions = pgTable(
   'workflow_versions',
   {
+    /** For keyset paging of a workflow's history (the key is workflow and version). */
+    id: uuid('id').notNull().defaultRandom(),
     workflowId: uuid('workflow_id')
       .notNull()
       .references(() => workflows.id, { onDelete: 'cascade' }),
@@ -46,7 +48,12 @@ export const workflowVersions = pgTable(
     payloadBytes: payloadBytes(sql`octet_length(nodes::text) + octet_length(edges::text)`),
     createdAt: createdAt(),
   },
-  (table) => [primaryKey({ columns: [table.workflowId, table.version] }), index('workflow_versions_user_idx').on(table.userId)],
+  (table) => [
+    primaryKey({ columns: [table.workflowId, table.version] }),
+    index('workflow_versions_user_idx').on(table.userId),
+    // A workflow's history, by time then id, in both directions (GET /workflows/:id/versions).
+    uniqueIndex('workflow_versions_workflow_created_idx').on(table.workflowId, table.createdAt, table.id),
+  ],
 );
 
 export const workflowsRelations = relations(workflows, ({ one, many }) => ({

@@ -6,7 +6,17 @@ import { acceptExecution } from '../executions/accept.js';
 import { Execution, RunWorkflowBody } from '../executions/schemas.js';
 import { versionedItemRoutes } from '../versioned-resource.js';
 import * as workflows from './repository.js';
-import { CreateWorkflowBody, ListWorkflowsQuery, UpdateWorkflowBody, Workflow, WorkflowPage } from './schemas.js';
+import {
+  CreateWorkflowBody,
+  ListWorkflowsQuery,
+  ListWorkflowVersionsQuery,
+  UpdateWorkflowBody,
+  Workflow,
+  WorkflowPage,
+  WorkflowVersion,
+  WorkflowVersionPage,
+  WorkflowVersionParams,
+} from './schemas.js';
 import { assertStorageAvailable } from '../../usage/usage.js';
 
 const tags = ['workflows'];
@@ -44,6 +54,34 @@ export const workflowRoutes: FastifyPluginAsyncZod = async (app) => {
         return workflows.update(db, userId, id, patch, ifMatch);
       },
     }),
+  );
+
+  app.get(
+    '/workflows/:id/versions',
+    {
+      schema: {
+        tags,
+        summary: 'The saved versions of a workflow (newest first): each run ran one of them',
+        params: IdParams,
+        querystring: ListWorkflowVersionsQuery,
+        response: { 200: WorkflowVersionPage },
+      },
+    },
+    async (request) => {
+      const page = await workflows.listVersions(app.database.db, request.user.id, request.params.id, request.query);
+      if (!page) throw notFound('workflow', request.params.id);
+      return page;
+    },
+  );
+
+  app.get(
+    '/workflows/:id/versions/:version',
+    { schema: { tags, summary: 'One saved version of a workflow: its graph as it was', params: WorkflowVersionParams, response: { 200: WorkflowVersion } } },
+    async (request) => {
+      const version = await workflows.getVersion(app.database.db, request.user.id, request.params.id, request.params.version);
+      if (!version) throw notFound('version of this workflow', String(request.params.version));
+      return version;
+    },
   );
 
   app.post(

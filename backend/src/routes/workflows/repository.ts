@@ -1,3 +1,4 @@
+import { and, eq } from 'drizzle-orm';
 import type { Db } from '../../db/client.js';
 import { workflows, workflowVersions } from '../../db/schema/index.js';
 import { validateGraph } from '../../engine/graph.js';
@@ -5,7 +6,7 @@ import { removeIfMatch, updateIfMatch, versionEtag } from '../../lib/conditional
 import { iso } from '../../lib/http.js';
 import { columnSortKeys, getOwned, listOwned, type ListParams, type Page } from '../../lib/pagination.js';
 import { ProblemError } from '../../lib/problem.js';
-import type { CreateWorkflowInput, UpdateWorkflowInput, WorkflowDto } from './schemas.js';
+import type { CreateWorkflowInput, UpdateWorkflowInput, WorkflowDto, WorkflowVersionDto, WorkflowVersionSummaryDto } from './schemas.js';
 
 type WorkflowRow = typeof workflows.$inferSelect;
 
@@ -77,6 +78,30 @@ export async function update(db: Db, userId: string, id: string, input: UpdateWo
     },
     recordVersion,
   );
+}
+
+const versionSortKeys = columnSortKeys(workflowVersions, { createdAt: 'timestamp' });
+
+/** A page of one of the caller's workflows' saved versions; null when the caller has no such workflow. */
+export async function listVersions(db: Db, userId: string, workflowId: string, params: ListParams): Promise<Page<WorkflowVersionSummaryDto> | null> {
+  if (!(await get(db, userId, workflowId))) return null;
+  return listOwned(
+    db,
+    workflowVersions,
+    userId,
+    params,
+    { sortKeys: versionSortKeys, searchColumns: [], filters: [eq(workflowVersions.workflowId, workflowId)] },
+    (row) => ({ version: row.version, createdAt: iso(row.createdAt), payloadBytes: row.payloadBytes }),
+  );
+}
+
+/** One saved version of one of the caller's workflows, or null. */
+export async function getVersion(db: Db, userId: string, workflowId: string, version: number): Promise<WorkflowVersionDto | null> {
+  const [row] = await db
+    .select()
+    .from(workflowVersions)
+    .where(and(eq(workflowVersions.userId, userId), eq(workflowVersions.workflowId, workflowId), eq(workflowVersions.version, version)));
+  return row ? { version: row.version, nodes: row.nodes, edges: row.edges, createdAt: iso(row.createdAt) } : null;
 }
 
 /** Deletes a workflow with its jobs and executions (foreign-key cascades, one statement). */

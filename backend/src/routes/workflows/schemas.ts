@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { WorkflowEdges, WorkflowNodes } from '../../engine/graph.js';
 import { Timestamp } from '../../lib/http.js';
-import { pageOf, searchableListQuery } from '../../lib/pagination.js';
+import { listQuery, pageOf, searchableListQuery } from '../../lib/pagination.js';
 
 export const Workflow = z
   .object({
@@ -34,6 +34,25 @@ export const workflowSortFields = ['createdAt', 'updatedAt', 'name'] as const;
 export const ListWorkflowsQuery = searchableListQuery(workflowSortFields, {});
 export const WorkflowPage = pageOf(Workflow, 'WorkflowPage');
 
+/** One saved version of a workflow's graph, as listed (the graph itself is read one at a time). */
+export const WorkflowVersionSummary = z
+  .object({
+    version: z.number().int(),
+    createdAt: Timestamp,
+    payloadBytes: z.number().int().meta({ description: 'Bytes of the graph as JSON text (what it counts in GET /usage).' }),
+  })
+  .meta({ id: 'WorkflowVersionSummary' });
+export const WorkflowVersion = z
+  .object({ version: z.number().int(), nodes: WorkflowNodes, edges: WorkflowEdges, createdAt: Timestamp })
+  .meta({ id: 'WorkflowVersion' });
+export const ListWorkflowVersionsQuery = listQuery(['createdAt'] as const, {});
+export const WorkflowVersionPage = pageOf(WorkflowVersionSummary, 'WorkflowVersionPage');
+export const WorkflowVersionParams = z
+  .object({ id: z.uuid({ message: 'must be a UUID' }), version: z.coerce.number().int().min(1).max(2_147_483_647) })
+  .strict();
+
 export type WorkflowDto = z.infer<typeof Workflow>;
+export type WorkflowVersionSummaryDto = z.infer<typeof WorkflowVersionSummary>;
+export type WorkflowVersionDto = z.infer<typeof WorkflowVersion>;
 export type CreateWorkflowInput = z.infer<typeof CreateWorkflowBody>;
 export type UpdateWorkflowInput = z.infer<typeof UpdateWorkflowBody>;

@@ -1,0 +1,2 @@
+ALTER TABLE "workflow_versions" ADD COLUMN "id" uuid DEFAULT gen_random_uuid() NOT NULL;--> statement-breakpoint
+CREATE UNIQUE INDEX "workflow_versions_workflow_created_idx" ON "workflow_versions" USING btree ("workflow_id","created_at","id");
