@@ -34,7 +34,7 @@ export async function runScheduler(): Promise<SchedulerResults> {
     await insertBulkUsers(sql, USERS);
     await insertWorkflowsForEveryUser(sql, 1);
     const bus = createEventBus(database.client, { warn: () => undefined }, { listens: false });
-    const lifecycle = new ExecutionLifecycle(sql, bus, new ExecutionReads(sql), { maxPayloadBytes: 1024 * 1024, maxStorageBytes: Number.MAX_SAFE_INTEGER });
+    const lifecycle = new ExecutionLifecycle(sql, bus, new ExecutionReads(sql), { maxPayloadBytes: 1024 * 1024, maxStorageBytes: Number.MAX_SAFE_INTEGER, maxWaitingPerUser: Number.MAX_SAFE_INTEGER });
     const rates: number[] = [];
     const lastJob: number[] = [];
     const everyUser: number[] = [];

@@ -100,6 +100,7 @@ export async function seedDemoData(database: DbClient, config: Config, logger: L
       const lifecycle = new ExecutionLifecycle(database.sql, bus, new ExecutionReads(database.sql), {
         maxPayloadBytes: config.engine.maxPayloadBytes,
         maxStorageBytes: config.storageMaxBytes,
+        maxWaitingPerUser: config.engine.userWaitingMax,
       });
       await lifecycle.create(userId, ids.greetingWorkflow, 'manual', { name: 'Ada' });
     } finally {

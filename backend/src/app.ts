@@ -84,6 +84,7 @@ export async function buildApp({ config, database, auth, logger }: AppDeps): Pro
   await app.register(executionsPlugin, {
     maxPayloadBytes: config.engine.maxPayloadBytes,
     maxStorageBytes: config.storageMaxBytes,
+    maxWaitingPerUser: config.engine.userWaitingMax,
     maxPageDataBytes: config.maxPageDataBytes,
   });
   await app.register(authPlugin, {

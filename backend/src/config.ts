@@ -105,6 +105,7 @@ const variablesSchema = z.object({
     ENGINE_ENABLED: booleanFromEnv.default(true),
     ENGINE_CONCURRENCY: integerFromEnv(1, 1000).default(4),
     ENGINE_USER_CONCURRENCY: integerFromEnv(1, 10_000).default(2),
+    ENGINE_USER_WAITING_MAX: integerFromEnv(1, 1_000_000).default(1_000),
     ENGINE_LEASE_MS: integerFromEnv(1_000, 3_600_000).default(30_000),
     ENGINE_POLL_MS: integerFromEnv(10, 60_000).default(500),
     ENGINE_HTTP_ALLOW: z.string().default('').transform((value) => value.split(',').map((entry) => entry.trim()).filter(Boolean)),
@@ -205,6 +206,8 @@ const configSchema = variablesSchema
         concurrency: env.ENGINE_CONCURRENCY,
         /** Executions one user may have running at once, over every worker (the claim enforces it). */
         userConcurrency: env.ENGINE_USER_CONCURRENCY,
+        /** Executions one user may have waiting (pending or paused); beyond, runs and retries are 429. */
+        userWaitingMax: env.ENGINE_USER_WAITING_MAX,
         /** How long a claimed execution stays ours without a heartbeat (a crashed worker's work is reclaimed after it). */
         leaseMs: env.ENGINE_LEASE_MS,
         /** How often an idle worker looks for work that no notification announced (delays, backoffs, expired leases). */

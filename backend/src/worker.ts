@@ -25,6 +25,7 @@ async function main(): Promise<void> {
   const lifecycle = new ExecutionLifecycle(database.sql, bus, new ExecutionReads(database.sql), {
     maxPayloadBytes: config.engine.maxPayloadBytes,
     maxStorageBytes: config.storageMaxBytes,
+    maxWaitingPerUser: config.engine.userWaitingMax,
   });
   const engine = new Engine({ lifecycle, bus, config: config.engine, logger, db: database.db });
 

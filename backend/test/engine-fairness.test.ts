@@ -3,7 +3,7 @@ import type { App } from '../src/app.js';
 import { runMigrations } from '../src/db/migrate.js';
 import type { Engine } from '../src/engine/engine.js';
 import { createWorkflow, eventually, runWorkflow, startEngine, startTestHttpServer, waitForStatus, type TestHttpServer } from './engine-helpers.js';
-import { buildTestApp as buildSharedTestApp, isEmbeddedDatabase, signUp, type SignedInUser } from './helpers.js';
+import { buildTestApp as buildSharedTestApp, expectProblem, isEmbeddedDatabase, signUp, type SignedInUser } from './helpers.js';
 import { createScratchDatabase, type ScratchDatabase } from './scratch.js';
 
 /* This file counts what its own engine runs: on a real server it gets a database of its own. */
@@ -124,4 +124,54 @@ describe("one user's share of the scheduler", () => {
     expect(new Set(firedJobs).size).toBe(31);
     expect(firedJobs).toHaveLength(31);
   }, 30_000);
+});
+
+describe("one user's backlog", () => {
+  let app: App;
+  let busy: SignedInUser;
+  let other: SignedInUser;
+
+  // No engine: runs stay waiting, so the backlog builds up.
+  beforeAll(async () => {
+    app = await buildSharedTestApp({ ENGINE_USER_WAITING_MAX: '3', ...(scratch ? { DATABASE_URL: scratch.url } : {}) });
+    busy = await signUp(app);
+    other = await signUp(app);
+  });
+  afterAll(async () => {
+    await app.close();
+  });
+
+  it('refuses runs and retries past the waiting bound (429 with Retry-After), skips scheduled runs, and lets go as runs end', async () => {
+    const graph = { nodes: [{ id: 'start', type: 'trigger.manual' }], edges: [] };
+    const workflowId = await createWorkflow(app, busy, graph);
+    const run = () => app.inject({ method: 'POST', url: `/api/v1/workflows/${workflowId}/run`, headers: { cookie: busy.cookie }, payload: {} });
+    const accepted: string[] = [];
+    for (let index = 0; index < 3; index++) {
+      const response = await run();
+      expect(response.statusCode).toBe(202);
+      accepted.push(response.json<{ id: string }>().id);
+    }
+    const refused = await run();
+    expect(expectProblem(refused, 429).code).toBe('TOO_MANY_WAITING');
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);
+
+    // A cancelled run can be retried only when there is room, and cancelling makes room.
+    const cancel = (id: string) => app.inject({ method: 'POST', url: `/api/v1/executions/${id}/cancel`, headers: { cookie: busy.cookie } });
+    expect((await cancel(accepted[0] as string)).statusCode).toBe(200);
+    expect((await run()).statusCode).toBe(202);
+    const retry = await app.inject({ method: 'POST', url: `/api/v1/executions/${accepted[0]}/retry`, headers: { cookie: busy.cookie } });
+    expect(expectProblem(retry, 429).code).toBe('TOO_MANY_WAITING');
+
+    // The scheduler skips the busy user's slot; another user's job fires.
+    const jobOf = async (user: SignedInUser, workflow: string) =>
+      (
+        await app.inject({ method: 'POST', url: '/api/v1/jobs', headers: { cookie: user.cookie }, payload: { name: 'often', workflowId: workflow, cron: '* * * * *', status: 'ACTIVE' } })
+      ).json<{ id: string }>().id;
+    const busyJob = await jobOf(busy, workflowId);
+    const otherJob = await jobOf(other, await createWorkflow(app, other, graph));
+    await app.database.sql`update jobs set next_run_at = now() - interval '1 second' where id = any(${[busyJob, otherJob]}::uuid[])`;
+    const fired = (await app.executions.fireDueJobs()).map((job) => job.jobId);
+    expect(fired).toContain(otherJob);
+    expect(fired).not.toContain(busyJob);
+  });
 });

@@ -4,8 +4,8 @@ import type { Fragment, Sql } from '../db/client.js';
 import { isRefusedValue } from '../db/errors.js';
 import type { WorkflowSnapshot } from '../db/schema/index.js';
 import { parseSchedule } from '../engine/schedule.js';
-import { badRequest } from '../lib/problem.js';
-import { assertStorageAvailable } from '../usage/usage.js';
+import { badRequest, ProblemError } from '../lib/problem.js';
+import { storageQuotaExceeded } from '../usage/usage.js';
 import {
   boundedError,
   EXECUTION_OUTPUT_TOO_LARGE,
@@ -55,6 +55,8 @@ export interface LifecycleLimits {
   readonly maxPayloadBytes: number;
   /** The storage quota: a user whose payloads take this much starts no new execution (usage/usage.ts). */
   readonly maxStorageBytes: number;
+  /** Executions one user may have waiting (pending or paused) before new ones are refused. */
+  readonly maxWaitingPerUser: number;
 }
 
 /** A claimed execution, as the runner needs it. */
@@ -152,6 +154,27 @@ export class ExecutionLifecycle {
     return { bytes: serialized?.bytes ?? 0, problem: payloadProblem(serialized, this.limits.maxPayloadBytes, 'the step output', STEP_OUTPUT_TOO_LARGE) };
   }
 
+  /**
+   * Whether the user may start another execution, in one read: under the storage quota, and with
+   * fewer than `maxWaitingPerUser` executions waiting. The waiting bound keeps each user's backlog,
+   * and so what the claim walks past for a user at ENGINE_USER_CONCURRENCY, small; concurrent
+   * requests may each pass it by one.
+   */
+  private async assertMayStart(userId: string): Promise<void> {
+    const { maxStorageBytes, maxWaitingPerUser } = this.limits;
+    const [row] = await this.sql<{ payloadBytes: number; waiting: number }[]>`
+      select coalesce((select payload_bytes from user_usage where user_id = ${userId}), 0)::float8 as "payloadBytes",
+             (select count(*)::int from (select 1 from executions
+               where user_id = ${userId} and status in ('pending', 'paused') limit ${maxWaitingPerUser}) w) as waiting`;
+    if (!row) throw new Error('the admission read returned no row');
+    if (row.payloadBytes >= maxStorageBytes) throw storageQuotaExceeded(row.payloadBytes, maxStorageBytes);
+    if (row.waiting >= maxWaitingPerUser) {
+      throw new ProblemError(429, 'TOO_MANY_WAITING', `You have ${maxWaitingPerUser} executions waiting to run; start more when some have run.`, {
+        headers: { 'retry-after': '5' },
+      });
+    }
+  }
+
   private assertInputFits(input: unknown): void {
     const bytes = payloadBytes(input);
     if (bytes > this.limits.maxPayloadBytes) {
@@ -164,7 +187,7 @@ export class ExecutionLifecycle {
   /** A new pending execution of one of the caller's workflows, frozen at its current version; null when the caller has no such workflow. */
   async create(userId: string, workflowId: string, trigger: 'manual', input: unknown): Promise<ExecutionRecord | null> {
     this.assertInputFits(input);
-    await assertStorageAvailable(this.sql, userId, this.limits.maxStorageBytes);
+    await this.assertMayStart(userId);
     const rows = await this.sql<(ExecutionRecord & { announced: unknown })[]>`
       with created as (
         insert into executions (user_id, workflow_id, workflow_version, trigger, input)
@@ -182,7 +205,7 @@ export class ExecutionLifecycle {
    * can be retried ('not-retryable' otherwise); null when the caller has no such execution.
    */
   async retry(userId: string, id: string, from: 'failed' | 'start'): Promise<ExecutionRecord | 'not-retryable' | null> {
-    await assertStorageAvailable(this.sql, userId, this.limits.maxStorageBytes);
+    await this.assertMayStart(userId);
     return this.sql.begin(async (tx) => {
       const [original] = await tx<{ status: string }[]>`
         select status from executions where id = ${id}::uuid and user_id = ${userId} for share`;
@@ -246,13 +269,19 @@ export class ExecutionLifecycle {
           select job_id, scheduled_at, next_run_at::timestamptz as next_run_at
             from unnest(${due.map((job) => job.id)}::uuid[], ${scheduledAt}::text[], ${due.map((job) => nextRunOf(job.cron, job.timezone))}::text[])
               as due(job_id, scheduled_at, next_run_at)),
+        crowded as (
+          select x.user_id from executions x
+           where x.user_id in (select j.user_id from due d join jobs j on j.id = d.job_id) and x.status in ('pending', 'paused')
+           group by x.user_id having count(*) >= ${this.limits.maxWaitingPerUser}),
         created as (
           insert into executions (user_id, workflow_id, workflow_version, job_id, trigger, input)
           select w.user_id, w.id, w.version, d.job_id, 'schedule',
                  jsonb_build_object('jobId', d.job_id, 'scheduledAt', d.scheduled_at)
             from due d join jobs j on j.id = d.job_id join workflows w on w.id = j.workflow_id
-           -- The storage quota (usage/usage.ts): an owner over it misses this slot.
+           -- An owner over the storage quota (usage/usage.ts), or with the most executions waiting
+           -- (assertMayStart), misses this slot.
            where not exists (select 1 from user_usage u where u.user_id = w.user_id and u.payload_bytes >= ${this.limits.maxStorageBytes})
+             and w.user_id not in (select user_id from crowded)
           returning id, job_id),
         moved as (
           update jobs j

@@ -27,11 +27,13 @@ export async function readUsage(sql: Sql, userId: string): Promise<StoredUsage> 
  */
 export async function assertStorageAvailable(sql: Sql, userId: string, maxBytes: number): Promise<void> {
   const { payloadBytes } = await readUsage(sql, userId);
-  if (payloadBytes >= maxBytes) {
-    throw new ProblemError(
-      409,
-      'STORAGE_QUOTA_EXCEEDED',
-      `Your stored payloads take ${payloadBytes} bytes of the ${maxBytes} allowed: delete executions or workflows before storing more (GET /api/v1/usage).`,
-    );
-  }
+  if (payloadBytes >= maxBytes) throw storageQuotaExceeded(payloadBytes, maxBytes);
+}
+
+export function storageQuotaExceeded(payloadBytes: number, maxBytes: number): ProblemError {
+  return new ProblemError(
+    409,
+    'STORAGE_QUOTA_EXCEEDED',
+    `Your stored payloads take ${payloadBytes} bytes of the ${maxBytes} allowed: delete executions or workflows before storing more (GET /api/v1/usage).`,
+  );
 }
