@@ -40,19 +40,18 @@ describe('usage', () => {
   });
 
   const usage = async (who: SignedInUser = user) => (await app.inject({ url: '/api/v1/usage', headers: { cookie: who.cookie } })).json<UsageView>();
-  /** The same figures counted from the rows themselves: what the triggers must agree with (steps count once their execution has ended). */
+  /** The same figures counted from the rows themselves: what the triggers must agree with. */
   const counted = async (who: SignedInUser = user) => {
-    const ended = app.database.sql`('completed', 'failed', 'cancelled')`;
     const [row] = await app.database.sql<Omit<UsageView, 'payloadBytesLimit'>[]>`
       select (select count(*)::int from workflows where user_id = ${who.id}) as workflows,
              (select count(*)::int from jobs where user_id = ${who.id}) as jobs,
              (select count(*)::int from executions where user_id = ${who.id}) as executions,
-             (select count(*)::int from execution_steps s join executions e on e.id = s.execution_id where e.user_id = ${who.id} and e.status in ${ended}) as steps,
+             (select count(*)::int from execution_steps s join executions e on e.id = s.execution_id where e.user_id = ${who.id}) as steps,
              ((select coalesce(sum(octet_length(nodes::text) + octet_length(edges::text)), 0) from workflow_versions where user_id = ${who.id})
               + (select coalesce(sum(coalesce(octet_length(input::text), 0) + coalesce(octet_length(output::text), 0) + coalesce(octet_length(error::text), 0)), 0)
                    from executions where user_id = ${who.id})
               + (select coalesce(sum(coalesce(octet_length(s.input::text), 0) + coalesce(octet_length(s.output::text), 0) + coalesce(octet_length(s.error::text), 0)), 0)
-                   from execution_steps s join executions e on e.id = s.execution_id where e.user_id = ${who.id} and e.status in ${ended}))::float8 as "payloadBytes"`;
+                   from execution_steps s join executions e on e.id = s.execution_id where e.user_id = ${who.id}))::float8 as "payloadBytes"`;
     return row;
   };
   const stored = ({ workflows, jobs, executions, steps, payloadBytes }: UsageView) => ({ workflows, jobs, executions, steps, payloadBytes });
@@ -91,6 +90,54 @@ describe('usage', () => {
     expect((await app.inject({ method: 'DELETE', url: `/api/v1/workflows/${second}`, headers: { cookie: user.cookie } })).statusCode).toBe(204);
     expect(stored(await usage())).toEqual(await counted());
     for (const id of [first, failing]) await app.inject({ method: 'DELETE', url: `/api/v1/workflows/${id}`, headers: { cookie: user.cookie } });
+    expect(await usage()).toMatchObject({ workflows: 0, jobs: 0, executions: 0, steps: 0, payloadBytes: 0 });
+  });
+
+  it('counts steps as they are written: a paused run and a retry\'s copied steps count before they end', async () => {
+    const parked = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'big', type: 'transform', params: { expression: '$pad("", 5000, "x")' } },
+        { id: 'wait', type: 'delay', params: { ms: 3_600_000 } },
+      ],
+      edges: [
+        { source: 'start', target: 'big' },
+        { source: 'big', target: 'wait' },
+      ],
+    });
+    const paused = await runWorkflow(app, user, parked);
+    await waitForStatus(app, user, paused.id, ['paused']);
+    const whileParked = await usage();
+    expect(whileParked.payloadBytes).toBeGreaterThan(5_000);
+    expect(stored(whileParked)).toEqual(await counted());
+
+    // A retry from the failed step copies the completed ones into a new, pending execution.
+    const failing = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'big', type: 'transform', params: { expression: '$pad("", 3000, "y")' } },
+        { id: 'bad', type: 'transform', params: { expression: '$error("no")' } },
+      ],
+      edges: [
+        { source: 'start', target: 'big' },
+        { source: 'big', target: 'bad' },
+      ],
+    });
+    const failed = await runWorkflow(app, user, failing);
+    await waitForStatus(app, user, failed.id, ['failed']);
+    await engine.stop(2_000);
+    try {
+      const before = await usage();
+      const retry = await app.inject({ method: 'POST', url: `/api/v1/executions/${failed.id}/retry`, headers: { cookie: user.cookie } });
+      expect(retry.statusCode).toBe(202);
+      const after = await usage();
+      expect(after.steps).toBeGreaterThan(before.steps);
+      expect(after.payloadBytes - before.payloadBytes).toBeGreaterThan(3_000);
+      expect(stored(after)).toEqual(await counted());
+    } finally {
+      engine = startEngine(app);
+    }
+    for (const id of [parked, failing]) await app.inject({ method: 'DELETE', url: `/api/v1/workflows/${id}`, headers: { cookie: user.cookie } });
     expect(await usage()).toMatchObject({ workflows: 0, jobs: 0, executions: 0, steps: 0, payloadBytes: 0 });
   });
 

@@ -1727,7 +1727,6 @@ export interface components {
             workflows: number;
             jobs: number;
             executions: number;
-            /** @description Steps of the executions that have ended (a running one counts its steps when it ends). */
             steps: number;
             /** @description Always 0 until connections exist. */
             connections: number;
@@ -1737,7 +1736,7 @@ export interface components {
             webhookDeliveries: number;
             /** @description Always 0 until event subscriptions exist. */
             eventDeliveries: number;
-            /** @description Bytes of the stored payloads as JSON text: workflow graphs (every version), execution inputs, outputs and errors, and the steps of ended executions. */
+            /** @description Bytes of the stored payloads as JSON text: workflow graphs (every version), execution and step inputs, outputs and errors. */
             payloadBytes: number;
             /** @description The storage quota: at or past it, runs, retries and workflow saves are refused (409 STORAGE_QUOTA_EXCEEDED) and scheduled runs are skipped. */
             payloadBytesLimit: number;
@@ -2024,7 +2023,6 @@ export interface components {
             workflows: number;
             jobs: number;
             executions: number;
-            /** @description Steps of the executions that have ended (a running one counts its steps when it ends). */
             steps: number;
             /** @description Always 0 until connections exist. */
             connections: number;
@@ -2034,7 +2032,7 @@ export interface components {
             webhookDeliveries: number;
             /** @description Always 0 until event subscriptions exist. */
             eventDeliveries: number;
-            /** @description Bytes of the stored payloads as JSON text: workflow graphs (every version), execution inputs, outputs and errors, and the steps of ended executions. */
+            /** @description Bytes of the stored payloads as JSON text: workflow graphs (every version), execution and step inputs, outputs and errors. */
             payloadBytes: number;
             /** @description The storage quota: at or past it, runs, retries and workflow saves are refused (409 STORAGE_QUOTA_EXCEEDED) and scheduled runs are skipped. */
             payloadBytesLimit: number;

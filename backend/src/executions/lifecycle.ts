@@ -157,8 +157,8 @@ export class ExecutionLifecycle {
   /**
    * Whether the user may start another execution, in one read: under the storage quota, and with
    * fewer than `maxWaitingPerUser` executions waiting. The waiting bound keeps each user's backlog,
-   * and so what the claim walks past for a user at ENGINE_USER_CONCURRENCY, small; concurrent
-   * requests may each pass it by one.
+   * and so what the claim walks past for a user at ENGINE_USER_CONCURRENCY, small. Requests in
+   * flight together are checked against the same count, so each of them may pass it.
    */
   private async assertMayStart(userId: string): Promise<void> {
     const { maxStorageBytes, maxWaitingPerUser } = this.limits;

@@ -22,8 +22,9 @@ export async function readUsage(sql: Sql, userId: string): Promise<StoredUsage> 
 /**
  * The storage quota (USER_STORAGE_MAX_BYTES): a user whose payloads take the quota or more starts
  * nothing new that stores more (a run, a retry, a workflow save; the scheduler skips the user's
- * due jobs: lifecycle.ts, fireDueJobs) until something is deleted. Work under way finishes: each
- * step's payloads are bounded by ENGINE_MAX_PAYLOAD_BYTES, so the overshoot is bounded too.
+ * due jobs: lifecycle.ts, fireDueJobs) until something is deleted. Work under way finishes: it is
+ * bounded by ENGINE_USER_WAITING_MAX runs, each of bounded steps (ENGINE_MAX_PAYLOAD_BYTES), so the
+ * overshoot is bounded too. Requests in flight together are checked against the same figure.
  */
 export async function assertStorageAvailable(sql: Sql, userId: string, maxBytes: number): Promise<void> {
   const { payloadBytes } = await readUsage(sql, userId);
@@ -34,6 +35,6 @@ export function storageQuotaExceeded(payloadBytes: number, maxBytes: number): Pr
   return new ProblemError(
     409,
     'STORAGE_QUOTA_EXCEEDED',
-    `Your stored payloads take ${payloadBytes} bytes of the ${maxBytes} allowed: delete executions or workflows before storing more (GET /api/v1/usage).`,
+    `Your stored payloads take ${payloadBytes} bytes of the ${maxBytes} allowed: delete workflows you no longer need (their runs go with them) before storing more (GET /api/v1/usage).`,
   );
 }

@@ -1,5 +1,5 @@
 import { relations, sql } from 'drizzle-orm';
-import { foreignKey, index, integer, jsonb, pgEnum, pgTable, text, uniqueIndex, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core';
+import { bigint, foreignKey, index, integer, jsonb, pgEnum, pgTable, text, uniqueIndex, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core';
 import type { WorkflowEdge, WorkflowNode } from '../../engine/graph.js';
 import { user } from './auth.js';
 import { createdAt, millisecondTimestamp, ownerId, payloadBytes } from './columns.js';
@@ -38,6 +38,9 @@ export const executions = pgTable(
     error: jsonb('error').$type<unknown>(),
     /** Bytes of its input, output and error as JSON, kept by PostgreSQL: what it adds to its user's usage. */
     payloadBytes: payloadBytes(sql`coalesce(octet_length(input::text), 0) + coalesce(octet_length(output::text), 0) + coalesce(octet_length(error::text), 0)`),
+    /** Its steps and their payload bytes, kept by the usage triggers (0013): what its deletion takes away. */
+    stepCount: integer('step_count').notNull().default(0),
+    stepPayloadBytes: bigint('step_payload_bytes', { mode: 'number' }).notNull().default(0),
     startedAt: millisecondTimestamp('started_at'),
     finishedAt: millisecondTimestamp('finished_at'),
     createdAt: createdAt(),

@@ -3,10 +3,9 @@ import { user } from './auth.js';
 
 /**
  * What each user stores, kept by database triggers on the tables it counts (migration
- * 0013_usage_triggers.sql), so every path that writes or deletes a row, cascades included, keeps
- * it exact without the code that writes knowing: the rows of workflows, jobs and executions, the
- * steps of ended executions, and the bytes (payload_bytes columns: JSON as text) of every
- * payload: workflow graphs (each version), execution and step inputs, outputs and errors. Read by
+ * 0014_usage_triggers.sql), so every path that writes or deletes a row, cascades included, keeps
+ * it exact without the code that writes knowing: the rows of workflows, jobs, executions and
+ * steps, and the bytes (payload_bytes columns: JSON as text) of every payload: workflow graphs (each version), execution and step inputs, outputs and errors. Read by
  * GET /usage and by the storage quota (USER_STORAGE_MAX_BYTES).
  */
 export const userUsage = pgTable('user_usage', {

@@ -9,13 +9,13 @@ const Usage = z
     workflows: count,
     jobs: count,
     executions: count,
-    steps: count.meta({ description: 'Steps of the executions that have ended (a running one counts its steps when it ends).' }),
+    steps: count,
     connections: count.meta({ description: 'Always 0 until connections exist.' }),
     variables: count.meta({ description: 'Always 0 until variables exist.' }),
     webhookDeliveries: count.meta({ description: 'Always 0 until inbound webhooks exist.' }),
     eventDeliveries: count.meta({ description: 'Always 0 until event subscriptions exist.' }),
     payloadBytes: count.meta({
-      description: 'Bytes of the stored payloads as JSON text: workflow graphs (every version), execution inputs, outputs and errors, and the steps of ended executions.',
+      description: 'Bytes of the stored payloads as JSON text: workflow graphs (every version), execution and step inputs, outputs and errors.',
     }),
     payloadBytesLimit: count.meta({ description: 'The storage quota: at or past it, runs, retries and workflow saves are refused (409 STORAGE_QUOTA_EXCEEDED) and scheduled runs are skipped.' }),
   })

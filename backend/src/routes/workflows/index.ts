@@ -50,6 +50,8 @@ export const workflowRoutes: FastifyPluginAsyncZod = async (app) => {
       ...workflows,
       // Every save keeps its graph as a new version: it stores more.
       update: async (db, userId, id, patch, ifMatch) => {
+        // Not the caller's: 404 as for a missing one, whatever the caller's storage.
+        if (!(await workflows.owns(db, userId, id))) return null;
         await assertStorageAvailable(app.database.sql, userId, app.config.storageMaxBytes);
         return workflows.update(db, userId, id, patch, ifMatch);
       },

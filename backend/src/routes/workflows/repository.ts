@@ -4,7 +4,17 @@ import { workflows, workflowVersions } from '../../db/schema/index.js';
 import { validateGraph } from '../../engine/graph.js';
 import { removeIfMatch, updateIfMatch, versionEtag } from '../../lib/conditional-update.js';
 import { iso } from '../../lib/http.js';
-import { columnSortKeys, getOwned, listOwned, type ListParams, type Page } from '../../lib/pagination.js';
+import {
+  columnSortKeys,
+  getOwned,
+  keysetPlan,
+  listOwned,
+  toPage,
+  type ColumnSortKey,
+  type ListParams,
+  type Page,
+  type SortKeys,
+} from '../../lib/pagination.js';
 import { ProblemError } from '../../lib/problem.js';
 import type { CreateWorkflowInput, UpdateWorkflowInput, WorkflowDto, WorkflowVersionDto, WorkflowVersionSummaryDto } from './schemas.js';
 
@@ -80,19 +90,38 @@ export async function update(db: Db, userId: string, id: string, input: UpdateWo
   );
 }
 
-const versionSortKeys = columnSortKeys(workflowVersions, { createdAt: 'timestamp' });
+/** A listed version: what a page reads of it. */
+interface VersionListRow {
+  id: string;
+  version: number;
+  createdAt: Date;
+  payloadBytes: number;
+}
+const versionSortKeys: SortKeys<VersionListRow, ColumnSortKey<VersionListRow>> = {
+  createdAt: { column: workflowVersions.createdAt, kind: 'timestamp', valueOf: (row) => row.createdAt },
+};
 
-/** A page of one of the caller's workflows' saved versions; null when the caller has no such workflow. */
+/** Whether the caller has this workflow (one index read; nothing of it is loaded). */
+export async function owns(db: Db, userId: string, id: string): Promise<boolean> {
+  const [row] = await db.select({ id: workflows.id }).from(workflows).where(and(eq(workflows.userId, userId), eq(workflows.id, id)));
+  return row !== undefined;
+}
+
+/**
+ * A page of one of the caller's workflows' saved versions, without their graphs (each may be a
+ * megabyte: a page reads only what it lists); null when the caller has no such workflow.
+ */
 export async function listVersions(db: Db, userId: string, workflowId: string, params: ListParams): Promise<Page<WorkflowVersionSummaryDto> | null> {
-  if (!(await get(db, userId, workflowId))) return null;
-  return listOwned(
-    db,
-    workflowVersions,
-    userId,
-    params,
-    { sortKeys: versionSortKeys, searchColumns: [], filters: [eq(workflowVersions.workflowId, workflowId)] },
-    (row) => ({ version: row.version, createdAt: iso(row.createdAt), payloadBytes: row.payloadBytes }),
-  );
+  if (!(await owns(db, userId, workflowId))) return null;
+  const plan = keysetPlan(params, versionSortKeys, workflowVersions.id);
+  const rows = await db
+    .select({ id: workflowVersions.id, version: workflowVersions.version, createdAt: workflowVersions.createdAt, payloadBytes: workflowVersions.payloadBytes })
+    .from(workflowVersions)
+    .where(and(eq(workflowVersions.userId, userId), eq(workflowVersions.workflowId, workflowId), plan.after))
+    .orderBy(...plan.orderBy)
+    .limit(plan.limit)
+    .offset(plan.offset);
+  return toPage(rows, params, versionSortKeys, (row) => ({ version: row.version, createdAt: iso(row.createdAt), payloadBytes: row.payloadBytes }));
 }
 
 /** One saved version of one of the caller's workflows, or null. */
