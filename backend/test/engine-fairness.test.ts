@@ -1,21 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
-import { runMigrations } from '../src/db/migrate.js';
 import type { Engine } from '../src/engine/engine.js';
 import { createWorkflow, eventually, runWorkflow, startEngine, startTestHttpServer, waitForStatus, type TestHttpServer } from './engine-helpers.js';
-import { buildTestApp as buildSharedTestApp, expectProblem, isEmbeddedDatabase, signUp, type SignedInUser } from './helpers.js';
-import { createScratchDatabase, type ScratchDatabase } from './scratch.js';
+import { expectProblem, signUp, type SignedInUser } from './helpers.js';
+import { useFileDatabase } from './scratch.js';
 
-/* This file counts what its own engine runs: on a real server it gets a database of its own. */
-let scratch: ScratchDatabase | undefined;
-beforeAll(async () => {
-  if (isEmbeddedDatabase()) return;
-  scratch = await createScratchDatabase();
-  await scratch.use((client) => runMigrations(client.db));
-});
-afterAll(async () => {
-  await scratch?.drop();
-});
+const buildTestApp = useFileDatabase();
 
 describe("one user's share of the engine", () => {
   let app: App;
@@ -25,10 +15,10 @@ describe("one user's share of the engine", () => {
   let neighbour: SignedInUser;
 
   beforeAll(async () => {
-    app = await buildSharedTestApp(scratch ? { DATABASE_URL: scratch.url } : {});
+    app = await buildTestApp();
     upstream = await startTestHttpServer();
     // Four workers, at most two of them for any one user.
-    engine = startEngine(app, { ENGINE_CONCURRENCY: '4', ENGINE_USER_CONCURRENCY: '2', ...(scratch ? { DATABASE_URL: scratch.url } : {}) });
+    engine = startEngine(app, { ENGINE_CONCURRENCY: '4', ENGINE_USER_CONCURRENCY: '2' });
     hog = await signUp(app);
     neighbour = await signUp(app);
   });
@@ -84,7 +74,7 @@ describe("one user's share of the scheduler", () => {
 
   // No engine here: the test fires the jobs itself, batch by batch.
   beforeAll(async () => {
-    app = await buildSharedTestApp(scratch ? { DATABASE_URL: scratch.url } : {});
+    app = await buildTestApp();
     hog = await signUp(app);
     neighbour = await signUp(app);
   });
@@ -133,7 +123,7 @@ describe("one user's backlog", () => {
 
   // No engine: runs stay waiting, so the backlog builds up.
   beforeAll(async () => {
-    app = await buildSharedTestApp({ ENGINE_USER_WAITING_MAX: '3', ...(scratch ? { DATABASE_URL: scratch.url } : {}) });
+    app = await buildTestApp({ ENGINE_USER_WAITING_MAX: '3' });
     busy = await signUp(app);
     other = await signUp(app);
   });

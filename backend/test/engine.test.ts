@@ -2,9 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import type { Engine } from '../src/engine/engine.js';
-import { runMigrations } from '../src/db/migrate.js';
-import { buildTestApp as buildSharedTestApp, expectProblem, isEmbeddedDatabase, signUp, type SignedInUser } from './helpers.js';
-import { createScratchDatabase, type ScratchDatabase } from './scratch.js';
+import { expectProblem, signUp, type SignedInUser } from './helpers.js';
+import { useFileDatabase } from './scratch.js';
 import {
   createWorkflow,
   eventually,
@@ -22,17 +21,7 @@ import {
  * own: other files' engines (fixtures run executions too) would otherwise take their executions.
  * The embedded suite runs one file at a time and keeps the shared database.
  */
-let scratch: ScratchDatabase | undefined;
-beforeAll(async () => {
-  if (isEmbeddedDatabase()) return;
-  scratch = await createScratchDatabase();
-  await scratch.use((client) => runMigrations(client.db));
-});
-afterAll(async () => {
-  await scratch?.drop();
-});
-const buildTestApp: typeof buildSharedTestApp = (overrides = {}, hooks = {}) =>
-  buildSharedTestApp({ ...(scratch ? { DATABASE_URL: scratch.url } : {}), ...overrides }, hooks);
+const buildTestApp = useFileDatabase();
 
 describe('the engine', () => {
   let app: App;

@@ -3,9 +3,8 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import type { Engine } from '../src/engine/engine.js';
-import { runMigrations } from '../src/db/migrate.js';
-import { buildTestApp as buildSharedTestApp, expectProblem, isEmbeddedDatabase, signUp, type SignedInUser } from './helpers.js';
-import { createScratchDatabase, type ScratchDatabase } from './scratch.js';
+import { expectProblem, signUp, type SignedInUser } from './helpers.js';
+import { useFileDatabase } from './scratch.js';
 import { createWorkflow, getExecution, runWorkflow, startEngine, stepsOf, waitForStatus } from './engine-helpers.js';
 
 /**
@@ -16,17 +15,7 @@ import { createWorkflow, getExecution, runWorkflow, startEngine, stepsOf, waitFo
  * The file's own database: the lifecycle test claims executions directly, which an engine of
  * another file would race for.
  */
-let scratch: ScratchDatabase | undefined;
-beforeAll(async () => {
-  if (isEmbeddedDatabase()) return;
-  scratch = await createScratchDatabase();
-  await scratch.use((client) => runMigrations(client.db));
-});
-afterAll(async () => {
-  await scratch?.drop();
-});
-const buildTestApp: typeof buildSharedTestApp = (overrides = {}, hooks = {}) =>
-  buildSharedTestApp({ ...(scratch ? { DATABASE_URL: scratch.url } : {}), ...overrides }, hooks);
+const buildTestApp = useFileDatabase();
 
 const MAX_PAYLOAD = 16_384;
 const bytesOf = (value: unknown): number => Buffer.byteLength(JSON.stringify(value) ?? '', 'utf8');
