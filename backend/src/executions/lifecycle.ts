@@ -124,10 +124,6 @@ const WORK = JSON.stringify({ kind: 'work' });
 /** JSON for a jsonb parameter (the shared client passes JSON through as text); undefined is SQL NULL. */
 const jsonParam = (value: unknown): string | null => (value === undefined ? null : JSON.stringify(value));
 
-export function payloadBytes(value: unknown): number {
-  return value === undefined ? 0 : Buffer.byteLength(JSON.stringify(value) ?? '', 'utf8');
-}
-
 export class ExecutionLifecycle {
   private readonly work: Fragment;
   private readonly unlockJob: Fragment;
@@ -176,7 +172,7 @@ export class ExecutionLifecycle {
   }
 
   private assertInputFits(input: unknown): void {
-    const bytes = payloadBytes(input);
+    const bytes = serialize(input)?.bytes ?? 0;
     if (bytes > this.limits.maxPayloadBytes) {
       throw badRequest(`The input is ${bytes} bytes of JSON; executions accept at most ${this.limits.maxPayloadBytes}.`, [
         { path: 'input', message: `is larger than ${this.limits.maxPayloadBytes} bytes` },
