@@ -6,6 +6,7 @@ import PgBoss from 'pg-boss';
 import type { Sql } from '../src/db/client.js';
 import { insertPendingExecutions, oneStepGraph } from './seed.js';
 import { autonodeEnv, elapsedMs, generateSecret, log, median, sleep, spawnNode, withBenchDatabase, type NodeProcess } from './support.js';
+import { generateKeyEntry } from '../src/secrets/keyring.js';
 
 const RUNS = 5_000;
 const CONCURRENCY = 4;
@@ -134,6 +135,7 @@ async function pgBossRun(sql: Sql, url: string): Promise<DrainRun> {
         POLL_MS: String(POLL_MS),
         DB_POOL_SIZE: '10',
         NODE_ENV: 'production',
+        SECRETS_KEYS: generateKeyEntry('bench'),
       }),
     async () => {
       const [row] = await sql<Progress[]>`

@@ -16,6 +16,7 @@ import {
   type HttpServer,
   type LoadResult,
 } from './support.js';
+import { generateKeyEntry } from '../src/secrets/keyring.js';
 
 const TOTAL_EXECUTIONS = 200_000;
 /** The caller plus 99 others: every tenth execution is the caller's (20k). */
@@ -236,6 +237,7 @@ export async function runListAndDepth(options: ListOptions = {}): Promise<ListAn
         BASELINE_USER_ID: caller.id,
         DB_POOL_SIZE: '10',
         NODE_ENV: 'production',
+        SECRETS_KEYS: generateKeyEntry('bench'),
       });
 
       const listPath = '/api/v1/executions?pageSize=20';

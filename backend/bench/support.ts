@@ -9,6 +9,7 @@ import autocannon from 'autocannon';
 import postgres from 'postgres';
 import { createDbClient, type DbClient } from '../src/db/client.js';
 import { runMigrations } from '../src/db/migrate.js';
+import { generateKeyEntry } from '../src/secrets/keyring.js';
 
 export const backendRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const benchRoot = path.join(backendRoot, 'bench');
@@ -84,6 +85,7 @@ export function autonodeEnv(databaseUrl: string, secret: string): Record<string,
     PORT: '0',
     LOG_LEVEL: 'warn',
     NODE_ENV: 'production',
+    SECRETS_KEYS: generateKeyEntry('bench'),
     BETTER_AUTH_SECRET: secret,
     AUTH_BASE_URL: 'http://127.0.0.1:3000/api',
     CORS_ORIGINS: TRUSTED_ORIGIN,

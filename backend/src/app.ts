@@ -17,6 +17,7 @@ import errorsPlugin, { answerFrameworkError } from './plugins/errors.js';
 import eventStreamsPlugin from './plugins/event-streams.js';
 import jsonBodyPlugin from './plugins/json-body.js';
 import securityPlugin from './plugins/security.js';
+import secretsPlugin from './secrets/plugin.js';
 import lifecyclePlugin from './plugins/lifecycle.js';
 import rateLimitPlugin from './plugins/rate-limit.js';
 import { healthRoutes } from './routes/health.js';
@@ -79,6 +80,7 @@ export async function buildApp({ config, database, auth, logger }: AppDeps): Pro
   await app.register(securityPlugin, { corsOrigins: config.corsOrigins, apiBaseUrl: config.auth.apiBaseUrl });
   await app.register(docsPlugin, { apiBaseUrl: config.auth.apiBaseUrl });
   await app.register(dbPlugin, { database });
+  await app.register(secretsPlugin);
   await app.register(busPlugin);
   await app.register(admissionPlugin, { acquireTimeoutMs: config.db.acquireTimeoutMs });
   await app.register(executionsPlugin, {

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { parseKeyEntries } from './secrets/keyring.js';
 
 /** The repository root: `.data/` (the embedded database) lives here, whatever the working directory. */
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -83,6 +84,18 @@ const variablesSchema = z.object({
       })
       .transform((value) => value.replace(/\/+$/, '')),
     BETTER_AUTH_SECRET: z.string().min(32, { message: 'must be at least 32 characters' }).optional(),
+    SECRETS_KEYS: z
+      .string()
+      .superRefine((value, ctx) => {
+        try {
+          parseKeyEntries(value);
+        } catch (error) {
+          ctx.addIssue({ code: 'custom', message: (error as Error).message });
+        }
+      })
+      .optional(),
+    CONNECTIONS_PER_USER: integerFromEnv(1, 100_000).default(100),
+    VARIABLES_PER_USER: integerFromEnv(1, 100_000).default(500),
     CORS_ORIGINS: originList.default(['http://localhost:8100']),
     AUTH_CACHE_TTL_MS: integerFromEnv(0, 60_000).default(5_000),
     API_KEYS_PER_USER: integerFromEnv(1, 100_000).default(100),
@@ -135,6 +148,9 @@ const configSchema = variablesSchema
     if (!env.BETTER_AUTH_SECRET || env.BETTER_AUTH_SECRET === DEVELOPMENT_AUTH_SECRET) {
       ctx.addIssue({ code: 'custom', path: ['BETTER_AUTH_SECRET'], message: 'must be set to a private random value in production (openssl rand -base64 32)' });
     }
+    if (!env.SECRETS_KEYS) {
+      ctx.addIssue({ code: 'custom', path: ['SECRETS_KEYS'], message: 'must be set in production: id:base64key, for example k1:<the output of openssl rand -base64 32>' });
+    }
     if (env.ENABLE_TEST_ROUTES) {
       ctx.addIssue({ code: 'custom', path: ['ENABLE_TEST_ROUTES'], message: 'must not be enabled in production' });
     }
@@ -178,6 +194,14 @@ const configSchema = variablesSchema
       rateLimit: { max: env.RATE_LIMIT_MAX, windowMs: env.RATE_LIMIT_WINDOW_MS, syncMs: env.RATE_LIMIT_SYNC_MS },
       /** Bytes of stored payloads (graphs, inputs, outputs, errors) past which a user starts nothing new. */
       storageMaxBytes: env.USER_STORAGE_MAX_BYTES,
+      /**
+       * SECRETS_KEYS (`id:base64key,...`: the first seals, all open), or undefined outside
+       * production: then secrets/load.ts uses a development key kept in a local file.
+       */
+      secretsKeys: env.SECRETS_KEYS,
+      /** Connections and variables one user may have. */
+      connectionsPerUser: env.CONNECTIONS_PER_USER,
+      variablesPerUser: env.VARIABLES_PER_USER,
       /** API keys one user may hold (expired ones included). */
       apiKeysPerUser: env.API_KEYS_PER_USER,
       /** Event streams one user may hold open on this process (each holds a connection and a bus listener). */

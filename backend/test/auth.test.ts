@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import { buildTestApp, cookieHeaderFrom, expectProblem, signUp, uniqueEmail } from './helpers.js';
+import { generateKeyEntry } from '../src/secrets/keyring.js';
 
 describe('authentication', () => {
   let app: App;
@@ -141,7 +142,7 @@ describe('Better Auth’s errors', () => {
 
 describe('authentication in production', () => {
   it('marks the session cookie Secure', async () => {
-    const app = await buildTestApp({ NODE_ENV: 'production', BETTER_AUTH_SECRET: 'x'.repeat(40), AUTH_BASE_URL: 'https://autonode.example/api' });
+    const app = await buildTestApp({ NODE_ENV: 'production', SECRETS_KEYS: generateKeyEntry('k1'), BETTER_AUTH_SECRET: 'x'.repeat(40), AUTH_BASE_URL: 'https://autonode.example/api' });
     try {
       const response = await app.inject({
         method: 'POST',

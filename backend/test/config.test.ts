@@ -1,12 +1,14 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, DEVELOPMENT_AUTH_SECRET, loadConfig } from '../src/config.js';
+import { generateKeyEntry } from '../src/secrets/keyring.js';
 import { runScript } from './process.js';
 
 const productionBase = {
   NODE_ENV: 'production',
   DATABASE_URL: 'postgres://app@db.internal:5432/autonode',
   BETTER_AUTH_SECRET: 'a-private-secret-that-is-long-enough-0123456789',
+  SECRETS_KEYS: generateKeyEntry('k1'),
 };
 
 function errorOf(env: Record<string, string>): string {
@@ -47,6 +49,9 @@ describe('config', () => {
       MIGRATE_ON_START: 'yes',
       AUTH_BASE_URL: 'https://api.example.com/api/',
       BETTER_AUTH_SECRET: 'x'.repeat(32),
+      SECRETS_KEYS: `a:${'A'.repeat(43)}=,b:${'B'.repeat(43)}=`,
+      CONNECTIONS_PER_USER: '4',
+      VARIABLES_PER_USER: '6',
       CORS_ORIGINS: 'https://app.example.com/',
       AUTH_CACHE_TTL_MS: '0',
       AUTH_CACHE_MAX_BYTES: '1048576',
@@ -101,6 +106,9 @@ describe('config', () => {
       },
       rateLimit: { max: 99, windowMs: 2000, syncMs: 250 },
       eventStreamsPerUser: 7,
+      secretsKeys: `a:${'A'.repeat(43)}=,b:${'B'.repeat(43)}=`,
+      connectionsPerUser: 4,
+      variablesPerUser: 6,
       apiKeysPerUser: 11,
       storageMaxBytes: 4096,
       maxPageDataBytes: 65536,
@@ -162,13 +170,25 @@ describe('config', () => {
     [{ TRUST_PROXY: 'maybe' }, 'TRUST_PROXY'],
     [{ MIGRATE_ON_START: 'perhaps' }, 'MIGRATE_ON_START'],
     [{ BETTER_AUTH_SECRET: 'short' }, 'BETTER_AUTH_SECRET'],
+    [{ SECRETS_KEYS: 'k1' }, 'SECRETS_KEYS'],
+    [{ SECRETS_KEYS: 'k1:c2hvcnQ=' }, 'SECRETS_KEYS'],
+    [{ SECRETS_KEYS: `k1:${'A'.repeat(44)},k1:${'B'.repeat(44)}` }, 'SECRETS_KEYS'],
+    [{ SECRETS_KEYS: `bad id:${'A'.repeat(44)}` }, 'SECRETS_KEYS'],
   ])('names the variable in one line when it is invalid: %o', (env, variable) => {
     const message = errorOf(env);
     expect(message).toContain(variable);
     expect(message).not.toContain('\n');
   });
 
-  it('refuses production without DATABASE_URL, or with a missing or development secret', () => {
+  it('never repeats key material in a SECRETS_KEYS error', () => {
+    const material = Buffer.alloc(31, 7).toString('base64');
+    const message = errorOf({ SECRETS_KEYS: `k1:${material}` });
+    expect(message).toContain("key 'k1' must be 32 random bytes");
+    expect(message).not.toContain(material);
+  });
+
+  it('refuses production without DATABASE_URL, SECRETS_KEYS, or with a missing or development secret', () => {
+    expect(errorOf({ ...productionBase, SECRETS_KEYS: '' })).toContain('SECRETS_KEYS: must be set in production');
     expect(() => loadConfig(productionBase)).not.toThrow();
     expect(errorOf({ ...productionBase, DATABASE_URL: '' })).toContain('DATABASE_URL');
     expect(errorOf({ ...productionBase, BETTER_AUTH_SECRET: '' })).toContain('BETTER_AUTH_SECRET');

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runScript } from './process.js';
 import { createScratchDatabase, type ScratchDatabase } from './scratch.js';
+import { generateKeyEntry } from '../src/secrets/keyring.js';
 
 async function dbScript(command: string, env: Record<string, string>) {
   const run = runScript('scripts/db.ts', [command], { NODE_ENV: 'development', LOG_LEVEL: 'warn', ...env });
@@ -51,7 +52,7 @@ describe('database scripts', () => {
   }, 120_000);
 
   it('refuse to reset or nuke in production, and to nuke a production-looking URL', async () => {
-    const production = { NODE_ENV: 'production', DATABASE_URL: 'postgres://u@127.0.0.1:1/x', BETTER_AUTH_SECRET: 'p'.repeat(40) };
+    const production = { NODE_ENV: 'production', SECRETS_KEYS: generateKeyEntry('k1'), DATABASE_URL: 'postgres://u@127.0.0.1:1/x', BETTER_AUTH_SECRET: 'p'.repeat(40) };
     for (const command of ['reset', 'nuke']) {
       const refused = await dbScript(command, production);
       expect(refused.code).toBe(1);

@@ -6,11 +6,14 @@ import { createDbClient } from '../src/db/client.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.js';
 import { runMigrations } from '../src/db/migrate.js';
 import { refusalToWipe } from '../src/db/safeguards.js';
+import { generateKeyEntry } from '../src/secrets/keyring.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
     databaseUrl: string;
     databaseKind: 'external' | 'embedded';
+    /** SECRETS_KEYS for every test app: generated for this run, never stored. */
+    secretsKeys: string;
   }
 }
 
@@ -41,6 +44,7 @@ export default async function setup(project: TestProject) {
 
   project.provide('databaseUrl', url);
   project.provide('databaseKind', embedded ? 'embedded' : 'external');
+  project.provide('secretsKeys', generateKeyEntry('test'));
 
   return async () => {
     await embedded?.stop();

@@ -25,6 +25,7 @@ export function testConfig(overrides: Record<string, string | undefined> = {}): 
     AUTH_RATE_LIMIT_MAX: '100000',
     AUTH_FAILURE_LIMIT: '100000',
     RATE_LIMIT_MAX: '1000000',
+    SECRETS_KEYS: inject('secretsKeys'),
     ...overrides,
   });
 }

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import { buildTestApp, expectProblem, signUp, type SignedInUser } from './helpers.js';
+import { generateKeyEntry } from '../src/secrets/keyring.js';
 
 /**
  * The verified-caller cache is keyed by the session cookie. An attacker who can plant a cookie in
@@ -91,6 +92,7 @@ describe('the __Secure- session cookie beside a decoy (production)', () => {
   beforeAll(async () => {
     app = await buildTestApp({
       NODE_ENV: 'production',
+      SECRETS_KEYS: generateKeyEntry('k1'),
       BETTER_AUTH_SECRET: 'x'.repeat(40),
       AUTH_BASE_URL: 'https://autonode.example/api',
       AUTH_CACHE_TTL_MS: '60000',

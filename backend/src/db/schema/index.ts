@@ -6,3 +6,5 @@ export * from './api-keys.js';
 export * from './idempotency.js';
 export * from './rate-limits.js';
 export * from './usage.js';
+export * from './connections.js';
+export * from './variables.js';
