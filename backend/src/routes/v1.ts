@@ -1,10 +1,12 @@
 import type { FastifyInstance } from 'fastify';
 import { requireUser } from '../auth/plugin.js';
 import { apiKeyRoutes } from './api-keys/index.js';
+import { connectionRoutes } from './connections/index.js';
 import { executionRoutes } from './executions/index.js';
 import { jobRoutes } from './jobs/index.js';
 import { meRoutes } from './me/index.js';
 import { usageRoutes } from './usage/index.js';
+import { variableRoutes } from './variables/index.js';
 import { workflowRoutes } from './workflows/index.js';
 
 /**
@@ -24,4 +26,6 @@ export async function v1Routes(v1: FastifyInstance) {
   await v1.register(jobRoutes);
   await v1.register(executionRoutes);
   await v1.register(apiKeyRoutes);
+  await v1.register(connectionRoutes);
+  await v1.register(variableRoutes);
 }
