@@ -17,13 +17,15 @@ DECLARE
   is_connection boolean := TG_TABLE_NAME = 'connections';
   r record;
 BEGIN
-  FOR r IN
-    WITH changes AS (
-      SELECT "user_id", 1 AS n, "payload_bytes" AS bytes FROM new_rows WHERE TG_OP IN ('INSERT', 'UPDATE')
-      UNION ALL
-      SELECT "user_id", -1 AS n, -"payload_bytes" AS bytes FROM old_rows WHERE TG_OP IN ('DELETE', 'UPDATE')
-    )
-    SELECT "user_id", sum(n)::int AS n, sum(bytes)::bigint AS bytes FROM changes GROUP BY "user_id" ORDER BY "user_id"
+  -- A transition table exists only for the operations that have it: INSERT has new_rows, DELETE
+  -- old_rows, UPDATE both; each branch names only what its operation has.
+  FOR r IN EXECUTE format(
+    'SELECT "user_id", sum(n)::int AS n, sum(bytes)::bigint AS bytes FROM (%s) changes GROUP BY "user_id" ORDER BY "user_id"',
+    CASE TG_OP
+      WHEN 'INSERT' THEN 'SELECT "user_id", 1 AS n, "payload_bytes" AS bytes FROM new_rows'
+      WHEN 'DELETE' THEN 'SELECT "user_id", -1 AS n, -"payload_bytes" AS bytes FROM old_rows'
+      ELSE 'SELECT "user_id", 0 AS n, "payload_bytes" AS bytes FROM new_rows UNION ALL SELECT "user_id", 0, -"payload_bytes" FROM old_rows'
+    END)
   LOOP
     IF r.n <> 0 OR r.bytes <> 0 THEN
       PERFORM "usage_add_settings"(r."user_id", CASE WHEN is_connection THEN r.n ELSE 0 END, CASE WHEN is_connection THEN 0 ELSE r.n END, r.bytes);

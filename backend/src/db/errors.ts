@@ -35,6 +35,16 @@ export function isDataException(error: unknown): boolean {
   return sqlState(error)?.startsWith('22') ?? false;
 }
 
+/** 23505 on the named unique index: the value is taken (a name already in use, say). */
+export function isUniqueViolation(error: unknown, indexName: string): boolean {
+  for (let current: unknown = error, depth = 0; current && depth < 5; depth++) {
+    const fields = current as { code?: unknown; constraint_name?: unknown };
+    if (fields.code === '23505') return fields.constraint_name === indexName;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
 /** 23503: a row refers to one that is not (or no longer) there. */
 export function isForeignKeyViolation(error: unknown): boolean {
   return sqlState(error) === '23503';

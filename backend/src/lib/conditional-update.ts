@@ -69,9 +69,21 @@ export async function updateIfMatch<T extends VersionedTable>(
   });
 }
 
-/** Deletes one of the caller's rows under If-Match; false when the caller has no such row. */
-export async function removeIfMatch<T extends VersionedTable>(db: Db, table: T, userId: string, id: string, ifMatch: string | undefined): Promise<boolean> {
+/**
+ * Deletes one of the caller's rows under If-Match; false when the caller has no such row.
+ * `guard` (in the same transaction, on the locked row, after If-Match) may refuse the delete by
+ * throwing: what it checks cannot change before the row goes.
+ */
+export async function removeIfMatch<T extends VersionedTable>(
+  db: Db,
+  table: T,
+  userId: string,
+  id: string,
+  ifMatch: string | undefined,
+  guard?: (tx: Db, current: T['$inferSelect']) => Promise<void>,
+): Promise<boolean> {
   const removed = await writeIfMatch(db, table, userId, id, ifMatch, async (tx, current) => {
+    if (guard) await guard(tx, current);
     await tx.delete(table).where(eq(table.id, current.id));
     return true;
   });

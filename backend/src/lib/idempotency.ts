@@ -124,7 +124,9 @@ function idempotencyScope(request: FastifyRequest): string {
  * The route side of an Idempotency-Key: runs `execute` through withIdempotency, scoped to this
  * method, route and parameters for the caller, keyed on the request's body and query, and answers with the
  * stored status, Location and body. `respond` may add to what is sent (the first answer of an
- * API-key creation carries the secret, which is never stored for a replay).
+ * API-key creation carries the secret, which is never stored for a replay). `fingerprint` is what
+ * identifies the request instead of its body and query: a body that carries a secret passes one
+ * with a keyed digest of the secret, so the stored hash cannot confirm a guess of it.
  */
 export async function replyIdempotently<Body>(
   db: Db,
@@ -132,6 +134,7 @@ export async function replyIdempotently<Body>(
   reply: FastifyReply,
   execute: () => Promise<StoredResponse<Body>>,
   respond: (body: Body, replayed: boolean) => unknown = (body) => body,
+  fingerprint: unknown = { body: request.body ?? null, query: request.query ?? null },
 ): Promise<FastifyReply> {
   const result = await withIdempotency(
     db,
@@ -139,7 +142,7 @@ export async function replyIdempotently<Body>(
       userId: request.user.id,
       scope: idempotencyScope(request),
       key: request.headers['idempotency-key'],
-      request: { body: request.body ?? null, query: request.query ?? null },
+      request: fingerprint,
     },
     execute,
   );
