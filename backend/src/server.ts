@@ -17,7 +17,7 @@ async function main(): Promise<void> {
     }
     const auth = createAuth({ config, db: database.db, logger });
     const app = await buildApp({ config, database, auth, logger });
-    const engine = config.engine.enabled ? new Engine({ lifecycle: app.executions, bus: app.bus, config: config.engine, logger, db: app.database.db }) : undefined;
+    const engine = config.engine.enabled ? new Engine({ lifecycle: app.executions, bus: app.bus, config: config.engine, logger, db: app.database.db, keyring: app.keyring }) : undefined;
 
     if (engine) {
       // Registered last, so it runs first among onClose hooks (last-added first): after in-flight

@@ -7,6 +7,7 @@ import { Engine } from './engine/engine.js';
 import { ExecutionLifecycle } from './executions/lifecycle.js';
 import { ExecutionReads } from './executions/reads.js';
 import { createLogger } from './logger.js';
+import { loadKeyring } from './secrets/load.js';
 
 /**
  * The engine without HTTP (`npm run worker`): run as many as the work needs, beside the API
@@ -19,6 +20,8 @@ async function main(): Promise<void> {
     }
   });
   const logger = createLogger(config);
+  // Before the database: a worker that cannot open the stored secrets does not start.
+  const keyring = await loadKeyring(config, logger);
   const database = await openDatabase(config, logger, 'autonode-worker');
   if (config.db.migrateOnStart) await runMigrations(database.db, logger);
   const bus = createEventBus(database, logger);
@@ -27,7 +30,7 @@ async function main(): Promise<void> {
     maxStorageBytes: config.storageMaxBytes,
     maxWaitingPerUser: config.engine.userWaitingMax,
   });
-  const engine = new Engine({ lifecycle, bus, config: config.engine, logger, db: database.db });
+  const engine = new Engine({ lifecycle, bus, config: config.engine, logger, db: database.db, keyring });
 
   // The same order as the app's: the engine hands back its work, the bus unlistens, the pool ends.
   closeWithGrace({ delay: config.shutdownGraceMs, logger }, async ({ signal, err }) => {

@@ -9,7 +9,7 @@ import { testConfig, type SignedInUser } from './helpers.js';
 export function startEngine(app: App, overrides: Record<string, string> = {}): Engine {
   const config = testConfig({ ENGINE_POLL_MS: '50', ENGINE_LEASE_MS: '3000', ENGINE_HTTP_ALLOW: '127.0.0.1', ...overrides });
   // Warnings and errors of the engine reach the test output; the rest stays quiet.
-  const engine = new Engine({ lifecycle: app.executions, bus: app.bus, config: config.engine, logger: pino({ level: 'warn' }), db: app.database.db });
+  const engine = new Engine({ lifecycle: app.executions, bus: app.bus, config: config.engine, logger: pino({ level: 'warn' }), db: app.database.db, keyring: app.keyring });
   engine.start();
   return engine;
 }

@@ -7,7 +7,9 @@ import type { Db } from '../db/client.js';
 import { isDatabaseUnavailable } from '../db/errors.js';
 import { purgeExpiredIdempotencyKeys } from '../lib/idempotency.js';
 import type { ClaimedExecution, ExecutionLifecycle } from '../executions/lifecycle.js';
+import type { Keyring } from '../secrets/keyring.js';
 import { ExpressionPool } from './expression-pool.js';
+import { RunResources } from './run-resources.js';
 import { ExecutionRunner } from './runner.js';
 
 /** How often expired rows are deleted (housekeeping). */
@@ -23,8 +25,10 @@ export interface EngineDeps {
   readonly bus: EventBus;
   readonly config: EngineConfig;
   readonly logger: Logger;
-  /** The service's database, for housekeeping that belongs to no execution. */
+  /** The service's database: housekeeping that belongs to no execution, and the connections and variables steps read. */
   readonly db: Db;
+  /** Opens the stored secrets (connections, secret variables) that steps use. */
+  readonly keyring: Keyring;
 }
 
 /**
@@ -57,6 +61,7 @@ export class Engine {
         http: { allow: deps.config.http.allow, maxResponseBytes: deps.config.http.maxResponseBytes, defaultTimeoutMs: deps.config.http.timeoutMs },
         now: () => new Date(),
         expressions: this.expressions,
+        resources: new RunResources(deps.db, deps.keyring, this.log),
       },
       this.log,
     );

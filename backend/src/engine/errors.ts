@@ -24,5 +24,19 @@ export class StepError extends Error {
  * DELAY_TOO_LONG: a delay's `ms` or `until` (from a template) lies beyond the longest wait.
  * STEP_OUTPUT_TOO_LARGE: the output's JSON is over ENGINE_MAX_PAYLOAD_BYTES. UNSTORABLE_VALUE: the
  * output holds text the database cannot store (a NUL character, an unpaired surrogate).
+ * CONNECTION_NOT_FOUND: the `http.request` names a connection the user no longer has (deleted or
+ * renamed since the save). CONNECTION_ORIGIN_MISMATCH: its url (from a template) leads to another
+ * origin than the connection's baseUrl. SECRET_NOT_FOUND: a `{{ $secrets.KEY }}` names no secret
+ * variable (deleted, or made plain, since the save). SECRET_UNREADABLE: a stored secret the step
+ * needs cannot be decrypted (altered in the database, or its key removed from SECRETS_KEYS).
  */
-export type StepErrorCode = 'EXPRESSION_TIMEOUT' | 'EXPRESSION_TOO_LARGE' | 'DELAY_TOO_LONG' | 'STEP_OUTPUT_TOO_LARGE' | 'UNSTORABLE_VALUE';
+export type StepErrorCode =
+  | 'EXPRESSION_TIMEOUT'
+  | 'EXPRESSION_TOO_LARGE'
+  | 'DELAY_TOO_LONG'
+  | 'STEP_OUTPUT_TOO_LARGE'
+  | 'UNSTORABLE_VALUE'
+  | 'CONNECTION_NOT_FOUND'
+  | 'CONNECTION_ORIGIN_MISMATCH'
+  | 'SECRET_NOT_FOUND'
+  | 'SECRET_UNREADABLE';

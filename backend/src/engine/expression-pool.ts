@@ -3,15 +3,26 @@ import { setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { StepError } from './errors.js';
-import { defaultExpressionLimits, type ExpressionLimits, type ExpressionScope } from './expressions.js';
+import { defaultExpressionLimits, type ExpressionBindings, type ExpressionLimits, type ExpressionScope } from './expressions.js';
 import type { ExpressionTask, FailedEvaluation, NeededParts, SentPart, SentScope, SuppliedParts, WorkerReply } from './expression-worker.js';
 
 /** How nodes evaluate expressions: never in the engine's process (see ExpressionPool). */
 export interface ExpressionEvaluator {
   /** One JSONata expression (transform, condition); JSONata's "nothing" is null. */
-  evaluate(expression: string, scope: ExpressionScope): Promise<unknown>;
+  evaluate(expression: string, scope: ExpressionScope, bindings?: ExpressionBindings): Promise<unknown>;
   /** Every `{{ }}` template in one node's params, under one budget of time and count. */
-  resolveTemplates(value: unknown, scope: ExpressionScope): Promise<unknown>;
+  resolveTemplates(value: unknown, scope: ExpressionScope, bindings?: ExpressionBindings): Promise<unknown>;
+}
+
+/**
+ * The evaluator of one step: every call gets the step's bindings (`$vars`), so nodes evaluate
+ * as they always do. Bindings a call passes itself take precedence.
+ */
+export function bindExpressions(evaluator: ExpressionEvaluator, bindings: ExpressionBindings): ExpressionEvaluator {
+  return {
+    evaluate: (expression, scope, own) => evaluator.evaluate(expression, scope, { ...bindings, ...own }),
+    resolveTemplates: (value, scope, own) => evaluator.resolveTemplates(value, scope, { ...bindings, ...own }),
+  };
 }
 
 export interface ExpressionPoolOptions {
@@ -58,6 +69,8 @@ type Request = { readonly kind: 'evaluate'; readonly expression: string } | { re
 interface QueuedTask {
   readonly request: Request;
   readonly scope: ExpressionScope;
+  /** Only those the request's text mentions (see boundIn): the rest are never copied to a worker. */
+  readonly bindings: ExpressionBindings | undefined;
   readonly resolve: (value: unknown) => void;
   readonly reject: (error: unknown) => void;
 }
@@ -103,14 +116,16 @@ export class ExpressionPool implements ExpressionEvaluator {
     process.on('exit', this.killWorkers);
   }
 
-  evaluate(expression: string, scope: ExpressionScope): Promise<unknown> {
-    return this.submit({ kind: 'evaluate', expression }, scope);
+  evaluate(expression: string, scope: ExpressionScope, bindings?: ExpressionBindings): Promise<unknown> {
+    const request: Request = { kind: 'evaluate', expression };
+    return this.submit(request, scope, boundIn(request, bindings));
   }
 
-  resolveTemplates(value: unknown, scope: ExpressionScope): Promise<unknown> {
+  resolveTemplates(value: unknown, scope: ExpressionScope, bindings?: ExpressionBindings): Promise<unknown> {
     // Params without a template come back as they are: one linear scan, no evaluation at all.
     if (!containsTemplate(value)) return Promise.resolve(value);
-    return this.submit({ kind: 'resolve', value }, scope);
+    const request: Request = { kind: 'resolve', value };
+    return this.submit(request, scope, boundIn(request, bindings));
   }
 
   /** Ends every worker; tasks still queued or running are rejected. */
@@ -133,10 +148,10 @@ export class ExpressionPool implements ExpressionEvaluator {
     await Promise.all(exits);
   }
 
-  private submit(request: Request, scope: ExpressionScope): Promise<unknown> {
+  private submit(request: Request, scope: ExpressionScope, bindings: ExpressionBindings | undefined): Promise<unknown> {
     if (this.closed) return Promise.reject(new Error('the expression pool is closed'));
     return new Promise((resolve, reject) => {
-      this.queue.push({ request, scope, resolve, reject });
+      this.queue.push({ request, scope, bindings, resolve, reject });
       this.pump();
     });
   }
@@ -186,7 +201,7 @@ export class ExpressionPool implements ExpressionEvaluator {
     worker.current = queued;
     this.hold(worker, true);
     worker.timer = setTimeout(() => this.killOverBudget(worker), this.options.timeoutMs + KILL_GRACE_MS);
-    const task: ExpressionTask = { ...queued.request, scope: sendable(queued.scope), limits: this.limits };
+    const task: ExpressionTask = { ...queued.request, scope: sendable(queued.scope), limits: this.limits, ...(queued.bindings ? { bindings: queued.bindings } : {}) };
     this.send(worker, queued, task);
   }
 
@@ -313,13 +328,32 @@ function tooLargeError(request: Request, maxHeapMb: number): StepError {
   return new StepError(message, { retryable: false, code: 'EXPRESSION_TOO_LARGE', details: request.kind === 'evaluate' ? { expression: request.expression } : {} });
 }
 
+/**
+ * The bindings sent with a request: `$vars` only when its text names it (a template's text is in
+ * the value's strings), so most tasks copy no variables to the worker. JSONata cannot list its
+ * bindings, so only a name built at run time (`$eval("$" & "vars")`) could miss them: it finds
+ * nothing, as it would for any unknown name. Undefined when none is sent.
+ */
+function boundIn(request: Request, bindings: ExpressionBindings | undefined): ExpressionBindings | undefined {
+  if (bindings?.vars === undefined) return undefined;
+  const mentionsVars = request.kind === 'evaluate' ? request.expression.includes(VARS_BINDING) : containsText(request.value, VARS_BINDING);
+  return mentionsVars ? { vars: bindings.vars } : undefined;
+}
+
+const VARS_BINDING = '$vars';
+
 /** Whether any string in `value` (at any depth; keys aside) opens a `{{ }}` template. */
 function containsTemplate(value: unknown): boolean {
+  return containsText(value, '{{');
+}
+
+/** Whether any string in `value` (at any depth; keys aside) contains `text`. */
+function containsText(value: unknown, text: string): boolean {
   const pending: unknown[] = [value];
   while (pending.length > 0) {
     const item = pending.pop();
     if (typeof item === 'string') {
-      if (item.includes('{{')) return true;
+      if (item.includes(text)) return true;
     } else if (Array.isArray(item)) {
       for (const element of item) pending.push(element);
     } else if (typeof item === 'object' && item !== null) {

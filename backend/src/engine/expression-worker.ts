@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { StepError, type StepErrorCode } from './errors.js';
-import { evaluateExpression, resolveTemplates, type ExpressionLimits, type ExpressionScope } from './expressions.js';
+import { evaluateExpression, resolveTemplates, type ExpressionBindings, type ExpressionLimits, type ExpressionScope } from './expressions.js';
 
 /**
  * The child-process side of the expression pool (expression-pool.ts): one task at a time, each a
@@ -21,9 +21,10 @@ export interface SentScope {
 }
 export type SentPart = { readonly value: unknown } | { readonly withheld: true };
 
+/** `bindings` is present only when the task's text mentions one of them (`$vars`). */
 export type ExpressionTask =
-  | { readonly kind: 'evaluate'; readonly expression: string; readonly scope: SentScope; readonly limits: ExpressionLimits }
-  | { readonly kind: 'resolve'; readonly value: unknown; readonly scope: SentScope; readonly limits: ExpressionLimits };
+  | { readonly kind: 'evaluate'; readonly expression: string; readonly scope: SentScope; readonly limits: ExpressionLimits; readonly bindings?: ExpressionBindings }
+  | { readonly kind: 'resolve'; readonly value: unknown; readonly scope: SentScope; readonly limits: ExpressionLimits; readonly bindings?: ExpressionBindings };
 
 /** The withheld parts the evaluation read, and then their values. */
 export interface NeededParts {
@@ -91,7 +92,9 @@ function scopeOf(sent: SentScope, supplied: SuppliedParts | undefined, reads: Re
 }
 
 function evaluate(task: ExpressionTask, scope: ExpressionScope, deadline: number): Promise<unknown> {
-  return task.kind === 'evaluate' ? evaluateExpression(task.expression, scope, task.limits, deadline) : resolveTemplates(task.value, scope, task.limits, deadline);
+  return task.kind === 'evaluate'
+    ? evaluateExpression(task.expression, scope, task.limits, deadline, task.bindings)
+    : resolveTemplates(task.value, scope, task.limits, deadline, task.bindings);
 }
 
 async function run(task: ExpressionTask, askFor: (parts: NeededParts) => Promise<SuppliedParts>): Promise<WorkerReply> {

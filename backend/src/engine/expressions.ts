@@ -8,6 +8,14 @@ export interface ExpressionScope {
   steps: Record<string, unknown>;
 }
 
+/**
+ * Values bound as `$name` for every expression of one call, beside the root scope (so `$$` stays
+ * `{ input, steps }`): `vars` is `$vars`, the caller's non-secret variables.
+ */
+export interface ExpressionBindings {
+  readonly vars?: Readonly<Record<string, unknown>>;
+}
+
 export interface ExpressionLimits {
   /** Wall-clock budget of one call: one expression, or every template of one value together. */
   timeoutMs: number;
@@ -36,14 +44,21 @@ interface Budget {
   readonly limits: ExpressionLimits;
   readonly deadline: number;
   readonly scope: 'expression' | 'templates';
+  /** Given to JSONata as its bindings, the same for every expression of the call. */
+  readonly bindings: ExpressionBindings | undefined;
   templates: number;
   resultBytes: number;
 }
 
 /** `deadline` (a performance.now() time) continues a budget begun earlier; else it starts now. */
-function budgetOf(limits: Partial<ExpressionLimits> | undefined, scope: Budget['scope'], deadline: number | undefined): Budget {
+function budgetOf(
+  limits: Partial<ExpressionLimits> | undefined,
+  scope: Budget['scope'],
+  deadline: number | undefined,
+  bindings: ExpressionBindings | undefined,
+): Budget {
   const full = { ...defaultExpressionLimits, ...limits };
-  return { limits: full, deadline: deadline ?? performance.now() + full.timeoutMs, scope, templates: 0, resultBytes: 0 };
+  return { limits: full, deadline: deadline ?? performance.now() + full.timeoutMs, scope, bindings, templates: 0, resultBytes: 0 };
 }
 
 // JSONata's guardrail error codes (jsonata >= 2.2).
@@ -62,8 +77,9 @@ export async function evaluateExpression(
   scope: ExpressionScope,
   limits?: Partial<ExpressionLimits>,
   deadline?: number,
+  bindings?: ExpressionBindings,
 ): Promise<unknown> {
-  return nullIfUndefined(await evaluateToJsonValue(expression, scope, budgetOf(limits, 'expression', deadline)));
+  return nullIfUndefined(await evaluateToJsonValue(expression, scope, budgetOf(limits, 'expression', deadline, bindings)));
 }
 
 const nullIfUndefined = (value: unknown): unknown => (value === undefined ? null : value);
@@ -81,8 +97,9 @@ export async function resolveTemplates(
   scope: ExpressionScope,
   limits?: Partial<ExpressionLimits>,
   deadline?: number,
+  bindings?: ExpressionBindings,
 ): Promise<unknown> {
-  return resolveValue(value, scope, budgetOf(limits, 'templates', deadline), '');
+  return resolveValue(value, scope, budgetOf(limits, 'templates', deadline, bindings), '');
 }
 
 /** Checks an expression compiles; returns the error message or null (used for validation). */
@@ -130,7 +147,8 @@ async function evaluateToJsonValue(
   let rawResult: unknown;
   try {
     const compiled = jsonata(expression, { timeout: remainingMs, stack: limits.maxDepth });
-    rawResult = await compiled.evaluate(scope);
+    // Each binding is a `$name` (vars is `$vars`); the copy is a plain object, as JSONata's type wants.
+    rawResult = await compiled.evaluate(scope, budget.bindings === undefined ? undefined : { ...budget.bindings });
   } catch (error) {
     throw toStepError(error, expression, budget);
   }
@@ -182,7 +200,21 @@ function isJsonataFunction(value: unknown): boolean {
 // ---------------------------------------------------------------------------------------------
 // Templates
 
-type TemplatePart = { kind: 'text'; text: string } | { kind: 'expression'; source: string };
+export type TemplatePart = { kind: 'text'; text: string } | { kind: 'expression'; source: string };
+
+/**
+ * The literal text and `{{ }}` expressions of a string, read exactly as template resolution reads
+ * them (so a check made on them holds for what runs); null when a "{{" is never closed.
+ * Joining text parts as they are and expression parts as `{{source}}` gives the string back.
+ */
+export function templateParts(text: string): TemplatePart[] | null {
+  try {
+    return parseTemplate(text, '');
+  } catch (error) {
+    if (error instanceof StepError) return null;
+    throw error;
+  }
+}
 
 async function resolveValue(value: unknown, scope: ExpressionScope, budget: Budget, path: string): Promise<unknown> {
   if (typeof value === 'string') return resolveString(value, scope, budget, path);

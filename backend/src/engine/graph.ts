@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { ProblemFieldError } from '../lib/problem.js';
 import { isNodeType, nodeDefinition, nodeTypes } from './registry.js';
+import { secretUsage } from './secret-templates.js';
 
 /** Bounds on a graph: a workflow is drawn by a person, and every node costs a step row per run. */
 export const MAX_NODES = 200;
@@ -83,9 +84,9 @@ export function validateGraph(nodes: readonly WorkflowNode[], edges: readonly Wo
     const definition = nodeDefinition(node.type);
     const params = definition.params.safeParse(node.params);
     const paramIssues = params.success ? (definition.checkAtSave?.(params.data, now) ?? []) : params.error.issues;
-    for (const issue of paramIssues) {
-      const where = issue.path.length > 0 ? `.${issue.path.join('.')}` : '';
-      errors.push({ path: `nodes[${index}].params${where}`, message: issue.message });
+    // `$secrets` only as `{{ $secrets.KEY }}` in http.request params: whether each KEY exists needs the database (the repository checks).
+    for (const issue of [...paramIssues, ...secretUsage(node.type, node.params).issues]) {
+      errors.push({ path: paramPath(index, issue.path), message: issue.message });
     }
   });
 
@@ -109,6 +110,12 @@ export function validateGraph(nodes: readonly WorkflowNode[], edges: readonly Wo
     if (cycleEdge !== undefined) errors.push({ path: `edges[${cycleEdge}]`, message: 'closes a cycle: a workflow graph must be acyclic' });
   }
   return errors;
+}
+
+/** `nodes[2].params.headers.Authorization`: where a param issue is, as the errors of a refused graph name it. */
+export function paramPath(nodeIndex: number, path: readonly PropertyKey[]): string {
+  const where = path.length > 0 ? `.${path.map(String).join('.')}` : '';
+  return `nodes[${nodeIndex}].params${where}`;
 }
 
 /** Depth-first search; returns the index of an edge that closes a cycle (a back edge), if any. */

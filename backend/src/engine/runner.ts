@@ -5,9 +5,11 @@ import { isDatabaseError } from '../db/errors.js';
 import type { NodeResult } from './nodes/types.js';
 import type { ClaimedExecution, ExecutionLifecycle, StepChange, StepState } from '../executions/lifecycle.js';
 import type { HttpGuard } from './http-request.js';
-import type { ExpressionEvaluator } from './expression-pool.js';
+import { bindExpressions, type ExpressionEvaluator } from './expression-pool.js';
 import { executionOutput, planNext } from './plan.js';
+import type { Redactor } from './redaction.js';
 import { isNodeType, nodeDefinition } from './registry.js';
+import { noStepResources, type StepResources, type StepResourceSource } from './run-resources.js';
 
 /** Node types that finish at once (no I/O): they go straight to completed, with no `running` write. */
 const instantTypes = new Set(['trigger.manual', 'trigger.schedule', 'transform', 'condition']);
@@ -16,6 +18,8 @@ export interface RunnerSettings {
   readonly http: HttpGuard;
   readonly now: () => Date;
   readonly expressions: ExpressionEvaluator;
+  /** Each step's connection, variables and secrets, read when it runs. */
+  readonly resources: StepResourceSource;
 }
 
 /** Why a run stopped before its end: handed back (delay, backoff, shutdown) or taken away (cancel, lost lease). */
@@ -36,6 +40,13 @@ function errorRecord(error: unknown, nodeId?: string): Record<string, unknown> {
   // A database's message (SQL, values, constraint names) is for the log, never for the user.
   if (isDatabaseError(error)) return { ...(nodeId ? { nodeId } : {}), message: 'the step failed because of a database error' };
   return { ...(nodeId ? { nodeId } : {}), message: error instanceof Error ? error.message : String(error) };
+}
+
+/** The step's result with every secret the redactor knows masked (the same object when it knows none). */
+function redactResult(result: NodeResult, redactor: Redactor): NodeResult {
+  if (!redactor.active) return result;
+  if ('waitUntil' in result) return { waitUntil: result.waitUntil, input: redactor.value(result.input) };
+  return { output: redactor.value(result.output), ...(result.input === undefined ? {} : { input: redactor.value(result.input) }) };
 }
 
 /**
@@ -133,17 +144,33 @@ export class ExecutionRunner {
       if (!(await this.writeStep(execution, running, { started: true }))) return { kind: 'lost' };
     }
 
+    // The connection, variables and secrets the node names, as they are now. A delay that is only
+    // waiting reads the time recorded in its row: it evaluates nothing.
+    let resources: StepResources;
+    try {
+      resources = isWaitingDelay ? noStepResources : await this.settings.resources.forStep(execution.userId, node);
+    } catch (error) {
+      if (signal.aborted) return { kind: 'lost' };
+      // As for the writes, a database error is not the step's failure: the run stops, and is taken up again once its lease expires.
+      if (!(error instanceof StepError)) throw error;
+      return this.failAttempt(execution, node, steps, attempt, error);
+    }
+    // Knows the secrets this step uses: everything recorded, streamed or logged about the step goes
+    // through it, so a secret reads `[secret]` wherever it would have shown (API.md, Variables).
+    const { redactor } = resources;
+
     let executed: NodeResult;
     try {
       if (!isNodeType(node.type)) throw new StepError(`unknown node type '${node.type}'`, { retryable: false });
       const definition = nodeDefinition(node.type);
       const params = definition.params.parse(node.params);
-      const result = await definition.execute(params, { scope, signal, step: previous, http: this.settings.http, now: this.settings.now, expressions: this.settings.expressions });
+      const expressions = resources.vars === undefined ? this.settings.expressions : bindExpressions(this.settings.expressions, { vars: resources.vars });
+      const result = await definition.execute(params, { scope, signal, step: previous, http: this.settings.http, now: this.settings.now, expressions, resources });
       if (signal.aborted) return { kind: 'lost' };
-      executed = result;
+      executed = redactResult(result, redactor);
     } catch (error) {
       if (signal.aborted) return { kind: 'lost' };
-      return this.failAttempt(execution, node, steps, attempt, error);
+      return this.failAttempt(execution, node, steps, attempt, redactor.error(error));
     }
 
     // The writes stay outside the try: a database error is not the step's failure (and its message is never recorded).

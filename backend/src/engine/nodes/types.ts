@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import type { ExpressionScope } from '../expressions.js';
 import type { ExpressionEvaluator } from '../expression-pool.js';
 import type { HttpGuard } from '../http-request.js';
+import type { StepResources } from '../run-resources.js';
 import type { StepState } from '../../executions/lifecycle.js';
 
 export interface NodeContext {
@@ -13,8 +14,10 @@ export interface NodeContext {
   readonly step: StepState | undefined;
   readonly http: HttpGuard;
   readonly now: () => Date;
-  /** Evaluates the node's expressions and templates, off the main thread and within their budget. */
+  /** Evaluates the node's expressions and templates, off the main thread and within their budget; `$vars` is bound. */
   readonly expressions: ExpressionEvaluator;
+  /** The connection and secrets the node's params name, read for this step (API.md, Connections and Variables). */
+  readonly resources: StepResources;
 }
 
 /** A finished step, with the input it ran with (resolved params) for the step row. */

@@ -16,6 +16,7 @@ import {
   type SortKeys,
 } from '../../lib/pagination.js';
 import { ProblemError } from '../../lib/problem.js';
+import { assertGraphResources } from './graph-resources.js';
 import type { CreateWorkflowInput, UpdateWorkflowInput, WorkflowDto, WorkflowVersionDto, WorkflowVersionSummaryDto } from './schemas.js';
 
 type WorkflowRow = typeof workflows.$inferSelect;
@@ -58,6 +59,7 @@ async function recordVersion(db: Db, row: WorkflowRow): Promise<void> {
 export async function create(db: Db, userId: string, input: CreateWorkflowInput): Promise<WorkflowRow> {
   assertValidGraph(input.nodes, input.edges);
   return db.transaction(async (tx) => {
+    await assertGraphResources(tx, userId, input.nodes);
     const [row] = await tx
       .insert(workflows)
       .values({ userId, name: input.name, description: input.description, nodes: input.nodes, edges: input.edges })
@@ -80,10 +82,13 @@ export async function update(db: Db, userId: string, id: string, input: UpdateWo
     userId,
     id,
     ifMatch,
-    (_tx, current) => {
+    async (tx, current) => {
       const nodes = input.nodes ?? current.nodes;
       const edges = input.edges ?? current.edges;
-      if (input.nodes !== undefined || input.edges !== undefined) assertValidGraph(nodes, edges);
+      if (input.nodes !== undefined || input.edges !== undefined) {
+        assertValidGraph(nodes, edges);
+        await assertGraphResources(tx, userId, nodes);
+      }
       return { name: input.name ?? current.name, description: input.description ?? current.description, nodes, edges };
     },
     recordVersion,

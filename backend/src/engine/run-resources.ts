@@ -1,0 +1,267 @@
+import { and, eq, inArray, sql } from 'drizzle-orm';
+import type { Logger } from 'pino';
+import type { Db } from '../db/client.js';
+import { connections, variables, type ConnectionAuthType } from '../db/schema/index.js';
+import { SecretUnreadableError, type Keyring, type SecretBinding } from '../secrets/keyring.js';
+import { StepError } from './errors.js';
+import type { WorkflowNode } from './graph.js';
+import { Redactor, secretForms } from './redaction.js';
+import { secretKeysIn } from './secret-templates.js';
+
+/**
+ * What one step reads of its user's settings when it runs (API.md, Connections and Variables):
+ * the connection its `http.request` names, the non-secret variables its expressions read as
+ * `$vars`, and the secret variables it names as `{{ $secrets.KEY }}`. Always the rows as they are
+ * now, never as they were when the workflow was saved. A step whose params mention none of them
+ * costs no query at all.
+ */
+
+/** How a connection authenticates, with its secret opened. */
+export type ConnectionAuth =
+  | { readonly type: 'none' }
+  | { readonly type: 'bearer'; readonly secret: string }
+  | { readonly type: 'basic'; readonly username: string; readonly secret: string }
+  | { readonly type: 'header' | 'query'; readonly name: string; readonly secret: string };
+
+export interface StepConnection {
+  readonly id: string;
+  readonly name: string;
+  readonly baseUrl: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly auth: ConnectionAuth;
+}
+
+export interface StepResources {
+  /** `$vars`: the variables read (all of them, or those named as `$vars.KEY`); undefined when no expression mentions `$vars`. */
+  readonly vars: Readonly<Record<string, unknown>> | undefined;
+  /** Secret variables' values by key: exactly those the params name. */
+  readonly secrets: ReadonlyMap<string, string>;
+  /** The connection the params name, if any. */
+  readonly connection: StepConnection | undefined;
+  /** Masks every secret above, in every form it is sent in, wherever the step's data is recorded or logged. */
+  readonly redactor: Redactor;
+}
+
+export const noStepResources: StepResources = { vars: undefined, secrets: new Map(), connection: undefined, redactor: Redactor.none };
+
+/** Where the runner gets a step's resources (an interface, so the runner does not depend on the database). */
+export interface StepResourceSource {
+  forStep(userId: string, node: WorkflowNode): Promise<StepResources>;
+}
+
+/** `all` when an expression reads `$vars` other than as `$vars.KEY` (`$keys($vars)`, `$lookup($vars, k)`). */
+type VarsNeed = { readonly kind: 'none' } | { readonly kind: 'keys'; readonly keys: readonly string[] } | { readonly kind: 'all' };
+
+export interface StepNeeds {
+  readonly connection: string | undefined;
+  readonly secretKeys: readonly string[];
+  readonly vars: VarsNeed;
+}
+
+/** `$vars` not followed by a name character (else it is another variable, `$varsOld`), and the key when it is `$vars.KEY`. */
+const VARS_REFERENCE = /\$vars(?![\w$])(?:\.([A-Za-z_]\w*)(?![\w$]))?/g;
+
+/** What a node's params ask for, read from their text (no evaluation). */
+export function stepNeeds(node: WorkflowNode): StepNeeds {
+  const keys = new Set<string>();
+  let readsAllVars = false;
+  let mentionsVars = false;
+  forEachStringValue(node.params, (text) => {
+    if (!text.includes('$vars')) return;
+    for (const match of text.matchAll(VARS_REFERENCE)) {
+      mentionsVars = true;
+      if (match[1] === undefined) readsAllVars = true;
+      else keys.add(match[1]);
+    }
+  });
+  const vars: VarsNeed = !mentionsVars ? { kind: 'none' } : readsAllVars ? { kind: 'all' } : { kind: 'keys', keys: [...keys] };
+  const connection = node.type === 'http.request' && typeof node.params.connection === 'string' ? node.params.connection : undefined;
+  return { connection, secretKeys: secretKeysIn(node.type, node.params), vars };
+}
+
+/** A connection is stamped at most this often, per process (and, in SQL, per database). */
+const LAST_USED_RESOLUTION_MS = 60_000;
+/** Past this many remembered stamps, the expired ones are forgotten (the map does not grow with every connection ever used). */
+const LAST_USED_MEMORY = 10_000;
+
+/** The engine's StepResourceSource: reads from the database, opens secrets with the keyring. */
+export class RunResources implements StepResourceSource {
+  /** Per node of the snapshots being run: its needs, read once however many attempts it takes. */
+  private readonly needsByNode = new WeakMap<WorkflowNode, StepNeeds>();
+  /** Per connection: when this process last stamped its lastUsedAt (ms). */
+  private readonly stampedAt = new Map<string, number>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly keyring: Keyring,
+    private readonly logger: Logger,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  async forStep(userId: string, node: WorkflowNode): Promise<StepResources> {
+    let needs = this.needsByNode.get(node);
+    if (needs === undefined) {
+      needs = stepNeeds(node);
+      this.needsByNode.set(node, needs);
+    }
+    if (needs.connection === undefined && needs.secretKeys.length === 0 && needs.vars.kind === 'none') return noStepResources;
+
+    const [connection, vars, secrets] = await Promise.all([
+      needs.connection === undefined ? undefined : this.readConnection(userId, needs.connection),
+      needs.vars.kind === 'none' ? undefined : this.readVars(userId, needs.vars),
+      needs.secretKeys.length === 0 ? new Map<string, string>() : this.readSecrets(userId, needs.secretKeys),
+    ]);
+    if (connection) this.stampLastUsed(connection.id);
+
+    const forms = [...secrets.values()].flatMap(secretForms);
+    if (connection && connection.auth.type !== 'none') {
+      forms.push(...secretForms(connection.auth.secret));
+      // The Basic credential is base64 of `username:secret`: the secret does not show in it as such.
+      if (connection.auth.type === 'basic') forms.push(basicCredential(connection.auth.username, connection.auth.secret));
+    }
+    return { vars, secrets, connection, redactor: forms.length === 0 ? Redactor.none : new Redactor(forms) };
+  }
+
+  private async readConnection(userId: string, name: string): Promise<StepConnection> {
+    const [row] = await this.db
+      .select({
+        id: connections.id,
+        name: connections.name,
+        baseUrl: connections.baseUrl,
+        headers: connections.headers,
+        authType: connections.authType,
+        authUsername: connections.authUsername,
+        authName: connections.authName,
+        secretKeyId: connections.secretKeyId,
+        secretCiphertext: connections.secretCiphertext,
+      })
+      .from(connections)
+      .where(and(eq(connections.userId, userId), eq(connections.name, name)));
+    if (!row) {
+      throw new StepError(`the connection '${name}' does not exist (it was deleted or renamed after the workflow was saved)`, {
+        retryable: false,
+        code: 'CONNECTION_NOT_FOUND',
+        details: { connection: name },
+      });
+    }
+    return { id: row.id, name: row.name, baseUrl: row.baseUrl, headers: row.headers, auth: this.openAuth(userId, row) };
+  }
+
+  private openAuth(
+    userId: string,
+    row: { id: string; name: string; authType: ConnectionAuthType; authUsername: string | null; authName: string | null; secretKeyId: string | null; secretCiphertext: string | null },
+  ): ConnectionAuth {
+    if (row.authType === 'none') return { type: 'none' };
+    const incomplete = (what: string) =>
+      new StepError(`the connection '${row.name}' has no ${what} for its ${row.authType} auth; set it on the connection`, {
+        retryable: false,
+        code: 'SECRET_NOT_FOUND',
+        details: { connection: row.name },
+      });
+    if (row.secretKeyId === null || row.secretCiphertext === null) throw incomplete('secret');
+    const secret = this.open(
+      { keyId: row.secretKeyId, ciphertext: row.secretCiphertext },
+      { table: 'connections', rowId: row.id, userId },
+      `the secret of the connection '${row.name}'`,
+    );
+    switch (row.authType) {
+      case 'bearer':
+        return { type: 'bearer', secret };
+      case 'basic':
+        if (row.authUsername === null) throw incomplete('username');
+        return { type: 'basic', username: row.authUsername, secret };
+      case 'header':
+      case 'query':
+        if (row.authName === null) throw incomplete('name');
+        return { type: row.authType, name: row.authName, secret };
+    }
+  }
+
+  private async readVars(userId: string, need: Exclude<VarsNeed, { kind: 'none' }>): Promise<Record<string, unknown>> {
+    if (need.kind === 'keys' && need.keys.length === 0) return {};
+    const rows = await this.db
+      .select({ key: variables.key, value: variables.value })
+      .from(variables)
+      .where(and(eq(variables.userId, userId), eq(variables.secret, false), need.kind === 'keys' ? inArray(variables.key, [...need.keys]) : undefined));
+    // fromEntries defines own properties, so a variable named "__proto__" is a plain key.
+    return Object.fromEntries(rows.map((row) => [row.key, row.value]));
+  }
+
+  private async readSecrets(userId: string, keys: readonly string[]): Promise<Map<string, string>> {
+    const rows = await this.db
+      .select({ id: variables.id, key: variables.key, secret: variables.secret, secretKeyId: variables.secretKeyId, secretCiphertext: variables.secretCiphertext })
+      .from(variables)
+      .where(and(eq(variables.userId, userId), inArray(variables.key, [...keys])));
+    const byKey = new Map(rows.map((row) => [row.key, row]));
+    const values = new Map<string, string>();
+    for (const key of keys) {
+      const row = byKey.get(key);
+      if (!row || !row.secret || row.secretKeyId === null || row.secretCiphertext === null) {
+        throw new StepError(`the secret variable '${key}' does not exist (it was deleted, or made non-secret, after the workflow was saved)`, {
+          retryable: false,
+          code: 'SECRET_NOT_FOUND',
+          details: { key },
+        });
+      }
+      values.set(key, this.open({ keyId: row.secretKeyId, ciphertext: row.secretCiphertext }, { table: 'variables', rowId: row.id, userId }, `the secret variable '${key}'`));
+    }
+    return values;
+  }
+
+  /**
+   * The plaintext, or a non-retryable SECRET_UNREADABLE step failure: the row was altered or its
+   * key left SECRETS_KEYS, which no retry mends. The operator learns which row from the log (the
+   * id, never a value); the service itself goes on.
+   */
+  private open(sealed: { keyId: string; ciphertext: string }, binding: SecretBinding, what: string): string {
+    try {
+      return this.keyring.open(sealed, binding);
+    } catch (error) {
+      if (!(error instanceof SecretUnreadableError)) throw error;
+      this.logger.warn({ table: binding.table, rowId: binding.rowId, keyId: sealed.keyId, reason: error.message }, 'a stored secret cannot be decrypted');
+      throw new StepError(`${what} cannot be decrypted (it was altered, or its key is no longer configured); set it again`, {
+        retryable: false,
+        code: 'SECRET_UNREADABLE',
+      });
+    }
+  }
+
+  /**
+   * Records that a run used the connection, off the step's path: at most once a minute per
+   * connection from this process, and in SQL only when the stored time is a minute old, so busy
+   * workflows cost no write per run. Raw SQL: drizzle's update would also bump updated_at (and a
+   * use is not a change: version and updated_at stay). A failure is logged, never the step's.
+   */
+  private stampLastUsed(connectionId: string): void {
+    const now = this.clock();
+    const last = this.stampedAt.get(connectionId);
+    if (last !== undefined && now - last < LAST_USED_RESOLUTION_MS) return;
+    this.stampedAt.set(connectionId, now);
+    if (this.stampedAt.size > LAST_USED_MEMORY) {
+      for (const [id, at] of this.stampedAt) if (now - at >= LAST_USED_RESOLUTION_MS) this.stampedAt.delete(id);
+    }
+    this.db
+      .execute(
+        sql`update ${connections} set last_used_at = now() where id = ${connectionId} and (last_used_at is null or last_used_at < now() - interval '1 minute')`,
+      )
+      .then(
+        () => undefined,
+        (error: unknown) => {
+          // Stamped again at the next use rather than a minute later.
+          this.stampedAt.delete(connectionId);
+          this.logger.warn({ err: error, connectionId }, 'could not record when a connection was last used');
+        },
+      );
+  }
+}
+
+/** The `Authorization: Basic` credential of RFC 7617, in UTF-8. */
+export function basicCredential(username: string, secret: string): string {
+  return Buffer.from(`${username}:${secret}`, 'utf8').toString('base64');
+}
+
+function forEachStringValue(value: unknown, visit: (text: string) => void): void {
+  if (typeof value === 'string') visit(value);
+  else if (Array.isArray(value)) for (const item of value) forEachStringValue(item, visit);
+  else if (typeof value === 'object' && value !== null) for (const item of Object.values(value)) forEachStringValue(item, visit);
+}

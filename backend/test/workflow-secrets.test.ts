@@ -1,0 +1,508 @@
+import { randomBytes } from 'node:crypto';
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { App } from '../src/app.js';
+import { Engine } from '../src/engine/engine.js';
+import { createWorkflow, eventually, getExecution, runWorkflow, waitForStatus } from './engine-helpers.js';
+import { expectProblem, lacksConcurrentConnections, logsOf, signUp, testConfig, type SignedInUser } from './helpers.js';
+import { useFileDatabase } from './scratch.js';
+
+/**
+ * Connections, variables and secrets in runs (API.md, Connections and Variables): what reaches the
+ * upstream, and that no secret is recorded, streamed or logged. The engine logs through the app's
+ * logger, so logsOf(app) holds the engine's lines too. Its own database: these tests count the
+ * statements their engine sends.
+ */
+const buildTestApp = useFileDatabase();
+
+/** A request as the echo server received it. */
+interface Echoed {
+  readonly method: string;
+  readonly url: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly body: string;
+}
+
+interface EchoServer {
+  readonly url: string;
+  readonly received: Echoed[];
+  close(): Promise<void>;
+}
+
+/** Answers every request with `{ method, url, headers, body }` as JSON, with the status `?status=N` asks for (200 by default). */
+async function startEchoServer(): Promise<EchoServer> {
+  const received: Echoed[] = [];
+  const server: Server = createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      const echoed: Echoed = { method: request.method ?? '', url: request.url ?? '', headers: request.headers, body: Buffer.concat(chunks).toString('utf8') };
+      received.push(echoed);
+      const status = Number(new URL(echoed.url, 'http://echo').searchParams.get('status') ?? 200);
+      response.writeHead(status, { 'content-type': 'application/json' });
+      response.end(JSON.stringify(echoed));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    received,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** A step as the API lists it. */
+interface StepRow {
+  nodeId: string;
+  status: string;
+  input: unknown;
+  output: unknown;
+  error: { code?: string; message: string; details?: unknown } | null;
+}
+
+/** A secret with a random marker that survives every encoding it is sent in (hex): if the marker shows, the secret leaked. */
+function secretWith(prefix: string, suffix: string): { value: string; marker: string } {
+  const marker = `${prefix}${randomBytes(8).toString('hex')}`;
+  return { value: `${marker}${suffix}`, marker };
+}
+
+describe('connections, variables and secrets in workflows', () => {
+  let app: App;
+  let engine: Engine;
+  let user: SignedInUser;
+  let echo: EchoServer;
+  let other: EchoServer;
+  /** Every statement the app's pool sent, with its parameters. */
+  const statements: { query: string; parameters: readonly unknown[] }[] = [];
+
+  const bearer = secretWith('bt', '+/=x');
+  const basicPassword = secretWith('pw', ':&x é');
+  const headerSecret = secretWith('hv', '"q');
+  const querySecret = secretWith('qv', ' &=/+é#?');
+  // A quote and a backslash (JSON-escaped in a body), a space (percent-encoded in a url), and a template that must never be evaluated.
+  const secretVariable = secretWith('sv', '"\\{{ steps }} x');
+  const basicUsername = 'alice';
+  const basicCredential = Buffer.from(`${basicUsername}:${basicPassword.value}`).toString('base64');
+  const markers = [bearer, basicPassword, headerSecret, querySecret, secretVariable].map((secret) => secret.marker);
+
+  /** The texts that must never appear: each secret's marker, and the Basic credential. */
+  function expectNoSecret(text: string, where: string): void {
+    for (const marker of [...markers, basicCredential]) expect(text, `${where} holds a secret (${marker})`).not.toContain(marker);
+  }
+
+  /** An engine on the app's logger (its lines are captured with the app's: logsOf). */
+  function startCapturedEngine(): Engine {
+    const config = testConfig({ ENGINE_POLL_MS: '50', ENGINE_LEASE_MS: '3000', ENGINE_HTTP_ALLOW: '127.0.0.1' });
+    // The app's logger is the pino instance buildTestApp made, writing to the captured sink.
+    const started = new Engine({ lifecycle: app.executions, bus: app.bus, config: config.engine, logger: app.log as unknown as Logger, db: app.database.db, keyring: app.keyring });
+    started.start();
+    return started;
+  }
+
+  async function createConnection(body: Record<string, unknown>): Promise<{ id: string; lastUsedAt: string | null; version: number; updatedAt: string }> {
+    const response = await app.inject({ method: 'POST', url: '/api/v1/connections', headers: { cookie: user.cookie }, payload: body });
+    if (response.statusCode !== 201) throw new Error(`connection refused: ${response.body}`);
+    return response.json();
+  }
+
+  async function createVariable(key: string, value: unknown, secret = false): Promise<string> {
+    const response = await app.inject({ method: 'POST', url: '/api/v1/variables', headers: { cookie: user.cookie }, payload: { key, value, secret } });
+    if (response.statusCode !== 201) throw new Error(`variable refused: ${response.body}`);
+    return response.json<{ id: string }>().id;
+  }
+
+  async function stepsOf(executionId: string): Promise<{ text: string; byNode: Record<string, StepRow> }> {
+    const response = await app.inject({ url: `/api/v1/executions/${executionId}/steps?pageSize=100`, headers: { cookie: user.cookie } });
+    const items = response.json<{ items: StepRow[] }>().items;
+    return { text: response.body, byNode: Object.fromEntries(items.map((step) => [step.nodeId, step])) };
+  }
+
+  async function runToEnd(workflowId: string, input?: unknown) {
+    const execution = await runWorkflow(app, user, workflowId, input);
+    return waitForStatus(app, user, execution.id, ['completed', 'failed']);
+  }
+
+  const save = (graph: { nodes: unknown[]; edges: unknown[] }) =>
+    app.inject({ method: 'POST', url: '/api/v1/workflows', headers: { cookie: user.cookie }, payload: { name: 'refused', ...graph } });
+
+  let greetingId: string;
+
+  beforeAll(async () => {
+    app = await buildTestApp({}, { onQuery: (query, parameters) => statements.push({ query, parameters }) });
+    user = await signUp(app);
+    echo = await startEchoServer();
+    other = await startEchoServer();
+    engine = startCapturedEngine();
+
+    await createConnection({ name: 'echo-bearer', baseUrl: `${echo.url}/api/`, headers: { 'x-plain': 'from-connection', 'x-kept': 'kept' }, auth: { type: 'bearer', secret: bearer.value } });
+    await createConnection({ name: 'echo-basic', baseUrl: echo.url, auth: { type: 'basic', username: basicUsername, secret: basicPassword.value } });
+    await createConnection({ name: 'echo-header', baseUrl: echo.url, auth: { type: 'header', name: 'x-api-key', secret: headerSecret.value } });
+    await createConnection({ name: 'echo-query', baseUrl: `${echo.url}/q`, auth: { type: 'query', name: 'key', secret: querySecret.value } });
+    await createVariable('SV', secretVariable.value, true);
+    greetingId = await createVariable('GREETING', 'hello');
+    await createVariable('LIMITS', { max: 3 });
+  });
+  afterAll(async () => {
+    await engine?.stop(5_000);
+    await echo?.close();
+    await other?.close();
+    await app?.close();
+  });
+
+  /** Connections of every auth type and secret variables in one run. */
+  const everyKindGraph = () => ({
+    nodes: [
+      { id: 'start', type: 'trigger.manual' },
+      {
+        id: 'bearer',
+        type: 'http.request',
+        // The node's own headers replace the connection's plain ones; the auth replaces the node's.
+        params: { method: 'GET', connection: 'echo-bearer', url: '/bearer', headers: { 'X-Plain': 'from-node', Authorization: 'forged' } },
+      },
+      { id: 'basic', type: 'http.request', params: { method: 'GET', connection: 'echo-basic', url: 'basic' } },
+      { id: 'header', type: 'http.request', params: { method: 'GET', connection: 'echo-header', url: `${echo.url}/header` } },
+      { id: 'query', type: 'http.request', params: { method: 'GET', connection: 'echo-query', url: '/search?keep=a%20b' } },
+      {
+        id: 'secrets',
+        type: 'http.request',
+        params: {
+          method: 'POST',
+          url: `${echo.url}/secrets?sig={{ $secrets.SV }}`,
+          headers: { 'x-secret': '{{ $secrets.SV }}', 'x-mixed': 'pre-{{ $secrets.SV }}-{{ $vars.GREETING }}' },
+          body: { nested: [{ token: '{{  $secrets.SV  }}' }], greeting: '{{ $vars.GREETING }}' },
+        },
+      },
+    ],
+    edges: ['bearer', 'basic', 'header', 'query', 'secrets'].map((target) => ({ source: 'start', target })),
+  });
+
+  it('sends each auth type and secret to the upstream, and records, streams and logs none of them', async () => {
+    const workflowId = await createWorkflow(app, user, everyKindGraph());
+    const receivedBefore = echo.received.length;
+    const execution = await runToEnd(workflowId);
+    expect(execution.status, JSON.stringify(execution.error)).toBe('completed');
+
+    // What the upstream received: the stored credentials, in their places.
+    const received = echo.received.slice(receivedBefore);
+    const at = (path: string) => {
+      const found = received.find((request) => new URL(request.url, 'http://echo').pathname === path);
+      if (!found) throw new Error(`no request to ${path}`);
+      return found;
+    };
+    expect(at('/api/bearer').headers).toMatchObject({ authorization: `Bearer ${bearer.value}`, 'x-plain': 'from-node', 'x-kept': 'kept' });
+    expect(at('/basic').headers.authorization).toBe(`Basic ${basicCredential}`);
+    expect(at('/header').headers['x-api-key']).toBe(headerSecret.value);
+    const queryUrl = new URL(at('/q/search').url, 'http://echo');
+    expect(queryUrl.searchParams.get('key')).toBe(querySecret.value);
+    expect(at('/q/search').url.startsWith('/q/search?keep=a%20b&key=')).toBe(true);
+    const secrets = at('/secrets');
+    expect(new URL(secrets.url, 'http://echo').searchParams.get('sig')).toBe(secretVariable.value);
+    expect(secrets.headers['x-secret']).toBe(secretVariable.value);
+    expect(secrets.headers['x-mixed']).toBe(`pre-${secretVariable.value}-hello`);
+    expect(JSON.parse(secrets.body)).toEqual({ nested: [{ token: secretVariable.value }], greeting: 'hello' });
+
+    // What was recorded: the echo's answers, with every secret masked where it was.
+    const steps = await stepsOf(execution.id);
+    expectNoSecret(steps.text, 'the steps');
+    const echoOf = (nodeId: string) => (steps.byNode[nodeId]?.output as { body: Echoed }).body;
+    expect(echoOf('bearer').headers.authorization).toBe('Bearer [secret]');
+    expect(echoOf('basic').headers.authorization).toBe('Basic [secret]');
+    expect(echoOf('header').headers['x-api-key']).toBe('[secret]');
+    expect(echoOf('query').url).toBe('/q/search?keep=a%20b&key=[secret]');
+    expect(echoOf('secrets').url).toBe('/secrets?sig=[secret]');
+    expect(echoOf('secrets').headers).toMatchObject({ 'x-secret': '[secret]', 'x-mixed': 'pre-[secret]-hello' });
+    expect(JSON.parse(echoOf('secrets').body)).toEqual({ nested: [{ token: '[secret]' }], greeting: 'hello' });
+    // Header names in any order (a saved graph is jsonb, which orders keys its own way).
+    expect(steps.byNode.secrets?.input).toEqual({
+      method: 'POST',
+      url: `${echo.url}/secrets?sig=[secret]`,
+      body: { nested: [{ token: '[secret]' }], greeting: 'hello' },
+      headers: expect.arrayContaining(['x-secret', 'x-mixed']),
+    });
+    expect(steps.byNode.bearer?.input).toEqual({
+      method: 'GET',
+      url: `${echo.url}/api/bearer`,
+      connection: 'echo-bearer',
+      // The node's spelling of a name it replaces; the auth's own name for the credential.
+      headers: expect.arrayContaining(['X-Plain', 'x-kept', 'authorization']),
+    });
+    expect(steps.byNode.bearer?.input).toMatchObject({ headers: { length: 3 } });
+
+    const output = await app.inject({ url: `/api/v1/executions/${execution.id}`, headers: { cookie: user.cookie } });
+    expect(output.body).toContain('[secret]');
+    expectNoSecret(output.body, 'the execution');
+
+    const events = await app.inject({ url: `/api/v1/executions/${execution.id}/events`, headers: { cookie: user.cookie } });
+    expect(events.body).toContain('event: execution');
+    expectNoSecret(events.body, 'the event stream');
+    expectNoSecret(logsOf(app), 'the logs');
+  });
+
+  it('masks a secret in the error of a non-2xx answer that carries it', async () => {
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'refused', type: 'http.request', params: { method: 'GET', connection: 'echo-bearer', url: '/denied?status=403', headers: { 'x-copy': '{{ $secrets.SV }}' } } },
+      ],
+      edges: [{ source: 'start', target: 'refused' }],
+    });
+    const execution = await runToEnd(workflowId);
+    expect(execution.status).toBe('failed');
+    const steps = await stepsOf(execution.id);
+    const error = steps.byNode.refused?.error;
+    expect(error?.message).toContain('403');
+    const echoed = (error?.details as { body: Echoed }).body;
+    expect(echoed.headers).toMatchObject({ authorization: 'Bearer [secret]', 'x-copy': '[secret]' });
+    expectNoSecret(steps.text, 'the failed step');
+    expectNoSecret(JSON.stringify(await getExecution(app, user, execution.id)), 'the failed execution');
+    const events = await app.inject({ url: `/api/v1/executions/${execution.id}/events`, headers: { cookie: user.cookie } });
+    expectNoSecret(events.body, 'the event stream');
+    expectNoSecret(logsOf(app), 'the logs');
+  });
+
+  it('gives expressions $vars beside the root scope, read when the step runs', async () => {
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        {
+          id: 'shape',
+          type: 'transform',
+          params: { expression: '{ "greeting": $vars.GREETING & " " & input.name, "max": $vars.LIMITS.max, "root": $keys($$), "looked": $lookup($vars, "GREETING") }' },
+        },
+        // A missing key is JSONata's nothing, as any missing field: null as a step's output.
+        { id: 'missing', type: 'transform', params: { expression: '$vars.MISSING' } },
+        { id: 'check', type: 'condition', params: { expression: '$vars.LIMITS.max = 3' } },
+        { id: 'call', type: 'http.request', params: { method: 'POST', url: `${echo.url}/vars?max={{ $vars.LIMITS.max }}`, body: { limits: '{{ $vars.LIMITS }}', text: 'say {{ $vars.GREETING }}' } } },
+      ],
+      edges: [
+        { source: 'start', target: 'shape' },
+        { source: 'start', target: 'missing' },
+        { source: 'shape', target: 'check' },
+        { source: 'check', target: 'call', when: true },
+      ],
+    });
+    const execution = await runToEnd(workflowId, { name: 'Ada' });
+    expect(execution.status, JSON.stringify(execution.error)).toBe('completed');
+    const steps = await stepsOf(execution.id);
+    expect(steps.byNode.shape?.output).toEqual({ greeting: 'hello Ada', max: 3, root: ['input', 'steps'], looked: 'hello' });
+    expect(steps.byNode.missing).toMatchObject({ status: 'completed', output: null });
+    expect(steps.byNode.check?.output).toEqual({ result: true });
+    const echoed = (steps.byNode.call?.output as { body: Echoed }).body;
+    expect(echoed.url).toBe('/vars?max=3');
+    expect(JSON.parse(echoed.body)).toEqual({ limits: { max: 3 }, text: 'say hello' });
+
+    // Read when the step runs: a changed value shows in the next run.
+    const patched = await app.inject({ method: 'PATCH', url: `/api/v1/variables/${greetingId}`, headers: { cookie: user.cookie }, payload: { value: 'bonjour' } });
+    expect(patched.statusCode).toBe(200);
+    const again = await runToEnd(workflowId, { name: 'Ada' });
+    expect(((await stepsOf(again.id)).byNode.shape?.output as { greeting: string }).greeting).toBe('bonjour Ada');
+    await app.inject({ method: 'PATCH', url: `/api/v1/variables/${greetingId}`, headers: { cookie: user.cookie }, payload: { value: 'hello' } });
+  });
+
+  it('refuses at save $secrets outside a whole template in http.request params, unknown secrets and connections, and another origin', async () => {
+    const start = { id: 'start', type: 'trigger.manual' };
+    const cases: { node: Record<string, unknown>; path: string }[] = [
+      { node: { id: 'x', type: 'transform', params: { expression: '$secrets.SV' } }, path: 'nodes[1].params.expression' },
+      { node: { id: 'x', type: 'delay', params: { ms: '{{ $secrets.SV }}' } }, path: 'nodes[1].params.ms' },
+      {
+        node: { id: 'x', type: 'http.request', params: { method: 'GET', url: `${echo.url}/x`, headers: { 'x-token': '{{ $base64encode($secrets.SV) }}' } } },
+        path: 'nodes[1].params.headers.x-token',
+      },
+      { node: { id: 'x', type: 'http.request', params: { method: 'GET', url: `${echo.url}/x?t={{ $secrets.SV & "" }}` } }, path: 'nodes[1].params.url' },
+      { node: { id: 'x', type: 'http.request', params: { method: 'GET', url: `${echo.url}/x`, body: { a: ['Bearer $secrets.SV'] } } }, path: 'nodes[1].params.body.a.0' },
+      { node: { id: 'x', type: 'http.request', params: { method: 'POST', url: `${echo.url}/x`, body: { token: '{{ $secrets.NOPE }}' } } }, path: 'nodes[1].params.body.token' },
+      // A plain variable is no secret.
+      { node: { id: 'x', type: 'http.request', params: { method: 'POST', url: `${echo.url}/x`, headers: { 'x-g': '{{ $secrets.GREETING }}' } } }, path: 'nodes[1].params.headers.x-g' },
+      { node: { id: 'x', type: 'http.request', params: { method: 'GET', connection: 'no-such-connection', url: '/x' } }, path: 'nodes[1].params.connection' },
+      { node: { id: 'x', type: 'http.request', params: { method: 'GET', connection: 'echo-bearer', url: `${other.url}/x` } }, path: 'nodes[1].params.url' },
+      { node: { id: 'x', type: 'http.request', params: { method: 'GET', connection: 'Not A Name', url: '/x' } }, path: 'nodes[1].params.connection' },
+    ];
+    for (const { node, path } of cases) {
+      const problem = expectProblem(await save({ nodes: [start, node], edges: [{ source: 'start', target: 'x' }] }), 400);
+      expect(problem.code, JSON.stringify(node)).toBe('INVALID_GRAPH');
+      expect((problem.errors as { path: string }[]).map((error) => error.path), JSON.stringify(node)).toEqual([path]);
+    }
+
+    // The same checks on a change of the graph.
+    const workflowId = await createWorkflow(app, user, { nodes: [start], edges: [] });
+    const patched = await app.inject({
+      method: 'PATCH',
+      url: `/api/v1/workflows/${workflowId}`,
+      headers: { cookie: user.cookie },
+      payload: { nodes: [start, { id: 'x', type: 'http.request', params: { method: 'GET', connection: 'missing-one', url: '/x' } }], edges: [{ source: 'start', target: 'x' }] },
+    });
+    expect((expectProblem(patched, 400).errors as { path: string }[])[0]?.path).toBe('nodes[1].params.connection');
+  });
+
+  it.skipIf(lacksConcurrentConnections())('makes a save naming a connection wait for its concurrent delete, then refuses it', async () => {
+    const racing = await createConnection({ name: 'racing', baseUrl: echo.url });
+    // Another session deletes the connection as the connections route does: row locked FOR UPDATE first.
+    const deleting = await app.database.sql.reserve();
+    try {
+      await deleting`begin`;
+      await deleting`select id from connections where id = ${racing.id} for update`;
+      let settled = false;
+      const saving = save({
+        nodes: [
+          { id: 'start', type: 'trigger.manual' },
+          { id: 'call', type: 'http.request', params: { method: 'GET', connection: 'racing', url: '/x' } },
+        ],
+        edges: [{ source: 'start', target: 'call' }],
+      }).finally(() => (settled = true));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Without the share lock the save would have read the row (the delete is not committed) and succeeded by now.
+      expect(settled).toBe(false);
+      await deleting`delete from connections where id = ${racing.id}`;
+      await deleting`commit`;
+      const problem = expectProblem(await saving, 400);
+      expect((problem.errors as { path: string }[]).map((error) => error.path)).toEqual(['nodes[1].params.connection']);
+    } finally {
+      deleting.release();
+    }
+  });
+
+  it('fails a step whose templated url leaves the connection\'s origin, before any request', async () => {
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'call', type: 'http.request', params: { method: 'GET', connection: 'echo-bearer', url: '{{ input.target }}' } },
+      ],
+      edges: [{ source: 'start', target: 'call' }],
+    });
+    const [echoBefore, otherBefore] = [echo.received.length, other.received.length];
+    const execution = await runToEnd(workflowId, { target: `${other.url}/steal` });
+    expect(execution.status).toBe('failed');
+    expect((await stepsOf(execution.id)).byNode.call?.error?.code).toBe('CONNECTION_ORIGIN_MISMATCH');
+    expect(other.received.length).toBe(otherBefore);
+    expect(echo.received.length).toBe(echoBefore);
+
+    // The same origin, absolute, is allowed.
+    const allowed = await runToEnd(workflowId, { target: `${echo.url}/api/fine` });
+    expect(allowed.status).toBe('completed');
+  });
+
+  it('fails a queued run of a version naming a connection deleted since with CONNECTION_NOT_FOUND', async () => {
+    const doomedId = (await createConnection({ name: 'doomed', baseUrl: echo.url, auth: { type: 'bearer', secret: 'doomed-secret-1' } })).id;
+    const usingIt = {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'call', type: 'http.request', params: { method: 'GET', connection: 'doomed', url: '/x' } },
+      ],
+      edges: [{ source: 'start', target: 'call' }],
+    };
+    const workflowId = await createWorkflow(app, user, usingIt);
+    expect((await app.inject({ method: 'DELETE', url: `/api/v1/connections/${doomedId}`, headers: { cookie: user.cookie } })).statusCode).toBe(409);
+
+    await engine.stop(5_000);
+    const queued = await runWorkflow(app, user, workflowId);
+    const notUsingIt = { nodes: [usingIt.nodes[0]], edges: [] };
+    expect((await app.inject({ method: 'PATCH', url: `/api/v1/workflows/${workflowId}`, headers: { cookie: user.cookie }, payload: notUsingIt })).statusCode).toBe(200);
+    expect((await app.inject({ method: 'DELETE', url: `/api/v1/connections/${doomedId}`, headers: { cookie: user.cookie } })).statusCode).toBe(204);
+    engine = startCapturedEngine();
+
+    const execution = await waitForStatus(app, user, queued.id, ['completed', 'failed']);
+    expect(execution.status).toBe('failed');
+    const error = (await stepsOf(queued.id)).byNode.call?.error;
+    expect(error?.code).toBe('CONNECTION_NOT_FOUND');
+    expect(error?.message).toContain('doomed');
+  });
+
+  it('fails a step whose secret variable was deleted or made plain after the save with SECRET_NOT_FOUND', async () => {
+    const goneId = await createVariable('GONE', 'gone-secret-1', true);
+    const plainId = await createVariable('TURNED', 'turned-secret-1', true);
+    const workflow = (key: string) => ({
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'call', type: 'http.request', params: { method: 'GET', url: `${echo.url}/x`, headers: { 'x-token': `{{ $secrets.${key} }}` } } },
+      ],
+      edges: [{ source: 'start', target: 'call' }],
+    });
+    const deletedWorkflow = await createWorkflow(app, user, workflow('GONE'));
+    const plainWorkflow = await createWorkflow(app, user, workflow('TURNED'));
+    expect((await app.inject({ method: 'DELETE', url: `/api/v1/variables/${goneId}`, headers: { cookie: user.cookie } })).statusCode).toBe(204);
+    const madePlain = await app.inject({ method: 'PATCH', url: `/api/v1/variables/${plainId}`, headers: { cookie: user.cookie }, payload: { value: 'now plain', secret: false } });
+    expect(madePlain.statusCode).toBe(200);
+
+    for (const workflowId of [deletedWorkflow, plainWorkflow]) {
+      const execution = await runToEnd(workflowId);
+      expect(execution.status).toBe('failed');
+      expect((await stepsOf(execution.id)).byNode.call?.error?.code).toBe('SECRET_NOT_FOUND');
+    }
+  });
+
+  it('fails a step whose stored secret was altered with SECRET_UNREADABLE, logs the row, and keeps serving', async () => {
+    const tampered = await createConnection({ name: 'tampered', baseUrl: echo.url, auth: { type: 'bearer', secret: 'tampered-secret-1' } });
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'call', type: 'http.request', params: { method: 'GET', connection: 'tampered', url: '/x' } },
+      ],
+      edges: [{ source: 'start', target: 'call' }],
+    });
+    // Simulates tampering in the database: one character of the sealed envelope changed.
+    await app.database.sql`
+      update connections
+         set secret_ciphertext = overlay(secret_ciphertext placing (case when substr(secret_ciphertext, 60, 1) = 'A' then 'B' else 'A' end) from 60 for 1)
+       where id = ${tampered.id}`;
+    const execution = await runToEnd(workflowId);
+    expect(execution.status).toBe('failed');
+    expect((await stepsOf(execution.id)).byNode.call?.error?.code).toBe('SECRET_UNREADABLE');
+    const warning = logsOf(app)
+      .split('\n')
+      .find((line) => line.includes('a stored secret cannot be decrypted'));
+    expect(warning).toContain(tampered.id);
+    expect(logsOf(app)).not.toContain('tampered-secret-1');
+
+    expect((await app.inject({ url: '/api/ready' })).statusCode).toBe(200);
+    const healthy = await createWorkflow(app, user, { nodes: [{ id: 'start', type: 'trigger.manual' }], edges: [] });
+    expect((await runToEnd(healthy)).status).toBe('completed');
+  });
+
+  it('stamps lastUsedAt when a run uses a connection, at most once a minute, without changing its version', async () => {
+    const created = await createConnection({ name: 'stamped', baseUrl: echo.url });
+    expect(created.lastUsedAt).toBeNull();
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'call', type: 'http.request', params: { method: 'GET', connection: 'stamped', url: '/stamp' } },
+      ],
+      edges: [{ source: 'start', target: 'call' }],
+    });
+    for (let run = 0; run < 3; run++) expect((await runToEnd(workflowId)).status).toBe('completed');
+
+    const after = await eventually(async () => {
+      const response = await app.inject({ url: `/api/v1/connections/${created.id}`, headers: { cookie: user.cookie } });
+      const connection = response.json<{ lastUsedAt: string | null; version: number; updatedAt: string }>();
+      return connection.lastUsedAt !== null && connection;
+    });
+    expect(after.version).toBe(created.version);
+    expect(after.updatedAt).toBe(created.updatedAt);
+    // Three runs within the minute: one write.
+    const stamps = statements.filter((statement) => statement.query.includes('last_used_at = now()') && statement.parameters.includes(created.id));
+    expect(stamps).toHaveLength(1);
+  });
+
+  it('reads nothing of connections or variables for a step whose params name none', async () => {
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'shape', type: 'transform', params: { expression: '{ "n": input.n + 1, "varsText": "no binding named here" }' } },
+        { id: 'call', type: 'http.request', params: { method: 'GET', url: `${echo.url}/plain?n={{ steps.shape.n }}` } },
+      ],
+      edges: [
+        { source: 'start', target: 'shape' },
+        { source: 'shape', target: 'call' },
+      ],
+    });
+    const from = statements.length;
+    expect((await runToEnd(workflowId, { n: 1 })).status).toBe('completed');
+    const touching = statements.slice(from).filter((statement) => /"(connections|variables)"/.test(statement.query));
+    expect(touching.map((statement) => statement.query)).toEqual([]);
+  });
+});
