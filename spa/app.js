@@ -91,11 +91,12 @@ async function loadSession() {
   element('signed-in').hidden = currentUser === null;
   if (currentUser) {
     element('current-user').textContent = currentUser.email;
-    await showFirstPage();
+    await showRoute();
   } else {
     stopFollowing();
     element('execution').hidden = true;
     element('workflow-list').replaceChildren();
+    element('connection-list').replaceChildren();
   }
 }
 
@@ -185,6 +186,96 @@ async function createFromTemplate(event) {
   await showFirstPage();
 }
 
+// ---- routes: the workflows at /, the connections at /connections ------------------------------
+
+// Caddy answers index.html for any path that is not a file, so both are real, linkable URLs.
+const routes = { '/': 'workflows', '/connections': 'connections' };
+const routeOf = (pathname) => routes[pathname] ?? 'workflows';
+
+async function showRoute() {
+  const route = routeOf(location.pathname);
+  element('workflows-page').hidden = route !== 'workflows';
+  element('connections-page').hidden = route !== 'connections';
+  for (const link of document.querySelectorAll('[data-page]')) {
+    if (link.dataset.page === route) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+  if (route === 'connections') await showConnections();
+  else await showFirstPage();
+}
+
+async function navigate(event) {
+  const target = new URL(event.currentTarget.href);
+  if (target.pathname !== location.pathname) history.pushState(null, '', target.pathname);
+  await showRoute();
+}
+
+// ---- connections: listed, never their secrets ---------------------------------------------------
+
+// The API never sends a secret (API.md, Connections): a connection says only `auth.secretSet`.
+// This page shows what is there and nothing more; it has no field that could hold a secret.
+let connectionsCursor = null;
+
+async function showConnections({ more = false } = {}) {
+  const table = element('connection-table');
+  const list = element('connection-list');
+  const continuing = more && connectionsCursor !== null;
+  const query = new URLSearchParams({ pageSize: '50', sortBy: 'name', sortDirection: 'asc' });
+  if (continuing) query.set('cursor', connectionsCursor);
+  table.setAttribute('aria-busy', 'true');
+  const page = await api('GET', `/api/v1/connections?${query}`);
+  if (!continuing) list.replaceChildren();
+  list.append(...page.items.map(connectionRow));
+  connectionsCursor = page.hasNext ? page.nextCursor : null;
+  element('more-connections').hidden = !page.hasNext;
+  element('connections-empty').hidden = list.children.length > 0;
+  table.hidden = list.children.length === 0;
+  table.setAttribute('aria-busy', 'false');
+}
+
+/** The auth type, with the parts that are not secret: the basic username, the header or query parameter name. */
+function describeAuth(auth) {
+  switch (auth.type) {
+    case 'basic':
+      return `basic, user ${auth.username}`;
+    case 'header':
+      return `header ${auth.name}`;
+    case 'query':
+      return `query parameter ${auth.name}`;
+    default:
+      return auth.type;
+  }
+}
+
+function cell(testid, text) {
+  const td = document.createElement('td');
+  td.dataset.testid = testid;
+  td.textContent = text;
+  return td;
+}
+
+function connectionRow(connection) {
+  const row = document.createElement('tr');
+  row.dataset.testid = 'connection-item';
+  row.dataset.connectionId = connection.id;
+  const auth = cell('connection-auth', describeAuth(connection.auth));
+  auth.dataset.authType = connection.auth.type;
+  // A `none` connection needs no secret: neither "set" nor "not set" would be true of it.
+  const secret = cell('connection-secret', connection.auth.type === 'none' ? 'not needed' : connection.auth.secretSet ? 'set' : 'not set');
+  secret.dataset.secretSet = String(connection.auth.secretSet);
+  const lastUsed = cell('connection-last-used', '');
+  if (connection.lastUsedAt) {
+    const time = document.createElement('time');
+    time.dateTime = connection.lastUsedAt;
+    time.textContent = new Date(connection.lastUsedAt).toLocaleString();
+    lastUsed.append(time);
+  } else {
+    lastUsed.textContent = 'never';
+  }
+  row.append(cell('connection-name', connection.name), cell('connection-base-url', connection.baseUrl), auth, secret, lastUsed);
+  return row;
+}
+
 // ---- runs, followed live over server-sent events ---------------------------------------------
 
 let events = null;
@@ -259,6 +350,17 @@ function start() {
   element('next-page').addEventListener('click', guarded(() => showPage(pageIndex + 1)));
   element('previous-page').addEventListener('click', guarded(() => showPage(pageIndex - 1)));
   element('page-size').addEventListener('change', guarded(showFirstPage));
+  for (const link of document.querySelectorAll('[data-page]')) {
+    link.addEventListener('click', (event) => {
+      // A click asking for a new tab or window is left to the browser.
+      if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+      guarded(navigate)(event);
+    });
+  }
+  window.addEventListener('popstate', () => {
+    if (currentUser) showRoute().catch((error) => say(error instanceof Error ? error.message : String(error), 'error'));
+  });
+  element('more-connections').addEventListener('click', guarded(() => showConnections({ more: true })));
 
   loadSession()
     .catch((error) => say(error instanceof Error ? error.message : String(error), 'error'))

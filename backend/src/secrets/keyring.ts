@@ -129,7 +129,12 @@ export class Keyring {
   private wrap(dataKey: Buffer, data: Pick<Envelope, 'dataIv' | 'dataTag' | 'ciphertext'>, binding: SecretBinding): SealedSecret {
     const keyId = this.primaryKeyId;
     const wrapped = encrypt(this.byId.get(keyId) as Buffer, dataKey, associatedData(binding, 'key', keyId));
-    return { keyId, ciphertext: pack({ wrapIv: wrapped.iv, wrapTag: wrapped.tag, wrappedKey: wrapped.ciphertext, ...data }) };
+    // Only the value's three parts are taken from `data`: rewrap passes a whole envelope, whose old
+    // wrap must not replace the new one.
+    return {
+      keyId,
+      ciphertext: pack({ wrapIv: wrapped.iv, wrapTag: wrapped.tag, wrappedKey: wrapped.ciphertext, dataIv: data.dataIv, dataTag: data.dataTag, ciphertext: data.ciphertext }),
+    };
   }
 
   private unwrap(keyId: string, envelope: Envelope, binding: SecretBinding): Buffer {
