@@ -43,7 +43,14 @@ describe('every protected route refuses every missing or dead credential with 40
     app = await buildTestApp({ AUTH_CACHE_TTL_MS: '0' });
     owner = await signUp(app);
     const resources = await makeResources(app, owner);
-    ids = { workflows: resources.workflow.id, jobs: resources.job.id, executions: resources.execution.id, 'api-keys': resources.apiKey.id };
+    ids = {
+      workflows: resources.workflow.id,
+      jobs: resources.job.id,
+      executions: resources.execution.id,
+      'api-keys': resources.apiKey.id,
+      variables: resources.variable.id,
+      connections: resources.connection.id,
+    };
 
     const document = (await app.inject('/api/openapi.json')).json<OpenApiDocument>();
     routes = Object.entries(document.paths)

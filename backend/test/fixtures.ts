@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { App } from '../src/app.js';
 import { eventually, startEngine, waitForStatus } from './engine-helpers.js';
 import type { SignedInUser } from './helpers.js';
@@ -17,7 +18,8 @@ export const failingScheduledGraph = {
 
 /**
  * A workflow, a job and an execution of that job with two steps, owned by `user`, made through the
- * real routes, the scheduler and the engine; and an API key.
+ * real routes, the scheduler and the engine; an API key, a variable, a secret variable and a
+ * connection (with a secret).
  */
 export async function makeResources(app: App, user: SignedInUser) {
   const headers = { cookie: user.cookie };
@@ -29,7 +31,21 @@ export async function makeResources(app: App, user: SignedInUser) {
   ).json<{ id: string }>();
   const execution = await fireJob(app, user, job.id);
   const apiKey = (await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers, payload: { name: 'fixture key' } })).json<{ id: string; key: string }>();
-  return { workflow, job, execution: { id: execution.id }, apiKey };
+  // Names are unique per user: every call makes new ones.
+  const suffix = randomBytes(4).toString('hex');
+  const variable = (await app.inject({ method: 'POST', url: '/api/v1/variables', headers, payload: { key: `FIXTURE_${suffix}`, value: 'fixture value' } })).json<{ id: string }>();
+  const secretVariable = (
+    await app.inject({ method: 'POST', url: '/api/v1/variables', headers, payload: { key: `FIXTURE_SECRET_${suffix}`, value: 'fixture secret value', secret: true } })
+  ).json<{ id: string }>();
+  const connection = (
+    await app.inject({
+      method: 'POST',
+      url: '/api/v1/connections',
+      headers,
+      payload: { name: `fixture-${suffix}`, baseUrl: 'https://api.example.com/v1', auth: { type: 'bearer', secret: 'fixture-token' } },
+    })
+  ).json<{ id: string }>();
+  return { workflow, job, execution: { id: execution.id }, apiKey, variable, secretVariable, connection };
 }
 
 /** Makes the job due, fires it through the scheduler and runs its execution to its end with an engine. */

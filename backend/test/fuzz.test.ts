@@ -42,8 +42,8 @@ const LEAK_MARKERS = ['    at ', 'select ', 'insert into', 'syntax error at', 'p
 const mentionsLeakMarker = (text: string) => LEAK_MARKERS.some((marker) => text.toLowerCase().includes(marker));
 
 /** Placeholders for the ids of the caller's own resources, replaced when the request is sent (fixtures are remade after a delete). */
-type Resource = 'workflows' | 'jobs' | 'executions' | 'api-keys';
-const RESOURCES: readonly Resource[] = ['workflows', 'jobs', 'executions', 'api-keys'];
+type Resource = 'workflows' | 'jobs' | 'executions' | 'api-keys' | 'variables' | 'connections';
+const RESOURCES: readonly Resource[] = ['workflows', 'jobs', 'executions', 'api-keys', 'variables', 'connections'];
 const placeholder = (resource: Resource) => `@@${resource}@@`;
 const resourceOfPath = (path: string): Resource | undefined => RESOURCES.find((resource) => path.startsWith(`/api/v1/${resource}/`));
 /** `workflowId` -> workflows: a documented field or parameter that names one of the caller's resources. */
@@ -437,7 +437,8 @@ describe('fuzzing every /api/v1 operation from its documented schemas', () => {
 
   beforeAll(async () => {
     // The test config's rate limits are far above the ~1,300 requests this file sends as one user.
-    app = await buildTestApp();
+    // Fixtures are remade for every operation and after every delete: room for all of their jobs, connections and variables.
+    app = await buildTestApp({ JOBS_PER_USER_MAX: '10000', CONNECTIONS_PER_USER: '10000', VARIABLES_PER_USER: '10000' });
     user = await signUp(app);
   });
   afterAll(async () => {
@@ -446,7 +447,14 @@ describe('fuzzing every /api/v1 operation from its documented schemas', () => {
 
   const remakeFixtures = async () => {
     const made = await makeResources(app, user);
-    ids = { workflows: made.workflow.id, jobs: made.job.id, executions: made.execution.id, 'api-keys': made.apiKey.id };
+    ids = {
+      workflows: made.workflow.id,
+      jobs: made.job.id,
+      executions: made.execution.id,
+      'api-keys': made.apiKey.id,
+      variables: made.variable.id,
+      connections: made.connection.id,
+    };
   };
 
   /**
@@ -467,6 +475,11 @@ describe('fuzzing every /api/v1 operation from its documented schemas', () => {
             from executions where user_id = ${userId} and trigger <> 'schedule') e),
         'apiKeys', (select coalesce(json_agg(k order by k.id), '[]') from (
           select id, name, prefix, key_hash, expires_at from api_keys where user_id = ${userId}) k),
+        'variables', (select coalesce(json_agg(v order by v.id), '[]') from (
+          select id, key, value, secret, secret_ciphertext, version from variables where user_id = ${userId}) v),
+        'connections', (select coalesce(json_agg(c order by c.id), '[]') from (
+          select id, name, description, base_url, headers, auth_type, auth_username, auth_name, secret_ciphertext, version
+            from connections where user_id = ${userId}) c),
         'idempotencyKeys', (select coalesce(json_agg(i order by i.scope, i.key), '[]') from (
           select scope, key, request_hash, response_status from idempotency_keys where user_id = ${userId}) i)
       )::text as snapshot`;
@@ -500,7 +513,7 @@ describe('fuzzing every /api/v1 operation from its documented schemas', () => {
       });
 
       const property = fc.asyncProperty(fc.limitShrink(arbitrary, 60), async (input: FuzzCase) => {
-        const fill = (text: string) => text.replace(/@@(workflows|jobs|executions|api-keys)@@/g, (_match, resource: Resource) => ids[resource]);
+        const fill = (text: string) => text.replace(/@@(workflows|jobs|executions|api-keys|variables|connections)@@/g, (_match, resource: Resource) => ids[resource]);
         const url = fill(operation.path.replace(/\{[^}]+\}/g, input.pathValue) + queryString(input.query));
         const payload = input.body.kind === 'text' ? fill(input.body.text) : undefined;
         // An input that itself contains a leak marker could be echoed back legitimately: not a case.

@@ -13,7 +13,7 @@ import { bodySchemaOf, operationsOf, publishedDocument, resolve, type JsonSchema
 
 const SPA_ORIGIN = 'http://localhost:8100';
 
-type Resource = 'workflows' | 'jobs' | 'executions' | 'api-keys';
+type Resource = 'workflows' | 'jobs' | 'executions' | 'api-keys' | 'variables' | 'connections';
 const FIELD_RESOURCES: Readonly<Record<string, Resource>> = { workflowId: 'workflows', jobId: 'jobs', executionId: 'executions' };
 
 describe('hostile input', () => {
@@ -29,7 +29,7 @@ describe('hostile input', () => {
     operations = operationsOf(document);
     user = await signUp(app);
     const made = await makeResources(app, user);
-    ids = { workflows: made.workflow.id, jobs: made.job.id, executions: made.execution.id, 'api-keys': made.apiKey.id };
+    ids = { workflows: made.workflow.id, jobs: made.job.id, executions: made.execution.id, 'api-keys': made.apiKey.id, variables: made.variable.id, connections: made.connection.id };
   });
   afterAll(async () => {
     await app.close();
@@ -51,16 +51,27 @@ describe('hostile input', () => {
             from executions where user_id = ${user.id} and trigger <> 'schedule') e),
         'apiKeys', (select coalesce(json_agg(k order by k.id), '[]') from (
           select id, name, prefix, key_hash, expires_at, created_at from api_keys where user_id = ${user.id}) k),
+        'variables', (select coalesce(json_agg(v order by v.id), '[]') from (
+          select id, key, value, secret, secret_ciphertext, version from variables where user_id = ${user.id}) v),
+        'connections', (select coalesce(json_agg(c order by c.id), '[]') from (
+          select id, name, description, base_url, headers, auth_type, auth_username, auth_name, secret_ciphertext, version from connections where user_id = ${user.id}) c),
         'idempotencyKeys', (select count(*) from idempotency_keys where user_id = ${user.id})
       )::text as snapshot`;
     if (!row) throw new Error('snapshot query returned no row');
     return row.snapshot;
   };
 
+  let distinctValues = 0;
   /** A value the schema accepts, from its default, example or type; undefined when none can be told. */
   const acceptedValue = (schema: JsonSchema, name: string): unknown => {
     const resolved = resolve(document, schema);
     if (resolved.default !== undefined) return resolved.default;
+    if (typeof resolved.example === 'string' && resolved.pattern) {
+      // A patterned example is usually a name that must be unique per user (a connection's, a
+      // variable's key): each body gets its own, so one write cannot take another's name.
+      const distinct = `${resolved.example}_${(distinctValues += 1)}`;
+      if (new RegExp(resolved.pattern).test(distinct)) return distinct;
+    }
     if (resolved.example !== undefined) return resolved.example;
     if (resolved.enum && resolved.enum.length > 0) return resolved.enum[0];
     const type = Array.isArray(resolved.type) ? resolved.type[0] : resolved.type;

@@ -24,6 +24,16 @@ const contract: [string, string, number][] = [
   ['get', '/api/v1/api-keys', 200],
   ['post', '/api/v1/api-keys', 201],
   ['delete', '/api/v1/api-keys/{id}', 204],
+  ['get', '/api/v1/connections', 200],
+  ['post', '/api/v1/connections', 201],
+  ['get', '/api/v1/connections/{id}', 200],
+  ['patch', '/api/v1/connections/{id}', 200],
+  ['delete', '/api/v1/connections/{id}', 204],
+  ['get', '/api/v1/variables', 200],
+  ['post', '/api/v1/variables', 201],
+  ['get', '/api/v1/variables/{id}', 200],
+  ['patch', '/api/v1/variables/{id}', 200],
+  ['delete', '/api/v1/variables/{id}', 204],
 ];
 
 describe('the OpenAPI document', () => {

@@ -12,6 +12,8 @@ type OpenApiDocument = { paths: Record<string, Record<string, OpenApiOperation>>
 const validBodies: Record<string, Record<string, unknown>> = {
   'PATCH /api/v1/workflows/{id}': { name: 'hijacked' },
   'PATCH /api/v1/jobs/{id}': { name: 'hijacked' },
+  'PATCH /api/v1/variables/{id}': { value: 'hijacked' },
+  'PATCH /api/v1/connections/{id}': { description: 'hijacked' },
 };
 
 describe('ownership, over every route that takes an id', () => {
@@ -30,6 +32,8 @@ describe('ownership, over every route that takes an id', () => {
       jobs: resources.job.id,
       executions: resources.execution.id,
       'api-keys': resources.apiKey.id,
+      variables: resources.variable.id,
+      connections: resources.connection.id,
     };
   });
   afterAll(async () => {
@@ -45,6 +49,8 @@ describe('ownership, over every route that takes an id', () => {
       read(`/api/v1/executions/${ids.executions}`),
       read(`/api/v1/executions/${ids.executions}/steps`),
       read('/api/v1/api-keys'),
+      read(`/api/v1/variables/${ids.variables}`),
+      read(`/api/v1/connections/${ids.connections}`),
     ]);
   };
 
@@ -93,7 +99,7 @@ describe('ownership, over every route that takes an id', () => {
     }
     // Bob's figures are his own: Alice's workflows, runs and their bytes are not in them.
     const usage = (await app.inject({ url: '/api/v1/usage', headers: { cookie: bob.cookie } })).json<Record<string, number>>();
-    expect(usage).toMatchObject({ workflows: 0, jobs: 0, executions: 0, steps: 0, payloadBytes: 0 });
+    expect(usage).toMatchObject({ workflows: 0, jobs: 0, executions: 0, steps: 0, connections: 0, variables: 0, payloadBytes: 0 });
     const alicesUsage = (await app.inject({ url: '/api/v1/usage', headers: { cookie: alice.cookie } })).json<Record<string, number>>();
     expect(alicesUsage.executions).toBeGreaterThan(0);
   });

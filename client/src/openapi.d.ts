@@ -1514,6 +1514,515 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/connections": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List connections (search: name, description) */
+        get: {
+            parameters: {
+                query?: {
+                    pageSize?: number;
+                    /** @description Opaque cursor from nextCursor; not with page. */
+                    cursor?: string;
+                    /** @description 1-based page number (offset paging); not with cursor. */
+                    page?: number;
+                    sortBy?: "createdAt" | "updatedAt" | "name";
+                    sortDirection?: "asc" | "desc";
+                    /** @description Case-insensitive substring of name or description. */
+                    searchQuery?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ConnectionPage"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        /** Create a connection (honours Idempotency-Key; 409 NAME_TAKEN, CONNECTION_LIMIT_REACHED beyond CONNECTIONS_PER_USER) */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Same key and body within 24 h: the first result again; same key, other body: 409. */
+                    "idempotency-key"?: string;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["CreateConnectionInput"];
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Connection"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/connections/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get a connection (with its ETag; never its secret) */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Connection"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        /** Delete a connection (409 CONNECTION_IN_USE while a workflow uses it) */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description ETag from a GET; on mismatch the write is refused with 412. */
+                    "if-match"?: string;
+                };
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Deleted */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        /** Change a connection (auth without secret keeps the stored one; 409 CONNECTION_IN_USE on renaming one a workflow uses) */
+        patch: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description ETag from a GET; on mismatch the write is refused with 412. */
+                    "if-match"?: string;
+                };
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["UpdateConnectionInput"];
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Connection"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        trace?: never;
+    };
+    "/api/v1/variables": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List variables (search: key; a secret’s value is never listed) */
+        get: {
+            parameters: {
+                query?: {
+                    pageSize?: number;
+                    /** @description Opaque cursor from nextCursor; not with page. */
+                    cursor?: string;
+                    /** @description 1-based page number (offset paging); not with cursor. */
+                    page?: number;
+                    sortBy?: "createdAt" | "updatedAt" | "key";
+                    sortDirection?: "asc" | "desc";
+                    /** @description Case-insensitive substring of the key. */
+                    searchQuery?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["VariablePage"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        /**
+         * Create a variable or a secret (honours Idempotency-Key; 409 NAME_TAKEN, VARIABLE_LIMIT_REACHED beyond VARIABLES_PER_USER)
+         * @description `value` is required: null is a legal value of a plain variable. A secret (`secret: true`) takes a string; it is sealed at rest and no response, replays included, carries it.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Same key and body within 24 h: the first result again; same key, other body: 409. */
+                    "idempotency-key"?: string;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["CreateVariableInput"];
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Variable"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/variables/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get a variable (with its ETag; a secret’s value is left out) */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Variable"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        /** Delete a variable (a workflow step that still refers to a deleted secret fails with SECRET_NOT_FOUND) */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description ETag from a GET; on mismatch the write is refused with 412. */
+                    "if-match"?: string;
+                };
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Deleted */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        /** Change a variable’s key or value (a value sent for a secret is sealed); `secret` changes only together with a new value */
+        patch: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description ETag from a GET; on mismatch the write is refused with 412. */
+                    "if-match"?: string;
+                };
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["UpdateVariableInput"];
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Variable"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1571,6 +2080,138 @@ export interface components {
         };
         ApiKeyPageInput: {
             items: components["schemas"]["ApiKeyInput"][];
+            hasNext: boolean;
+            nextCursor: string | null;
+        };
+        CreateConnectionAuthInput: {
+            /** @constant */
+            type: "none";
+        } | {
+            /** @constant */
+            type: "bearer";
+            /** @description The token. Write-only: never returned (auth.secretSet says whether one is stored). */
+            secret: string;
+        } | {
+            /** @constant */
+            type: "basic";
+            username: string;
+            /** @description The password. Write-only: never returned (auth.secretSet says whether one is stored). */
+            secret: string;
+        } | {
+            /** @constant */
+            type: "header";
+            /**
+             * @description The header that carries the secret (stored lower-case).
+             * @example x-api-key
+             */
+            name: string;
+            /** @description The header value. Write-only: never returned (auth.secretSet says whether one is stored). */
+            secret: string;
+        } | {
+            /** @constant */
+            type: "query";
+            name: string;
+            /** @description The query parameter value. Write-only: never returned (auth.secretSet says whether one is stored). */
+            secret: string;
+        };
+        UpdateConnectionAuthInput: {
+            /** @constant */
+            type: "none";
+        } | {
+            /** @constant */
+            type: "bearer";
+            /** @description The token. Write-only: never returned (auth.secretSet says whether one is stored). */
+            secret?: string;
+        } | {
+            /** @constant */
+            type: "basic";
+            username: string;
+            /** @description The password. Write-only: never returned (auth.secretSet says whether one is stored). */
+            secret?: string;
+        } | {
+            /** @constant */
+            type: "header";
+            /**
+             * @description The header that carries the secret (stored lower-case).
+             * @example x-api-key
+             */
+            name: string;
+            /** @description The header value. Write-only: never returned (auth.secretSet says whether one is stored). */
+            secret?: string;
+        } | {
+            /** @constant */
+            type: "query";
+            name: string;
+            /** @description The query parameter value. Write-only: never returned (auth.secretSet says whether one is stored). */
+            secret?: string;
+        };
+        ConnectionAuthInput: {
+            /** @enum {string} */
+            type: "none" | "bearer" | "basic" | "header" | "query";
+            /** @description basic only */
+            username?: string;
+            /** @description header and query only: the header or query parameter that carries the secret */
+            name?: string;
+            /** @description Whether a secret is stored (it is never returned). */
+            secretSet: boolean;
+        };
+        ConnectionInput: {
+            /** Format: uuid */
+            id: string;
+            name: string;
+            description: string;
+            baseUrl: string;
+            headers: {
+                [key: string]: string;
+            };
+            auth: components["schemas"]["ConnectionAuthInput"];
+            version: number;
+            /** @description When a run last used it (to the minute), or null. */
+            lastUsedAt: string | null;
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            updatedAt: string;
+        };
+        CreateConnectionInput: {
+            /**
+             * @description Unique per user; workflows refer to the connection by it.
+             * @example github
+             */
+            name: string;
+            /** @default  */
+            description: string;
+            /**
+             * @description Absolute http(s) URL without credentials, query or fragment; stored normalised.
+             * @example https://api.example.com/v1/
+             */
+            baseUrl: string;
+            /** @description Plain (not secret) headers sent with every request, at most 50; names are stored lower-case. */
+            headers?: {
+                [key: string]: string;
+            };
+            auth?: components["schemas"]["CreateConnectionAuthInput"];
+        };
+        UpdateConnectionInput: {
+            /**
+             * @description Unique per user; workflows refer to the connection by it.
+             * @example github
+             */
+            name?: string;
+            description?: string;
+            /**
+             * @description Absolute http(s) URL without credentials, query or fragment; stored normalised.
+             * @example https://api.example.com/v1/
+             */
+            baseUrl?: string;
+            /** @description Replaces every plain header. */
+            headers?: {
+                [key: string]: string;
+            };
+            auth?: components["schemas"]["UpdateConnectionAuthInput"];
+        };
+        ConnectionPageInput: {
+            items: components["schemas"]["ConnectionInput"][];
             hasNext: boolean;
             nextCursor: string | null;
         };
@@ -1728,18 +2369,66 @@ export interface components {
             jobs: number;
             executions: number;
             steps: number;
-            /** @description Always 0 until connections exist. */
             connections: number;
-            /** @description Always 0 until variables exist. */
             variables: number;
             /** @description Always 0 until inbound webhooks exist. */
             webhookDeliveries: number;
             /** @description Always 0 until event subscriptions exist. */
             eventDeliveries: number;
-            /** @description Bytes of the stored payloads as JSON text: workflow graphs (every version), execution and step inputs, outputs and errors. */
+            /** @description Bytes of the stored payloads as JSON text: workflow graphs (every version), execution and step inputs, outputs and errors, connections and variables (sealed secrets included). */
             payloadBytes: number;
             /** @description The storage quota: at or past it, runs, retries and workflow saves are refused (409 STORAGE_QUOTA_EXCEEDED) and scheduled runs are skipped. */
             payloadBytesLimit: number;
+        };
+        /** @description A variable; GET and PATCH send its ETag. */
+        VariableInput: {
+            /** Format: uuid */
+            id: string;
+            key: string;
+            /** @description Any JSON value, null included. Absent (not null) when the variable is secret: a secret’s value is write-only and no response carries it. */
+            value?: unknown;
+            secret: boolean;
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            updatedAt: string;
+        };
+        CreateVariableInput: {
+            /**
+             * @description Unique per user (409 NAME_TAKEN): `$vars.KEY` or `$secrets.KEY` in expressions.
+             * @example API_BASE_URL
+             */
+            key: string;
+            /**
+             * @description Any JSON value up to 65536 bytes as compact UTF-8 JSON text (null is a value); for a secret, a string of 1..8192 characters. Nesting is bounded by the body's depth limit (64 levels). Objects are stored as JSONB: their keys may come back in another order.
+             * @example https://api.example.com
+             */
+            value: unknown;
+            /**
+             * @description Write-only value: responses leave `value` out. A secret can be read only by `{{ $secrets.KEY }}` in http.request params.
+             * @default false
+             */
+            secret: boolean;
+        };
+        /** @description Changes the fields given. A value sent for a secret variable (without `secret: false`) is sealed as its new secret. */
+        UpdateVariableInput: {
+            /**
+             * @description Any JSON value up to 65536 bytes as compact UTF-8 JSON text (null is a value); for a secret, a string of 1..8192 characters. Nesting is bounded by the body's depth limit (64 levels). Objects are stored as JSONB: their keys may come back in another order. Absent: the stored value stays (a secret stays sealed); null: the value becomes null.
+             * @example https://api.example.com
+             */
+            value?: unknown;
+            /**
+             * @description Unique per user (409 NAME_TAKEN): `$vars.KEY` or `$secrets.KEY` in expressions.
+             * @example API_BASE_URL
+             */
+            key?: string;
+            /** @description Changes only together with a new `value` (400 otherwise): a secret’s stored value is never revealed by making it plain, and a plain value, readable until now and not necessarily a string, is never relabelled secret. Repeating the current setting is allowed. */
+            secret?: boolean;
+        };
+        VariablePageInput: {
+            items: components["schemas"]["VariableInput"][];
+            hasNext: boolean;
+            nextCursor: string | null;
         };
         WorkflowNodeInput: {
             /** @description Unique in the workflow. `__proto__`, `constructor`, `prototype` and the other names of Object.prototype members are refused. */
@@ -1867,6 +2556,142 @@ export interface components {
         };
         ApiKeyPage: {
             items: components["schemas"]["ApiKey"][];
+            hasNext: boolean;
+            nextCursor: string | null;
+        };
+        CreateConnectionAuth: {
+            /** @constant */
+            type: "none";
+        } | {
+            /** @constant */
+            type: "bearer";
+            /** @description The token. Write-only: never returned (auth.secretSet says whether one is stored). */
+            secret: string;
+        } | {
+            /** @constant */
+            type: "basic";
+            username: string;
+            /** @description The password. Write-only: never returned (auth.secretSet says whether one is stored). */
+            secret: string;
+        } | {
+            /** @constant */
+            type: "header";
+            /**
+             * @description The header that carries the secret (stored lower-case).
+             * @example x-api-key
+             */
+            name: unknown;
+            /** @description The header value. Write-only: never returned (auth.secretSet says whether one is stored). */
+            secret: string;
+        } | {
+            /** @constant */
+            type: "query";
+            name: string;
+            /** @description The query parameter value. Write-only: never returned (auth.secretSet says whether one is stored). */
+            secret: string;
+        };
+        UpdateConnectionAuth: {
+            /** @constant */
+            type: "none";
+        } | {
+            /** @constant */
+            type: "bearer";
+            /** @description The token. Write-only: never returned (auth.secretSet says whether one is stored). */
+            secret?: string;
+        } | {
+            /** @constant */
+            type: "basic";
+            username: string;
+            /** @description The password. Write-only: never returned (auth.secretSet says whether one is stored). */
+            secret?: string;
+        } | {
+            /** @constant */
+            type: "header";
+            /**
+             * @description The header that carries the secret (stored lower-case).
+             * @example x-api-key
+             */
+            name: unknown;
+            /** @description The header value. Write-only: never returned (auth.secretSet says whether one is stored). */
+            secret?: string;
+        } | {
+            /** @constant */
+            type: "query";
+            name: string;
+            /** @description The query parameter value. Write-only: never returned (auth.secretSet says whether one is stored). */
+            secret?: string;
+        };
+        ConnectionAuth: {
+            /** @enum {string} */
+            type: "none" | "bearer" | "basic" | "header" | "query";
+            /** @description basic only */
+            username?: string;
+            /** @description header and query only: the header or query parameter that carries the secret */
+            name?: string;
+            /** @description Whether a secret is stored (it is never returned). */
+            secretSet: boolean;
+        };
+        Connection: {
+            /** Format: uuid */
+            id: string;
+            name: string;
+            description: string;
+            baseUrl: string;
+            headers: {
+                [key: string]: string;
+            };
+            auth: components["schemas"]["ConnectionAuth"];
+            version: number;
+            /** @description When a run last used it (to the minute), or null. */
+            lastUsedAt: string | null;
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            updatedAt: string;
+        };
+        CreateConnection: {
+            /**
+             * @description Unique per user; workflows refer to the connection by it.
+             * @example github
+             */
+            name: string;
+            /** @default  */
+            description: string;
+            /**
+             * @description Absolute http(s) URL without credentials, query or fragment; stored normalised.
+             * @example https://api.example.com/v1/
+             */
+            baseUrl: unknown;
+            /**
+             * @description Plain (not secret) headers sent with every request, at most 50; names are stored lower-case.
+             * @default {}
+             */
+            headers: unknown;
+            /**
+             * @default {
+             *       "type": "none"
+             *     }
+             */
+            auth: components["schemas"]["CreateConnectionAuth"];
+        };
+        UpdateConnection: {
+            /**
+             * @description Unique per user; workflows refer to the connection by it.
+             * @example github
+             */
+            name?: string;
+            description?: string;
+            /**
+             * @description Absolute http(s) URL without credentials, query or fragment; stored normalised.
+             * @example https://api.example.com/v1/
+             */
+            baseUrl?: unknown;
+            /** @description Replaces every plain header. */
+            headers?: unknown;
+            auth?: components["schemas"]["UpdateConnectionAuth"];
+        };
+        ConnectionPage: {
+            items: components["schemas"]["Connection"][];
             hasNext: boolean;
             nextCursor: string | null;
         };
@@ -2024,18 +2849,66 @@ export interface components {
             jobs: number;
             executions: number;
             steps: number;
-            /** @description Always 0 until connections exist. */
             connections: number;
-            /** @description Always 0 until variables exist. */
             variables: number;
             /** @description Always 0 until inbound webhooks exist. */
             webhookDeliveries: number;
             /** @description Always 0 until event subscriptions exist. */
             eventDeliveries: number;
-            /** @description Bytes of the stored payloads as JSON text: workflow graphs (every version), execution and step inputs, outputs and errors. */
+            /** @description Bytes of the stored payloads as JSON text: workflow graphs (every version), execution and step inputs, outputs and errors, connections and variables (sealed secrets included). */
             payloadBytes: number;
             /** @description The storage quota: at or past it, runs, retries and workflow saves are refused (409 STORAGE_QUOTA_EXCEEDED) and scheduled runs are skipped. */
             payloadBytesLimit: number;
+        };
+        /** @description A variable; GET and PATCH send its ETag. */
+        Variable: {
+            /** Format: uuid */
+            id: string;
+            key: string;
+            /** @description Any JSON value, null included. Absent (not null) when the variable is secret: a secret’s value is write-only and no response carries it. */
+            value?: unknown;
+            secret: boolean;
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            updatedAt: string;
+        };
+        CreateVariable: {
+            /**
+             * @description Unique per user (409 NAME_TAKEN): `$vars.KEY` or `$secrets.KEY` in expressions.
+             * @example API_BASE_URL
+             */
+            key: string;
+            /**
+             * @description Any JSON value up to 65536 bytes as compact UTF-8 JSON text (null is a value); for a secret, a string of 1..8192 characters. Nesting is bounded by the body's depth limit (64 levels). Objects are stored as JSONB: their keys may come back in another order.
+             * @example https://api.example.com
+             */
+            value: unknown;
+            /**
+             * @description Write-only value: responses leave `value` out. A secret can be read only by `{{ $secrets.KEY }}` in http.request params.
+             * @default false
+             */
+            secret: boolean;
+        };
+        /** @description Changes the fields given. A value sent for a secret variable (without `secret: false`) is sealed as its new secret. */
+        UpdateVariable: {
+            /**
+             * @description Any JSON value up to 65536 bytes as compact UTF-8 JSON text (null is a value); for a secret, a string of 1..8192 characters. Nesting is bounded by the body's depth limit (64 levels). Objects are stored as JSONB: their keys may come back in another order. Absent: the stored value stays (a secret stays sealed); null: the value becomes null.
+             * @example https://api.example.com
+             */
+            value?: unknown;
+            /**
+             * @description Unique per user (409 NAME_TAKEN): `$vars.KEY` or `$secrets.KEY` in expressions.
+             * @example API_BASE_URL
+             */
+            key?: string;
+            /** @description Changes only together with a new `value` (400 otherwise): a secret’s stored value is never revealed by making it plain, and a plain value, readable until now and not necessarily a string, is never relabelled secret. Repeating the current setting is allowed. */
+            secret?: boolean;
+        };
+        VariablePage: {
+            items: components["schemas"]["Variable"][];
+            hasNext: boolean;
+            nextCursor: string | null;
         };
         WorkflowNode: {
             /** @description Unique in the workflow. `__proto__`, `constructor`, `prototype` and the other names of Object.prototype members are refused. */
