@@ -67,8 +67,14 @@ export const WorkflowEdges = z.array(WorkflowEdge).max(MAX_EDGES);
 export function validateGraph(nodes: readonly WorkflowNode[], edges: readonly WorkflowEdge[], now = new Date()): ProblemFieldError[] {
   const errors: ProblemFieldError[] = [];
   const indexById = new Map<string, number>();
+  let webhookTriggerIndex: number | undefined;
 
   nodes.forEach((node, index) => {
+    // A workflow has one webhook URL, so one trigger.webhook node says how its deliveries are checked.
+    if (node.type === 'trigger.webhook') {
+      if (webhookTriggerIndex !== undefined) errors.push({ path: `nodes[${index}].type`, message: `a workflow has one trigger.webhook node (nodes[${webhookTriggerIndex}])` });
+      webhookTriggerIndex ??= index;
+    }
     if (isReservedNodeId(node.id)) {
       errors.push({ path: `nodes[${index}].id`, message: `'${node.id}' is reserved: every object already has a member of that name` });
     }

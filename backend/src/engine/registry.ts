@@ -2,7 +2,7 @@ import { condition } from './nodes/condition.js';
 import { delay } from './nodes/delay.js';
 import { httpRequest } from './nodes/http.js';
 import { transform } from './nodes/transform.js';
-import { manualTrigger, scheduleTrigger } from './nodes/trigger.js';
+import { manualTrigger, scheduleTrigger, webhookTrigger } from './nodes/trigger.js';
 import type { NodeDefinition } from './nodes/types.js';
 
 /**
@@ -12,6 +12,7 @@ import type { NodeDefinition } from './nodes/types.js';
 export const nodeDefinitions = {
   'trigger.manual': manualTrigger,
   'trigger.schedule': scheduleTrigger,
+  'trigger.webhook': webhookTrigger,
   'http.request': httpRequest,
   transform,
   condition,

@@ -12,7 +12,7 @@ import { isNodeType, nodeDefinition } from './registry.js';
 import { noStepResources, type StepResources, type StepResourceSource } from './run-resources.js';
 
 /** Node types that finish at once (no I/O): they go straight to completed, with no `running` write. */
-const instantTypes = new Set(['trigger.manual', 'trigger.schedule', 'transform', 'condition']);
+const instantTypes = new Set(['trigger.manual', 'trigger.schedule', 'trigger.webhook', 'transform', 'condition']);
 
 export interface RunnerSettings {
   readonly http: HttpGuard;

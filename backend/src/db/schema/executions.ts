@@ -8,7 +8,7 @@ import { workflows, workflowVersions } from './workflows.js';
 
 export const executionStatuses = ['pending', 'running', 'paused', 'completed', 'failed', 'cancelled'] as const;
 export const executionStatus = pgEnum('execution_status', executionStatuses);
-export const executionTriggers = ['manual', 'schedule', 'retry'] as const;
+export const executionTriggers = ['manual', 'schedule', 'retry', 'webhook'] as const;
 export const executionTrigger = pgEnum('execution_trigger', executionTriggers);
 export const stepStatuses = ['pending', 'running', 'completed', 'failed', 'skipped'] as const;
 export const stepStatus = pgEnum('step_status', stepStatuses);

@@ -8,3 +8,4 @@ export * from './rate-limits.js';
 export * from './usage.js';
 export * from './connections.js';
 export * from './variables.js';
+export * from './webhooks.js';

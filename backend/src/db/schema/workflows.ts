@@ -15,6 +15,12 @@ export const workflows = pgTable(
     edges: jsonb('edges').$type<WorkflowEdge[]>().notNull(),
     /** Bumped on every change; the ETag, and what an execution records as the version it ran. */
     version: integer('version').notNull().default(1),
+    /**
+     * The secret part of its webhook URL (128 random bits), while its graph has a trigger.webhook
+     * node; replaced by POST /workflows/:id/webhook/rotate. Not the workflow id: knowing a URL is
+     * what lets anyone start the workflow.
+     */
+    hookId: text('hook_id').unique('workflows_hook_id_unique'),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
   },

@@ -12,10 +12,10 @@ const Usage = z
     steps: count,
     connections: count,
     variables: count,
-    webhookDeliveries: count.meta({ description: 'Always 0 until inbound webhooks exist.' }),
+    webhookDeliveries: count,
     eventDeliveries: count.meta({ description: 'Always 0 until event subscriptions exist.' }),
     payloadBytes: count.meta({
-      description: 'Bytes of the stored payloads as JSON text: workflow graphs (every version), execution and step inputs, outputs and errors, connections and variables (sealed secrets included).',
+      description: 'Bytes of the stored payloads as JSON text: workflow graphs (every version), execution and step inputs, outputs and errors, connections and variables (sealed secrets included), webhook deliveries (their raw bodies).',
     }),
     payloadBytesLimit: count.meta({ description: 'The storage quota: at or past it, runs, retries and workflow saves are refused (409 STORAGE_QUOTA_EXCEEDED) and scheduled runs are skipped.' }),
   })
@@ -25,8 +25,7 @@ const Usage = z
 export const usageRoutes: FastifyPluginAsyncZod = async (app) => {
   app.get('/usage', { schema: { tags: ['account'], summary: 'What the caller stores, and the storage quota', response: { 200: Usage } } }, async (request) => ({
     ...(await readUsage(app.database.sql, request.user.id)),
-    // Not built yet: inbound webhooks and event subscriptions.
-    webhookDeliveries: 0,
+    // Not built yet: event subscriptions.
     eventDeliveries: 0,
     payloadBytesLimit: app.config.storageMaxBytes,
   }));

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { IdempotencyHeaders, IdParams } from '../../lib/http.js';
 import { versionEtag } from '../../lib/conditional-update.js';
-import { notFound } from '../../lib/problem.js';
+import { conflict, notFound } from '../../lib/problem.js';
 import { acceptExecution } from '../executions/accept.js';
 import { Execution, RunWorkflowBody } from '../executions/schemas.js';
 import { versionedItemRoutes } from '../versioned-resource.js';
@@ -22,10 +22,11 @@ import { assertStorageAvailable } from '../../usage/usage.js';
 const tags = ['workflows'];
 
 export const workflowRoutes: FastifyPluginAsyncZod = async (app) => {
+  const { apiBaseUrl } = app.config.auth;
   app.get(
     '/workflows',
     { schema: { tags, summary: 'List workflows', querystring: ListWorkflowsQuery, response: { 200: WorkflowPage } } },
-    async (request) => workflows.list(app.database.db, request.user.id, request.query),
+    async (request) => workflows.list(app.database.db, request.user.id, request.query, apiBaseUrl),
   );
 
   app.post(
@@ -35,7 +36,7 @@ export const workflowRoutes: FastifyPluginAsyncZod = async (app) => {
       await assertStorageAvailable(app.database.sql, request.user.id, app.config.storageMaxBytes);
       const row = await workflows.create(app.database.db, request.user.id, request.body);
       reply.code(201).header('location', `/api/v1/workflows/${row.id}`).header('etag', versionEtag(row));
-      return workflows.present(row);
+      return workflows.present(row, apiBaseUrl);
     },
   );
 
@@ -48,6 +49,7 @@ export const workflowRoutes: FastifyPluginAsyncZod = async (app) => {
       patchBody: UpdateWorkflowBody,
       summaries: { get: 'Get a workflow (with its ETag)', patch: 'Change a workflow (bumps its version)', delete: 'Delete a workflow with its jobs and executions' },
       ...workflows,
+      present: (row) => workflows.present(row, apiBaseUrl),
       // Every save keeps its graph as a new version: it stores more.
       update: async (db, userId, id, patch, ifMatch) => {
         // Not the caller's: 404 as for a missing one, whatever the caller's storage.
@@ -83,6 +85,24 @@ export const workflowRoutes: FastifyPluginAsyncZod = async (app) => {
       const version = await workflows.getVersion(app.database.db, request.user.id, request.params.id, request.params.version);
       if (!version) throw notFound('version of this workflow', String(request.params.version));
       return version;
+    },
+  );
+
+  app.post(
+    '/workflows/:id/webhook/rotate',
+    {
+      schema: {
+        tags,
+        summary: 'Give the workflow a new webhook URL: the old one answers 404 at once (409 NO_WEBHOOK_TRIGGER without a trigger.webhook node)',
+        params: IdParams,
+        response: { 200: Workflow },
+      },
+    },
+    async (request) => {
+      const row = await workflows.rotateHook(app.database.db, request.user.id, request.params.id);
+      if (row === null) throw notFound('workflow', request.params.id);
+      if (row === 'no-webhook') throw conflict('This workflow has no trigger.webhook node, so it has no webhook URL to replace.', 'NO_WEBHOOK_TRIGGER');
+      return workflows.present(row, apiBaseUrl);
     },
   );
 

@@ -1,4 +1,5 @@
-import { and, eq } from 'drizzle-orm';
+import { randomBytes } from 'node:crypto';
+import { and, eq, isNotNull, sql } from 'drizzle-orm';
 import type { Db } from '../../db/client.js';
 import { workflows, workflowVersions } from '../../db/schema/index.js';
 import { validateGraph } from '../../engine/graph.js';
@@ -23,8 +24,11 @@ type WorkflowRow = typeof workflows.$inferSelect;
 
 const sortKeys = columnSortKeys(workflows, { createdAt: 'timestamp', updatedAt: 'timestamp', name: 'text' });
 
-/** The API shape: everything but the owner. */
-export function present(row: WorkflowRow): WorkflowDto {
+/**
+ * The API shape: everything but the owner. `apiBaseUrl` (AUTH_BASE_URL, the public API root) makes
+ * the webhook URL: `<apiBaseUrl>/hooks/<hookId>`.
+ */
+export function present(row: WorkflowRow, apiBaseUrl: string): WorkflowDto {
   return {
     id: row.id,
     name: row.name,
@@ -32,9 +36,18 @@ export function present(row: WorkflowRow): WorkflowDto {
     nodes: row.nodes,
     edges: row.edges,
     version: row.version,
+    webhook: row.hookId ? { url: `${apiBaseUrl}/hooks/${row.hookId}`, hookId: row.hookId } : null,
     createdAt: iso(row.createdAt),
     updatedAt: iso(row.updatedAt),
   };
+}
+
+/** 128 random bits, URL-safe: a webhook URL cannot be guessed, and tells nothing about its workflow. */
+const newHookId = (): string => randomBytes(16).toString('base64url');
+
+/** The hook a saved graph has: its current one while it has a trigger.webhook node (a new one if it had none), else none. */
+function hookIdFor(nodes: WorkflowRow['nodes'], current: string | null): string | null {
+  return nodes.some((node) => node.type === 'trigger.webhook') ? (current ?? newHookId()) : null;
 }
 
 
@@ -43,8 +56,8 @@ function assertValidGraph(nodes: WorkflowRow['nodes'], edges: WorkflowRow['edges
   if (errors.length > 0) throw new ProblemError(400, 'INVALID_GRAPH', 'The workflow graph is invalid.', { errors });
 }
 
-export async function list(db: Db, userId: string, params: ListParams): Promise<Page<WorkflowDto>> {
-  return listOwned(db, workflows, userId, params, { sortKeys, searchColumns: [workflows.name, workflows.description] }, present);
+export async function list(db: Db, userId: string, params: ListParams, apiBaseUrl: string): Promise<Page<WorkflowDto>> {
+  return listOwned(db, workflows, userId, params, { sortKeys, searchColumns: [workflows.name, workflows.description] }, (row) => present(row, apiBaseUrl));
 }
 
 export async function get(db: Db, userId: string, id: string): Promise<WorkflowRow | null> {
@@ -62,7 +75,7 @@ export async function create(db: Db, userId: string, input: CreateWorkflowInput)
     await assertGraphResources(tx, userId, input.nodes);
     const [row] = await tx
       .insert(workflows)
-      .values({ userId, name: input.name, description: input.description, nodes: input.nodes, edges: input.edges })
+      .values({ userId, name: input.name, description: input.description, nodes: input.nodes, edges: input.edges, hookId: hookIdFor(input.nodes, null) })
       .returning();
     if (!row) throw new Error('insert returned no row');
     await recordVersion(tx, row);
@@ -89,10 +102,25 @@ export async function update(db: Db, userId: string, id: string, input: UpdateWo
         assertValidGraph(nodes, edges);
         await assertGraphResources(tx, userId, nodes);
       }
-      return { name: input.name ?? current.name, description: input.description ?? current.description, nodes, edges };
+      return { name: input.name ?? current.name, description: input.description ?? current.description, nodes, edges, hookId: hookIdFor(nodes, current.hookId) };
     },
     recordVersion,
   );
+}
+
+/**
+ * Gives one of the caller's workflows a new webhook URL: the old one answers 404 from the commit
+ * on. Not a change of the workflow (its version and ETag stay). 'no-webhook' when its graph has no
+ * trigger.webhook node; null when the caller has no such workflow.
+ */
+export async function rotateHook(db: Db, userId: string, id: string): Promise<WorkflowRow | 'no-webhook' | null> {
+  const [row] = await db
+    .update(workflows)
+    .set({ hookId: newHookId(), updatedAt: sql`${workflows.updatedAt}` })
+    .where(and(eq(workflows.userId, userId), eq(workflows.id, id), isNotNull(workflows.hookId)))
+    .returning();
+  if (row) return row;
+  return (await owns(db, userId, id)) ? 'no-webhook' : null;
 }
 
 /** A listed version: what a page reads of it. */

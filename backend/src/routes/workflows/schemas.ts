@@ -11,6 +11,13 @@ export const Workflow = z
     nodes: WorkflowNodes,
     edges: WorkflowEdges,
     version: z.number().int(),
+    webhook: z
+      .object({
+        url: z.string().meta({ description: 'POST here to start the workflow: anyone who knows it can' }),
+        hookId: z.string(),
+      })
+      .nullable()
+      .meta({ description: 'Its webhook while its graph has a trigger.webhook node, else null (POST /workflows/:id/webhook/rotate replaces it)' }),
     createdAt: Timestamp,
     updatedAt: Timestamp,
   })

@@ -1,0 +1,1 @@
+ALTER TABLE "user_usage" ADD COLUMN "webhook_deliveries" integer DEFAULT 0 NOT NULL;
