@@ -1,6 +1,8 @@
+import { DrizzleQueryError } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config.js';
+import { copyError, OMIT } from './lib/error-copy.js';
 
 /**
  * Paths whose values never reach a log line. Fastify's request serializer logs method/url/host
@@ -30,11 +32,88 @@ export const redactedPaths = [
   'secret',
 ];
 
+/**
+ * What a PostgreSQL error (postgres.js's PostgresError) may show in a log: its message and the
+ * names it reports, never a value. Its `detail` and `where` can quote the row ("Failing row
+ * contains (...)"), and postgres.js keeps the statement's `parameters` and `args` on it (as
+ * enumerable fields when its debug hook is on).
+ */
+const databaseErrorFields: ReadonlySet<PropertyKey> = new Set([
+  'name',
+  'message',
+  'stack',
+  'cause',
+  'severity',
+  'code',
+  'query',
+  'schema_name',
+  'table_name',
+  'column_name',
+  'data_type_name',
+  'constraint_name',
+]);
+
+/** Causes of causes deeper than this are left out of a log line: a cycle must end. */
+const MAX_LOGGED_CAUSES = 5;
+
+/**
+ * The error as a log line may show it, for every error logged anywhere (`err`): the statement's
+ * text and the database's code (as the failed query's `code`) and message stay, its parameters
+ * go. drizzle's DrizzleQueryError writes every parameter into its message and stack (`params:
+ * ...`) and keeps them as `params`, and parameters are whatever was written: sealed secrets,
+ * variable values, users' data. A copy of the same class (copyError), so the log's `type` is
+ * unchanged; an error with no database error in its cause chain is the error itself.
+ */
+export function loggableError(error: unknown, depth = 0): unknown {
+  if (!(error instanceof Error) || depth > MAX_LOGGED_CAUSES) return error;
+  const cause = loggableError(error.cause, depth + 1);
+  if (error instanceof DrizzleQueryError) {
+    const message = `Failed query: ${error.query}`;
+    const copy = copyError(error, (key, value) => {
+      if (key === 'params') return OMIT;
+      if (key === 'message') return message;
+      if (key === 'stack') return typeof value === 'string' ? replaceMessage(value, error.message, message) : OMIT;
+      return key === 'cause' ? cause : value;
+    });
+    // pino prints a cause's message and stack, not its fields: the SQLSTATE is shown beside the statement.
+    const code = (error.cause as { code?: unknown } | undefined)?.code;
+    if (typeof code === 'string') Object.defineProperty(copy, 'code', { value: code, enumerable: true, writable: true, configurable: true });
+    return copy;
+  }
+  if (isPostgresError(error)) return copyError(error, (key, value) => (!databaseErrorFields.has(key) ? OMIT : key === 'cause' ? cause : value));
+  return cause === error.cause ? error : copyError(error, (key, value) => (key === 'cause' ? cause : value));
+}
+
+/** An error raised by PostgreSQL, as postgres.js reports it. */
+function isPostgresError(error: Error): boolean {
+  const fields = error as Error & { severity?: unknown; code?: unknown };
+  return error.name === 'PostgresError' || (typeof fields.severity === 'string' && typeof fields.code === 'string');
+}
+
+/** A stack whose header (`Error: <message>`) is rewritten; when it cannot be found, the call frames only. */
+function replaceMessage(stack: string, message: string, replacement: string): string {
+  const at = stack.indexOf(message);
+  if (at !== -1) return `${stack.slice(0, at)}${replacement}${stack.slice(at + message.length)}`;
+  return [replacement, ...stack.split('\n').filter((line) => /^\s+at /.test(line))].join('\n');
+}
+
 export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pino.DestinationStream): Logger {
   const options: pino.LoggerOptions = {
     level: config.logLevel,
     redact: { paths: redactedPaths, censor: '[redacted]' },
+    hooks: {
+      // pino takes a line's `msg` from the error itself (one logged alone, or as `err` without a
+      // message) before any serializer runs: the error is made loggable first.
+      logMethod(args, method) {
+        const [first] = args as unknown[];
+        if (first instanceof Error) (args as unknown[])[0] = loggableError(first);
+        else if (typeof first === 'object' && first !== null && 'err' in first && first.err instanceof Error) (args as unknown[])[0] = { ...first, err: loggableError(first.err) };
+        method.apply(this, args);
+      },
+    },
     serializers: {
+      // Every `err`, bindings of child loggers included.
+      err: (error: unknown) => pino.stdSerializers.err(loggableError(error) as Error),
       // Fastify's request fields, with the scheme: behind a proxy, remoteAddress and protocol are the
       // client's (X-Forwarded-For/-Proto) only when TRUST_PROXY trusts that proxy.
       req: (request: FastifyRequest) => ({

@@ -1,5 +1,8 @@
+import { Writable } from 'node:stream';
+import { DrizzleQueryError } from 'drizzle-orm';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
+import { isDatabaseError } from '../src/db/errors.js';
 import { joinToBase, sharesOrigin, targetThrough } from '../src/engine/connection-target.js';
 import { StepError } from '../src/engine/errors.js';
 import { bindExpressions, ExpressionPool } from '../src/engine/expression-pool.js';
@@ -7,7 +10,18 @@ import type { ExpressionScope } from '../src/engine/expressions.js';
 import { validateGraph } from '../src/engine/graph.js';
 import { Redactor, secretForms } from '../src/engine/redaction.js';
 import { stepNeeds } from '../src/engine/run-resources.js';
+import { errorRecord } from '../src/engine/runner.js';
 import { SecretSlots, secretKeysIn, secretUsage } from '../src/engine/secret-templates.js';
+import { varsReadIn } from '../src/engine/vars-references.js';
+import { forEachString, mapStrings } from '../src/lib/json-walk.js';
+import { createLogger } from '../src/logger.js';
+
+/** An error as postgres.js raises one: a PostgresError with PostgreSQL's fields, here a check violation quoting the row. */
+function postgresError(message: string, fields: Record<string, unknown>): Error {
+  const error = new Error(message);
+  error.name = 'PostgresError';
+  return Object.assign(error, { severity: 'ERROR', ...fields });
+}
 
 /** The pure parts of secrets in workflows: masking, secret templates, what a step reads, where a connection's request goes. */
 
@@ -60,13 +74,38 @@ describe('the redactor', () => {
     const stepError = redactor.error(new StepError(`failed with ${secret}`, { retryable: false, code: 'SECRET_UNREADABLE', details: { echoed: secret }, cause: new Error(secret) }));
     expect(stepError).toBeInstanceOf(StepError);
     const { message, retryable, code, details, cause } = stepError as StepError;
-    expect({ message, retryable, code, details, cause }).toEqual({ message: 'failed with [secret]', retryable: false, code: 'SECRET_UNREADABLE', details: { echoed: '[secret]' }, cause: undefined });
+    expect({ message, retryable, code, details }).toEqual({ message: 'failed with [secret]', retryable: false, code: 'SECRET_UNREADABLE', details: { echoed: '[secret]' } });
+    expect((cause as Error).message).toBe('[secret]');
     const plain = redactor.error(new TypeError(`bad ${secret}`)) as Error;
     expect(plain.name).toBe('TypeError');
     expect(plain.message).toBe('bad [secret]');
     expect(plain.stack).toContain('bad [secret]');
     expect(plain.stack).not.toContain(secret);
     expect(redactor.error(`thrown ${secret}`)).toBe('thrown [secret]');
+  });
+
+  it('keeps a database error one: the runner records it as such, never its SQL or values', () => {
+    const failed = new DrizzleQueryError('select * from "variables" where "key" = $1', [secret], postgresError(`invalid input: ${secret}`, { code: '22P02' }));
+    const redacted = redactor.error(failed) as Error;
+    // The class and the cause's fields are what the runner and the logger read.
+    expect(redacted).toBeInstanceOf(DrizzleQueryError);
+    expect(isDatabaseError(redacted)).toBe(true);
+    expect(errorRecord(redacted, 'n')).toEqual({ nodeId: 'n', message: 'the step failed because of a database error' });
+    expect(redacted.message).toContain('[secret]');
+    expect(JSON.stringify([redacted.message, redacted.stack, (redacted.cause as Error).message, (redacted as DrizzleQueryError).params])).not.toContain('s3cr3t');
+  });
+
+  it('masks a secret that became a url host or scheme, as the URL parser leaves it: lower-cased, punycoded, percent-decoded', () => {
+    const host = 'TenantABCDEFxyz987';
+    expect(new Redactor(secretForms(host)).text(`could not resolve ${new URL(`http://${host}.invalid/x`).hostname} (ENOTFOUND)`)).toBe('could not resolve [secret].invalid (ENOTFOUND)');
+    const scheme = 'MySchemeToken';
+    expect(new Redactor(secretForms(scheme)).text(`only http and https URLs are supported, not ${new URL(`${scheme}://x/`).protocol.slice(0, -1)}`)).toBe(
+      'only http and https URLs are supported, not [secret]',
+    );
+    for (const unicode of ['Tënant-Ünïcode', 'Tenant%41b']) {
+      const parsedHost = new URL(`http://${unicode}.invalid/`).hostname;
+      expect(new Redactor(secretForms(unicode)).text(`refused to connect to ${parsedHost}`), unicode).toBe('refused to connect to [secret].invalid');
+    }
   });
 
   it('changes nothing without secrets', () => {
@@ -99,6 +138,47 @@ describe('secret templates', () => {
     expect(secretUsage('transform', { expression: '"{{ $secrets.A }}"' }).issues).toHaveLength(1);
     expect(secretKeysIn('http.request', http)).toEqual(['A', 'B']);
     expect(secretKeysIn('transform', { expression: '{{ $secrets.A }}' })).toEqual([]);
+  });
+
+  it('refuses a secret in a url before its path begins, where it would be the scheme, userinfo, host or port', () => {
+    const refused = [
+      'http://{{ $secrets.H }}.invalid/x',
+      '{{ $secrets.U }}',
+      '{{ $secrets.U }}://api.test/x',
+      'https://user:{{ $secrets.P }}@api.test/x',
+      'https://api.test:{{ $secrets.P }}/x',
+      // A special scheme takes any slashes (or none) before its host; the parser drops tabs and newlines, and trims.
+      'http:/{{ $secrets.H }}/x',
+      'https:///{{ $secrets.H }}/x',
+      'https:{{ $secrets.H }}/x',
+      'https:/\t/{{ $secrets.H }}',
+      ' https://{{ $secrets.H }}/x',
+      // An earlier template may resolve to anything (`https://`, nothing): only literal text decides.
+      '{{ input.base }}{{ $secrets.K }}',
+      '{{ input.base }}/{{ $secrets.K }}',
+      'https://{{ input.host }}/{{ $secrets.K }}',
+      'ht{{ $secrets.K }}',
+    ];
+    const allowed = [
+      'https://api.test/v1/{{ $secrets.K }}',
+      'https://api.test?k={{ $secrets.K }}',
+      'https://api.test/#{{ $secrets.K }}',
+      '/relative/{{ $secrets.K }}',
+      'users/{{ $secrets.K }}',
+      '{{ input.base }}?k={{ $secrets.K }}',
+      'https://{{ input.host }}/x/{{ $secrets.K }}',
+    ];
+    const urlIssues = (url: string) => secretUsage('http.request', { method: 'GET', url, headers: { h: '{{ $secrets.K }}' } }).issues;
+    for (const url of refused) expect(urlIssues(url).map((issue) => issue.path), url).toEqual([['url']]);
+    for (const url of allowed) expect(urlIssues(url), url).toEqual([]);
+    const errors = validateGraph(
+      [
+        { id: 'start', type: 'trigger.manual', params: {} },
+        { id: 'call', type: 'http.request', params: { method: 'GET', url: 'http://{{ $secrets.H }}.invalid/x' } },
+      ],
+      [{ source: 'start', target: 'call' }],
+    );
+    expect(errors.map((error) => error.path)).toEqual(['nodes[1].params.url']);
   });
 
   it('refuses a graph with $secrets outside them, naming the param', () => {
@@ -136,11 +216,63 @@ describe('what a step reads', () => {
     expect(stepNeeds(node('delay', { ms: '{{ $vars.`odd key` }}' })).vars).toEqual({ kind: 'all' });
     expect(stepNeeds(node('transform', { expression: '$varsOther' })).vars).toEqual({ kind: 'none' });
     expect(stepNeeds(node('transform', { expression: 'input.vars' }))).toEqual({ connection: undefined, secretKeys: [], vars: { kind: 'none' } });
+    expect(varsReadIn(['$vars.A', '{{ $vars.B }} {{ $varsB }}'])).toEqual({ kind: 'keys', keys: ['A', 'B'] });
   });
 
   it('reads the connection and the secrets an http.request names', () => {
     const needs = stepNeeds(node('http.request', { method: 'GET', connection: 'api', url: '/x', headers: { a: '{{ $secrets.T }}' } }));
     expect(needs).toEqual({ connection: 'api', secretKeys: ['T'], vars: { kind: 'none' } });
+  });
+});
+
+describe('the JSON walk', () => {
+  it('visits strings in document order with their paths, and copies with keys kept in order and as own keys', () => {
+    const value = JSON.parse('{"b": ["x", {"c": "y"}], "__proto__": "z", "a": 1, "d": "w"}') as unknown;
+    const seen: unknown[] = [];
+    forEachString(value, (text, path) => seen.push([text, path()]));
+    expect(seen).toEqual([
+      ['x', ['b', 0]],
+      ['y', ['b', 1, 'c']],
+      ['z', ['__proto__']],
+      ['w', ['d']],
+    ]);
+    const order: string[] = [];
+    const copy = mapStrings(value, (text) => (order.push(text), text.toUpperCase()), (key) => `k${key}`) as Record<string, unknown>;
+    expect(order).toEqual(['x', 'y', 'z', 'w']);
+    expect(Object.keys(copy)).toEqual(['kb', 'k__proto__', 'ka', 'kd']);
+    expect(copy).toEqual({ kb: ['X', { kc: 'Y' }], k__proto__: 'Z', ka: 1, kd: 'W' });
+    // Only arrays and plain objects are entered.
+    const date = new Date(0);
+    expect(mapStrings({ date }, (text) => text)).toEqual({ date });
+  });
+});
+
+describe('the logger', () => {
+  it('logs a failed query with its SQL text and the database code and message, never its parameters or the row', () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        lines.push(chunk.toString());
+        done();
+      },
+    });
+    const log = createLogger({ logLevel: 'info' }, sink);
+    const sealed = 'v1.sealed-ciphertext-0123456789abcdef';
+    const cause = Object.assign(postgresError('new row for relation "variables" violates check constraint "variables_value_check"', { code: '23514', constraint_name: 'variables_value_check' }), {
+      detail: `Failing row contains (${sealed}).`,
+      parameters: [sealed],
+    });
+    const failed = new DrizzleQueryError('insert into "variables" ("key", "secret_ciphertext") values ($1, $2)', ['K', sealed], cause);
+    log.error({ err: failed }, 'unhandled error');
+    log.warn({ err: new Error('wrapped', { cause: failed }) }, 'wrapped');
+    log.error(failed);
+    expect(lines).toHaveLength(3);
+    for (const line of lines) {
+      expect(line).not.toContain(sealed);
+      expect(line).toContain('insert into \\"variables\\"');
+      expect(line).toContain('violates check constraint');
+    }
+    expect(JSON.parse(lines[0] as string)).toMatchObject({ err: { type: 'DrizzleQueryError', code: '23514', query: expect.stringContaining('insert into') } });
   });
 });
 

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { App } from '../src/app.js';
 import { Engine } from '../src/engine/engine.js';
 import { createWorkflow, eventually, getExecution, runWorkflow, waitForStatus } from './engine-helpers.js';
@@ -168,6 +168,8 @@ describe('connections, variables and secrets in workflows', () => {
       { id: 'basic', type: 'http.request', params: { method: 'GET', connection: 'echo-basic', url: 'basic' } },
       { id: 'header', type: 'http.request', params: { method: 'GET', connection: 'echo-header', url: `${echo.url}/header` } },
       { id: 'query', type: 'http.request', params: { method: 'GET', connection: 'echo-query', url: '/search?keep=a%20b' } },
+      // A parameter of the auth's name in the url is replaced by the credential; the rest of the query stays as written.
+      { id: 'queryReplaced', type: 'http.request', params: { method: 'GET', connection: 'echo-query', url: '/replace?key=forged&keep=a+b' } },
       {
         id: 'secrets',
         type: 'http.request',
@@ -179,7 +181,7 @@ describe('connections, variables and secrets in workflows', () => {
         },
       },
     ],
-    edges: ['bearer', 'basic', 'header', 'query', 'secrets'].map((target) => ({ source: 'start', target })),
+    edges: ['bearer', 'basic', 'header', 'query', 'queryReplaced', 'secrets'].map((target) => ({ source: 'start', target })),
   });
 
   it('sends each auth type and secret to the upstream, and records, streams and logs none of them', async () => {
@@ -201,6 +203,7 @@ describe('connections, variables and secrets in workflows', () => {
     const queryUrl = new URL(at('/q/search').url, 'http://echo');
     expect(queryUrl.searchParams.get('key')).toBe(querySecret.value);
     expect(at('/q/search').url.startsWith('/q/search?keep=a%20b&key=')).toBe(true);
+    expect(at('/q/replace').url).toBe(`/q/replace?keep=a+b&key=${encodeURIComponent(querySecret.value)}`);
     const secrets = at('/secrets');
     expect(new URL(secrets.url, 'http://echo').searchParams.get('sig')).toBe(secretVariable.value);
     expect(secrets.headers['x-secret']).toBe(secretVariable.value);
@@ -215,6 +218,9 @@ describe('connections, variables and secrets in workflows', () => {
     expect(echoOf('basic').headers.authorization).toBe('Basic [secret]');
     expect(echoOf('header').headers['x-api-key']).toBe('[secret]');
     expect(echoOf('query').url).toBe('/q/search?keep=a%20b&key=[secret]');
+    // The recorded url is the one sent, the credential masked: not one without the parameter.
+    expect(steps.byNode.query?.input).toMatchObject({ url: `${echo.url}/q/search?keep=a%20b&key=[secret]`, connection: 'echo-query' });
+    expect(steps.byNode.queryReplaced?.input).toMatchObject({ url: `${echo.url}/q/replace?keep=a+b&key=[secret]` });
     expect(echoOf('secrets').url).toBe('/secrets?sig=[secret]');
     expect(echoOf('secrets').headers).toMatchObject({ 'x-secret': '[secret]', 'x-mixed': 'pre-[secret]-hello' });
     expect(JSON.parse(echoOf('secrets').body)).toEqual({ nested: [{ token: '[secret]' }], greeting: 'hello' });
@@ -322,6 +328,11 @@ describe('connections, variables and secrets in workflows', () => {
       { node: { id: 'x', type: 'http.request', params: { method: 'GET', connection: 'no-such-connection', url: '/x' } }, path: 'nodes[1].params.connection' },
       { node: { id: 'x', type: 'http.request', params: { method: 'GET', connection: 'echo-bearer', url: `${other.url}/x` } }, path: 'nodes[1].params.url' },
       { node: { id: 'x', type: 'http.request', params: { method: 'GET', connection: 'Not A Name', url: '/x' } }, path: 'nodes[1].params.connection' },
+      // A secret where the url's host or scheme is: errors show those as the URL parser leaves them (lower-cased, punycoded).
+      { node: { id: 'x', type: 'http.request', params: { method: 'GET', url: 'http://{{ $secrets.SV }}.invalid/x' } }, path: 'nodes[1].params.url' },
+      { node: { id: 'x', type: 'http.request', params: { method: 'GET', url: '{{ $secrets.SV }}' } }, path: 'nodes[1].params.url' },
+      // Through a connection too: a value with a scheme makes the url absolute.
+      { node: { id: 'x', type: 'http.request', params: { method: 'GET', connection: 'echo-bearer', url: '{{ $secrets.SV }}' } }, path: 'nodes[1].params.url' },
     ];
     for (const { node, path } of cases) {
       const problem = expectProblem(await save({ nodes: [start, node], edges: [{ source: 'start', target: 'x' }] }), 400);
@@ -378,7 +389,9 @@ describe('connections, variables and secrets in workflows', () => {
     const [echoBefore, otherBefore] = [echo.received.length, other.received.length];
     const execution = await runToEnd(workflowId, { target: `${other.url}/steal` });
     expect(execution.status).toBe('failed');
-    expect((await stepsOf(execution.id)).byNode.call?.error?.code).toBe('CONNECTION_ORIGIN_MISMATCH');
+    const error = (await stepsOf(execution.id)).byNode.call?.error;
+    expect(error?.code).toBe('CONNECTION_ORIGIN_MISMATCH');
+    expect(error?.message).toContain(`leads to ${other.url},`);
     expect(other.received.length).toBe(otherBefore);
     expect(echo.received.length).toBe(echoBefore);
 
@@ -504,5 +517,139 @@ describe('connections, variables and secrets in workflows', () => {
     expect((await runToEnd(workflowId, { n: 1 })).status).toBe('completed');
     const touching = statements.slice(from).filter((statement) => /"(connections|variables)"/.test(statement.query));
     expect(touching.map((statement) => statement.query)).toEqual([]);
+  });
+
+  it('masks a secret that a graph saved before such urls were refused puts in a url host or scheme, as the parser leaves it', async () => {
+    const host = secretWith('TenantHost', 'XYZ');
+    const scheme = secretWith('MyScHeMe', 'Token');
+    await createVariable('HOST_SECRET', host.value, true);
+    await createVariable('SCHEME_SECRET', scheme.value, true);
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'host', type: 'http.request', params: { method: 'GET', url: 'http://placeholder.invalid/x' } },
+        { id: 'scheme', type: 'http.request', params: { method: 'GET', url: 'http://placeholder.invalid/y' } },
+      ],
+      edges: [
+        { source: 'start', target: 'host' },
+        { source: 'start', target: 'scheme' },
+      ],
+    });
+    // Such a graph is refused at save now: written as an older version could have stored it.
+    for (const table of ['workflows', 'workflow_versions']) {
+      await app.database.sql.unsafe(
+        `update ${table} set nodes = jsonb_set(jsonb_set(nodes, '{1,params,url}', to_jsonb($1::text)), '{2,params,url}', to_jsonb($2::text)) where ${table === 'workflows' ? 'id' : 'workflow_id'} = $3`,
+        ['http://{{ $secrets.HOST_SECRET }}.invalid/x', '{{ $secrets.SCHEME_SECRET }}://x/y', workflowId],
+      );
+    }
+    const execution = await runToEnd(workflowId);
+    expect(execution.status).toBe('failed');
+    const steps = await stepsOf(execution.id);
+    expect(steps.byNode.host?.error?.message).toMatch(/^could not resolve \[secret\]\.invalid/);
+    expect(steps.byNode.scheme?.error?.message).toBe('only http and https URLs are supported, not [secret]');
+    const events = await app.inject({ url: `/api/v1/executions/${execution.id}/events`, headers: { cookie: user.cookie } });
+    const execution_ = JSON.stringify(await getExecution(app, user, execution.id));
+    for (const [where, text] of [['the steps', steps.text], ['the execution', execution_], ['the event stream', events.body], ['the logs', logsOf(app)]] as const) {
+      for (const secret of [host, scheme]) expect(text.toLowerCase(), `${where} hold ${secret.marker}`).not.toContain(secret.marker.toLowerCase());
+    }
+  });
+
+  it('gives $vars a stored string as that string, even one that reads as JSON', async () => {
+    const strings = { STR_NUMBER: '42', STR_OBJECT: '{"a":1}', STR_TRUE: 'true', STR_NULL: 'null' };
+    for (const [key, value] of Object.entries(strings)) await createVariable(key, value);
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        // $vars.KEY reads those keys; $lookup reads them all: both reads.
+        { id: 'named', type: 'transform', params: { expression: '{ "STR_NUMBER": $vars.STR_NUMBER, "STR_OBJECT": $vars.STR_OBJECT, "STR_TRUE": $vars.STR_TRUE, "STR_NULL": $vars.STR_NULL }' } },
+        { id: 'all', type: 'transform', params: { expression: '[$lookup($vars, "STR_NUMBER"), $lookup($vars, "STR_OBJECT"), $lookup($vars, "STR_TRUE"), $lookup($vars, "STR_NULL")]' } },
+      ],
+      edges: [
+        { source: 'start', target: 'named' },
+        { source: 'start', target: 'all' },
+      ],
+    });
+    const execution = await runToEnd(workflowId);
+    expect(execution.status, JSON.stringify(execution.error)).toBe('completed');
+    const steps = await stepsOf(execution.id);
+    expect(steps.byNode.named?.output).toEqual(strings);
+    expect(steps.byNode.all?.output).toEqual(Object.values(strings));
+  });
+
+  it('does not count a step refused for another origin as a use of its connection', async () => {
+    const refused = await createConnection({ name: 'refused-use', baseUrl: echo.url });
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'call', type: 'http.request', params: { method: 'GET', connection: 'refused-use', url: '{{ input.target }}' } },
+      ],
+      edges: [{ source: 'start', target: 'call' }],
+    });
+    const execution = await runToEnd(workflowId, { target: `${other.url}/elsewhere` });
+    expect((await stepsOf(execution.id)).byNode.call?.error?.code).toBe('CONNECTION_ORIGIN_MISMATCH');
+    const stamps = statements.filter((statement) => statement.query.includes('last_used_at = now()') && statement.parameters.includes(refused.id));
+    expect(stamps).toEqual([]);
+    const [row] = await app.database.sql<{ lastUsedAt: Date | null }[]>`select last_used_at as "lastUsedAt" from connections where id = ${refused.id}`;
+    expect(row?.lastUsedAt).toBeNull();
+  });
+
+  it.skipIf(lacksConcurrentConnections())('has written lastUsedAt by the time the engine has stopped', async () => {
+    const used = await createConnection({ name: 'used-at-stop', baseUrl: echo.url });
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'call', type: 'http.request', params: { method: 'GET', connection: 'used-at-stop', url: '/at-stop' } },
+      ],
+      edges: [{ source: 'start', target: 'call' }],
+    });
+    // Another session holds the row, so the stamp waits for it.
+    const holding = await app.database.sql.reserve();
+    try {
+      await holding`begin`;
+      await holding`select id from connections where id = ${used.id} for update`;
+      const receivedBefore = echo.received.length;
+      await runWorkflow(app, user, workflowId);
+      await eventually(async () => echo.received.slice(receivedBefore).some((request) => request.url === '/at-stop'));
+      const released = new Promise<void>((resolve) => setTimeout(() => void holding`commit`.then(() => resolve()), 1_000));
+      await engine.stop(10_000);
+      const [row] = await app.database.sql<{ lastUsedAt: Date | null }[]>`select last_used_at as "lastUsedAt" from connections where id = ${used.id}`;
+      expect(row?.lastUsedAt).not.toBeNull();
+      await released;
+    } finally {
+      holding.release();
+      engine = startCapturedEngine();
+    }
+  });
+
+  it('logs a database failure of a secret write with its statement but without its parameters: no sealed secret in the log', async () => {
+    await app.database.sql.unsafe(`
+      create or replace function forced_failure() returns trigger language plpgsql as $$
+      begin
+        if new.key = 'FORCED_FAILURE' then raise exception 'forced failure'; end if;
+        return new;
+      end $$`);
+    await app.database.sql.unsafe('create trigger forced_failure before insert on variables for each row execute function forced_failure()');
+    const sealed: string[] = [];
+    const seal = app.keyring.seal.bind(app.keyring);
+    const spy = vi.spyOn(app.keyring, 'seal').mockImplementation((plaintext, binding) => {
+      const result = seal(plaintext, binding);
+      sealed.push(result.ciphertext);
+      return result;
+    });
+    try {
+      const response = await app.inject({ method: 'POST', url: '/api/v1/variables', headers: { cookie: user.cookie }, payload: { key: 'FORCED_FAILURE', value: 'forced-secret-1', secret: true } });
+      expectProblem(response, 500);
+    } finally {
+      spy.mockRestore();
+      await app.database.sql.unsafe('drop trigger forced_failure on variables');
+    }
+    expect(sealed).toHaveLength(1);
+    const line = logsOf(app)
+      .split('\n')
+      .find((text) => text.includes('forced failure'));
+    expect(line).toContain('insert into \\"variables\\"');
+    expect(line).toContain('"code":"P0001"');
+    for (const ciphertext of sealed) expect(logsOf(app)).not.toContain(ciphertext);
+    expect(logsOf(app)).not.toContain('forced-secret-1');
   });
 });

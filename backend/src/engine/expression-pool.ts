@@ -2,9 +2,11 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
+import { someString } from '../lib/json-walk.js';
 import { StepError } from './errors.js';
 import { defaultExpressionLimits, type ExpressionBindings, type ExpressionLimits, type ExpressionScope } from './expressions.js';
 import type { ExpressionTask, FailedEvaluation, NeededParts, SentPart, SentScope, SuppliedParts, WorkerReply } from './expression-worker.js';
+import { readsVars } from './vars-references.js';
 
 /** How nodes evaluate expressions: never in the engine's process (see ExpressionPool). */
 export interface ExpressionEvaluator {
@@ -123,7 +125,7 @@ export class ExpressionPool implements ExpressionEvaluator {
 
   resolveTemplates(value: unknown, scope: ExpressionScope, bindings?: ExpressionBindings): Promise<unknown> {
     // Params without a template come back as they are: one linear scan, no evaluation at all.
-    if (!containsTemplate(value)) return Promise.resolve(value);
+    if (!someString(value, (text) => text.includes('{{'))) return Promise.resolve(value);
     const request: Request = { kind: 'resolve', value };
     return this.submit(request, scope, boundIn(request, bindings));
   }
@@ -329,38 +331,16 @@ function tooLargeError(request: Request, maxHeapMb: number): StepError {
 }
 
 /**
- * The bindings sent with a request: `$vars` only when its text names it (a template's text is in
- * the value's strings), so most tasks copy no variables to the worker. JSONata cannot list its
- * bindings, so only a name built at run time (`$eval("$" & "vars")`) could miss them: it finds
- * nothing, as it would for any unknown name. Undefined when none is sent.
+ * The bindings sent with a request: `$vars` only when its text reads it (vars-references.ts, the
+ * rule that also decides which variables the step read; a template's text is in the value's
+ * strings), so most tasks copy no variables to the worker. JSONata cannot list its bindings, so
+ * only a name built at run time (`$eval("$" & "vars")`) could miss them: it finds nothing, as it
+ * would for any unknown name. Undefined when none is sent.
  */
 function boundIn(request: Request, bindings: ExpressionBindings | undefined): ExpressionBindings | undefined {
   if (bindings?.vars === undefined) return undefined;
-  const mentionsVars = request.kind === 'evaluate' ? request.expression.includes(VARS_BINDING) : containsText(request.value, VARS_BINDING);
+  const mentionsVars = request.kind === 'evaluate' ? readsVars(request.expression) : someString(request.value, readsVars);
   return mentionsVars ? { vars: bindings.vars } : undefined;
-}
-
-const VARS_BINDING = '$vars';
-
-/** Whether any string in `value` (at any depth; keys aside) opens a `{{ }}` template. */
-function containsTemplate(value: unknown): boolean {
-  return containsText(value, '{{');
-}
-
-/** Whether any string in `value` (at any depth; keys aside) contains `text`. */
-function containsText(value: unknown, text: string): boolean {
-  const pending: unknown[] = [value];
-  while (pending.length > 0) {
-    const item = pending.pop();
-    if (typeof item === 'string') {
-      if (item.includes(text)) return true;
-    } else if (Array.isArray(item)) {
-      for (const element of item) pending.push(element);
-    } else if (typeof item === 'object' && item !== null) {
-      for (const element of Object.values(item)) pending.push(element);
-    }
-  }
-  return false;
 }
 
 /** The scope's first message: small parts as they are, the rest withheld (sent if read). */
@@ -387,7 +367,9 @@ function supplied(scope: ExpressionScope, parts: NeededParts): SuppliedParts {
 
 /**
  * About how many bytes `value` takes as JSON, or undefined as soon as that is over `limit`: the
- * walk stops there, so sizing a large output costs no more than sizing `limit` bytes of it.
+ * walk stops there, so sizing a large output costs no more than sizing `limit` bytes of it. Its
+ * own walk, not json-walk's: that one lists all of an object's keys before visiting any, and this
+ * one must stop inside an object of a million keys after `limit` bytes of them.
  */
 function sizeAtMost(value: unknown, limit: number): number | undefined {
   let size = 0;

@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import jsonata from 'jsonata';
+import { forEachString, mapStrings, type JsonPath } from '../lib/json-walk.js';
 import { StepError, type StepErrorCode } from './errors.js';
 
 /** What every expression sees as its root: `input.x`, `steps.<nodeId>.y`. */
@@ -99,7 +100,19 @@ export async function resolveTemplates(
   deadline?: number,
   bindings?: ExpressionBindings,
 ): Promise<unknown> {
-  return resolveValue(value, scope, budgetOf(limits, 'templates', deadline, bindings), '');
+  const budget = budgetOf(limits, 'templates', deadline, bindings);
+  // Sequential on purpose: evaluations never yield, so running them "in parallel" would only
+  // interleave them and make each one's clock include the others' work.
+  const templated: { text: string; path: string }[] = [];
+  forEachString(value, (text, path) => {
+    if (text.includes('{{')) templated.push({ text, path: formatPath(path()) });
+  });
+  if (templated.length === 0) return value;
+  const resolved: unknown[] = [];
+  for (const { text, path } of templated) resolved.push(await resolveString(text, scope, budget, path));
+  // Both walks meet the strings in the same (document) order: the nth templated string gets the nth result.
+  let next = 0;
+  return mapStrings(value, (text) => (text.includes('{{') ? resolved[next++] : text));
 }
 
 /** Checks an expression compiles; returns the error message or null (used for validation). */
@@ -214,24 +227,6 @@ export function templateParts(text: string): TemplatePart[] | null {
     if (error instanceof StepError) return null;
     throw error;
   }
-}
-
-async function resolveValue(value: unknown, scope: ExpressionScope, budget: Budget, path: string): Promise<unknown> {
-  if (typeof value === 'string') return resolveString(value, scope, budget, path);
-  // Sequential on purpose: evaluations never yield, so running them "in parallel" would only
-  // interleave them and make each one's clock include the others' work.
-  if (Array.isArray(value)) {
-    const resolved: unknown[] = [];
-    for (const [index, item] of value.entries()) resolved.push(await resolveValue(item, scope, budget, `${path}[${index}]`));
-    return resolved;
-  }
-  if (isPlainObject(value)) {
-    const entries: [string, unknown][] = [];
-    for (const [key, item] of Object.entries(value)) entries.push([key, await resolveValue(item, scope, budget, joinPath(path, key))]);
-    // fromEntries defines own properties, so a "__proto__" key from JSON stays a plain key.
-    return Object.fromEntries(entries);
-  }
-  return value;
 }
 
 async function resolveString(text: string, scope: ExpressionScope, budget: Budget, path: string): Promise<unknown> {
@@ -361,10 +356,15 @@ async function withPath<T>(path: string, evaluate: () => Promise<T>): Promise<T>
   }
 }
 
-function joinPath(path: string, key: string): string {
-  const plainKey = /^[A-Za-z_$][\w$]*$/.test(key);
-  if (plainKey) return path === '' ? key : `${path}.${key}`;
-  return `${path}[${JSON.stringify(key)}]`;
+/** Where a string is in the params, as error details name it: `headers.x`, `body.list[0]`, `body["a b"]`. */
+function formatPath(path: JsonPath): string {
+  let text = '';
+  for (const key of path) {
+    if (typeof key === 'number') text += `[${key}]`;
+    else if (/^[A-Za-z_$][\w$]*$/.test(key)) text += text === '' ? key : `.${key}`;
+    else text += `[${JSON.stringify(key)}]`;
+  }
+  return text;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -456,10 +456,4 @@ function quoteSnippet(text: string): string {
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null;
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  if (!isRecord(value) || Array.isArray(value)) return false;
-  const prototype: unknown = Object.getPrototypeOf(value);
-  return prototype === Object.prototype || prototype === null;
 }

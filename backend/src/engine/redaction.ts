@@ -1,4 +1,6 @@
-import { StepError } from './errors.js';
+import { domainToASCII } from 'node:url';
+import { copyError, OMIT } from '../lib/error-copy.js';
+import { mapStrings } from '../lib/json-walk.js';
 
 /** What a secret value reads as wherever it would have been recorded, streamed or logged (API.md). */
 export const SECRET_MASK = '[secret]';
@@ -7,16 +9,21 @@ export const SECRET_MASK = '[secret]';
  * The texts under which a secret may travel and come back: as it is (a header, a body string),
  * JSON-escaped (inside a JSON body sent as text and echoed back), percent-encoded as
  * encodeURIComponent and URLSearchParams do (query auth), and as the URL parser leaves it in a
- * query or a path (a `{{ $secrets.KEY }}` in a url). A form is kept only when it is not empty.
+ * query or a path (a `{{ $secrets.KEY }}` in a url). And, should one reach a url's host (a graph
+ * saved before such urls were refused, secret-templates.ts), as the parser leaves a host and
+ * messages about it show it: lower-cased, and percent-decoded and punycoded (domainToASCII). A
+ * form is kept only when it is not empty.
  */
 export function secretForms(secret: string): string[] {
-  const forms = [secret, JSON.stringify(secret).slice(1, -1)];
+  const forms = [secret, JSON.stringify(secret).slice(1, -1), secret.toLowerCase()];
   const attempts: (() => string)[] = [
     () => encodeURIComponent(secret),
     () => new URLSearchParams([['', secret]]).toString().slice(1),
     // `#` and `?` would end the query or the path: escaped first, they stay inside it, as they were sent.
     () => new URL(`http://host/?${secret.replaceAll('#', '%23')}`).search.slice(1),
     () => new URL(`http://host/${secret.replace(/[?#]/g, (character) => encodeURIComponent(character))}`).pathname.slice(1),
+    // Empty when the secret is no valid domain (a host could not have held it whole).
+    () => domainToASCII(secret),
   ];
   for (const attempt of attempts) {
     try {
@@ -58,68 +65,33 @@ export class Redactor {
     return this.pattern === undefined ? text : text.replace(this.pattern, SECRET_MASK);
   }
 
-  /**
-   * A copy of JSON-like data with every string (keys too) redacted. Iterative, so an upstream's
-   * deeply nested answer cannot overflow the stack; key order is kept.
-   */
+  /** A copy of JSON-like data (json-walk.ts) with every string, keys too, redacted; key order is kept. */
   value(value: unknown): unknown {
     if (this.pattern === undefined) return value;
-    const root: { value: unknown } = { value: undefined };
-    const pending: { source: unknown; store: (copy: unknown) => void }[] = [{ source: value, store: (copy) => (root.value = copy) }];
-    while (pending.length > 0) {
-      const { source, store } = pending.pop() as (typeof pending)[number];
-      if (typeof source === 'string') {
-        store(this.text(source));
-      } else if (Array.isArray(source)) {
-        const copy: unknown[] = new Array<unknown>(source.length);
-        store(copy);
-        source.forEach((item, index) => pending.push({ source: item, store: (redacted) => (copy[index] = redacted) }));
-      } else if (isPlainObject(source)) {
-        const copy: Record<string, unknown> = {};
-        store(copy);
-        for (const [key, item] of Object.entries(source)) {
-          const redactedKey = this.text(key);
-          // Defined now, filled when its turn comes: the copy keeps the source's key order. Own
-          // properties, so a "__proto__" key stays a plain key.
-          defineValue(copy, redactedKey, undefined);
-          pending.push({ source: item, store: (redacted) => defineValue(copy, redactedKey, redacted) });
-        }
-      } else {
-        store(source);
-      }
-    }
-    return root.value;
+    const text = (source: string): string => this.text(source);
+    return mapStrings(value, text, text);
   }
 
   /**
-   * The error with its message, details and stack redacted. A StepError keeps its class, code and
-   * retryability; its cause is dropped (it is never recorded, and a logger would print it whole).
+   * The error redacted, of its own class (copyError): a StepError keeps its code and
+   * retryability, a database error still reads as one (the runner records a database error's
+   * message as a generic one, isDatabaseError, and the logger leaves its parameters out, which
+   * both depend on its class and fields). Every own property is redacted, its message, stack,
+   * details and cause (copied the same way, to a bounded depth) included. What is not an Error
+   * becomes its redacted text.
    */
   error(error: unknown): unknown {
     if (this.pattern === undefined) return error;
-    if (error instanceof StepError) {
-      return new StepError(this.text(error.message), {
-        retryable: error.retryable,
-        ...(error.code ? { code: error.code } : {}),
-        ...(error.details ? { details: this.value(error.details) as Record<string, unknown> } : {}),
-      });
-    }
-    if (error instanceof Error) {
-      const copy = new Error(this.text(error.message));
-      copy.name = error.name;
-      copy.stack = error.stack === undefined ? undefined : this.text(error.stack);
-      return copy;
-    }
-    return this.text(String(error));
+    return error instanceof Error ? this.copyError(error, 0) : this.text(String(error));
+  }
+
+  private copyError(error: Error, depth: number): Error {
+    return copyError(error, (_key, value) => {
+      if (!(value instanceof Error)) return this.value(value);
+      return depth < MAX_CAUSE_DEPTH ? this.copyError(value, depth + 1) : OMIT;
+    });
   }
 }
 
-function defineValue(target: Record<string, unknown>, key: string, value: unknown): void {
-  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
-  const prototype: unknown = Object.getPrototypeOf(value);
-  return prototype === Object.prototype || prototype === null;
-}
+/** Errors nested deeper (causes of causes) are left out of a redacted copy: a cycle must end. */
+const MAX_CAUSE_DEPTH = 5;

@@ -2,11 +2,14 @@ import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { Logger } from 'pino';
 import type { Db } from '../db/client.js';
 import { connections, variables, type ConnectionAuthType } from '../db/schema/index.js';
+import { connectionSecretBinding } from '../secrets/bindings.js';
 import { SecretUnreadableError, type Keyring, type SecretBinding } from '../secrets/keyring.js';
 import { StepError } from './errors.js';
 import type { WorkflowNode } from './graph.js';
+import { forEachString } from '../lib/json-walk.js';
 import { Redactor, secretForms } from './redaction.js';
 import { secretKeysIn } from './secret-templates.js';
+import { varsReadIn, type VarsRead } from './vars-references.js';
 
 /**
  * What one step reads of its user's settings when it runs (API.md, Connections and Variables):
@@ -40,41 +43,35 @@ export interface StepResources {
   readonly connection: StepConnection | undefined;
   /** Masks every secret above, in every form it is sent in, wherever the step's data is recorded or logged. */
   readonly redactor: Redactor;
+  /**
+   * Records that the step used its connection (lastUsedAt): called by the node once its request
+   * may go (a request refused before, CONNECTION_ORIGIN_MISMATCH, is no use). Never rejects; the
+   * node awaits it before its step ends, so the write is over before the engine's runs are (and
+   * before the pool closes after engine.stop).
+   */
+  readonly recordConnectionUse: () => Promise<void>;
 }
 
-export const noStepResources: StepResources = { vars: undefined, secrets: new Map(), connection: undefined, redactor: Redactor.none };
+const nothingToRecord = (): Promise<void> => Promise.resolve();
+
+export const noStepResources: StepResources = { vars: undefined, secrets: new Map(), connection: undefined, redactor: Redactor.none, recordConnectionUse: nothingToRecord };
 
 /** Where the runner gets a step's resources (an interface, so the runner does not depend on the database). */
 export interface StepResourceSource {
   forStep(userId: string, node: WorkflowNode): Promise<StepResources>;
 }
 
-/** `all` when an expression reads `$vars` other than as `$vars.KEY` (`$keys($vars)`, `$lookup($vars, k)`). */
-type VarsNeed = { readonly kind: 'none' } | { readonly kind: 'keys'; readonly keys: readonly string[] } | { readonly kind: 'all' };
-
 export interface StepNeeds {
   readonly connection: string | undefined;
   readonly secretKeys: readonly string[];
-  readonly vars: VarsNeed;
+  readonly vars: VarsRead;
 }
-
-/** `$vars` not followed by a name character (else it is another variable, `$varsOld`), and the key when it is `$vars.KEY`. */
-const VARS_REFERENCE = /\$vars(?![\w$])(?:\.([A-Za-z_]\w*)(?![\w$]))?/g;
 
 /** What a node's params ask for, read from their text (no evaluation). */
 export function stepNeeds(node: WorkflowNode): StepNeeds {
-  const keys = new Set<string>();
-  let readsAllVars = false;
-  let mentionsVars = false;
-  forEachStringValue(node.params, (text) => {
-    if (!text.includes('$vars')) return;
-    for (const match of text.matchAll(VARS_REFERENCE)) {
-      mentionsVars = true;
-      if (match[1] === undefined) readsAllVars = true;
-      else keys.add(match[1]);
-    }
-  });
-  const vars: VarsNeed = !mentionsVars ? { kind: 'none' } : readsAllVars ? { kind: 'all' } : { kind: 'keys', keys: [...keys] };
+  const texts: string[] = [];
+  forEachString(node.params, (text) => texts.push(text));
+  const vars = varsReadIn(texts);
   const connection = node.type === 'http.request' && typeof node.params.connection === 'string' ? node.params.connection : undefined;
   return { connection, secretKeys: secretKeysIn(node.type, node.params), vars };
 }
@@ -111,15 +108,19 @@ export class RunResources implements StepResourceSource {
       needs.vars.kind === 'none' ? undefined : this.readVars(userId, needs.vars),
       needs.secretKeys.length === 0 ? new Map<string, string>() : this.readSecrets(userId, needs.secretKeys),
     ]);
-    if (connection) this.stampLastUsed(connection.id);
-
     const forms = [...secrets.values()].flatMap(secretForms);
     if (connection && connection.auth.type !== 'none') {
       forms.push(...secretForms(connection.auth.secret));
       // The Basic credential is base64 of `username:secret`: the secret does not show in it as such.
       if (connection.auth.type === 'basic') forms.push(basicCredential(connection.auth.username, connection.auth.secret));
     }
-    return { vars, secrets, connection, redactor: forms.length === 0 ? Redactor.none : new Redactor(forms) };
+    return {
+      vars,
+      secrets,
+      connection,
+      redactor: forms.length === 0 ? Redactor.none : new Redactor(forms),
+      recordConnectionUse: connection ? () => this.stampLastUsed(connection.id) : nothingToRecord,
+    };
   }
 
   private async readConnection(userId: string, name: string): Promise<StepConnection> {
@@ -149,7 +150,16 @@ export class RunResources implements StepResourceSource {
 
   private openAuth(
     userId: string,
-    row: { id: string; name: string; authType: ConnectionAuthType; authUsername: string | null; authName: string | null; secretKeyId: string | null; secretCiphertext: string | null },
+    row: {
+      id: string;
+      name: string;
+      baseUrl: string;
+      authType: ConnectionAuthType;
+      authUsername: string | null;
+      authName: string | null;
+      secretKeyId: string | null;
+      secretCiphertext: string | null;
+    },
   ): ConnectionAuth {
     if (row.authType === 'none') return { type: 'none' };
     const incomplete = (what: string) =>
@@ -161,7 +171,8 @@ export class RunResources implements StepResourceSource {
     if (row.secretKeyId === null || row.secretCiphertext === null) throw incomplete('secret');
     const secret = this.open(
       { keyId: row.secretKeyId, ciphertext: row.secretCiphertext },
-      { table: 'connections', rowId: row.id, userId },
+      // Bound to the origin of the baseUrl the request goes to: a base_url rewritten in the database alone leaves it unreadable.
+      connectionSecretBinding({ id: row.id, userId, baseUrl: row.baseUrl }),
       `the secret of the connection '${row.name}'`,
     );
     switch (row.authType) {
@@ -177,8 +188,10 @@ export class RunResources implements StepResourceSource {
     }
   }
 
-  private async readVars(userId: string, need: Exclude<VarsNeed, { kind: 'none' }>): Promise<Record<string, unknown>> {
+  private async readVars(userId: string, need: Exclude<VarsRead, { kind: 'none' }>): Promise<Record<string, unknown>> {
     if (need.kind === 'keys' && need.keys.length === 0) return {};
+    // The value exactly as stored (an exactJsonb column, db/schema/exact-jsonb.ts): a stored string
+    // that reads as JSON ("42", "true") reaches expressions as that string.
     const rows = await this.db
       .select({ key: variables.key, value: variables.value })
       .from(variables)
@@ -227,12 +240,12 @@ export class RunResources implements StepResourceSource {
   }
 
   /**
-   * Records that a run used the connection, off the step's path: at most once a minute per
+   * Records that a run used the connection, beside the step's request: at most once a minute per
    * connection from this process, and in SQL only when the stored time is a minute old, so busy
    * workflows cost no write per run. Raw SQL: drizzle's update would also bump updated_at (and a
    * use is not a change: version and updated_at stay). A failure is logged, never the step's.
    */
-  private stampLastUsed(connectionId: string): void {
+  private async stampLastUsed(connectionId: string): Promise<void> {
     const now = this.clock();
     const last = this.stampedAt.get(connectionId);
     if (last !== undefined && now - last < LAST_USED_RESOLUTION_MS) return;
@@ -240,28 +253,19 @@ export class RunResources implements StepResourceSource {
     if (this.stampedAt.size > LAST_USED_MEMORY) {
       for (const [id, at] of this.stampedAt) if (now - at >= LAST_USED_RESOLUTION_MS) this.stampedAt.delete(id);
     }
-    this.db
-      .execute(
+    try {
+      await this.db.execute(
         sql`update ${connections} set last_used_at = now() where id = ${connectionId} and (last_used_at is null or last_used_at < now() - interval '1 minute')`,
-      )
-      .then(
-        () => undefined,
-        (error: unknown) => {
-          // Stamped again at the next use rather than a minute later.
-          this.stampedAt.delete(connectionId);
-          this.logger.warn({ err: error, connectionId }, 'could not record when a connection was last used');
-        },
       );
+    } catch (error) {
+      // Stamped again at the next use rather than a minute later.
+      this.stampedAt.delete(connectionId);
+      this.logger.warn({ err: error, connectionId }, 'could not record when a connection was last used');
+    }
   }
 }
 
 /** The `Authorization: Basic` credential of RFC 7617, in UTF-8. */
 export function basicCredential(username: string, secret: string): string {
   return Buffer.from(`${username}:${secret}`, 'utf8').toString('base64');
-}
-
-function forEachStringValue(value: unknown, visit: (text: string) => void): void {
-  if (typeof value === 'string') visit(value);
-  else if (Array.isArray(value)) for (const item of value) forEachStringValue(item, visit);
-  else if (typeof value === 'object' && value !== null) for (const item of Object.values(value)) forEachStringValue(item, visit);
 }

@@ -33,7 +33,8 @@ export function backoffDelay(backoffMs: number, attempt: number): number {
   return Math.round(exponential / 2 + Math.random() * (exponential / 2));
 }
 
-function errorRecord(error: unknown, nodeId?: string): Record<string, unknown> {
+/** What a step's (and its execution's) `error` records of a failure. Exported for its tests. */
+export function errorRecord(error: unknown, nodeId?: string): Record<string, unknown> {
   if (error instanceof StepError) {
     return { ...(nodeId ? { nodeId } : {}), ...(error.code ? { code: error.code } : {}), message: error.message, ...(error.details ? { details: error.details } : {}) };
   }

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { templateParts } from './expressions.js';
+import { forEachString, mapStrings, someString } from '../lib/json-walk.js';
+import { templateParts, type TemplatePart } from './expressions.js';
 import type { ParamIssue } from './nodes/types.js';
 
 /**
@@ -15,8 +16,11 @@ const SECRETS_NAME = '$secrets';
 /** The whole expression of a secret template, whitespace aside; KEY has a variable key's syntax. */
 const SECRET_TEMPLATE = /^\s*\$secrets\.([A-Za-z_][A-Za-z0-9_]{0,63})\s*$/;
 
-/** Node types whose params may hold `{{ $secrets.KEY }}` (in any string value, at any depth). */
-const secretBearingTypes: ReadonlySet<string> = new Set(['http.request']);
+/**
+ * Node types whose params may hold `{{ $secrets.KEY }}` (in any string value, at any depth), and
+ * the param of each that is a url: there, only in the path, the query or the fragment (urlIssue).
+ */
+const secretBearingTypes: ReadonlyMap<string, { readonly urlParam: string }> = new Map([['http.request', { urlParam: 'url' }]]);
 
 export interface SecretReference {
   readonly key: string;
@@ -37,25 +41,31 @@ export interface SecretUsage {
 export function secretUsage(type: string, params: unknown): SecretUsage {
   const issues: ParamIssue[] = [];
   const references: SecretReference[] = [];
-  const bearing = secretBearingTypes.has(type);
-  forEachString(params, [], (text, path) => {
+  const bearing = secretBearingTypes.get(type);
+  forEachString(params, (text, pathOf) => {
     if (!text.includes(SECRETS_NAME)) return;
+    const path = pathOf();
     if (!bearing) {
       issues.push({ path, message: `${SECRETS_NAME} is allowed only in http.request params, as a whole template {{ $secrets.KEY }}` });
       return;
     }
     const parts = templateParts(text);
     const found: string[] = [];
-    const elsewhere =
-      parts === null ||
-      parts.some((part) => {
-        if (part.kind === 'text') return part.text.includes(SECRETS_NAME);
-        const key = SECRET_TEMPLATE.exec(part.source)?.[1];
-        if (key !== undefined) found.push(key);
-        return key === undefined && part.source.includes(SECRETS_NAME);
-      });
-    if (elsewhere) {
+    const elsewhere = (part: TemplatePart): boolean => {
+      if (part.kind === 'text') return part.text.includes(SECRETS_NAME);
+      const key = SECRET_TEMPLATE.exec(part.source)?.[1];
+      if (key !== undefined) found.push(key);
+      return key === undefined && part.source.includes(SECRETS_NAME);
+    };
+    if (parts === null || parts.some(elsewhere)) {
       issues.push({ path, message: `${SECRETS_NAME} is allowed only as a whole template {{ $secrets.KEY }}: no expression can read or change a secret` });
+      return;
+    }
+    if (path.length === 1 && path[0] === bearing.urlParam && secretBeforePath(parts)) {
+      issues.push({
+        path,
+        message: `{{ ${SECRETS_NAME}.KEY }} is allowed in a url only after its path begins (a literal '/' after the host, or '?'), never in its scheme or host: those show in errors, and the host goes to DNS`,
+      });
       return;
     }
     for (const key of found) references.push({ key, path });
@@ -63,11 +73,46 @@ export function secretUsage(type: string, params: unknown): SecretUsage {
   return { issues, references };
 }
 
+/** The URL parser drops tabs and newlines wherever they are. */
+const URL_IGNORED = /[\t\n\r]/g;
+
+/**
+ * Whether a secret template of a url stands where the url has not surely reached its path, so
+ * that it may end up in its scheme or its authority (userinfo, host, port), which the step's errors show as the URL
+ * parser leaves them (lower-cased, punycoded: forms the redactor may not know) and which reach DNS.
+ *
+ * Templates before a secret may resolve to any text, so only literal text decides. The path has
+ * begun (or the url has no scheme: relative, all of it joined to a connection's baseUrl as path,
+ * or invalid) once there is:
+ * - a first character that no scheme begins with, the url opening with literal text (the parser
+ *   trims leading spaces and controls);
+ * - a literal '?' or '#': the authority ends there at the latest, and no scheme holds them;
+ * - a literal '/' right after a character other than '/', '\' or ':' in the same text: a '/'
+ *   always ends an authority, and slashes that begin one follow the scheme's ':' at once (a
+ *   special scheme takes any number of them, `http:/x` and `https:///x` name hosts too).
+ */
+function secretBeforePath(parts: readonly TemplatePart[]): boolean {
+  const [first] = parts;
+  if (first?.kind === 'text') {
+    const opening = first.text.replace(URL_IGNORED, '').replace(/^[\u0000-\u0020]+/, '');
+    if (opening !== '' && !/^[A-Za-z][A-Za-z0-9+.-]*(?::|$)/.test(opening)) return false;
+  }
+  for (const part of parts) {
+    if (part.kind === 'expression') {
+      if (SECRET_TEMPLATE.test(part.source)) return true;
+      continue;
+    }
+    const text = part.text.replace(URL_IGNORED, '');
+    if (/[?#]/.test(text) || /[^/\\:]\//.test(text)) return false;
+  }
+  return false;
+}
+
 /** The secret variables a node's params name in the exact form, each once (what a step must read). */
 export function secretKeysIn(type: string, params: unknown): string[] {
   if (!secretBearingTypes.has(type)) return [];
   const keys = new Set<string>();
-  forEachString(params, [], (text) => {
+  forEachString(params, (text) => {
     if (!text.includes(SECRETS_NAME)) return;
     for (const part of templateParts(text) ?? []) {
       const key = part.kind === 'expression' ? SECRET_TEMPLATE.exec(part.source)?.[1] : undefined;
@@ -90,9 +135,7 @@ export class SecretSlots {
   /** A copy of `value` with each `{{ $secrets.KEY }}` template in its strings (keys aside) made a slot. */
   hide(value: unknown): unknown {
     // Most params name no secret: they are not copied.
-    let mentioned = false;
-    forEachString(value, [], (text) => (mentioned ||= text.includes(SECRETS_NAME)));
-    if (!mentioned) return value;
+    if (!someString(value, (text) => text.includes(SECRETS_NAME))) return value;
     return mapStrings(value, (text) => {
       if (!text.includes(SECRETS_NAME)) return text;
       const parts = templateParts(text);
@@ -118,25 +161,4 @@ export class SecretSlots {
     this.keys.push(key);
     return `@@secret-${this.token}-${this.keys.length - 1}@@`;
   }
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
-  const prototype: unknown = Object.getPrototypeOf(value);
-  return prototype === Object.prototype || prototype === null;
-}
-
-/** Calls `visit` with every string value at any depth of `value` (object keys are not values). */
-function forEachString(value: unknown, path: PropertyKey[], visit: (text: string, path: readonly PropertyKey[]) => void): void {
-  if (typeof value === 'string') visit(value, path);
-  else if (Array.isArray(value)) value.forEach((item, index) => forEachString(item, [...path, index], visit));
-  else if (isPlainObject(value)) for (const [key, item] of Object.entries(value)) forEachString(item, [...path, key], visit);
-}
-
-/** A copy of `value` with every string value mapped; keys stay (own properties, so "__proto__" stays a key). */
-function mapStrings(value: unknown, map: (text: string) => string): unknown {
-  if (typeof value === 'string') return map(value);
-  if (Array.isArray(value)) return value.map((item) => mapStrings(item, map));
-  if (isPlainObject(value)) return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, mapStrings(item, map)]));
-  return value;
 }

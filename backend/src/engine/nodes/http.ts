@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { originOf, sharesOrigin, targetThrough } from '../connection-target.js';
 import { StepError } from '../errors.js';
-import { performHttpRequest, type HttpRequestParams } from '../http-request.js';
+import { performHttpRequest, type HttpRequestParams, type HttpResult } from '../http-request.js';
 import { SECRET_MASK } from '../redaction.js';
 import { basicCredential, type StepConnection, type StepResources } from '../run-resources.js';
 import { SecretSlots } from '../secret-templates.js';
@@ -47,7 +47,15 @@ export const httpRequest = defineNode({
     const outgoing = connection ? throughConnection(sent, shown, connection) : { params: sent, shownUrl: shown.url };
     // Parsed here first, so that an invalid url is reported with its secrets masked.
     parseUrl(outgoing.params.url, outgoing.shownUrl);
-    const output = await performHttpRequest(outgoing.params, http, signal);
+    // A use of the connection from here on (its origin is checked): recorded beside the request,
+    // and over before the step ends (see StepResources.recordConnectionUse).
+    const recorded = resources.recordConnectionUse();
+    let output: HttpResult;
+    try {
+      output = await performHttpRequest(outgoing.params, http, signal);
+    } finally {
+      await recorded;
+    }
     // The recorded input names the headers sent but leaves their values out: they often carry credentials.
     const { headers: _shownHeaders, ...visible } = shown;
     const sentHeaders = outgoing.params.headers;
@@ -88,11 +96,14 @@ function parseUrl(url: unknown, shownUrl: unknown): URL {
  */
 function throughConnection(sent: HttpRequestParams, shown: HttpRequestParams, connection: StepConnection): { params: HttpRequestParams; shownUrl: string } {
   const sentTarget = targetThrough(connection.baseUrl, String(sent.url));
-  const shownUrl = targetThrough(connection.baseUrl, String(shown.url));
+  let shownUrl = targetThrough(connection.baseUrl, String(shown.url));
   const url = parseUrl(sentTarget, shownUrl);
   if (!sharesOrigin(url.href, connection.baseUrl)) {
     const expected = originOf(connection.baseUrl) ?? connection.baseUrl;
-    throw new StepError(`the url leads to ${url.protocol}//${url.host}, not to the origin of the connection '${connection.name}' (${expected}): a connection's credentials go to its own origin only`, {
+    // The origin as shown (secrets masked), never as sent: the parser lower-cases and punycodes a
+    // host, forms in which the redactor may not recognise a secret.
+    const leadsTo = originOf(shownUrl) ?? 'another origin';
+    throw new StepError(`the url leads to ${leadsTo}, not to the origin of the connection '${connection.name}' (${expected}): a connection's credentials go to its own origin only`, {
       retryable: false,
       code: 'CONNECTION_ORIGIN_MISMATCH',
       details: { connection: connection.name },
@@ -106,6 +117,7 @@ function throughConnection(sent: HttpRequestParams, shown: HttpRequestParams, co
   for (const [name, value] of Object.entries(sent.headers ?? {})) put(name, value);
 
   const { auth } = connection;
+  let sentUrl = url.href;
   switch (auth.type) {
     case 'none':
       break;
@@ -119,23 +131,29 @@ function throughConnection(sent: HttpRequestParams, shown: HttpRequestParams, co
       put(auth.name, auth.secret);
       break;
     case 'query':
-      setQueryParameter(url, auth.name, auth.secret);
+      // The recorded url names the parameter too, as it was sent but masked: `key=[secret]`.
+      sentUrl = withQueryParameter(sentUrl, auth.name, encodeURIComponent(auth.secret));
+      shownUrl = withQueryParameter(shownUrl, auth.name, SECRET_MASK);
       break;
   }
   // fromEntries defines own properties: a header named "__proto__" stays a header.
-  return { params: { ...sent, url: url.href, headers: Object.fromEntries(headers.values()) }, shownUrl };
+  return { params: { ...sent, url: sentUrl, headers: Object.fromEntries(headers.values()) }, shownUrl };
 }
 
 /**
- * Sets one query parameter, replacing any of that name. When there is none, it is appended as
- * `name=value` (encodeURIComponent), leaving the rest of the query byte for byte as written;
- * replacing one re-encodes the query as URLSearchParams does.
+ * The url with the query parameter `name` set to `encodedValue` (written as it is: percent-encode
+ * it first), after the rest of the query, which stays byte for byte as written but for any
+ * parameter of that name, left out (the connection's credential replaces it). Text only, so the
+ * same rule makes the url sent and the url recorded; the fragment stays last.
  */
-function setQueryParameter(url: URL, name: string, value: string): void {
-  if (url.searchParams.has(name)) {
-    url.searchParams.set(name, value);
-    return;
-  }
-  const query = url.search === '' ? '' : `${url.search.slice(1)}&`;
-  url.search = `?${query}${encodeURIComponent(name)}=${encodeURIComponent(value)}`;
+function withQueryParameter(url: string, name: string, encodedValue: string): string {
+  const hashAt = url.indexOf('#');
+  const beforeFragment = hashAt === -1 ? url : url.slice(0, hashAt);
+  const fragment = hashAt === -1 ? '' : url.slice(hashAt);
+  const queryAt = beforeFragment.indexOf('?');
+  const base = queryAt === -1 ? beforeFragment : beforeFragment.slice(0, queryAt);
+  const query = queryAt === -1 ? '' : beforeFragment.slice(queryAt + 1);
+  // A pair's name as URLSearchParams reads it ('+' a space, percent-decoded).
+  const kept = query.split('&').filter((pair) => pair !== '' && new URLSearchParams(pair).keys().next().value !== name);
+  return `${base}?${[...kept, `${encodeURIComponent(name)}=${encodedValue}`].join('&')}${fragment}`;
 }
