@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { LightMyRequestResponse } from 'fastify';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { App } from '../src/app.js';
 import { canonicalJson, sha256 } from '../src/lib/http.js';
+import { connectionSecretBinding } from '../src/secrets/bindings.js';
+import { generateKeyEntry } from '../src/secrets/keyring.js';
 import { buildTestApp, expectProblem, lacksConcurrentConnections, logsOf, signUp, type SignedInUser } from './helpers.js';
 
 interface ConnectionView {
@@ -21,6 +23,10 @@ interface ConnectionView {
 interface StoredSecret {
   secretKeyId: string | null;
   secretCiphertext: string | null;
+}
+/** The stored secret, and the base URL its origin is bound to. */
+interface StoredConnection extends StoredSecret {
+  baseUrl: string;
 }
 
 /** Every fresh secret any test sent: none may appear in any response body or log line. */
@@ -88,13 +94,24 @@ describe('connections', () => {
     }
     throw new Error('no request waited on the connection row lock');
   };
-  const storedSecretOf = async (id: string): Promise<StoredSecret> => {
-    const [row] = await app.database.sql<StoredSecret[]>`select secret_key_id as "secretKeyId", secret_ciphertext as "secretCiphertext" from connections where id = ${id}`;
+  const storedConnectionOf = async (id: string): Promise<StoredConnection> => {
+    const [row] = await app.database.sql<StoredConnection[]>`
+      select secret_key_id as "secretKeyId", secret_ciphertext as "secretCiphertext", base_url as "baseUrl" from connections where id = ${id}`;
     if (!row) throw new Error(`no connection row ${id}`);
     return row;
   };
-  const openStored = (stored: StoredSecret, id: string, user: SignedInUser) =>
-    app.keyring.open({ keyId: stored.secretKeyId ?? '', ciphertext: stored.secretCiphertext ?? '' }, { table: 'connections', rowId: id, userId: user.id });
+  const storedSecretOf = async (id: string): Promise<StoredSecret> => {
+    const { secretKeyId, secretCiphertext } = await storedConnectionOf(id);
+    return { secretKeyId, secretCiphertext };
+  };
+  /** Opens the connection's stored secret as the engine does: bound to its row, owner and stored base URL's origin. */
+  const openStored = async (id: string, user: SignedInUser) => {
+    const stored = await storedConnectionOf(id);
+    return app.keyring.open(
+      { keyId: stored.secretKeyId ?? '', ciphertext: stored.secretCiphertext ?? '' },
+      connectionSecretBinding({ id, userId: user.id, baseUrl: stored.baseUrl }),
+    );
+  };
 
   const authCases = [
     { type: 'none', auth: () => ({ type: 'none' }), shown: { type: 'none', secretSet: false } },
@@ -147,7 +164,7 @@ describe('connections', () => {
       expect(stored).toEqual({ secretKeyId: null, secretCiphertext: null });
     } else {
       expect(stored.secretCiphertext).not.toContain(sentAuth.secret);
-      expect(openStored(stored, connection.id, alice)).toBe(sentAuth.secret);
+      expect(await openStored(connection.id, alice)).toBe(sentAuth.secret);
       for (const body of [response.body, fetched.body, changed.body]) expect(body).not.toContain(sentAuth.secret);
     }
 
@@ -197,7 +214,7 @@ describe('connections', () => {
     const second = await storedSecretOf(connection.id);
     expect(second.secretCiphertext).not.toBe(first.secretCiphertext);
     expect(second.secretCiphertext).not.toContain(secondSecret);
-    expect(openStored(second, connection.id, alice)).toBe(secondSecret);
+    expect(await openStored(connection.id, alice)).toBe(secondSecret);
 
     const cleared = await patch(alice, connection.id, { auth: { type: 'none' } });
     expect(cleared.json().auth).toEqual({ type: 'none', secretSet: false });
@@ -221,10 +238,100 @@ describe('connections', () => {
     // Basic allows neither; a query type change keeps it fine.
     expectProblem(await patch(alice, connection.id, { auth: { type: 'basic', username: 'robot' } }), 400);
     expect((await patch(alice, connection.id, { auth: { type: 'query', name: 'token' } })).statusCode).toBe(200);
-    expect(openStored(await storedSecretOf(connection.id), connection.id, alice)).toBe(multiline);
+    expect(await openStored(connection.id, alice)).toBe(multiline);
   });
 
   const validBody = () => ({ name: freshName('valid'), baseUrl: 'https://api.example.com' });
+
+  it('keeps the secret when the baseUrl changes within its origin; another origin takes a new secret or auth none (400 naming auth.secret)', async () => {
+    const firstSecret = freshSecret('origin');
+    const connection = await created(alice, { name: freshName('origin'), baseUrl: 'https://api.example.com/v1', auth: { type: 'bearer', secret: firstSecret } });
+    const first = await storedSecretOf(connection.id);
+
+    // Another path, or the same origin spelt otherwise: the secret stays, sealed as it was, and opens.
+    for (const baseUrl of ['https://api.example.com/v2/', 'HTTPS://API.example.com:443/v3']) {
+      const moved = await patch(alice, connection.id, { baseUrl });
+      expect(moved.statusCode, moved.body).toBe(200);
+      expect(await storedSecretOf(connection.id)).toEqual(first);
+      expect(await openStored(connection.id, alice)).toBe(firstSecret);
+    }
+    const beforeRefusals = (await read(alice, connection.id)).json<ConnectionView>();
+    expect(beforeRefusals.baseUrl).toBe('https://api.example.com/v3');
+
+    // Another host, scheme or port, alone or with an auth that keeps the stored secret: refused, nothing changes.
+    for (const body of [
+      { baseUrl: 'https://attacker.example.net/v3' },
+      { baseUrl: 'http://api.example.com/v3' },
+      { baseUrl: 'https://api.example.com:8443/v3' },
+      { baseUrl: 'https://attacker.example.net', description: 'and a description' },
+      { baseUrl: 'https://attacker.example.net', auth: { type: 'bearer' } },
+      { baseUrl: 'https://attacker.example.net', auth: { type: 'header', name: 'x-token' } },
+    ]) {
+      const problem = expectProblem(await patch(alice, connection.id, body), 400);
+      expect(problem.code).toBe('VALIDATION_FAILED');
+      expect(problem.errors).toEqual([{ path: 'auth.secret', message: expect.stringMatching(/^is required when baseUrl moves to another origin \(https:\/\/api\.example\.com to /) }]);
+    }
+    expect((await read(alice, connection.id)).json()).toEqual(beforeRefusals);
+    expect(await storedSecretOf(connection.id)).toEqual(first);
+
+    // With a new secret: it is sealed to the new origin, and the old one is gone.
+    const secondSecret = freshSecret('elsewhere');
+    const moved = await patch(alice, connection.id, { baseUrl: 'https://other.example.org', auth: { type: 'bearer', secret: secondSecret } });
+    expect(moved.statusCode, moved.body).toBe(200);
+    expect(moved.json()).toMatchObject({ baseUrl: 'https://other.example.org/', auth: { type: 'bearer', secretSet: true } });
+    expect((await storedSecretOf(connection.id)).secretCiphertext).not.toBe(first.secretCiphertext);
+    expect(await openStored(connection.id, alice)).toBe(secondSecret);
+
+    // With auth none: nothing is kept to send anywhere.
+    const cleared = await patch(alice, connection.id, { baseUrl: 'https://third.example.org', auth: { type: 'none' } });
+    expect(cleared.statusCode, cleared.body).toBe(200);
+    expect(await storedSecretOf(connection.id)).toEqual({ secretKeyId: null, secretCiphertext: null });
+    // Without a secret, the origin may change freely.
+    expect((await patch(alice, connection.id, { baseUrl: 'https://fourth.example.org' })).statusCode).toBe(200);
+  });
+
+  const LONE = '\uD800';
+  it.each([
+    ['a basic password', { auth: { type: 'basic', username: 'robot', secret: `pass${LONE}word` } }, 'auth.secret'],
+    ['a query secret', { auth: { type: 'query', name: 'key', secret: `value${LONE}` } }, 'auth.secret'],
+    ['a bearer token', { auth: { type: 'bearer', secret: `token${LONE}` } }, 'auth.secret'],
+    ['a basic username', { auth: { type: 'basic', username: `ro${LONE}bot`, secret: 'pw' } }, 'auth.username'],
+    ['a query parameter name', { auth: { type: 'query', name: `ke${LONE}y`, secret: 's' } }, 'auth.name'],
+    ['a plain header value', { headers: { 'x-trace': `on${LONE}` } }, 'headers.x-trace'],
+  ])('refuses a lone surrogate in %s (UTF-8 would store U+FFFD instead), on create and on change', async (_case, fields, path) => {
+    const before = (await listOf(alice, '?pageSize=100')).items.length;
+    const refused = expectProblem(await create(alice, { ...validBody(), ...fields }), 400);
+    expect(refused.errors).toEqual(expect.arrayContaining([{ path, message: 'must be valid Unicode text (it contains an unpaired surrogate)' }]));
+    expect((await listOf(alice, '?pageSize=100')).items.length).toBe(before);
+
+    const connection = await created(alice, validBody());
+    const refusedChange = expectProblem(await patch(alice, connection.id, fields), 400);
+    expect(refusedChange.errors).toEqual(expect.arrayContaining([{ path, message: expect.stringContaining('unpaired surrogate') }]));
+    expect((await read(alice, connection.id)).json()).toEqual(connection);
+  });
+
+  it('takes a secret of up to 8192 bytes as UTF-8, whatever its length in characters', async () => {
+    const fits = [
+      'a'.repeat(8192),
+      // Two bytes each.
+      'é'.repeat(4096),
+      // Four bytes each (two UTF-16 code units).
+      '😀'.repeat(2048),
+    ];
+    for (const secret of fits) {
+      const connection = await created(alice, { ...validBody(), auth: { type: 'query', name: 'key', secret } });
+      expect(await openStored(connection.id, alice)).toBe(secret);
+    }
+    for (const [secret, bytes] of [['é'.repeat(4097), 8194], ['😀'.repeat(2048) + 'a', 8193], ['a'.repeat(8193), 8193]] as const) {
+      const problem = expectProblem(await create(alice, { ...validBody(), auth: { type: 'query', name: 'key', secret } }), 400);
+      expect(problem.errors).toEqual([{ path: 'auth.secret', message: `is ${bytes} bytes as UTF-8; at most 8192 (8 KiB) are allowed` }]);
+    }
+    const connection = await created(alice, validBody());
+    expect(expectProblem(await patch(alice, connection.id, { auth: { type: 'basic', username: 'u', secret: 'é'.repeat(4097) } }), 400).errors).toEqual([
+      expect.objectContaining({ path: 'auth.secret', message: expect.stringContaining('8194 bytes') }),
+    ]);
+  });
+
   it.each([
     ['an upper-case name', { name: 'GitHub' }, 'name'],
     ['a name starting with a digit', { name: '1api' }, 'name'],
@@ -259,7 +366,7 @@ describe('connections', () => {
     ['bearer with a CRLF in the secret', { auth: { type: 'bearer', secret: 'abc\r\nx-injected: yes' } }, 'auth.secret'],
     ['basic with a line break in the password', { auth: { type: 'basic', username: 'u', secret: 'pw\nx' } }, 'auth.secret'],
     ['header with a CR in the secret', { auth: { type: 'header', name: 'x-key', secret: 'abc\rdef' } }, 'auth.secret'],
-    ['a secret over 8192 characters', { auth: { type: 'query', name: 'key', secret: 's'.repeat(8193) } }, 'auth.secret'],
+    ['a secret over 8192 bytes', { auth: { type: 'query', name: 'key', secret: 's'.repeat(8193) } }, 'auth.secret'],
     ['bearer with a username', { auth: { type: 'bearer', username: 'u', secret: 's' } }, 'auth.username'],
     ['header auth without a name', { auth: { type: 'header', secret: 's' } }, 'auth.name'],
     ['header auth naming Host', { auth: { type: 'header', name: 'host', secret: 's' } }, 'auth.name'],
@@ -342,6 +449,9 @@ describe('connections', () => {
       select request_hash as "requestHash", response_body as "responseBody" from idempotency_keys where user_id = ${user.id} and key = ${key}`;
     expect(stored?.requestHash).toMatch(/^[0-9a-f]{64}$/);
     expect(stored?.requestHash).not.toBe(sha256(canonicalJson({ body, query: {} })));
+    // The secret is stood for by the keyring's fingerprint of it (HMAC under a key derived from SECRETS_KEYS' first key).
+    const fingerprinted = { ...body, auth: { ...body.auth, secret: { keyedDigest: app.keyring.fingerprint(secret) } } };
+    expect(stored?.requestHash).toBe(sha256(canonicalJson({ body: fingerprinted, query: {} })));
     expect(JSON.stringify(stored?.responseBody)).not.toContain(secret);
   });
 
@@ -439,17 +549,46 @@ describe('connections', () => {
       expectProblem(await read(user, connection.id), 404);
     });
 
-    it.skipIf(lacksConcurrentConnections()).each(['delete', 'rename'] as const)(
+    it('refuses to move it to another origin (409 CONNECTION_IN_USE), even with a new secret; within its origin it may change', async () => {
+      const user = await signUp(app);
+      const secret = freshSecret('in-use');
+      const connection = await created(user, { name: 'payments', baseUrl: 'https://pay.example.com/v1', auth: { type: 'bearer', secret } });
+      const workflow = await createWorkflow(user, 'Charge cards', 'payments');
+
+      for (const body of [
+        { baseUrl: 'https://elsewhere.example.net/v1', auth: { type: 'bearer', secret: freshSecret('moved') } },
+        { baseUrl: 'https://elsewhere.example.net/v1', auth: { type: 'none' } },
+      ]) {
+        const refused = expectProblem(await patch(user, connection.id, body), 409);
+        expect(refused.code).toBe('CONNECTION_IN_USE');
+        expect(refused.detail).toContain(`Charge cards (${workflow.id})`);
+        expect(refused.detail).toContain('another origin');
+        expect(refused.errors).toEqual([{ path: 'workflows[0]', message: `Charge cards (${workflow.id})` }]);
+      }
+      expect((await read(user, connection.id)).json()).toEqual(connection);
+      expect(await openStored(connection.id, user)).toBe(secret);
+
+      // The same origin: no workflow is affected.
+      expect((await patch(user, connection.id, { baseUrl: 'https://pay.example.com/v2' })).statusCode).toBe(200);
+      expect(await openStored(connection.id, user)).toBe(secret);
+    });
+
+    it.skipIf(lacksConcurrentConnections()).each(['delete', 'rename', 'move'] as const)(
       'checks usage under the row lock: a %s waits for a workflow save holding the connection, then sees the new workflow',
       async (action) => {
         const user = await signUp(app);
         const connection = await created(user, { name: `raced-${action}`, baseUrl: 'https://api.example.com' });
         const nodes = workflowBody('', connection.name).nodes;
         let attempt: Promise<LightMyRequestResponse> | undefined;
+        const changes = {
+          delete: () => remove(user, connection.id),
+          rename: () => patch(user, connection.id, { name: `${connection.name}-renamed` }),
+          move: () => patch(user, connection.id, { baseUrl: 'https://moved.example.com' }),
+        };
         // What a workflow save does: share-lock the connection it names, then write the workflow.
         await app.database.sql.begin(async (save) => {
           await save`select id from connections where id = ${connection.id} for key share`;
-          attempt = action === 'delete' ? remove(user, connection.id) : patch(user, connection.id, { name: `${connection.name}-renamed` });
+          attempt = changes[action]();
           await waitForLockWaiter();
           await save`insert into workflows (user_id, name, nodes, edges) values (${user.id}, 'Raced save', ${JSON.stringify(nodes)}::jsonb, '[]'::jsonb)`;
         });
@@ -561,5 +700,50 @@ describe('connection limits', () => {
     expect(big.statusCode, big.body).toBe(201);
     expect(expectProblem(await create(user, 'small'), 409).code).toBe('STORAGE_QUOTA_EXCEEDED');
     expect(await namesOf(user)).toEqual(['big']);
+  });
+
+  it('refuses a change once the storage quota is reached (409 STORAGE_QUOTA_EXCEEDED); another user’s connection stays a 404', async () => {
+    const owner = await signUp(app);
+    const small = (await create(owner, 'small')).json<ConnectionView>();
+    const patchAs = (user: SignedInUser, id: string) =>
+      app.inject({ method: 'PATCH', url: `/api/v1/connections/${id}`, headers: { cookie: user.cookie }, payload: { headers: { 'x-padding': 'p'.repeat(4_100) } } });
+    // Under the quota, a change may take it past: what is stored is checked before, as for a creation.
+    expect((await patchAs(owner, small.id)).statusCode).toBe(200);
+    const refused = expectProblem(await patchAs(owner, small.id), 409);
+    expect(refused.code).toBe('STORAGE_QUOTA_EXCEEDED');
+    const stored = (await app.inject({ url: `/api/v1/connections/${small.id}`, headers: { cookie: owner.cookie } })).json<ConnectionView>();
+    expect(stored.version).toBe(2);
+
+    // A user at the quota changing someone else's connection: not theirs, so 404, not 409.
+    const neighbour = await signUp(app);
+    const theirs = (await create(neighbour, 'theirs')).json<ConnectionView>();
+    expect(expectProblem(await patchAs(owner, theirs.id), 404).code).toBe('NOT_FOUND');
+  });
+});
+
+describe('connection creations replayed across a key rotation', () => {
+  const apps: App[] = [];
+  afterAll(async () => {
+    for (const app of apps) await app.close();
+  });
+
+  it('answers 409 IDEMPOTENCY_KEY_REUSED to a replay of a secret-carrying creation once another key comes first; one without a secret replays', async () => {
+    const before = await buildTestApp();
+    const after = await buildTestApp({ SECRETS_KEYS: `${generateKeyEntry('next')},${inject('secretsKeys')}` });
+    apps.push(before, after);
+    const user = await signUp(before);
+    const send = (app: App, key: string, body: Record<string, unknown>) =>
+      app.inject({ method: 'POST', url: '/api/v1/connections', headers: { cookie: user.cookie, 'idempotency-key': key }, payload: body });
+
+    const withSecret = { name: 'rotated-secret', baseUrl: 'https://api.example.com', auth: { type: 'bearer', secret: freshSecret('rotated') } };
+    const withoutSecret = { name: 'rotated-none', baseUrl: 'https://api.example.com' };
+    const first = await send(before, 'with-secret', withSecret);
+    expect(first.statusCode, first.body).toBe(201);
+    expect((await send(before, 'without-secret', withoutSecret)).statusCode).toBe(201);
+    // Before the rotation, the replay matches.
+    expect((await send(before, 'with-secret', withSecret)).json()).toEqual(first.json());
+
+    expect(expectProblem(await send(after, 'with-secret', withSecret), 409).code).toBe('IDEMPOTENCY_KEY_REUSED');
+    expect((await send(after, 'without-secret', withoutSecret)).statusCode).toBe(201);
   });
 });

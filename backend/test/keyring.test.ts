@@ -1,5 +1,6 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { connectionSecretBinding, connectionSecretScope } from '../src/secrets/bindings.js';
 import { generateKeyEntry, Keyring, parseKeyEntries, SecretUnreadableError, type SealedSecret, type SecretBinding } from '../src/secrets/keyring.js';
 
 /** The envelope's layout (keyring.ts): version, wrap iv, wrap tag, wrapped data key; then the value's iv, tag, ciphertext. */
@@ -76,6 +77,53 @@ describe('Keyring', () => {
     expectUnreadable(() => keyring.open(sealed, { ...binding, rowId: randomUUID() }));
     expectUnreadable(() => keyring.open(sealed, { ...binding, userId: `user-${randomUUID()}` }));
     expect(keyring.open(sealed, binding)).toBe('bound value');
+  });
+
+  it('binds the scope when there is one: another scope, or none, does not open, nor rewraps', () => {
+    const keyring = keyringOf(keyA);
+    const binding = bindingFor({ scope: 'https://api.example.com' });
+    const sealed = keyring.seal('scoped value', binding);
+    for (const scope of ['https://attacker.example.net', 'http://api.example.com', 'https://api.example.com:8443', '']) {
+      expectUnreadable(() => keyring.open(sealed, { ...binding, scope }));
+    }
+    const unscoped: SecretBinding = { table: binding.table, rowId: binding.rowId, userId: binding.userId };
+    expectUnreadable(() => keyring.open(sealed, unscoped));
+    expectUnreadable(() => keyringOf(generateKeyEntry('b'), keyA).rewrap(sealed, { ...binding, scope: 'https://attacker.example.net' }));
+    expect(keyring.open(sealed, binding)).toBe('scoped value');
+    // And a secret sealed without one does not open with one.
+    const plain = keyring.seal('unscoped value', unscoped);
+    expectUnreadable(() => keyring.open(plain, { ...unscoped, scope: '' }));
+    expect(keyring.open(plain, unscoped)).toBe('unscoped value');
+  });
+
+  it('binds a connection’s secret to its baseUrl’s origin: another path stays readable, another scheme, host or port does not', () => {
+    const keyring = keyringOf(keyA);
+    const connection = { id: randomUUID(), userId: `user-${randomUUID()}`, baseUrl: 'https://api.example.com/v1/' };
+    const sealed = keyring.seal('connection secret', connectionSecretBinding(connection));
+    for (const baseUrl of ['https://api.example.com/v2', 'https://api.example.com', 'https://api.example.com:443/other/']) {
+      expect(keyring.open(sealed, connectionSecretBinding({ ...connection, baseUrl }))).toBe('connection secret');
+    }
+    for (const baseUrl of ['https://attacker.example.net/v1/', 'http://api.example.com/v1/', 'https://api.example.com:8443/v1/', 'not a url', '']) {
+      expectUnreadable(() => keyring.open(sealed, connectionSecretBinding({ ...connection, baseUrl })));
+    }
+    expect(connectionSecretScope('https://API.Example.com:443/v1')).toBe('https://api.example.com');
+    // Text that is not a URL never gets the scope of one.
+    expect(connectionSecretScope('https://api.example.com')).not.toBe(connectionSecretScope('not a url'));
+  });
+
+  it('fingerprints a value with a key derived from the first key alone: stable, one-way, not the key itself', () => {
+    const entryA = parseKeyEntries(keyA)[0];
+    if (!entryA) throw new Error('no key');
+    const withA = keyringOf(keyA);
+    const digest = withA.fingerprint('a secret value');
+    expect(digest).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(withA.fingerprint('a secret value')).toBe(digest);
+    expect(withA.fingerprint('another secret value')).not.toBe(digest);
+    // The keys after the first do not matter; another first key gives another digest.
+    expect(keyringOf(keyA, keyB).fingerprint('a secret value')).toBe(digest);
+    expect(keyringOf(keyB, keyA).fingerprint('a secret value')).not.toBe(digest);
+    // Not an HMAC under the first key as it is: that key only wraps data keys.
+    expect(createHmac('sha256', entryA.key).update('a secret value').digest('base64url')).not.toBe(digest);
   });
 
   it('refuses a secret relabelled with another configured key id, and names a key that is not configured', () => {

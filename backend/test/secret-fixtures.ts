@@ -87,6 +87,8 @@ export async function secretVariable(app: App, user: SignedInUser, key: string, 
 export interface SealedRow {
   readonly id: string;
   readonly user_id: string;
+  /** A connection's base URL, whose origin its secret is bound to; null for a variable. */
+  readonly base_url: string | null;
   readonly secret_key_id: string | null;
   readonly secret_ciphertext: string | null;
   readonly version: number;
@@ -97,7 +99,7 @@ export interface SealedRow {
 /** The stored row of a secret, as the database holds it. */
 export async function sealedRow(sql: Sql, secret: Pick<StoredSecret, 'table' | 'rowId'>): Promise<SealedRow> {
   const [row] = await sql<SealedRow[]>`
-    select id, user_id, secret_key_id, secret_ciphertext, version, updated_at, payload_bytes
+    select id, user_id, ${secret.table === 'connections' ? sql`base_url` : sql`null::text as base_url`}, secret_key_id, secret_ciphertext, version, updated_at, payload_bytes
     from ${sql(secret.table)} where id = ${secret.rowId}`;
   if (!row) throw new Error(`no ${secret.table} row ${secret.rowId}`);
   return row;

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import type { Sql } from '../src/db/client.js';
+import { connectionSecretBinding, variableSecretBinding } from '../src/secrets/bindings.js';
 import { generateKeyEntry, Keyring, parseKeyEntries, SecretUnreadableError, type SealedSecret } from '../src/secrets/keyring.js';
 import { describeRotation, rotateSecrets, rotationComplete, sealedSecretTables, type RotationReport } from '../src/secrets/rotate.js';
 import { lacksConcurrentConnections, signUp, type SignedInUser } from './helpers.js';
@@ -37,11 +38,15 @@ const keyC = generateKeyEntry('c');
 const keyringOf = (...specs: string[]) => new Keyring(parseKeyEntries(specs.join(',')));
 const BASE_URL = 'https://api.example.test';
 
-/** Opens a stored secret as the service does: the row's key id and ciphertext, bound to the row's table, id and owner. */
+/**
+ * Opens a stored secret as the service does: the row's key id and ciphertext, bound to the row's
+ * table, id and owner, and for a connection its base URL's origin.
+ */
 function openRow(keyring: Keyring, table: StoredSecret['table'], row: SealedRow): string {
   if (row.secret_key_id === null || row.secret_ciphertext === null) throw new Error(`${table} row ${row.id} holds no secret`);
   const sealed: SealedSecret = { keyId: row.secret_key_id, ciphertext: row.secret_ciphertext };
-  return keyring.open(sealed, { table, rowId: row.id, userId: row.user_id });
+  const owner = { id: row.id, userId: row.user_id };
+  return keyring.open(sealed, table === 'connections' ? connectionSecretBinding({ ...owner, baseUrl: row.base_url ?? '' }) : variableSecretBinding(owner));
 }
 
 function expectUnreadable(read: () => unknown): void {
@@ -240,6 +245,49 @@ describe('secret key rotation', () => {
     // Put back where it belongs, it opens again: the failures came from the moves.
     await sql`update connections set user_id = ${owner.id} where id = ${victimBearer.rowId}`;
     expect(openRow(service.keyring, 'connections', await sealedRow(sql, victimBearer))).toBe(victimBearer.value);
+  });
+
+  it('a connection whose base_url is rewritten in the database to another origin does not open: its run fails SECRET_UNREADABLE and sends nothing', async () => {
+    // Sealed under A, so that the rotation below (B first) opens it to re-wrap it.
+    const sealer = await app(keyA);
+    const owner = await signUp(sealer);
+    const secret = recognisableSecret('origin-bound');
+    const connection = await createConnection(sealer, owner, { name: 'origin-bound', baseUrl: `${echo.url}/api/`, auth: { type: 'bearer', secret } });
+    const service = await app(`${keyB},${keyA}`);
+    const sql = service.database.sql;
+    const stored: StoredSecret = { table: 'connections', rowId: connection.id, userId: owner.id, value: secret };
+    const through = (path: string) => runRequest(service, owner, { method: 'GET', url: path, connection: 'origin-bound' });
+    expect(await through('before-rewrite')).toMatchObject({ status: 'completed' });
+    expect(echo.requests.find((request) => request.url === '/api/before-rewrite')?.headers.authorization).toBe(`Bearer ${secret}`);
+
+    // Another path of the same origin: the secret still opens (its origin is what it is bound to).
+    await sql`update connections set base_url = ${`${echo.url}/other/`} where id = ${connection.id}`;
+    expect(await through('same-origin')).toMatchObject({ status: 'completed' });
+    expect(echo.requests.find((request) => request.url === '/other/same-origin')?.headers.authorization).toBe(`Bearer ${secret}`);
+
+    // Someone who can write the database, not SECRETS_KEYS, points it at a server of theirs.
+    const attacker = await startEchoServer();
+    try {
+      await sql`update connections set base_url = ${`${attacker.url}/`} where id = ${connection.id}`;
+      expect(await through('stolen')).toMatchObject({ status: 'failed', error: { code: 'SECRET_UNREADABLE' } });
+      expect(attacker.requests).toEqual([]);
+      const rewritten = await sealedRow(sql, stored);
+      expectUnreadable(() => openRow(service.keyring, 'connections', rewritten));
+    } finally {
+      await attacker.close();
+    }
+    // The rotation cannot open it either: it names the row and leaves it.
+    const report = await rotateSecrets(sql, service.keyring);
+    expect(tableReport(report, 'connections')?.unreadable).toEqual([{ rowId: connection.id, reason: 'the secret cannot be decrypted (it does not belong to this row, or it was altered)' }]);
+
+    expect((await sealedRow(sql, stored)).secret_key_id).toBe('a');
+
+    // Put back on its origin, it opens again (the failures came from the rewrite), and rotates.
+    await sql`update connections set base_url = ${`${echo.url}/api/`} where id = ${connection.id}`;
+    expect(openRow(service.keyring, 'connections', await sealedRow(sql, stored))).toBe(secret);
+    expect(await through('restored')).toMatchObject({ status: 'completed' });
+    expect(tableReport(await rotateSecrets(sql, service.keyring), 'connections')).toMatchObject({ rewrapped: 1, unreadable: [] });
+    expect(openRow(keyringOf(keyB), 'connections', await sealedRow(sql, stored))).toBe(secret);
   });
 
   it('names each secret it cannot open (moved, altered, or under a key no longer configured), leaves it, and goes on', async () => {

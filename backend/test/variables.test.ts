@@ -3,6 +3,7 @@ import type { LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import { canonicalJson, sha256 } from '../src/lib/http.js';
+import { variableSecretBinding } from '../src/secrets/bindings.js';
 import { buildTestApp, expectProblem, logsOf, signUp, type SignedInUser } from './helpers.js';
 
 interface StoredVariable {
@@ -174,7 +175,7 @@ describe('variables', () => {
       expect(row?.secret_ciphertext).not.toContain(secretValue);
       expect(Buffer.from(row?.secret_ciphertext ?? '', 'base64url').includes(Buffer.from(secretValue))).toBe(false);
       const sealed = { keyId: row?.secret_key_id ?? '', ciphertext: row?.secret_ciphertext ?? '' };
-      expect(app.keyring.open(sealed, { table: 'variables', rowId: body.id, userId: alice.id })).toBe(secretValue);
+      expect(app.keyring.open(sealed, variableSecretBinding({ id: body.id, userId: alice.id }))).toBe(secretValue);
 
       // The idempotency record keeps neither the value nor a plain hash of a body that contains it.
       const [kept] = await app.database.sql<{ request_hash: string; response: string }[]>`
@@ -182,6 +183,9 @@ describe('variables', () => {
       expect(kept?.response).not.toContain(secretValue);
       expect(kept?.request_hash).not.toBe(sha256(canonicalJson({ body: { key, value: secretValue, secret: true }, query: {} })));
       expect(kept?.request_hash).not.toBe(sha256(canonicalJson({ body: { key, value: secretValue, secret: true }, query: null })));
+      // The value is stood for by the keyring's fingerprint of it (HMAC under a key derived from SECRETS_KEYS' first key).
+      const fingerprinted = { key, value: { keyedDigest: app.keyring.fingerprint(secretValue) }, secret: true };
+      expect(kept?.request_hash).toBe(sha256(canonicalJson({ body: fingerprinted, query: {} })));
 
       for (const response of responses) expect(response.body).not.toContain(secretValue);
       expect(logsOf(app)).not.toContain(secretValue);
@@ -200,7 +204,7 @@ describe('variables', () => {
       const after = await storedRow(created.id);
       expect(after).toMatchObject({ value_text: null, secret: true, version: 2 });
       expect(after?.secret_ciphertext).not.toBe(before?.secret_ciphertext);
-      expect(app.keyring.open({ keyId: after?.secret_key_id ?? '', ciphertext: after?.secret_ciphertext ?? '' }, { table: 'variables', rowId: created.id, userId: alice.id })).toBe(
+      expect(app.keyring.open({ keyId: after?.secret_key_id ?? '', ciphertext: after?.secret_ciphertext ?? '' }, variableSecretBinding({ id: created.id, userId: alice.id }))).toBe(
         secondValue,
       );
       expect(logsOf(app)).not.toContain(secondValue);
@@ -268,10 +272,19 @@ describe('variables', () => {
       expect(expectProblem(await patch(fits.json().id, { value: { big: justFits } }), 400).errors).toEqual([expect.objectContaining({ path: 'value' })]);
     });
 
-    it('a secret is a string of 1..8192 characters of valid Unicode', async () => {
-      expect((await create({ key: uniqueKey(), value: 'x'.repeat(8192), secret: true })).statusCode).toBe(201);
+    it('a secret is a non-empty string of valid Unicode, at most 8192 bytes as UTF-8', async () => {
+      // 8192 bytes, however many characters: one, two or four bytes each.
+      for (const value of ['x'.repeat(8192), 'é'.repeat(4096), '😀'.repeat(2048)]) {
+        const created = await create({ key: uniqueKey(), value, secret: true });
+        expect(created.statusCode, created.body).toBe(201);
+        const row = await storedRow(created.json().id);
+        const sealed = { keyId: row?.secret_key_id ?? '', ciphertext: row?.secret_ciphertext ?? '' };
+        expect(app.keyring.open(sealed, variableSecretBinding({ id: created.json().id, userId: alice.id }))).toBe(value);
+      }
       const refusals: [unknown, RegExp][] = [
-        ['x'.repeat(8193), /8193 characters; at most 8192/],
+        ['x'.repeat(8193), /^a secret variable’s value is 8193 bytes as UTF-8; at most 8192 \(8 KiB\) are allowed$/],
+        ['é'.repeat(4097), /is 8194 bytes as UTF-8; at most 8192/],
+        [`${'😀'.repeat(2048)}x`, /is 8193 bytes as UTF-8; at most 8192/],
         ['', /must not be empty/],
         [12345, /must be a string/],
         [null, /must be a string/],
@@ -282,6 +295,12 @@ describe('variables', () => {
         const problem = expectProblem(await create({ key: uniqueKey(), value, secret: true }), 400);
         expect(problem.errors).toEqual([expect.objectContaining({ path: 'value', message: expect.stringMatching(message) })]);
       }
+      // The same rule for a value sent to a secret variable, with and without `secret`.
+      const secret = (await create({ key: uniqueKey(), value: 'short', secret: true })).json();
+      for (const body of [{ value: 'é'.repeat(4097) }, { value: 'é'.repeat(4097), secret: true }, { value: 'lone \uDC00' }]) {
+        expect(expectProblem(await patch(secret.id, body), 400).errors).toEqual([expect.objectContaining({ path: 'value' })]);
+      }
+      expect((await storedRow(secret.id))?.version).toBe(1);
     });
 
     it.each(['1abc', 'a-b', '', 'a b', 'é', 'a'.repeat(65), 'dotted.key', '$vars'])('refuses the key %j', async (key) => {
@@ -477,5 +496,21 @@ describe('variable limits', () => {
     const create = creator(await signUp(app));
     expect((await create({ key: 'BIG', value: 'x'.repeat(2_000) })).statusCode).toBe(201);
     expect(expectProblem(await create({ key: 'SMALL', value: 1 }), 409).code).toBe('STORAGE_QUOTA_EXCEEDED');
+  });
+
+  it('refuses a change once the caller’s storage is at its quota (409 STORAGE_QUOTA_EXCEEDED); another user’s variable stays a 404', async () => {
+    const owner = await signUp(app);
+    const small = (await creator(owner)({ key: 'SMALL', value: 1 })).json();
+    const patchAs = (user: SignedInUser, id: string, value: unknown) =>
+      app.inject({ method: 'PATCH', url: `/api/v1/variables/${id}`, headers: { cookie: user.cookie }, payload: { value } });
+    // Under the quota, a change may take it past: what is stored is checked before, as for a creation.
+    expect((await patchAs(owner, small.id, 'x'.repeat(2_000))).statusCode).toBe(200);
+    expect(expectProblem(await patchAs(owner, small.id, 'y'.repeat(2_000)), 409).code).toBe('STORAGE_QUOTA_EXCEEDED');
+    const stored = (await app.inject({ url: `/api/v1/variables/${small.id}`, headers: { cookie: owner.cookie } })).json();
+    expect(stored.value).toBe('x'.repeat(2_000));
+
+    // A user at the quota changing someone else's variable: not theirs, so 404, not 409.
+    const theirs = (await creator(await signUp(app))({ key: 'THEIRS', value: 1 })).json();
+    expect(expectProblem(await patchAs(owner, theirs.id, 2), 404).code).toBe('NOT_FOUND');
   });
 });

@@ -256,6 +256,12 @@ export async function listOwned<T extends OwnedTable, Item>(
   return toPage(rows, params, options.sortKeys, present);
 }
 
+/** Whether the caller has a row of a drizzle table with this id (another user's row is as missing); reads the id alone. */
+export async function isOwned(db: Db, table: OwnedTable, userId: string, id: string): Promise<boolean> {
+  const [row] = await db.select({ id: table.id }).from(table).where(and(eq(table.userId, userId), eq(table.id, id)));
+  return row !== undefined;
+}
+
 /** One of the caller's rows of a drizzle table, or null (another user's row is as missing). */
 export async function getOwned<T extends OwnedTable>(db: Db, table: T, userId: string, id: string): Promise<T['$inferSelect'] | null> {
   const [row] = (await db.select().from(table as PgTable).where(and(eq(table.userId, userId), eq(table.id, id)))) as T['$inferSelect'][];

@@ -57,6 +57,11 @@ export function statusTitle(status: number): string {
 
 export const badRequest = (detail: string, errors?: readonly ProblemFieldError[]) =>
   new ProblemError(400, 'BAD_REQUEST', detail, errors ? { errors } : {});
+/**
+ * The 400 a schema violation of the body answers (VALIDATION_FAILED, naming the field), for the
+ * checks a schema cannot make: those that need the stored row.
+ */
+export const invalidBody = (path: string, message: string) => new ProblemError(400, 'VALIDATION_FAILED', 'The body is invalid.', { errors: [{ path, message }] });
 export const unauthorized = (detail = 'Sign in, or send an API key as Authorization: Bearer <key> or x-api-key.') =>
   new ProblemError(401, 'UNAUTHORIZED', detail);
 export const forbidden = (detail: string, code = 'FORBIDDEN') => new ProblemError(403, code, detail);

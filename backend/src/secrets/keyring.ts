@@ -1,10 +1,15 @@
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
 
-/** What a sealed secret belongs to: its table, row and owner, bound in as authenticated data. */
+/**
+ * What a sealed secret belongs to, bound in as authenticated data: its table, row and owner, and
+ * for a secret that may be sent to one place only, that place (`scope`: a connection's origin, see
+ * src/secrets/bindings.ts). A secret opened with any part changed does not open.
+ */
 export interface SecretBinding {
   readonly table: 'connections' | 'variables';
   readonly rowId: string;
   readonly userId: string;
+  readonly scope?: string;
 }
 
 /** A secret as stored: the id of the key that wraps it, and the envelope (base64url). */
@@ -36,9 +41,11 @@ const TAG_BYTES = 16;
 const HEADER_BYTES = 1 + IV_BYTES + TAG_BYTES + KEY_BYTES + IV_BYTES + TAG_BYTES;
 
 function associatedData(binding: SecretBinding, purpose: 'key' | 'value', keyId: string): Buffer {
-  // Lengths are fixed or separator-free (table names, UUIDs, user ids without ':'), but each part is
-  // length-prefixed anyway so no two bindings can ever produce the same bytes.
+  // Each part is length-prefixed, so the parts read back unambiguously from the left and no two
+  // bindings produce the same bytes, whatever characters a part holds and however many parts
+  // there are. The scope is a seventh part only when there is one (a variable's binding has six).
   const parts = [`autonode-secret-v${FORMAT_VERSION}`, purpose, binding.table, binding.rowId, binding.userId, purpose === 'key' ? keyId : ''];
+  if (binding.scope !== undefined) parts.push(binding.scope);
   return Buffer.from(parts.map((part) => `${part.length}:${part}`).join('|'), 'utf8');
 }
 
@@ -79,15 +86,21 @@ function unpack(text: string): Envelope {
   return { wrapIv: take(IV_BYTES), wrapTag: take(TAG_BYTES), wrappedKey: take(KEY_BYTES), dataIv: take(IV_BYTES), dataTag: take(TAG_BYTES), ciphertext: bytes.subarray(offset) };
 }
 
+/** What the first key is stretched into for Keyring.fingerprint (HKDF's info): no other use derives this key. */
+const FINGERPRINT_PURPOSE = 'autonode:idempotency-fingerprint:v1';
+
 /**
  * Envelope encryption of stored secrets with node:crypto's AES-256-GCM: each secret has its own
  * random data key, which encrypts the value; the first key of SECRETS_KEYS wraps (encrypts) the
- * data key. Both layers bind the secret's table, row and owner as authenticated data (the wrap also
- * the key id), so a ciphertext copied to another row or user, or relabelled with another key id,
- * does not open. Rotation re-wraps the data key under the first key; the value's ciphertext stays.
+ * data key. Both layers bind the secret's binding (table, row, owner, scope) as authenticated data
+ * (the wrap also the key id), so a ciphertext copied to another row or user, a connection whose
+ * origin was rewritten, or a secret relabelled with another key id does not open. Rotation
+ * re-wraps the data key under the first key; the value's ciphertext stays.
  */
 export class Keyring {
   private readonly byId: ReadonlyMap<string, Buffer>;
+  /** HKDF of the first key for FINGERPRINT_PURPOSE: the first key itself only ever wraps data keys. */
+  private readonly fingerprintKey: Buffer;
 
   constructor(private readonly keys: readonly KeyEntry[]) {
     if (keys.length === 0) throw new Error('a keyring needs at least one key');
@@ -95,6 +108,17 @@ export class Keyring {
       if (entry.key.length !== KEY_BYTES) throw new Error(`key '${entry.id}' is ${entry.key.length} bytes; AES-256 needs ${KEY_BYTES}`);
     }
     this.byId = new Map(keys.map((entry) => [entry.id, entry.key]));
+    this.fingerprintKey = Buffer.from(hkdfSync('sha256', (keys[0] as KeyEntry).key, Buffer.alloc(0), FINGERPRINT_PURPOSE, KEY_BYTES));
+  }
+
+  /**
+   * A keyed digest of a secret (HMAC-SHA256, base64url) that stands for it where a request must be
+   * recognised again without the secret being kept (src/secrets/fingerprint.ts). The same value
+   * gives the same digest as long as the first key stays first; without the key, a stored digest
+   * cannot confirm a guess of the value.
+   */
+  fingerprint(value: string): string {
+    return createHmac('sha256', this.fingerprintKey).update(value, 'utf8').digest('base64url');
   }
 
   /** The key that seals every new secret (and every rotated one). */

@@ -1,4 +1,5 @@
 import type { Sql } from '../db/client.js';
+import { connectionSecretBinding, variableSecretBinding } from './bindings.js';
 import { SecretUnreadableError, type Keyring, type SecretBinding } from './keyring.js';
 
 /**
@@ -48,8 +49,17 @@ export interface RotationOptions {
 interface SealedRow {
   readonly id: string;
   readonly user_id: string;
+  /** A connection's base URL (its origin is bound into the secret); null for a variable. */
+  readonly base_url: string | null;
   readonly secret_key_id: string | null;
   readonly secret_ciphertext: string;
+}
+
+/** The binding a row's secret was sealed with, as the service seals it (src/secrets/bindings.ts). */
+function bindingOf(table: SealedSecretTable, row: SealedRow): SecretBinding {
+  if (table === 'variables') return variableSecretBinding({ id: row.id, userId: row.user_id });
+  if (row.base_url === null) throw new SecretUnreadableError('it has no base URL');
+  return connectionSecretBinding({ id: row.id, userId: row.user_id, baseUrl: row.base_url });
 }
 
 const DEFAULT_BATCH_SIZE = 100;
@@ -123,7 +133,7 @@ async function rotateBatch(
 ): Promise<{ lastId: string | undefined; rewrapped: number; unreadable: UnreadableSecret[] }> {
   return sql.begin(async (tx) => {
     const rows = await tx<SealedRow[]>`
-      select id, user_id, secret_key_id, secret_ciphertext from ${tx(table)}
+      select id, user_id, ${table === 'connections' ? tx`base_url` : tx`null::text as base_url`}, secret_key_id, secret_ciphertext from ${tx(table)}
       where secret_ciphertext is not null and secret_key_id is distinct from ${keyring.primaryKeyId}
         ${afterId === undefined ? tx`` : tx`and id > ${afterId}`}
       order by id
@@ -135,7 +145,7 @@ async function rotateBatch(
     for (const row of rows) {
       try {
         if (row.secret_key_id === null) throw new SecretUnreadableError('it has no key id');
-        const binding: SecretBinding = { table, rowId: row.id, userId: row.user_id };
+        const binding = bindingOf(table, row);
         const stored = { keyId: row.secret_key_id, ciphertext: row.secret_ciphertext };
         // Opened first, and the value dropped: rewrap alone checks the wrapped data key but not the
         // value's ciphertext, and a secret reported rewrapped must be one that reads.

@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm';
-import { boolean, index, integer, jsonb, pgTable, text, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
+import { boolean, index, integer, pgTable, text, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
 import { createdAt, ownerId, payloadBytes, updatedAt } from './columns.js';
+import { exactJsonb } from './exact-jsonb.js';
 import { sealedSecretColumns } from './secrets.js';
 
 /**
@@ -14,7 +15,7 @@ export const variables = pgTable(
     id: uuid('id').primaryKey(),
     userId: ownerId(),
     key: text('key').notNull(),
-    value: jsonb('value'),
+    value: exactJsonb('value'),
     secret: boolean('secret').notNull().default(false),
     ...sealedSecretColumns(),
     /** Bumped on every change a caller makes; the ETag. */

@@ -1,26 +1,14 @@
-import { createHmac } from 'node:crypto';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { versionEtag } from '../../lib/conditional-update.js';
 import { IdempotencyHeaders } from '../../lib/http.js';
 import { replyIdempotently } from '../../lib/idempotency.js';
+import { secretFingerprint } from '../../secrets/fingerprint.js';
 import { assertStorageAvailable } from '../../usage/usage.js';
 import { versionedItemRoutes } from '../versioned-resource.js';
 import * as connections from './repository.js';
-import { Connection, ConnectionPage, CreateConnectionBody, ListConnectionsQuery, UpdateConnectionBody, type ConnectionDto, type CreateConnectionInput } from './schemas.js';
+import { Connection, ConnectionPage, CreateConnectionBody, ListConnectionsQuery, UpdateConnectionBody, type ConnectionDto } from './schemas.js';
 
 const tags = ['connections'];
-
-/**
- * What identifies a creation for its Idempotency-Key: the body with the secret replaced by a keyed
- * digest of it. The same secret gives the same digest (a replay still matches, another secret is
- * still another body), but the hash kept for 24 h cannot confirm a guess of the secret to whoever
- * reads the database without the server's key.
- */
-function creationFingerprint(body: CreateConnectionInput, query: unknown, digestKey: string): unknown {
-  if (body.auth.type === 'none') return { body, query };
-  const secretDigest = createHmac('sha256', digestKey).update('autonode:connection-secret:').update(body.auth.secret).digest('base64url');
-  return { body: { ...body, auth: { ...body.auth, secret: { hmacSha256: secretDigest } } }, query };
-}
 
 export const connectionRoutes: FastifyPluginAsyncZod = async (app) => {
   const limits = { maxPerUser: app.config.connectionsPerUser };
@@ -57,7 +45,8 @@ export const connectionRoutes: FastifyPluginAsyncZod = async (app) => {
           reply.header('etag', versionEtag(body));
           return body;
         },
-        creationFingerprint(request.body, request.query ?? null, app.config.auth.secret),
+        // The secret is digested, never hashed as it is (see secretFingerprint); auth none has none.
+        secretFingerprint(app.keyring, request.body, request.query ?? null, ['auth', 'secret']),
       ),
   );
 
@@ -70,12 +59,20 @@ export const connectionRoutes: FastifyPluginAsyncZod = async (app) => {
       patchBody: UpdateConnectionBody,
       summaries: {
         get: 'Get a connection (with its ETag; never its secret)',
-        patch: 'Change a connection (auth without secret keeps the stored one; 409 CONNECTION_IN_USE on renaming one a workflow uses)',
+        patch:
+          'Change a connection (auth without secret keeps the stored one; a baseUrl of another origin needs a new auth.secret or auth none; ' +
+          '409 CONNECTION_IN_USE on renaming one a workflow uses, or moving it to another origin)',
         delete: 'Delete a connection (409 CONNECTION_IN_USE while a workflow uses it)',
       },
       get: connections.get,
       present: connections.present,
-      update: (db, userId, id, patch, ifMatch) => connections.update(db, app.keyring, userId, id, patch, ifMatch),
+      // A change may store more (longer headers): the storage quota holds, as for a creation.
+      update: async (db, userId, id, patch, ifMatch) => {
+        // Not the caller's: 404 as for a missing one, whatever the caller's storage.
+        if (!(await connections.owns(db, userId, id))) return null;
+        await assertStorageAvailable(app.database.sql, userId, app.config.storageMaxBytes);
+        return connections.update(db, app.keyring, userId, id, patch, ifMatch);
+      },
       remove: connections.remove,
     }),
   );

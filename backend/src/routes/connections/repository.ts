@@ -1,13 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import { and, count, eq, sql } from 'drizzle-orm';
+import { and, eq, sql } from 'drizzle-orm';
 import type { Db } from '../../db/client.js';
-import { isUniqueViolation } from '../../db/errors.js';
 import { connections, workflows } from '../../db/schema/index.js';
 import { removeIfMatch, updateIfMatch } from '../../lib/conditional-update.js';
 import { iso, isoOrNull } from '../../lib/http.js';
-import { columnSortKeys, getOwned, listOwned, type ListParams, type Page } from '../../lib/pagination.js';
-import { conflict, ProblemError } from '../../lib/problem.js';
-import { SecretUnreadableError, type Keyring, type SealedSecret } from '../../secrets/keyring.js';
+import { columnSortKeys, getOwned, isOwned, listOwned, type ListParams, type Page } from '../../lib/pagination.js';
+import { createWithinLimit, nameTakenOr, type UniqueName } from '../../lib/per-user-limit.js';
+import { invalidBody, ProblemError } from '../../lib/problem.js';
+import { connectionSecretBinding, connectionSecretScope } from '../../secrets/bindings.js';
+import { SecretUnreadableError, type Keyring } from '../../secrets/keyring.js';
 import {
   secretRules,
   type ConnectionAuthDto,
@@ -28,7 +29,7 @@ export interface ConnectionLimits {
 const sortKeys = columnSortKeys(connections, { createdAt: 'timestamp', updatedAt: 'timestamp', name: 'text' });
 
 /** How many of the workflows using a connection a CONNECTION_IN_USE problem names. */
-const LISTED_USERS = 20;
+const LISTED_WORKFLOWS = 20;
 
 function presentAuth(row: ConnectionRow): ConnectionAuthDto {
   const secretSet = row.secretCiphertext !== null;
@@ -71,14 +72,16 @@ function authColumns(auth: CreateAuthInput | UpdateAuthInput): Pick<ConnectionRo
 type SecretColumns = Pick<ConnectionRow, 'secretKeyId' | 'secretCiphertext'>;
 const NO_SECRET: SecretColumns = { secretKeyId: null, secretCiphertext: null };
 
-/** Seals a secret to its row and owner: a ciphertext copied to another row or user does not open. */
-function sealedColumns(keyring: Keyring, secret: string, rowId: string, userId: string): SecretColumns {
-  const sealed: SealedSecret = keyring.seal(secret, { table: 'connections', rowId, userId });
+/**
+ * Seals a secret to its row, owner and base URL's origin (connectionSecretBinding): a ciphertext
+ * copied to another row or user, or left in a row whose origin was rewritten, does not open.
+ */
+function sealedColumns(keyring: Keyring, secret: string, connection: Pick<ConnectionRow, 'id' | 'userId' | 'baseUrl'>): SecretColumns {
+  const sealed = keyring.seal(secret, connectionSecretBinding(connection));
   return { secretKeyId: sealed.keyId, secretCiphertext: sealed.ciphertext };
 }
 
-const nameTaken = (name: string) => conflict(`You already have a connection named '${name}'.`, 'NAME_TAKEN');
-const isNameTaken = (error: unknown) => isUniqueViolation(error, 'connections_user_name_idx');
+const uniqueName = (name: string): UniqueName => ({ index: 'connections_user_name_idx', detail: `You already have a connection named '${name}'.` });
 
 /**
  * A plain header may not repeat the header that carries the secret: one of the two would be lost,
@@ -86,9 +89,7 @@ const isNameTaken = (error: unknown) => isUniqueViolation(error, 'connections_us
  */
 function assertHeadersLeaveAuthHeader(headers: Record<string, string>, auth: Pick<ConnectionRow, 'authType' | 'authName'>): void {
   if (auth.authType === 'header' && auth.authName !== null && Object.hasOwn(headers, auth.authName)) {
-    throw new ProblemError(400, 'VALIDATION_FAILED', 'The body is invalid.', {
-      errors: [{ path: `headers.${auth.authName}`, message: 'is the header auth.name sends the secret in; set it in one place only' }],
-    });
+    throw invalidBody(`headers.${auth.authName}`, 'is the header auth.name sends the secret in; set it in one place only');
   }
 }
 
@@ -100,83 +101,94 @@ export async function get(db: Db, userId: string, id: string): Promise<Connectio
   return getOwned(db, connections, userId, id);
 }
 
+/** Whether the caller has this connection (reads its id alone). */
+export async function owns(db: Db, userId: string, id: string): Promise<boolean> {
+  return isOwned(db, connections, userId, id);
+}
+
 /**
- * Creates a connection. Its id is chosen here because its secret is sealed to it. The count of the
- * user's connections and the insert happen under a lock per user (a transaction-scoped advisory
- * lock), so concurrent creations cannot pass the limit together; a taken name is the unique
- * index's verdict (409 NAME_TAKEN), so it holds against concurrent creations too.
+ * Creates a connection, within the user's limit (createWithinLimit). Its id is chosen here because
+ * its secret is sealed to it.
  */
 export async function create(db: Db, keyring: Keyring, userId: string, input: CreateConnectionInput, limits: ConnectionLimits): Promise<ConnectionRow> {
   const auth = authColumns(input.auth);
   assertHeadersLeaveAuthHeader(input.headers, auth);
   const id = randomUUID();
-  const secret = input.auth.type === 'none' ? NO_SECRET : sealedColumns(keyring, input.auth.secret, id, userId);
-  try {
-    return await db.transaction(async (tx) => {
-      await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${`connections-per-user:${userId}`}, 0))`);
-      const [owned] = await tx.select({ connections: count() }).from(connections).where(eq(connections.userId, userId));
-      if ((owned?.connections ?? 0) >= limits.maxPerUser) {
-        throw conflict(`You have ${limits.maxPerUser} connections, the most allowed; delete one to create another.`, 'CONNECTION_LIMIT_REACHED');
-      }
-      const [row] = await tx
-        .insert(connections)
-        .values({ id, userId, name: input.name, description: input.description, baseUrl: input.baseUrl, headers: input.headers, ...auth, ...secret })
-        .returning();
-      if (!row) throw new Error('insert returned no row');
-      return row;
-    });
-  } catch (error) {
-    if (isNameTaken(error)) throw nameTaken(input.name);
-    throw error;
-  }
+  const secret = input.auth.type === 'none' ? NO_SECRET : sealedColumns(keyring, input.auth.secret, { id, userId, baseUrl: input.baseUrl });
+  const values = { id, userId, name: input.name, description: input.description, baseUrl: input.baseUrl, headers: input.headers, ...auth, ...secret };
+  return createWithinLimit(
+    db,
+    connections,
+    userId,
+    { maxPerUser: limits.maxPerUser, noun: 'connections', code: 'CONNECTION_LIMIT_REACHED' },
+    async (tx) => (await tx.insert(connections).values(values).returning())[0],
+    { uniqueName: uniqueName(input.name) },
+  );
 }
 
+/** Why a change must not happen while a workflow uses the connection. */
+type GuardedChange = 'delete' | 'rename' | 'move';
+const remedies: Readonly<Record<GuardedChange, string>> = {
+  delete: 'delete it',
+  rename: 'rename it (workflows refer to it by name)',
+  move: 'move its baseUrl to another origin (their steps may name absolute urls of the current one)',
+};
+
 /**
- * Refuses (409 CONNECTION_IN_USE, naming them) to delete or rename a connection that the current
- * graph of one of its owner's workflows names in an `http.request` node: workflows refer to it by
- * name. Run with the connection's row locked FOR UPDATE: a workflow save that names a connection
- * takes a share lock on its row in the same transaction as the save, so no workflow can start
- * using it between this check and the delete or rename.
+ * Refuses (409 CONNECTION_IN_USE, naming them) to delete, rename or move to another origin a
+ * connection that the current graph of one of its owner's workflows names in an `http.request`
+ * node: workflows refer to it by name, and may name absolute urls of its origin. Run with the
+ * connection's row locked FOR UPDATE: a workflow save that names a connection takes a share lock
+ * on its row in the same transaction as the save, so no workflow can start using it between this
+ * check and the change.
  */
-async function assertNotInUse(tx: Db, userId: string, connectionName: string, action: 'delete' | 'rename'): Promise<void> {
+async function assertNotInUse(tx: Db, userId: string, connectionName: string, change: GuardedChange): Promise<void> {
   const usage = JSON.stringify([{ type: 'http.request', params: { connection: connectionName } }]);
   const users = await tx
     .select({ id: workflows.id, name: workflows.name, total: sql<number>`(count(*) over ())::int` })
     .from(workflows)
     .where(and(eq(workflows.userId, userId), sql`${workflows.nodes} @> ${usage}::jsonb`))
     .orderBy(workflows.name, workflows.id)
-    .limit(LISTED_USERS);
+    .limit(LISTED_WORKFLOWS);
   const [first] = users;
   if (!first) return;
   const total = first.total;
   const listed = users.map((workflow) => `${workflow.name} (${workflow.id})`);
   const more = total > users.length ? `, and ${total - users.length} more` : '';
   const [subject, owner] = total === 1 ? ['workflow uses', 'its'] : ['workflows use', 'their'];
-  const remedy = action === 'delete' ? 'delete it' : 'rename it (workflows refer to it by name)';
   throw new ProblemError(
     409,
     'CONNECTION_IN_USE',
-    `${total} ${subject} the connection '${connectionName}': ${listed.join(', ')}${more}. Remove it from ${owner} http.request nodes before you ${remedy}.`,
+    `${total} ${subject} the connection '${connectionName}': ${listed.join(', ')}${more}. Remove it from ${owner} http.request nodes before you ${remedies[change]}.`,
     { errors: users.map((workflow, index) => ({ path: `workflows[${index}]`, message: `${workflow.name} (${workflow.id})` })) },
   );
 }
 
 /**
- * The secret columns after a PATCH of `auth`: a new secret is sealed; none given keeps the stored
- * one, which must then meet the rule of the (possibly new) type; `none` clears it.
+ * Whether the PATCH keeps the stored secret as it is: it changes other fields, or names a type
+ * that takes a secret without giving one. A new secret, or auth `none`, does not keep it.
  */
-function secretAfterPatch(keyring: Keyring, auth: UpdateAuthInput, current: ConnectionRow): SecretColumns {
+function keepsStoredSecret(auth: UpdateAuthInput | undefined, current: ConnectionRow): boolean {
+  if (auth === undefined) return current.secretCiphertext !== null;
+  return auth.type !== 'none' && auth.secret === undefined;
+}
+
+/**
+ * The secret columns after a PATCH of `auth`, for a connection at `baseUrl` (same origin as the
+ * current one when a secret is kept: see update): a new secret is sealed; none given keeps the
+ * stored one, which must then meet the rule of the (possibly new) type; `none` clears it.
+ */
+function secretAfterPatch(keyring: Keyring, auth: UpdateAuthInput, current: ConnectionRow, baseUrl: string): SecretColumns {
   if (auth.type === 'none') return NO_SECRET;
-  if (auth.secret !== undefined) return sealedColumns(keyring, auth.secret, current.id, current.userId);
-  const refuse = (message: string) =>
-    new ProblemError(400, 'VALIDATION_FAILED', 'The body is invalid.', { errors: [{ path: 'auth.secret', message }] });
+  if (auth.secret !== undefined) return sealedColumns(keyring, auth.secret, { id: current.id, userId: current.userId, baseUrl });
+  const refuse = (message: string) => invalidBody('auth.secret', message);
   if (current.secretKeyId === null || current.secretCiphertext === null) throw refuse(`is required: a ${auth.type} connection needs one, and none is stored`);
   const kept: SecretColumns = { secretKeyId: current.secretKeyId, secretCiphertext: current.secretCiphertext };
   if (auth.type === current.authType) return kept;
   // The rules differ by type (a query value may hold a line break, a header value may not).
   let stored: string;
   try {
-    stored = keyring.open({ keyId: current.secretKeyId, ciphertext: current.secretCiphertext }, { table: 'connections', rowId: current.id, userId: current.userId });
+    stored = keyring.open({ keyId: current.secretKeyId, ciphertext: current.secretCiphertext }, connectionSecretBinding(current));
   } catch (error) {
     if (error instanceof SecretUnreadableError) throw refuse(`is required: the stored secret cannot be read any more, so it cannot be kept for ${auth.type}`);
     throw error;
@@ -186,8 +198,11 @@ function secretAfterPatch(keyring: Keyring, auth: UpdateAuthInput, current: Conn
 }
 
 /**
- * Changes a connection under a row lock (If-Match first). A rename is refused while a workflow
- * uses the old name, checked under that lock (see assertNotInUse); a taken new name is 409.
+ * Changes a connection under a row lock (If-Match first). A move of its baseUrl to another origin
+ * (scheme, host or port) takes a new secret in the same PATCH, or auth `none`: a secret is given
+ * for one origin and is never sent to another (400 naming auth.secret otherwise); the new one is
+ * sealed to the new origin. A rename or a move is refused while a workflow uses the connection,
+ * checked under that lock (see assertNotInUse); a taken new name is 409.
  */
 export async function update(
   db: Db,
@@ -199,23 +214,32 @@ export async function update(
 ): Promise<ConnectionRow | null> {
   try {
     return await updateIfMatch(db, connections, userId, id, ifMatch, async (tx, current) => {
-      if (input.name !== undefined && input.name !== current.name) await assertNotInUse(tx, userId, current.name, 'rename');
+      const baseUrl = input.baseUrl ?? current.baseUrl;
+      const moved = connectionSecretScope(baseUrl) !== connectionSecretScope(current.baseUrl);
+      if (moved && keepsStoredSecret(input.auth, current)) {
+        throw invalidBody(
+          'auth.secret',
+          `is required when baseUrl moves to another origin (${connectionSecretScope(current.baseUrl)} to ${connectionSecretScope(baseUrl)}): ` +
+            'the stored secret was given for the current origin and is never sent to another; send the secret for the new origin, or auth type none',
+        );
+      }
+      const renamed = input.name !== undefined && input.name !== current.name;
+      if (renamed || moved) await assertNotInUse(tx, userId, current.name, renamed ? 'rename' : 'move');
       const auth = input.auth ? authColumns(input.auth) : { authType: current.authType, authUsername: current.authUsername, authName: current.authName };
       const headers = input.headers ?? current.headers;
       assertHeadersLeaveAuthHeader(headers, auth);
-      const secret = input.auth ? secretAfterPatch(keyring, input.auth, current) : {};
+      const secret = input.auth ? secretAfterPatch(keyring, input.auth, current, baseUrl) : {};
       return {
         name: input.name ?? current.name,
         description: input.description ?? current.description,
-        baseUrl: input.baseUrl ?? current.baseUrl,
+        baseUrl,
         headers,
         ...auth,
         ...secret,
       };
     });
   } catch (error) {
-    if (input.name !== undefined && isNameTaken(error)) throw nameTaken(input.name);
-    throw error;
+    throw input.name === undefined ? error : nameTakenOr(error, uniqueName(input.name));
   }
 }
 

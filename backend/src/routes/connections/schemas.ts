@@ -4,12 +4,13 @@ import { connectionAuthTypes, type ConnectionAuthType } from '../../db/schema/in
 import { CONNECTION_NAME } from '../../engine/nodes/http.js';
 import { Timestamp } from '../../lib/http.js';
 import { pageOf, searchableListQuery } from '../../lib/pagination.js';
+import { wellFormed } from '../../lib/well-formed-text.js';
+import { SecretText } from '../../secrets/secret-text.js';
 
 const MAX_PLAIN_HEADERS = 50;
 const MAX_BASE_URL_LENGTH = 2048;
 const MAX_HEADER_NAME_LENGTH = 256;
 const MAX_HEADER_VALUE_LENGTH = 8192;
-const MAX_SECRET_LENGTH = 8192;
 
 /** RFC 9110 token: the characters a header field name may have. */
 const HEADER_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
@@ -65,7 +66,8 @@ const AuthHeaderName = z
  * one name are refused), values that can go on the wire as they are.
  */
 const PlainHeaders = z
-  .record(z.string(), z.string())
+  // A value is refused for a lone surrogate first, with the message that says so (HEADER_VALUE refuses it too).
+  .record(z.string(), wellFormed(z.string()))
   .superRefine((headers, ctx) => {
     const names = Object.keys(headers);
     if (names.length > MAX_PLAIN_HEADERS) ctx.addIssue({ code: 'custom', message: `at most ${MAX_PLAIN_HEADERS} headers` });
@@ -122,13 +124,12 @@ const name = z
 // PostgreSQL text cannot hold NUL: refused here, the insert never fails on it (its error would log the row).
 const description = z.string().max(2_000).regex(/^[^\x00]*$/, 'must not contain NUL characters');
 
-const secretText = z.string().min(1).max(MAX_SECRET_LENGTH);
 /** A secret sent as (part of) a header value as it is: bearer token, header value. */
-const headerValueSecret = secretText.regex(HEADER_VALUE, 'must be text without line breaks or control characters (it is sent in a header)');
+const headerValueSecret = SecretText.regex(HEADER_VALUE, 'must be text without line breaks or control characters (it is sent in a header)');
 /** A basic password is base64-encoded on the wire, but a line break in it is never what was meant. */
-const basicPassword = secretText.regex(NO_LINE_BREAK, 'must not contain line breaks');
+const basicPassword = SecretText.regex(NO_LINE_BREAK, 'must not contain line breaks');
 /** A query value is percent-encoded on the wire: any text. */
-const querySecret = secretText;
+const querySecret = SecretText;
 
 /** The rule a secret must meet to be used by an auth type (none holds no secret). */
 export const secretRules: Readonly<Record<Exclude<ConnectionAuthType, 'none'>, z.ZodType<string>>> = {
@@ -138,12 +139,15 @@ export const secretRules: Readonly<Record<Exclude<ConnectionAuthType, 'none'>, z
   query: querySecret,
 };
 
-const username = z
-  .string()
-  .min(1)
-  .max(256)
-  .regex(/^[^\x00-\x1f\x7f:]*$/, 'must not contain a colon or control characters');
-const queryParameterName = z.string().min(1).max(128).regex(/^[^\x00-\x1f\x7f]*$/, 'must not contain control characters');
+// Both are stored as text and sent as UTF-8 (base64 of `username:secret`, a percent-encoded name).
+const username = wellFormed(
+  z
+    .string()
+    .min(1)
+    .max(256)
+    .regex(/^[^\x00-\x1f\x7f:]*$/, 'must not contain a colon or control characters'),
+);
+const queryParameterName = wellFormed(z.string().min(1).max(128).regex(/^[^\x00-\x1f\x7f]*$/, 'must not contain control characters'));
 
 /** The write-only secret of each auth type: what it is, documented. */
 const writeOnly = (what: string) => ({ description: `${what}. Write-only: never returned (auth.secretSet says whether one is stored).` });

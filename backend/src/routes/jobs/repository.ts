@@ -1,4 +1,4 @@
-import { and, count, eq, sql } from 'drizzle-orm';
+import { and, eq } from 'drizzle-orm';
 import type { Db } from '../../db/client.js';
 import { jobs, workflows } from '../../db/schema/index.js';
 import { parseSchedule, type Schedule } from '../../engine/schedule.js';
@@ -6,7 +6,8 @@ import { gapBelow } from '../../engine/schedule-interval.js';
 import { removeIfMatch, updateIfMatch, versionEtag } from '../../lib/conditional-update.js';
 import { iso, isoOrNull } from '../../lib/http.js';
 import { columnSortKeys, getOwned, listOwned, type ListParams, type Page } from '../../lib/pagination.js';
-import { conflict, notFound, ProblemError } from '../../lib/problem.js';
+import { createWithinLimit } from '../../lib/per-user-limit.js';
+import { notFound, ProblemError } from '../../lib/problem.js';
 import type { CreateJobInput, JobDto, UpdateJobInput } from './schemas.js';
 
 export type JobRow = typeof jobs.$inferSelect;
@@ -70,20 +71,12 @@ export async function get(db: Db, userId: string, id: string): Promise<JobRow | 
   return getOwned(db, jobs, userId, id);
 }
 
-/**
- * Creates a job. The count of the user's jobs and the insert happen under a lock per user (a
- * transaction-scoped advisory lock), so concurrent creations cannot pass the limit together.
- */
+/** Creates a job, within the user's limit (createWithinLimit), for a workflow of the user's. */
 export async function create(db: Db, userId: string, input: CreateJobInput, limits: JobLimits): Promise<JobRow> {
   const schedule = scheduleOf(input.cron, input.timezone);
   assertScheduleInterval(schedule, limits.minScheduleIntervalSeconds);
-  return db.transaction(async (tx) => {
-    await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${`jobs-per-user:${userId}`}, 0))`);
-    await assertOwnWorkflow(tx, userId, input.workflowId);
-    const [owned] = await tx.select({ jobs: count() }).from(jobs).where(eq(jobs.userId, userId));
-    if ((owned?.jobs ?? 0) >= limits.maxPerUser) {
-      throw conflict(`You have ${limits.maxPerUser} jobs, the most allowed; delete one to create another.`, 'JOB_LIMIT_REACHED');
-    }
+  const limit = { maxPerUser: limits.maxPerUser, noun: 'jobs', code: 'JOB_LIMIT_REACHED' };
+  const insert = async (tx: Db) => {
     const [row] = await tx
       .insert(jobs)
       .values({
@@ -97,9 +90,9 @@ export async function create(db: Db, userId: string, input: CreateJobInput, limi
         nextRunAt: nextRunAtFor(input.status, schedule),
       })
       .returning();
-    if (!row) throw new Error('insert returned no row');
     return row;
-  });
+  };
+  return createWithinLimit(db, jobs, userId, limit, insert, { underLock: (tx) => assertOwnWorkflow(tx, userId, input.workflowId) });
 }
 
 /** Changes a job under a row lock (If-Match, schedule and ownership checks see what is written). */

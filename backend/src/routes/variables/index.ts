@@ -1,26 +1,14 @@
-import { createHmac } from 'node:crypto';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { versionEtag } from '../../lib/conditional-update.js';
 import { IdempotencyHeaders } from '../../lib/http.js';
 import { replyIdempotently } from '../../lib/idempotency.js';
+import { secretFingerprint } from '../../secrets/fingerprint.js';
 import { assertStorageAvailable } from '../../usage/usage.js';
 import { versionedItemRoutes } from '../versioned-resource.js';
 import * as variables from './repository.js';
-import { CreateVariableBody, ListVariablesQuery, UpdateVariableBody, Variable, VariablePage, type CreateVariableInput, type VariableDto } from './schemas.js';
+import { CreateVariableBody, ListVariablesQuery, UpdateVariableBody, Variable, VariablePage, type VariableDto } from './schemas.js';
 
 const tags = ['variables'];
-
-/**
- * What identifies a creation for its Idempotency-Key: for a secret, the body with the value replaced
- * by a keyed digest of it. The same secret gives the same digest (a replay still matches, another
- * value is still another body), but the hash kept for 24 h cannot confirm a guess of the secret to
- * whoever reads the database without the server's key.
- */
-function creationFingerprint(body: CreateVariableInput, query: unknown, digestKey: string): unknown {
-  if (!body.secret || typeof body.value !== 'string') return { body, query };
-  const valueDigest = createHmac('sha256', digestKey).update('autonode:variable-secret:').update(body.value).digest('base64url');
-  return { body: { ...body, value: { hmacSha256: valueDigest } }, query };
-}
 
 export const variableRoutes: FastifyPluginAsyncZod = async (app) => {
   const limits = { maxPerUser: app.config.variablesPerUser };
@@ -59,7 +47,8 @@ export const variableRoutes: FastifyPluginAsyncZod = async (app) => {
           reply.header('etag', versionEtag({ version: variables.CREATED_VERSION }));
           return body;
         },
-        creationFingerprint(request.body, request.query ?? null, app.config.auth.secret),
+        // A secret's value is digested, never hashed as it is (see secretFingerprint).
+        secretFingerprint(app.keyring, request.body, request.query ?? null, request.body.secret ? ['value'] : undefined),
       ),
   );
 
@@ -77,7 +66,13 @@ export const variableRoutes: FastifyPluginAsyncZod = async (app) => {
       },
       get: variables.get,
       present: variables.present,
-      update: (db, userId, id, patch, ifMatch) => variables.update(db, app.keyring, userId, id, patch, ifMatch),
+      // A change may store more (a longer value): the storage quota holds, as for a creation.
+      update: async (db, userId, id, patch, ifMatch) => {
+        // Not the caller's: 404 as for a missing one, whatever the caller's storage.
+        if (!(await variables.owns(db, userId, id))) return null;
+        await assertStorageAvailable(app.database.sql, userId, app.config.storageMaxBytes);
+        return variables.update(db, app.keyring, userId, id, patch, ifMatch);
+      },
       remove: variables.remove,
     }),
   );

@@ -1,27 +1,22 @@
 import { z } from 'zod';
 import { Timestamp } from '../../lib/http.js';
 import { pageOf, searchableListQuery } from '../../lib/pagination.js';
+import { SECRET_MAX_BYTES, SecretText } from '../../secrets/secret-text.js';
 
 /** A plain variable's value, measured as compact JSON text (JSON.stringify) in UTF-8 bytes. */
 export const PLAIN_VALUE_MAX_BYTES = 64 * 1024;
-/** A secret's value, in characters (UTF-16 code units, as a JavaScript string counts them). */
-export const SECRET_VALUE_MAX_LENGTH = 8192;
 
 const KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
-/** A UTF-16 surrogate without its pair: sealing encodes the secret as UTF-8, which would replace it silently. */
-const LONE_SURROGATE = /\p{Cs}/u;
 
 /**
  * What is wrong with `value` as the value of a variable that is (or becomes) secret or plain, or
- * undefined when it is acceptable. The message never quotes the value: it may be a secret.
+ * undefined when it is acceptable. A secret meets the rule of every stored secret (SecretText).
+ * The message never quotes the value: it may be a secret.
  */
 export function valueProblem(value: unknown, secret: boolean): string | undefined {
   if (secret) {
-    if (typeof value !== 'string') return 'a secret variable’s value must be a string';
-    if (value.length === 0) return 'a secret variable’s value must not be empty';
-    if (value.length > SECRET_VALUE_MAX_LENGTH) return `a secret variable’s value is ${value.length} characters; at most ${SECRET_VALUE_MAX_LENGTH} are allowed`;
-    if (LONE_SURROGATE.test(value)) return 'a secret variable’s value must be valid Unicode text (it contains an unpaired surrogate)';
-    return undefined;
+    const parsed = SecretText.safeParse(value);
+    return parsed.success ? undefined : `a secret variable’s value ${parsed.error.issues[0]?.message ?? 'is invalid'}`;
   }
   const bytes = Buffer.byteLength(JSON.stringify(value), 'utf8');
   if (bytes > PLAIN_VALUE_MAX_BYTES) return `the value is ${bytes} bytes as JSON text; at most ${PLAIN_VALUE_MAX_BYTES} (64 KiB) are allowed`;
@@ -49,7 +44,7 @@ const key = z
 
 const valueDescription =
   `Any JSON value up to ${PLAIN_VALUE_MAX_BYTES} bytes as compact UTF-8 JSON text (null is a value); ` +
-  `for a secret, a string of 1..${SECRET_VALUE_MAX_LENGTH} characters. Nesting is bounded by the body's depth limit (64 levels). ` +
+  `for a secret, a non-empty string of at most ${SECRET_MAX_BYTES} bytes as UTF-8 (8 KiB). Nesting is bounded by the body's depth limit (64 levels). ` +
   'Objects are stored as JSONB: their keys may come back in another order.';
 
 const valueExample = 'https://api.example.com';
