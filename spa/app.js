@@ -30,6 +30,16 @@ const templates = [
     ],
     edges: [{ source: 'start', target: 'echo' }],
   },
+  {
+    key: 'webhook',
+    name: 'Webhook receiver',
+    description: 'trigger.webhook (the workflow gets a URL to POST to), then a transform that keeps the request body.',
+    nodes: [
+      { id: 'hook', type: 'trigger.webhook', params: {} },
+      { id: 'body', type: 'transform', params: { expression: 'input.body' } },
+    ],
+    edges: [{ source: 'hook', target: 'body' }],
+  },
 ];
 
 const TERMINAL_STATUSES = new Set(['completed', 'failed', 'cancelled']);
@@ -95,6 +105,7 @@ async function loadSession() {
   } else {
     stopFollowing();
     element('execution').hidden = true;
+    closeWorkflow();
     element('workflow-list').replaceChildren();
     element('connection-list').replaceChildren();
   }
@@ -162,13 +173,78 @@ function workflowItem(workflow) {
   const name = document.createElement('span');
   name.dataset.testid = 'workflow-name';
   name.textContent = workflow.name;
+  const open = document.createElement('button');
+  open.type = 'button';
+  open.dataset.testid = 'open-workflow';
+  open.textContent = 'Webhook';
+  open.addEventListener('click', guarded(() => openWorkflow(workflow.id)));
   const run = document.createElement('button');
   run.type = 'button';
   run.dataset.testid = 'run-workflow';
   run.textContent = 'Run';
   run.addEventListener('click', guarded(() => runWorkflow(workflow)));
-  item.append(name, run);
+  item.append(name, open, run);
   return item;
+}
+
+// ---- one workflow: its webhook URL and recent deliveries ------------------------------------------
+
+// The workflow whose webhook the page shows (null: none is open).
+let openedWorkflowId = null;
+
+/** Reads the workflow afresh (its webhook URL changes when it is rotated), then its deliveries. */
+async function openWorkflow(id) {
+  const workflow = await api('GET', `/api/v1/workflows/${id}`);
+  openedWorkflowId = workflow.id;
+  element('workflow-detail').hidden = false;
+  element('detail-name').textContent = workflow.name;
+  // `webhook` is null unless the graph has a trigger.webhook node (API.md, Inbound webhooks).
+  element('webhook').hidden = workflow.webhook === null;
+  element('no-webhook').hidden = workflow.webhook !== null;
+  element('webhook-url').textContent = workflow.webhook?.url ?? '';
+  await showDeliveries();
+}
+
+function closeWorkflow() {
+  openedWorkflowId = null;
+  element('workflow-detail').hidden = true;
+  element('delivery-list').replaceChildren();
+}
+
+/** The newest deliveries of the open workflow, as the API lists them (newest first). */
+async function showDeliveries() {
+  if (openedWorkflowId === null) return;
+  const table = element('delivery-table');
+  table.setAttribute('aria-busy', 'true');
+  const page = await api('GET', `/api/v1/workflows/${openedWorkflowId}/deliveries?pageSize=10`);
+  const list = element('delivery-list');
+  list.replaceChildren(...page.items.map(deliveryRow));
+  element('deliveries-empty').hidden = list.children.length > 0;
+  table.hidden = list.children.length === 0;
+  table.setAttribute('aria-busy', 'false');
+}
+
+function formatBytes(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
+}
+
+function deliveryRow(delivery) {
+  const row = document.createElement('tr');
+  row.dataset.testid = 'delivery-item';
+  row.dataset.deliveryId = delivery.id;
+  const status = cell('delivery-status', delivery.status);
+  status.dataset.status = delivery.status;
+  const received = cell('delivery-received', '');
+  const time = document.createElement('time');
+  time.dateTime = delivery.receivedAt;
+  time.textContent = new Date(delivery.receivedAt).toLocaleString();
+  received.append(time);
+  const size = cell('delivery-size', formatBytes(delivery.bodyBytes));
+  size.dataset.bytes = String(delivery.bodyBytes);
+  row.append(status, received, cell('delivery-content-type', delivery.contentType ?? ''), size, cell('delivery-reason', delivery.reason ?? ''));
+  return row;
 }
 
 async function createFromTemplate(event) {
@@ -361,6 +437,7 @@ function start() {
     if (currentUser) showRoute().catch((error) => say(error instanceof Error ? error.message : String(error), 'error'));
   });
   element('more-connections').addEventListener('click', guarded(() => showConnections({ more: true })));
+  element('refresh-deliveries').addEventListener('click', guarded(showDeliveries));
 
   loadSession()
     .catch((error) => say(error instanceof Error ? error.message : String(error), 'error'))

@@ -23,6 +23,7 @@ import rateLimitPlugin from './plugins/rate-limit.js';
 import { healthRoutes } from './routes/health.js';
 import { testSupportRoutes } from './routes/test-support.js';
 import { v1Routes } from './routes/v1.js';
+import { hookRoutes } from './webhooks/hooks.js';
 
 export interface AppDeps {
   readonly config: Config;
@@ -101,5 +102,7 @@ export async function buildApp({ config, database, auth, logger }: AppDeps): Pro
   await app.register(healthRoutes);
   if (config.enableTestRoutes) await app.register(testSupportRoutes);
   await app.register(v1Routes, { prefix: '/api/v1' });
+  // Outside /api/v1: no caller; its own body parsers (raw bytes of JSON, forms and text).
+  await app.register(hookRoutes);
   return app;
 }

@@ -97,6 +97,14 @@ function replaceMessage(stack: string, message: string, replacement: string): st
   return [replacement, ...stack.split('\n').filter((line) => /^\s+at /.test(line))].join('\n');
 }
 
+/**
+ * A request URL as logged: a webhook URL's hook id is what lets anyone start its workflow (a
+ * capability, like a key), so it never reaches a log line.
+ */
+export function loggableUrl(url: string): string {
+  return url.replace(/^\/api\/hooks\/[^/?#]*/, '/api/hooks/[hook]');
+}
+
 export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pino.DestinationStream): Logger {
   const options: pino.LoggerOptions = {
     level: config.logLevel,
@@ -118,7 +126,7 @@ export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pin
       // client's (X-Forwarded-For/-Proto) only when TRUST_PROXY trusts that proxy.
       req: (request: FastifyRequest) => ({
         method: request.method,
-        url: request.url,
+        url: loggableUrl(request.url),
         host: request.host,
         protocol: request.protocol,
         remoteAddress: request.ip,

@@ -50,6 +50,7 @@ describe('every protected route refuses every missing or dead credential with 40
       'api-keys': resources.apiKey.id,
       variables: resources.variable.id,
       connections: resources.connection.id,
+      deliveries: resources.delivery.id,
     };
 
     const document = (await app.inject('/api/openapi.json')).json<OpenApiDocument>();

@@ -19,7 +19,9 @@ export const failingScheduledGraph = {
 /**
  * A workflow, a job and an execution of that job with two steps, owned by `user`, made through the
  * real routes, the scheduler and the engine; an API key, a variable, a secret variable and a
- * connection (with a secret).
+ * connection (with a secret); a workflow whose trigger.webhook node checks a header against the
+ * secret variable, and one delivery to its webhook URL that fails the check: `rejected`, so it
+ * started nothing and the job's run stays the user's only execution.
  */
 export async function makeResources(app: App, user: SignedInUser) {
   const headers = { cookie: user.cookie };
@@ -45,7 +47,30 @@ export async function makeResources(app: App, user: SignedInUser) {
       payload: { name: `fixture-${suffix}`, baseUrl: 'https://api.example.com/v1', auth: { type: 'bearer', secret: 'fixture-token' } },
     })
   ).json<{ id: string }>();
-  return { workflow, job, execution: { id: execution.id }, apiKey, variable, secretVariable, connection };
+  const webhookWorkflow = (
+    await app.inject({
+      method: 'POST',
+      url: '/api/v1/workflows',
+      headers,
+      payload: {
+        name: 'fixture webhook',
+        nodes: [{ id: 'hook', type: 'trigger.webhook', params: { verify: { scheme: 'header', header: 'x-fixture-token', secretVariable: `FIXTURE_SECRET_${suffix}` } } }],
+        edges: [],
+      },
+    })
+  ).json<{ id: string; webhook: { url: string; hookId: string } }>();
+  // The sender needs no caller (the URL is the capability); this one sends the wrong token.
+  const delivered = await app.inject({
+    method: 'POST',
+    url: new URL(webhookWorkflow.webhook.url).pathname,
+    headers: { 'content-type': 'application/json', 'x-fixture-token': 'not the secret' },
+    payload: { fixture: suffix },
+  });
+  if (delivered.statusCode !== 401) throw new Error(`the fixture delivery answered ${delivered.statusCode}: ${delivered.body}`);
+  const [rejected] = (await app.inject({ url: `/api/v1/workflows/${webhookWorkflow.id}/deliveries`, headers })).json<{ items: { id: string }[] }>().items;
+  if (!rejected) throw new Error('the fixture delivery was not recorded');
+  const delivery = { id: rejected.id };
+  return { workflow, job, execution: { id: execution.id }, apiKey, variable, secretVariable, connection, webhookWorkflow, delivery };
 }
 
 /** Makes the job due, fires it through the scheduler and runs its execution to its end with an engine. */

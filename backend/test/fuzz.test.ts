@@ -3,11 +3,13 @@
  * document publishes them: inputs are derived from each operation's documented parameters and
  * request body (valid values, out-of-range and wrong-typed ones, hostile strings, malformed
  * bodies), and every answer must be a deliberate one: never 5xx, problem+json for every error,
- * no internals in any body, and a refused write leaves the caller's data exactly as it was.
+ * no internals in any body, and a refused write leaves the caller's data exactly as it was. The
+ * webhook endpoint, outside /api/v1 and open to anyone, is fuzzed too (at the end of this file).
  *
  * Reproducible: the seed is fixed (FUZZ_SEED overrides it, FUZZ_RUNS the runs per operation) and
  * fast-check prints the seed, the path and the counterexample of a failure.
  */
+import { createHmac } from 'node:crypto';
 import fc from 'fast-check';
 import type { LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -42,8 +44,8 @@ const LEAK_MARKERS = ['    at ', 'select ', 'insert into', 'syntax error at', 'p
 const mentionsLeakMarker = (text: string) => LEAK_MARKERS.some((marker) => text.toLowerCase().includes(marker));
 
 /** Placeholders for the ids of the caller's own resources, replaced when the request is sent (fixtures are remade after a delete). */
-type Resource = 'workflows' | 'jobs' | 'executions' | 'api-keys' | 'variables' | 'connections';
-const RESOURCES: readonly Resource[] = ['workflows', 'jobs', 'executions', 'api-keys', 'variables', 'connections'];
+type Resource = 'workflows' | 'jobs' | 'executions' | 'api-keys' | 'variables' | 'connections' | 'deliveries';
+const RESOURCES: readonly Resource[] = ['workflows', 'jobs', 'executions', 'api-keys', 'variables', 'connections', 'deliveries'];
 const placeholder = (resource: Resource) => `@@${resource}@@`;
 const resourceOfPath = (path: string): Resource | undefined => RESOURCES.find((resource) => path.startsWith(`/api/v1/${resource}/`));
 /** `workflowId` -> workflows: a documented field or parameter that names one of the caller's resources. */
@@ -454,6 +456,7 @@ describe('fuzzing every /api/v1 operation from its documented schemas', () => {
       'api-keys': made.apiKey.id,
       variables: made.variable.id,
       connections: made.connection.id,
+      deliveries: made.delivery.id,
     };
   };
 
@@ -480,6 +483,8 @@ describe('fuzzing every /api/v1 operation from its documented schemas', () => {
         'connections', (select coalesce(json_agg(c order by c.id), '[]') from (
           select id, name, description, base_url, headers, auth_type, auth_username, auth_name, secret_ciphertext, version
             from connections where user_id = ${userId}) c),
+        'deliveries', (select coalesce(json_agg(d order by d.id), '[]') from (
+          select id, workflow_id, status, execution_id, body_bytes from webhook_deliveries where user_id = ${userId}) d),
         'idempotencyKeys', (select coalesce(json_agg(i order by i.scope, i.key), '[]') from (
           select scope, key, request_hash, response_status from idempotency_keys where user_id = ${userId}) i)
       )::text as snapshot`;
@@ -513,7 +518,7 @@ describe('fuzzing every /api/v1 operation from its documented schemas', () => {
       });
 
       const property = fc.asyncProperty(fc.limitShrink(arbitrary, 60), async (input: FuzzCase) => {
-        const fill = (text: string) => text.replace(/@@(workflows|jobs|executions|api-keys|variables|connections)@@/g, (_match, resource: Resource) => ids[resource]);
+        const fill = (text: string) => text.replace(/@@(workflows|jobs|executions|api-keys|variables|connections|deliveries)@@/g, (_match, resource: Resource) => ids[resource]);
         const url = fill(operation.path.replace(/\{[^}]+\}/g, input.pathValue) + queryString(input.query));
         const payload = input.body.kind === 'text' ? fill(input.body.text) : undefined;
         // An input that itself contains a leak marker could be echoed back legitimately: not a case.
@@ -612,3 +617,131 @@ function responseProblems(response: LightMyRequestResponse): string[] {
   if (leaked.length > 0) problems.push(`body reveals internals (${leaked.map((marker) => JSON.stringify(marker)).join(', ')})`);
   return problems;
 }
+
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * POST /api/hooks/{hookId} is outside /api/v1 (the document walk above leaves it out) and takes
+ * anyone's request: bodies of every kind under every content type, signed right, wrong or not at
+ * all, the dedup headers, hostile queries and hook ids. Every answer is deliberate (the checks of
+ * responseProblems), and stores what it says: nothing for a refusal before the check, one rejected
+ * delivery for a 401, one accepted delivery and execution, or one duplicate, for a 202.
+ */
+describe('fuzzing POST /api/hooks/{hookId}', () => {
+  const SECRET = 'fuzz-hook-secret';
+  let app: App;
+  let hook: { id: string; hookId: string };
+
+  beforeAll(async () => {
+    app = await buildTestApp({ WEBHOOK_RATE_LIMIT_MAX: '1000000' });
+    const user = await signUp(app);
+    const variable = await app.inject({ method: 'POST', url: '/api/v1/variables', headers: { cookie: user.cookie }, payload: { key: 'FUZZ_HOOK_SECRET', value: SECRET, secret: true } });
+    expect(variable.statusCode, variable.body).toBe(201);
+    const created = await app.inject({
+      method: 'POST',
+      url: '/api/v1/workflows',
+      headers: { cookie: user.cookie },
+      payload: {
+        name: 'fuzzed hook',
+        nodes: [{ id: 'hook', type: 'trigger.webhook', params: { verify: { scheme: 'hmac-sha256', header: 'x-signature', secretVariable: 'FUZZ_HOOK_SECRET' } } }],
+        edges: [],
+      },
+    });
+    expect(created.statusCode, created.body).toBe(201);
+    const workflow = created.json<{ id: string; webhook: { hookId: string } }>();
+    hook = { id: workflow.id, hookId: workflow.webhook.hookId };
+  });
+  afterAll(async () => {
+    await app.close();
+  });
+
+  const HOOK = '@@hook@@';
+  const hookIds = fc.oneof(
+    { weight: 10, arbitrary: fc.constant(HOOK) },
+    { weight: 1, arbitrary: hostileString.filter((text) => text.length > 0).map(percentEncode) },
+    { weight: 1, arbitrary: fc.constantFrom('%', '%ZZ', '..', '%2e%2e', '%2F', '%00', 'x'.repeat(101), 'A'.repeat(22)) },
+  );
+  const contentTypes = fc.oneof(
+    { weight: 6, arbitrary: fc.constantFrom('application/json', 'application/json; charset=utf-8', 'application/vnd.fuzz+json', 'application/x-www-form-urlencoded', 'text/plain', 'text/csv; charset=latin1') },
+    { weight: 2, arbitrary: fc.constantFrom(...OTHER_CONTENT_TYPES) },
+    { weight: 1, arbitrary: fc.constant(undefined) },
+    { weight: 1, arbitrary: hostileString.filter(headerSafe) },
+  );
+  const bodies = fc.oneof(
+    { weight: 4, arbitrary: hostileJson.map((value) => JSON.stringify(value) ?? 'null') },
+    { weight: 1, arbitrary: deeplyNested.map((value) => JSON.stringify(value)) },
+    { weight: 1, arbitrary: fc.constantFrom(...NOT_JSON) },
+    { weight: 2, arbitrary: fc.array(fc.tuple(hostileString, hostileString), { maxLength: 4 }).map((fields) => new URLSearchParams(fields).toString()) },
+    { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 60 }) },
+    { weight: 1, arbitrary: fc.constant(undefined) },
+  );
+  const deliveryKeys = fc.option(fc.oneof({ weight: 3, arbitrary: fc.constantFrom('evt_1', 'evt_2', 'k1') }, { weight: 1, arbitrary: hostileString.filter(headerSafe) }), { nil: undefined });
+  const queries = fc.array(
+    fc.oneof(
+      fc.tuple(hostileString, hostileString).map(([key, value]) => `${percentEncode(key)}=${percentEncode(value)}`),
+      fc.tuple(fc.constantFrom('a', '__proto__', 'constructor', 'a[b]', ''), fc.constantFrom(...RAW_QUERY_VALUES)).map(([key, value]) => `${key}=${value}`),
+    ),
+    { maxLength: 3 },
+  );
+  const cases = fc.record({
+    hookId: hookIds,
+    contentType: contentTypes,
+    body: bodies,
+    signature: fc.constantFrom('valid', 'valid', 'wrong', 'none', 'garbage'),
+    webhookId: deliveryKeys,
+    idempotencyKey: deliveryKeys,
+    query: queries,
+  });
+
+  const stored = async () => {
+    const [row] = await app.database.sql<{ accepted: number; rejected: number; duplicate: number; executions: number }[]>`
+      select count(*) filter (where status = 'accepted')::int as accepted, count(*) filter (where status = 'rejected')::int as rejected,
+             count(*) filter (where status = 'duplicate')::int as duplicate,
+             (select count(*)::int from executions where workflow_id = ${hook.id}::uuid) as executions
+        from webhook_deliveries where workflow_id = ${hook.id}::uuid`;
+    if (!row) throw new Error('the count returned no row');
+    return row;
+  };
+
+  it('never 5xx, always problem+json, never leaks, and stores exactly what each answer says', async () => {
+    const property = fc.asyncProperty(fc.limitShrink(cases, 60), async (input) => {
+      const body = input.body === undefined ? undefined : Buffer.from(input.body, 'utf8');
+      const headers: Record<string, string> = {};
+      if (input.contentType !== undefined) headers['content-type'] = input.contentType;
+      if (input.webhookId !== undefined) headers['webhook-id'] = input.webhookId;
+      if (input.idempotencyKey !== undefined) headers['idempotency-key'] = input.idempotencyKey;
+      const digest = createHmac('sha256', input.signature === 'wrong' ? `${SECRET}x` : SECRET).update(body ?? Buffer.alloc(0)).digest('hex');
+      if (input.signature === 'valid' || input.signature === 'wrong') headers['x-signature'] = digest;
+      if (input.signature === 'garbage') headers['x-signature'] = `${digest}=${digest}`;
+      const url = `/api/hooks/${input.hookId === HOOK ? hook.hookId : input.hookId}${input.query.length > 0 ? `?${input.query.join('&')}` : ''}`;
+      fc.pre(!mentionsLeakMarker(`${decodeURIComponentSafe(url)} ${input.body ?? ''} ${Object.values(headers).join(' ')}`));
+
+      const before = await stored();
+      const response = await app.inject({ method: 'POST', url, headers, ...(body === undefined ? {} : { payload: body }) });
+      const after = await stored();
+      const problems = responseProblems(response);
+      const grew = {
+        accepted: after.accepted - before.accepted,
+        rejected: after.rejected - before.rejected,
+        duplicate: after.duplicate - before.duplicate,
+        executions: after.executions - before.executions,
+      };
+      const allowed =
+        response.statusCode === 202
+          ? [{ accepted: 1, rejected: 0, duplicate: 0, executions: 1 }, { accepted: 0, rejected: 0, duplicate: 1, executions: 0 }]
+          : response.statusCode === 401
+            ? [{ accepted: 0, rejected: 1, duplicate: 0, executions: 0 }]
+            : [{ accepted: 0, rejected: 0, duplicate: 0, executions: 0 }];
+      if (!allowed.some((shape) => JSON.stringify(shape) === JSON.stringify(grew))) problems.push(`answered ${response.statusCode} but stored ${JSON.stringify(grew)}`);
+      if (response.statusCode < 400 && response.statusCode !== 202) problems.push(`answered ${response.statusCode}, not 202 (no respond: completed here)`);
+      if (problems.length > 0) {
+        const cause = response.statusCode >= 500 ? loggedCause(logsOf(app)) : '';
+        throw new Error(
+          `POST ${url.slice(0, 300)} headers ${JSON.stringify(headers).slice(0, 300)} body ${JSON.stringify(input.body)?.slice(0, 300)}\n` +
+            `  -> ${response.statusCode} ${response.body.slice(0, 300)}\n${problems.map((problem) => `  * ${problem}`).join('\n')}${cause ? `\n  logged cause: ${cause}` : ''}`,
+        );
+      }
+    });
+    await fc.assert(property, { seed: SEED, numRuns: RUNS * 4 });
+  }, 120_000);
+});

@@ -1,9 +1,10 @@
 /**
  * Hostile input that passes for data: fields a client may not set (mass assignment), SQL and LIKE
  * metacharacters in searches, sort fields outside the allowlist. Routes and body schemas come
- * from the OpenAPI document, so new routes are covered without editing this file.
+ * from the OpenAPI document, so new routes are covered without editing this file. The webhook
+ * endpoint (outside /api/v1, with bodies of its own kinds) is covered explicitly at the end.
  */
-import { randomUUID } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
 import type { LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
@@ -262,3 +263,139 @@ function parseErrors(response: LightMyRequestResponse): { path: string; message:
     return [];
   }
 }
+
+/**
+ * POST /api/hooks/:hookId takes anyone's request: bodies, headers and queries a sender could make
+ * up. Each is answered deliberately (never 5xx; errors in problem+json), and stores exactly what
+ * its answer says: a refusal before the check nothing, a failed check one rejected delivery, a
+ * 202 one accepted or duplicate delivery.
+ */
+describe('hostile input to the webhook endpoint', () => {
+  const SECRET = 'hostile-hook-secret';
+  let app: App;
+  let user: SignedInUser;
+  let open: { id: string; hookId: string };
+  let signed: { id: string; hookId: string };
+
+  beforeAll(async () => {
+    app = await buildTestApp();
+    user = await signUp(app);
+    const variable = await app.inject({ method: 'POST', url: '/api/v1/variables', headers: { cookie: user.cookie }, payload: { key: 'HOOK_SECRET', value: SECRET, secret: true } });
+    expect(variable.statusCode, variable.body).toBe(201);
+    const hook = async (params: Record<string, unknown>) => {
+      const response = await app.inject({
+        method: 'POST',
+        url: '/api/v1/workflows',
+        headers: { cookie: user.cookie },
+        payload: { name: `hostile hook ${randomUUID()}`, nodes: [{ id: 'hook', type: 'trigger.webhook', params }], edges: [] },
+      });
+      expect(response.statusCode, response.body).toBe(201);
+      const workflow = response.json<{ id: string; webhook: { hookId: string } }>();
+      return { id: workflow.id, hookId: workflow.webhook.hookId };
+    };
+    open = await hook({});
+    signed = await hook({ verify: { scheme: 'hmac-sha256', header: 'x-hub-signature-256', prefix: 'sha256=', secretVariable: 'HOOK_SECRET' } });
+  });
+  afterAll(async () => {
+    await app.close();
+  });
+
+  const counts = async (workflowId: string) => {
+    const rows = await app.database.sql<{ status: string; count: number }[]>`
+      select status, count(*)::int as count from webhook_deliveries where workflow_id = ${workflowId}::uuid group by status`;
+    const executions = await app.database.sql<{ count: number }[]>`select count(*)::int as count from executions where workflow_id = ${workflowId}::uuid`;
+    return { ...Object.fromEntries(rows.map((row) => [row.status, row.count])), executions: executions[0]?.count ?? 0 } as Record<string, number>;
+  };
+
+  /** Sends one request and checks its answer against what it stored; returns a failure, if any. */
+  async function probe(target: { id: string; hookId: string }, name: string, body: string | Buffer | undefined, headers: Record<string, string>, path = ''): Promise<string | undefined> {
+    const before = await counts(target.id);
+    const response = await app.inject({ method: 'POST', url: `/api/hooks/${target.hookId}${path}`, headers, ...(body === undefined ? {} : { payload: body }) });
+    const after = await counts(target.id);
+    const grew = (status: string) => (after[status] ?? 0) - (before[status] ?? 0);
+    const stored = { accepted: grew('accepted'), rejected: grew('rejected'), duplicate: grew('duplicate'), executions: grew('executions') };
+    const status = response.statusCode;
+    if (status >= 500) return `${name}: answered ${status} ${response.body.slice(0, 200)}`;
+    if (status >= 400 && !String(response.headers['content-type']).startsWith('application/problem+json')) return `${name}: ${status} is not problem+json`;
+    const expected =
+      status === 202 ? [{ accepted: 1, rejected: 0, duplicate: 0, executions: 1 }, { accepted: 0, rejected: 0, duplicate: 1, executions: 0 }]
+      : status === 401 ? [{ accepted: 0, rejected: 1, duplicate: 0, executions: 0 }]
+      : [{ accepted: 0, rejected: 0, duplicate: 0, executions: 0 }];
+    if (!expected.some((shape) => JSON.stringify(shape) === JSON.stringify(stored))) return `${name}: answered ${status} but stored ${JSON.stringify(stored)}`;
+    return undefined;
+  }
+
+  const nested = (depth: number) => `${'['.repeat(depth)}1${']'.repeat(depth)}`;
+  const BODIES: [string, string | Buffer | undefined, string | undefined][] = [
+    ['NUL in JSON', '{"a":"\\u0000"}', 'application/json'],
+    ['lone surrogate in JSON', '{"a":"\\ud800"}', 'application/json'],
+    ['__proto__ in JSON', '{"__proto__":{"polluted":1},"constructor":{"prototype":{"polluted":1}}}', 'application/json'],
+    ['duplicate keys', '{"a":1,"a":2}', 'application/json'],
+    ['depth 64', nested(63), 'application/json'],
+    ['depth 65', nested(65), 'application/json'],
+    ['depth 100000', nested(100_000), 'application/json'],
+    ['huge exponent', '1e99999', 'application/json'],
+    ['BOM', '\ufeff{}', 'application/json'],
+    ['JSON in UTF-16', '{"a":1}', 'application/json; charset=utf-16'],
+    ['upper-case type', '{"a":1}', 'APPLICATION/JSON'],
+    ['+json type', '{"a":1}', 'application/problem+json'],
+    ['bare +json', '{"a":1}', 'application/+json'],
+    ['NUL in text', 'a\u0000b', 'text/plain'],
+    ['invalid UTF-8 text', Buffer.from([0xff, 0xfe, 0x00, 0xc3]), 'text/plain'],
+    ['NUL in a form', 'a=%00&b=\u0000', 'application/x-www-form-urlencoded'],
+    ['broken form', '%ZZ=1&=&&&a[b]=1&__proto__=x&constructor=y', 'application/x-www-form-urlencoded'],
+    ['form with JSON type parameters', 'a=1', 'application/x-www-form-urlencoded; charset=binary; boundary=x'],
+    ['1 MiB + 1 of text', 'x'.repeat(1024 * 1024 + 1), 'text/plain'],
+    ['multipart', '--x\r\n\r\n--x--', 'multipart/form-data; boundary=x'],
+    ['octet-stream', Buffer.from([0, 1, 2]), 'application/octet-stream'],
+    ['malformed type', '{}', 'application/'],
+    ['no type, with body', '{}', undefined],
+    ['no type, no body', undefined, undefined],
+  ];
+
+  it('answers every hostile body deliberately and stores what the answer says, on an open hook and a signed one', async () => {
+    const failures: string[] = [];
+    for (const [name, body, contentType] of BODIES) {
+      const headers: Record<string, string> = contentType === undefined ? {} : { 'content-type': contentType };
+      const failure = await probe(open, name, body, headers);
+      if (failure) failures.push(failure);
+      const signature = `sha256=${createHmac('sha256', SECRET).update(body ?? '').digest('hex')}`;
+      const signedFailure = await probe(signed, `${name} (signed)`, body, { ...headers, 'x-hub-signature-256': signature });
+      if (signedFailure) failures.push(signedFailure);
+    }
+    expect(failures).toEqual([]);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  }, 120_000);
+
+  it('answers hostile headers, keys and queries deliberately', async () => {
+    const json = { 'content-type': 'application/json' };
+    const cases: [string, Record<string, string>, string][] = [
+      ['webhook-id with spaces', { ...json, 'webhook-id': 'a b' }, ''],
+      ['webhook-id of 256 characters', { ...json, 'webhook-id': 'x'.repeat(256) }, ''],
+      ['webhook-id of 255 characters', { ...json, 'webhook-id': 'y'.repeat(255) }, ''],
+      ['webhook-id, SQL', { ...json, 'webhook-id': "';drop_table_webhook_deliveries;--" }, ''],
+      ['empty Idempotency-Key', { ...json, 'idempotency-key': '' }, ''],
+      ['latin-1 header value', { ...json, 'x-note': 'caf\u00e9' }, ''],
+      ['signature of another length', { ...json, 'x-hub-signature-256': `sha256=${'0'.repeat(10_000)}` }, ''],
+      ['signature not hex', { ...json, 'x-hub-signature-256': `sha256=${'z'.repeat(64)}` }, ''],
+      ['standard webhooks headers on an hmac hook', { ...json, 'webhook-timestamp': '1e99', 'webhook-signature': 'v1,===' }, ''],
+      ['test crash header without ENABLE_TEST_ROUTES', { ...json, 'x-autonode-test-crash-after-commit': '1' }, ''],
+      ['NUL in the query', json, '?a=%00'],
+      ['broken query', json, '?%ZZ&a[b]=1&__proto__=1&constructor=2&=&a=1&a=2'],
+      ['long query', json, `?q=${'x'.repeat(20_000)}`],
+    ];
+    const failures: string[] = [];
+    for (const [name, headers, query] of cases) {
+      for (const target of [open, signed]) {
+        const failure = await probe(target, `${name}${target === signed ? ' (signed hook)' : ''}`, '{}', headers, query);
+        if (failure) failures.push(failure);
+      }
+    }
+    // Hook ids that are not one: 404 without a query, whatever they hold.
+    for (const hookId of ['%00', '..', '%2e%2e%2fapi', "'or'1'='1", 'x'.repeat(100), encodeURIComponent(open.hookId.toUpperCase())]) {
+      const response = await app.inject({ method: 'POST', url: `/api/hooks/${hookId}`, headers: json, payload: '{}' });
+      if (response.statusCode >= 500 || response.statusCode === 202) failures.push(`hook id ${hookId}: answered ${response.statusCode}`);
+    }
+    expect(failures).toEqual([]);
+  }, 60_000);
+});

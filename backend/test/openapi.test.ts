@@ -34,6 +34,9 @@ const contract: [string, string, number][] = [
   ['get', '/api/v1/variables/{id}', 200],
   ['patch', '/api/v1/variables/{id}', 200],
   ['delete', '/api/v1/variables/{id}', 204],
+  ['get', '/api/v1/workflows/{id}/deliveries', 200],
+  ['get', '/api/v1/deliveries/{id}', 200],
+  ['post', '/api/v1/deliveries/{id}/replay', 202],
 ];
 
 describe('the OpenAPI document', () => {

@@ -21,12 +21,14 @@ describe('ownership, over every route that takes an id', () => {
   let alice: SignedInUser;
   let bob: SignedInUser;
   let ids: Record<string, string>;
+  let webhookWorkflowId: string;
 
   beforeAll(async () => {
     app = await buildTestApp();
     alice = await signUp(app);
     bob = await signUp(app);
     const resources = await makeResources(app, alice);
+    webhookWorkflowId = resources.webhookWorkflow.id;
     ids = {
       workflows: resources.workflow.id,
       jobs: resources.job.id,
@@ -34,6 +36,7 @@ describe('ownership, over every route that takes an id', () => {
       'api-keys': resources.apiKey.id,
       variables: resources.variable.id,
       connections: resources.connection.id,
+      deliveries: resources.delivery.id,
     };
   });
   afterAll(async () => {
@@ -51,6 +54,10 @@ describe('ownership, over every route that takes an id', () => {
       read('/api/v1/api-keys'),
       read(`/api/v1/variables/${ids.variables}`),
       read(`/api/v1/connections/${ids.connections}`),
+      read(`/api/v1/deliveries/${ids.deliveries}`),
+      read(`/api/v1/workflows/${webhookWorkflowId}/deliveries`),
+      // How many runs she has (their statuses move on as engines run them): a replay would add one.
+      app.database.sql<{ count: number }[]>`select count(*)::int as count from executions where user_id = ${alice.id}`.then(([row]) => String(row?.count)),
     ]);
   };
 
@@ -99,8 +106,9 @@ describe('ownership, over every route that takes an id', () => {
     }
     // Bob's figures are his own: Alice's workflows, runs and their bytes are not in them.
     const usage = (await app.inject({ url: '/api/v1/usage', headers: { cookie: bob.cookie } })).json<Record<string, number>>();
-    expect(usage).toMatchObject({ workflows: 0, jobs: 0, executions: 0, steps: 0, connections: 0, variables: 0, payloadBytes: 0 });
+    expect(usage).toMatchObject({ workflows: 0, jobs: 0, executions: 0, steps: 0, connections: 0, variables: 0, webhookDeliveries: 0, payloadBytes: 0 });
     const alicesUsage = (await app.inject({ url: '/api/v1/usage', headers: { cookie: alice.cookie } })).json<Record<string, number>>();
     expect(alicesUsage.executions).toBeGreaterThan(0);
+    expect(alicesUsage.webhookDeliveries).toBe(1);
   });
 });

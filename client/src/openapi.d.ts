@@ -591,6 +591,62 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/workflows/{id}/webhook/rotate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Give the workflow a new webhook URL: the old one answers 404 at once (409 NO_WEBHOOK_TRIGGER without a trigger.webhook node) */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Workflow"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/workflows/{id}/run": {
         parameters: {
             query?: never;
@@ -1717,7 +1773,7 @@ export interface paths {
         };
         options?: never;
         head?: never;
-        /** Change a connection (auth without secret keeps the stored one; 409 CONNECTION_IN_USE on renaming one a workflow uses) */
+        /** Change a connection (auth without secret keeps the stored one; a baseUrl of another origin needs a new auth.secret or auth none; 409 CONNECTION_IN_USE on renaming one a workflow uses, or moving it to another origin) */
         patch: {
             parameters: {
                 query?: never;
@@ -2023,6 +2079,271 @@ export interface paths {
         };
         trace?: never;
     };
+    "/api/v1/workflows/{id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the requests a workflow’s webhook received, newest first (filter: status list) */
+        get: {
+            parameters: {
+                query?: {
+                    pageSize?: number;
+                    /** @description Opaque cursor from nextCursor; not with page. */
+                    cursor?: string;
+                    /** @description 1-based page number (offset paging); not with cursor. */
+                    page?: number;
+                    sortBy?: "receivedAt";
+                    sortDirection?: "asc" | "desc";
+                    /** @description Comma-separated: accepted, rejected, duplicate */
+                    status?: string;
+                };
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WebhookDeliveryPage"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/deliveries/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get a delivery with its headers (without credentials) and raw body */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WebhookDeliveryDetail"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/deliveries/{id}/replay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Run the workflow again from a stored delivery: 202 with the new execution (honours Idempotency-Key)
+         * @description A new execution (trigger `webhook`) of the workflow’s current version, whose input is built from the stored request as the hook built it: for an accepted delivery, exactly the input its run got (a duplicate, verified like any other, replays its own request). It counts against the same limits as a run (storage quota, executions waiting). No delivery is recorded for it, and the execution is not linked to the delivery. 409 DELIVERY_REJECTED for a rejected delivery (its signature did not verify: it can never start a run); 409 NO_WEBHOOK_TRIGGER when the workflow no longer has a trigger.webhook node.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Same key and body within 24 h: the first result again; same key, other body: 409. */
+                    "idempotency-key"?: string;
+                };
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Execution"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/hooks/{hookId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Deliver a webhook: starts the workflow
+         * @description No caller needed: the URL is the workflow's `webhook.url`. The body (up to 1 MiB of JSON, a form or text; or none) is checked as the trigger.webhook node's `verify` says (401 WEBHOOK_SIGNATURE_INVALID otherwise), stored, and its execution created before the answer: 202 `{ executionId, deliveryId }`. A repeated webhook-id (or Idempotency-Key) within 24 h answers with the first delivery and starts nothing. With `respond: "completed"` the answer waits up to timeoutMs (and within HANDLER_TIMEOUT_MS) for the run to end: 200 with its status and output (and error), else 202 as usual; a repeat waits on the first delivery's run. Per-hook rate limit: 429 with Retry-After.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Standard Webhooks message id: a repeat within 24 h answers as the first did and starts nothing. */
+                    "webhook-id"?: string;
+                    /** @description Used as the webhook-id when there is none. */
+                    "idempotency-key"?: string;
+                };
+                path: {
+                    /** @description The workflow's webhook id (its `webhook.hookId`) */
+                    hookId: string;
+                };
+                cookie?: never;
+            };
+            /** @description JSON, application/x-www-form-urlencoded or text/*, as the sender signed it; or none. */
+            requestBody: {
+                content: {
+                    "application/json": unknown;
+                    "application/x-www-form-urlencoded": unknown;
+                    "text/plain": unknown;
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["HookCompleted"];
+                    };
+                };
+                /** @description Default Response */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["HookAccepted"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -2180,7 +2501,7 @@ export interface components {
              */
             name: string;
             /** @default  */
-            description: string;
+            description?: string;
             /**
              * @description Absolute http(s) URL without credentials, query or fragment; stored normalised.
              * @example https://api.example.com/v1/
@@ -2223,7 +2544,7 @@ export interface components {
             workflowVersion: number;
             jobId: string | null;
             /** @enum {string} */
-            trigger: "manual" | "schedule" | "retry";
+            trigger: "manual" | "schedule" | "retry" | "webhook";
             /** @enum {string} */
             status: "pending" | "running" | "paused" | "completed" | "failed" | "cancelled";
             input: unknown;
@@ -2261,7 +2582,7 @@ export interface components {
             workflowVersion: number;
             jobId: string | null;
             /** @enum {string} */
-            trigger: "manual" | "schedule" | "retry";
+            trigger: "manual" | "schedule" | "retry" | "webhook";
             /** @enum {string} */
             status: "pending" | "running" | "paused" | "completed" | "failed" | "cancelled";
             input?: unknown;
@@ -2281,6 +2602,90 @@ export interface components {
         };
         StepPageInput: {
             items: components["schemas"]["StepInput"][];
+            hasNext: boolean;
+            nextCursor: string | null;
+        };
+        WorkflowNodeInput: {
+            /** @description Unique in the workflow. `__proto__`, `constructor`, `prototype` and the other names of Object.prototype members are refused. */
+            id: string;
+            /** @description One of: trigger.manual, trigger.schedule, trigger.webhook, http.request, transform, condition, delay */
+            type: string;
+            name?: string;
+            /** @default {} */
+            params?: {
+                [key: string]: unknown;
+            };
+            position?: {
+                x: number;
+                y: number;
+            };
+            retry?: {
+                maxAttempts: number;
+                backoffMs: number;
+            };
+        };
+        WorkflowEdgeInput: {
+            source: string;
+            target: string;
+            /** @description On edges leaving a condition node: the result that follows this edge. */
+            when?: boolean;
+        };
+        /** @description A request to a workflow’s webhook URL, as stored. */
+        WebhookDeliveryInput: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            workflowId: string;
+            /**
+             * @description accepted: it started its execution; rejected: its signature did not verify, so it started nothing and can never be replayed; duplicate: a repeated webhook-id or Idempotency-Key within 24 h, which started nothing (its executionId is the first delivery’s).
+             * @enum {string}
+             */
+            status: "accepted" | "rejected" | "duplicate";
+            /** @description The execution it started (accepted) or the first delivery’s (duplicate); null when rejected. */
+            executionId: string | null;
+            /** Format: date-time */
+            receivedAt: string;
+            /** @description The request’s Content-Type as sent. */
+            contentType: string | null;
+            /** @description The size of the raw body, in bytes. */
+            bodyBytes: number;
+            /** @description Why it was rejected (for the owner only: the sender was told nothing more than 401). */
+            reason: string | null;
+        };
+        BinaryBodyInput: {
+            base64: string;
+            /** @description The request’s Content-Type, or application/octet-stream when it had none. */
+            contentType: string;
+        };
+        WebhookDeliveryDetailInput: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            workflowId: string;
+            /**
+             * @description accepted: it started its execution; rejected: its signature did not verify, so it started nothing and can never be replayed; duplicate: a repeated webhook-id or Idempotency-Key within 24 h, which started nothing (its executionId is the first delivery’s).
+             * @enum {string}
+             */
+            status: "accepted" | "rejected" | "duplicate";
+            /** @description The execution it started (accepted) or the first delivery’s (duplicate); null when rejected. */
+            executionId: string | null;
+            /** Format: date-time */
+            receivedAt: string;
+            /** @description The request’s Content-Type as sent. */
+            contentType: string | null;
+            /** @description The size of the raw body, in bytes. */
+            bodyBytes: number;
+            /** @description Why it was rejected (for the owner only: the sender was told nothing more than 401). */
+            reason: string | null;
+            /** @description The request’s headers, lower-case, as the workflow saw them: credentials, cookies and signatures were never stored. */
+            headers: {
+                [key: string]: string;
+            };
+            /** @description The raw body exactly as received: a string when it is valid UTF-8 (a byte-order mark included), else `{ base64, contentType }`. */
+            body: string | components["schemas"]["BinaryBodyInput"];
+        };
+        WebhookDeliveryPageInput: {
+            items: components["schemas"]["WebhookDeliveryInput"][];
             hasNext: boolean;
             nextCursor: string | null;
         };
@@ -2309,7 +2714,7 @@ export interface components {
              * @description The job described in natural language.
              * @default
              */
-            definitionNL: string;
+            definitionNL?: string;
             /** Format: uuid */
             workflowId: string;
             /**
@@ -2322,12 +2727,12 @@ export interface components {
              * @default UTC
              * @example Europe/Paris
              */
-            timezone: string;
+            timezone?: string;
             /**
              * @default PAUSED
              * @enum {string}
              */
-            status: "ACTIVE" | "PAUSED" | "ARCHIVED";
+            status?: "ACTIVE" | "PAUSED" | "ARCHIVED";
         };
         UpdateJobInput: {
             name?: string;
@@ -2371,11 +2776,10 @@ export interface components {
             steps: number;
             connections: number;
             variables: number;
-            /** @description Always 0 until inbound webhooks exist. */
             webhookDeliveries: number;
             /** @description Always 0 until event subscriptions exist. */
             eventDeliveries: number;
-            /** @description Bytes of the stored payloads as JSON text: workflow graphs (every version), execution and step inputs, outputs and errors, connections and variables (sealed secrets included). */
+            /** @description Bytes of the stored payloads as JSON text: workflow graphs (every version), execution and step inputs, outputs and errors, connections and variables (sealed secrets included), webhook deliveries (their raw bodies). */
             payloadBytes: number;
             /** @description The storage quota: at or past it, runs, retries and workflow saves are refused (409 STORAGE_QUOTA_EXCEEDED) and scheduled runs are skipped. */
             payloadBytesLimit: number;
@@ -2400,7 +2804,7 @@ export interface components {
              */
             key: string;
             /**
-             * @description Any JSON value up to 65536 bytes as compact UTF-8 JSON text (null is a value); for a secret, a string of 1..8192 characters. Nesting is bounded by the body's depth limit (64 levels). Objects are stored as JSONB: their keys may come back in another order.
+             * @description Any JSON value up to 65536 bytes as compact UTF-8 JSON text (null is a value); for a secret, a non-empty string of at most 8192 bytes as UTF-8 (8 KiB). Nesting is bounded by the body's depth limit (64 levels). Objects are stored as JSONB: their keys may come back in another order.
              * @example https://api.example.com
              */
             value: unknown;
@@ -2408,12 +2812,12 @@ export interface components {
              * @description Write-only value: responses leave `value` out. A secret can be read only by `{{ $secrets.KEY }}` in http.request params.
              * @default false
              */
-            secret: boolean;
+            secret?: boolean;
         };
         /** @description Changes the fields given. A value sent for a secret variable (without `secret: false`) is sealed as its new secret. */
         UpdateVariableInput: {
             /**
-             * @description Any JSON value up to 65536 bytes as compact UTF-8 JSON text (null is a value); for a secret, a string of 1..8192 characters. Nesting is bounded by the body's depth limit (64 levels). Objects are stored as JSONB: their keys may come back in another order. Absent: the stored value stays (a secret stays sealed); null: the value becomes null.
+             * @description Any JSON value up to 65536 bytes as compact UTF-8 JSON text (null is a value); for a secret, a non-empty string of at most 8192 bytes as UTF-8 (8 KiB). Nesting is bounded by the body's depth limit (64 levels). Objects are stored as JSONB: their keys may come back in another order. Absent: the stored value stays (a secret stays sealed); null: the value becomes null.
              * @example https://api.example.com
              */
             value?: unknown;
@@ -2430,31 +2834,6 @@ export interface components {
             hasNext: boolean;
             nextCursor: string | null;
         };
-        WorkflowNodeInput: {
-            /** @description Unique in the workflow. `__proto__`, `constructor`, `prototype` and the other names of Object.prototype members are refused. */
-            id: string;
-            /** @description One of: trigger.manual, trigger.schedule, http.request, transform, condition, delay */
-            type: string;
-            name?: string;
-            /** @default {} */
-            params: {
-                [key: string]: unknown;
-            };
-            position?: {
-                x: number;
-                y: number;
-            };
-            retry?: {
-                maxAttempts: number;
-                backoffMs: number;
-            };
-        };
-        WorkflowEdgeInput: {
-            source: string;
-            target: string;
-            /** @description On edges leaving a condition node: the result that follows this edge. */
-            when?: boolean;
-        };
         WorkflowInput: {
             /** Format: uuid */
             id: string;
@@ -2463,6 +2842,14 @@ export interface components {
             nodes: components["schemas"]["WorkflowNodeInput"][];
             edges: components["schemas"]["WorkflowEdgeInput"][];
             version: number;
+            /** @description Its webhook while its graph has a trigger.webhook node, else null (POST /workflows/:id/webhook/rotate replaces it) */
+            webhook: {
+                /** @description POST here to start the workflow: anyone who knows it can */
+                url: string;
+                hookId: string;
+            } | null;
+            /** @description Days its ended executions are kept after they finish; null: the server default (EXECUTION_RETENTION_DAYS) */
+            retentionDays: number | null;
             /** Format: date-time */
             createdAt: string;
             /** Format: date-time */
@@ -2471,16 +2858,23 @@ export interface components {
         CreateWorkflowInput: {
             name: string;
             /** @default  */
-            description: string;
+            description?: string;
             nodes: components["schemas"]["WorkflowNodeInput"][];
             /** @default [] */
-            edges: components["schemas"]["WorkflowEdgeInput"][];
+            edges?: components["schemas"]["WorkflowEdgeInput"][];
+            /**
+             * @description Days its ended executions are kept after they finish (1..3650); null: the server default (EXECUTION_RETENTION_DAYS)
+             * @default null
+             */
+            retentionDays?: number | null;
         };
         UpdateWorkflowInput: {
             name?: string;
             description?: string;
             nodes?: components["schemas"]["WorkflowNodeInput"][];
             edges?: components["schemas"]["WorkflowEdgeInput"][];
+            /** @description Days its ended executions are kept after they finish (1..3650); null: the server default (EXECUTION_RETENTION_DAYS) */
+            retentionDays?: number | null;
         };
         WorkflowPageInput: {
             items: components["schemas"]["WorkflowInput"][];
@@ -2505,6 +2899,24 @@ export interface components {
             items: components["schemas"]["WorkflowVersionSummaryInput"][];
             hasNext: boolean;
             nextCursor: string | null;
+        };
+        HookAcceptedInput: {
+            /** Format: uuid */
+            executionId: string;
+            /**
+             * Format: uuid
+             * @description For a repeated webhook-id or Idempotency-Key: the first delivery.
+             */
+            deliveryId: string;
+        };
+        HookCompletedInput: {
+            /** Format: uuid */
+            executionId: string;
+            /** @enum {string} */
+            status: "pending" | "running" | "paused" | "completed" | "failed" | "cancelled";
+            output: unknown;
+            /** @description When the run failed or was cancelled. */
+            error?: unknown;
         };
         /** @description RFC 9457 problem details (application/problem+json). */
         Problem: {
@@ -2703,7 +3115,7 @@ export interface components {
             workflowVersion: number;
             jobId: string | null;
             /** @enum {string} */
-            trigger: "manual" | "schedule" | "retry";
+            trigger: "manual" | "schedule" | "retry" | "webhook";
             /** @enum {string} */
             status: "pending" | "running" | "paused" | "completed" | "failed" | "cancelled";
             input: unknown;
@@ -2741,7 +3153,7 @@ export interface components {
             workflowVersion: number;
             jobId: string | null;
             /** @enum {string} */
-            trigger: "manual" | "schedule" | "retry";
+            trigger: "manual" | "schedule" | "retry" | "webhook";
             /** @enum {string} */
             status: "pending" | "running" | "paused" | "completed" | "failed" | "cancelled";
             input?: unknown;
@@ -2761,6 +3173,90 @@ export interface components {
         };
         StepPage: {
             items: components["schemas"]["Step"][];
+            hasNext: boolean;
+            nextCursor: string | null;
+        };
+        WorkflowNode: {
+            /** @description Unique in the workflow. `__proto__`, `constructor`, `prototype` and the other names of Object.prototype members are refused. */
+            id: string;
+            /** @description One of: trigger.manual, trigger.schedule, trigger.webhook, http.request, transform, condition, delay */
+            type: string;
+            name?: string;
+            /** @default {} */
+            params: {
+                [key: string]: unknown;
+            };
+            position?: {
+                x: number;
+                y: number;
+            };
+            retry?: {
+                maxAttempts: number;
+                backoffMs: number;
+            };
+        };
+        WorkflowEdge: {
+            source: string;
+            target: string;
+            /** @description On edges leaving a condition node: the result that follows this edge. */
+            when?: boolean;
+        };
+        /** @description A request to a workflow’s webhook URL, as stored. */
+        WebhookDelivery: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            workflowId: string;
+            /**
+             * @description accepted: it started its execution; rejected: its signature did not verify, so it started nothing and can never be replayed; duplicate: a repeated webhook-id or Idempotency-Key within 24 h, which started nothing (its executionId is the first delivery’s).
+             * @enum {string}
+             */
+            status: "accepted" | "rejected" | "duplicate";
+            /** @description The execution it started (accepted) or the first delivery’s (duplicate); null when rejected. */
+            executionId: string | null;
+            /** Format: date-time */
+            receivedAt: string;
+            /** @description The request’s Content-Type as sent. */
+            contentType: string | null;
+            /** @description The size of the raw body, in bytes. */
+            bodyBytes: number;
+            /** @description Why it was rejected (for the owner only: the sender was told nothing more than 401). */
+            reason: string | null;
+        };
+        BinaryBody: {
+            base64: string;
+            /** @description The request’s Content-Type, or application/octet-stream when it had none. */
+            contentType: string;
+        };
+        WebhookDeliveryDetail: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            workflowId: string;
+            /**
+             * @description accepted: it started its execution; rejected: its signature did not verify, so it started nothing and can never be replayed; duplicate: a repeated webhook-id or Idempotency-Key within 24 h, which started nothing (its executionId is the first delivery’s).
+             * @enum {string}
+             */
+            status: "accepted" | "rejected" | "duplicate";
+            /** @description The execution it started (accepted) or the first delivery’s (duplicate); null when rejected. */
+            executionId: string | null;
+            /** Format: date-time */
+            receivedAt: string;
+            /** @description The request’s Content-Type as sent. */
+            contentType: string | null;
+            /** @description The size of the raw body, in bytes. */
+            bodyBytes: number;
+            /** @description Why it was rejected (for the owner only: the sender was told nothing more than 401). */
+            reason: string | null;
+            /** @description The request’s headers, lower-case, as the workflow saw them: credentials, cookies and signatures were never stored. */
+            headers: {
+                [key: string]: string;
+            };
+            /** @description The raw body exactly as received: a string when it is valid UTF-8 (a byte-order mark included), else `{ base64, contentType }`. */
+            body: string | components["schemas"]["BinaryBody"];
+        };
+        WebhookDeliveryPage: {
+            items: components["schemas"]["WebhookDelivery"][];
             hasNext: boolean;
             nextCursor: string | null;
         };
@@ -2851,11 +3347,10 @@ export interface components {
             steps: number;
             connections: number;
             variables: number;
-            /** @description Always 0 until inbound webhooks exist. */
             webhookDeliveries: number;
             /** @description Always 0 until event subscriptions exist. */
             eventDeliveries: number;
-            /** @description Bytes of the stored payloads as JSON text: workflow graphs (every version), execution and step inputs, outputs and errors, connections and variables (sealed secrets included). */
+            /** @description Bytes of the stored payloads as JSON text: workflow graphs (every version), execution and step inputs, outputs and errors, connections and variables (sealed secrets included), webhook deliveries (their raw bodies). */
             payloadBytes: number;
             /** @description The storage quota: at or past it, runs, retries and workflow saves are refused (409 STORAGE_QUOTA_EXCEEDED) and scheduled runs are skipped. */
             payloadBytesLimit: number;
@@ -2880,7 +3375,7 @@ export interface components {
              */
             key: string;
             /**
-             * @description Any JSON value up to 65536 bytes as compact UTF-8 JSON text (null is a value); for a secret, a string of 1..8192 characters. Nesting is bounded by the body's depth limit (64 levels). Objects are stored as JSONB: their keys may come back in another order.
+             * @description Any JSON value up to 65536 bytes as compact UTF-8 JSON text (null is a value); for a secret, a non-empty string of at most 8192 bytes as UTF-8 (8 KiB). Nesting is bounded by the body's depth limit (64 levels). Objects are stored as JSONB: their keys may come back in another order.
              * @example https://api.example.com
              */
             value: unknown;
@@ -2893,7 +3388,7 @@ export interface components {
         /** @description Changes the fields given. A value sent for a secret variable (without `secret: false`) is sealed as its new secret. */
         UpdateVariable: {
             /**
-             * @description Any JSON value up to 65536 bytes as compact UTF-8 JSON text (null is a value); for a secret, a string of 1..8192 characters. Nesting is bounded by the body's depth limit (64 levels). Objects are stored as JSONB: their keys may come back in another order. Absent: the stored value stays (a secret stays sealed); null: the value becomes null.
+             * @description Any JSON value up to 65536 bytes as compact UTF-8 JSON text (null is a value); for a secret, a non-empty string of at most 8192 bytes as UTF-8 (8 KiB). Nesting is bounded by the body's depth limit (64 levels). Objects are stored as JSONB: their keys may come back in another order. Absent: the stored value stays (a secret stays sealed); null: the value becomes null.
              * @example https://api.example.com
              */
             value?: unknown;
@@ -2910,31 +3405,6 @@ export interface components {
             hasNext: boolean;
             nextCursor: string | null;
         };
-        WorkflowNode: {
-            /** @description Unique in the workflow. `__proto__`, `constructor`, `prototype` and the other names of Object.prototype members are refused. */
-            id: string;
-            /** @description One of: trigger.manual, trigger.schedule, http.request, transform, condition, delay */
-            type: string;
-            name?: string;
-            /** @default {} */
-            params: {
-                [key: string]: unknown;
-            };
-            position?: {
-                x: number;
-                y: number;
-            };
-            retry?: {
-                maxAttempts: number;
-                backoffMs: number;
-            };
-        };
-        WorkflowEdge: {
-            source: string;
-            target: string;
-            /** @description On edges leaving a condition node: the result that follows this edge. */
-            when?: boolean;
-        };
         Workflow: {
             /** Format: uuid */
             id: string;
@@ -2943,6 +3413,14 @@ export interface components {
             nodes: components["schemas"]["WorkflowNode"][];
             edges: components["schemas"]["WorkflowEdge"][];
             version: number;
+            /** @description Its webhook while its graph has a trigger.webhook node, else null (POST /workflows/:id/webhook/rotate replaces it) */
+            webhook: {
+                /** @description POST here to start the workflow: anyone who knows it can */
+                url: string;
+                hookId: string;
+            } | null;
+            /** @description Days its ended executions are kept after they finish; null: the server default (EXECUTION_RETENTION_DAYS) */
+            retentionDays: number | null;
             /** Format: date-time */
             createdAt: string;
             /** Format: date-time */
@@ -2955,12 +3433,19 @@ export interface components {
             nodes: components["schemas"]["WorkflowNode"][];
             /** @default [] */
             edges: components["schemas"]["WorkflowEdge"][];
+            /**
+             * @description Days its ended executions are kept after they finish (1..3650); null: the server default (EXECUTION_RETENTION_DAYS)
+             * @default null
+             */
+            retentionDays: number | null;
         };
         UpdateWorkflow: {
             name?: string;
             description?: string;
             nodes?: components["schemas"]["WorkflowNode"][];
             edges?: components["schemas"]["WorkflowEdge"][];
+            /** @description Days its ended executions are kept after they finish (1..3650); null: the server default (EXECUTION_RETENTION_DAYS) */
+            retentionDays?: number | null;
         };
         WorkflowPage: {
             items: components["schemas"]["Workflow"][];
@@ -2985,6 +3470,24 @@ export interface components {
             items: components["schemas"]["WorkflowVersionSummary"][];
             hasNext: boolean;
             nextCursor: string | null;
+        };
+        HookAccepted: {
+            /** Format: uuid */
+            executionId: string;
+            /**
+             * Format: uuid
+             * @description For a repeated webhook-id or Idempotency-Key: the first delivery.
+             */
+            deliveryId: string;
+        };
+        HookCompleted: {
+            /** Format: uuid */
+            executionId: string;
+            /** @enum {string} */
+            status: "pending" | "running" | "paused" | "completed" | "failed" | "cancelled";
+            output: unknown;
+            /** @description When the run failed or was cancelled. */
+            error?: unknown;
         };
     };
     responses: never;

@@ -1,11 +1,13 @@
 import type { EventBus, ExecutionEvent } from '../bus/bus.js';
 import { encodeInSql, MAX_MESSAGE_BYTES } from '../bus/bus.js';
+import type postgres from 'postgres';
 import type { Fragment, Sql } from '../db/client.js';
 import { isRefusedValue } from '../db/errors.js';
-import type { WorkflowSnapshot } from '../db/schema/index.js';
+import type { webhookDeliveryStatuses, WorkflowSnapshot } from '../db/schema/index.js';
 import { parseSchedule } from '../engine/schedule.js';
 import { badRequest, ProblemError } from '../lib/problem.js';
 import { storageQuotaExceeded } from '../usage/usage.js';
+import { triggerInputOf, type DeliveryRequest, type WebhookTriggerInput } from '../webhooks/delivery-input.js';
 import {
   boundedError,
   EXECUTION_OUTPUT_TOO_LARGE,
@@ -99,6 +101,29 @@ export interface FiredJob {
   readonly scheduledAt: Date;
 }
 
+/** A delivery to a hook that passed the hook's check (webhooks/hooks.ts), as acceptDelivery stores it. */
+export interface VerifiedDelivery {
+  /** The workflow's owner, as the hook's lookup read it. */
+  readonly userId: string;
+  readonly workflowId: string;
+  /** The version whose trigger.webhook params checked the delivery: its execution runs that graph. */
+  readonly workflowVersion: number;
+  /** The hook it was sent to: it must still be the workflow's when the delivery is stored. */
+  readonly hookId: string;
+  /** The sender's webhook-id or Idempotency-Key, if it sent one. */
+  readonly dedupKey: string | null;
+  readonly request: DeliveryRequest;
+  /** triggerInputOf(request): the execution input. */
+  readonly input: WebhookTriggerInput;
+}
+
+/** What a delivery's sender is told: its execution and delivery, or, for a repeat, the first delivery's. */
+export interface AcceptedDelivery {
+  readonly outcome: 'accepted' | 'duplicate';
+  readonly executionId: string;
+  readonly deliveryId: string;
+}
+
 /** An event without its revision, as JSON text (encodeInSql adds the revision and measures it). */
 type PendingEvent = string;
 type EventFields = Omit<ExecutionEvent, 'revision' | 'output' | 'error' | 'truncated'>;
@@ -154,11 +179,13 @@ export class ExecutionLifecycle {
    * Whether the user may start another execution, in one read: under the storage quota, and with
    * fewer than `maxWaitingPerUser` executions waiting. The waiting bound keeps each user's backlog,
    * and so what the claim walks past for a user at ENGINE_USER_CONCURRENCY, small. Requests in
-   * flight together are checked against the same count, so each of them may pass it.
+   * flight together are checked against the same count, so each of them may pass it. Inside a
+   * transaction it reads through that transaction (`db`): the embedded database has one connection,
+   * which the open transaction holds.
    */
-  private async assertMayStart(userId: string): Promise<void> {
+  private async assertMayStart(userId: string, db: postgres.ISql = this.sql): Promise<void> {
     const { maxStorageBytes, maxWaitingPerUser } = this.limits;
-    const [row] = await this.sql<{ payloadBytes: number; waiting: number }[]>`
+    const [row] = await db<{ payloadBytes: number; waiting: number }[]>`
       select coalesce((select payload_bytes from user_usage where user_id = ${userId}), 0)::float8 as "payloadBytes",
              (select count(*)::int from (select 1 from executions
                where user_id = ${userId} and status in ('pending', 'paused') limit ${maxWaitingPerUser}) w) as waiting`;
@@ -178,6 +205,61 @@ export class ExecutionLifecycle {
         { path: 'input', message: `is larger than ${this.limits.maxPayloadBytes} bytes` },
       ]);
     }
+  }
+
+  /**
+   * Stores a delivery that passed its hook's check (API.md, Inbound webhooks), in one transaction:
+   * a pending execution (trigger `webhook`) of the version whose trigger.webhook params checked it,
+   * and its `accepted` delivery row; the work is announced once that commits. With a dedup key, a
+   * transaction-scoped advisory lock on (workflow, key) comes first, so repeats sent together are
+   * looked at one after the other: when an accepted delivery of the key was received within 24 h,
+   * a `duplicate` row pointing at its execution is recorded instead, and the answer is the first
+   * delivery's, with nothing started. A new run is refused, with nothing stored, when the input is
+   * too large or its owner may not start more (assertMayStart); a duplicate starts nothing, so it
+   * is not. Null when the hook is no longer the workflow's (rotated, or its node removed, since it
+   * was looked up): the old URL answers 404 from the rotation's commit on.
+   */
+  async acceptDelivery(delivery: VerifiedDelivery): Promise<AcceptedDelivery | null> {
+    const { userId, workflowId, workflowVersion, hookId, dedupKey, request, input } = delivery;
+    const requestColumns = this.sql`${request.method}, ${jsonParam(request.headers)}::jsonb, ${jsonParam(request.query)}::jsonb, ${request.contentType},
+      ${request.body}::bytea, ${request.body.length}, ${request.receivedAt.toISOString()}::timestamptz`;
+    const result = await this.sql.begin(async (tx) => {
+      if (dedupKey !== null) {
+        await tx`select pg_advisory_xact_lock(hashtextextended(${`webhook-dedup:${workflowId}:${dedupKey}`}, 0))`;
+        const [first] = await tx<{ deliveryId: string; executionId: string }[]>`
+          select id as "deliveryId", execution_id as "executionId" from webhook_deliveries
+           where workflow_id = ${workflowId}::uuid and dedup_key = ${dedupKey} and status = 'accepted'
+             and received_at > now() - interval '24 hours'
+           order by received_at limit 1`;
+        if (first) {
+          const recorded = await tx`
+            insert into webhook_deliveries (user_id, workflow_id, status, execution_id, dedup_key, method, headers, query, content_type, body, body_bytes, received_at)
+            select user_id, id, 'duplicate', ${first.executionId}::uuid, ${dedupKey}, ${requestColumns}
+              from workflows where id = ${workflowId}::uuid and hook_id = ${hookId}
+            returning 1`;
+          return recorded.length === 0 ? null : { outcome: 'duplicate' as const, ...first, rows: [] };
+        }
+      }
+      this.assertInputFits(input);
+      await this.assertMayStart(userId, tx);
+      const rows = await tx<{ deliveryId: string; executionId: string; announced: unknown }[]>`
+        with created as (
+          insert into executions (user_id, workflow_id, workflow_version, trigger, input)
+          select user_id, id, ${workflowVersion}, 'webhook', ${jsonParam(input)}::jsonb
+            from workflows where id = ${workflowId}::uuid and hook_id = ${hookId}
+          returning id, user_id, workflow_id),
+        delivered as (
+          insert into webhook_deliveries (user_id, workflow_id, status, execution_id, dedup_key, method, headers, query, content_type, body, body_bytes, received_at)
+          select user_id, workflow_id, 'accepted', id, ${dedupKey}, ${requestColumns} from created
+          returning id, execution_id)
+        select id as "deliveryId", execution_id as "executionId", ${this.work} from delivered`;
+      const [created] = rows;
+      return created ? { outcome: 'accepted' as const, deliveryId: created.deliveryId, executionId: created.executionId, rows: [...rows] } : null;
+    });
+    if (!result) return null;
+    // Announced after the commit: the in-process bus would otherwise wake a worker before the row is there.
+    this.bus.settle(result.rows);
+    return { outcome: result.outcome, deliveryId: result.deliveryId, executionId: result.executionId };
   }
 
   /** A new pending execution of one of the caller's workflows, frozen at its current version; null when the caller has no such workflow. */
@@ -221,6 +303,48 @@ export class ExecutionLifecycle {
         select ${this.reads.columns}, ${this.work} from created`;
       return rows;
     }).then((result) => (Array.isArray(result) ? this.settled(result) : result));
+  }
+
+  /**
+   * A new execution (trigger `webhook`) of the workflow's current version from a stored delivery,
+   * with the input its first run got (triggerInputOf over the stored request). No delivery row is
+   * written: the replay is the caller's act, not a request to the hook. A `rejected` delivery is
+   * never replayed ('rejected'): its request did not prove its sender, and the insert itself
+   * refuses one, whatever the caller checked. 'no-webhook' when the workflow's graph no longer has
+   * a trigger.webhook node to take the request; null when the caller has no such delivery.
+   */
+  async replay(userId: string, deliveryId: string): Promise<ExecutionRecord | 'rejected' | 'no-webhook' | null> {
+    const [delivery] = await this.sql<
+      {
+        status: (typeof webhookDeliveryStatuses)[number];
+        method: string;
+        headers: Record<string, string>;
+        query: Record<string, unknown>;
+        contentType: string | null;
+        body: Buffer;
+        receivedAtMs: number;
+        hooked: boolean;
+      }[]
+    >`
+      select d.status, d.method, d.headers, d.query, d.content_type as "contentType", d.body,
+             (extract(epoch from d.received_at) * 1000)::float8 as "receivedAtMs", w.hook_id is not null as hooked
+        from webhook_deliveries d join workflows w on w.id = d.workflow_id
+       where d.id = ${deliveryId}::uuid and d.user_id = ${userId}`;
+    if (!delivery) return null;
+    if (delivery.status === 'rejected') return 'rejected';
+    if (!delivery.hooked) return 'no-webhook';
+    const input = triggerInputOf({ ...delivery, receivedAt: new Date(delivery.receivedAtMs) });
+    this.assertInputFits(input);
+    await this.assertMayStart(userId);
+    const rows = await this.sql<(ExecutionRecord & { announced: unknown })[]>`
+      with created as (
+        insert into executions (user_id, workflow_id, workflow_version, trigger, input)
+        select w.user_id, w.id, w.version, 'webhook', ${jsonParam(input)}::jsonb
+          from webhook_deliveries d join workflows w on w.id = d.workflow_id
+         where d.id = ${deliveryId}::uuid and d.user_id = ${userId} and d.status <> 'rejected'
+        returning *)
+      select ${this.reads.columns}, ${this.work} from created`;
+    return this.settled(rows);
   }
 
   /**

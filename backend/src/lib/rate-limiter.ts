@@ -1,8 +1,8 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { Sql } from '../db/client.js';
 
-/** One user's standing in the current window, as this process knows it. */
-interface UserWindow {
+/** One key's standing in the current window, as this process knows it. */
+interface KeyWindow {
   windowStart: number;
   /** Requests of every replica as last learned from the database, plus this process's since. */
   counted: number;
@@ -11,7 +11,7 @@ interface UserWindow {
 }
 
 export interface RateLimiterOptions {
-  /** Requests per user per window, over all replicas. */
+  /** Requests per key (a user, a hook) per window, over all replicas. */
   readonly max: number;
   readonly windowMs: number;
   /** How often counts are exchanged with the database (RATE_LIMIT_SYNC_MS). */
@@ -19,24 +19,63 @@ export interface RateLimiterOptions {
 }
 
 /**
- * A per-user request limit that holds across replicas, with PostgreSQL as the shared state and
- * nothing on the request path but a Map lookup.
+ * Where replicas' counts meet. `add` is given this process's new requests per key in the window
+ * starting at `windowStart` and answers every replica's totals for those keys; `purge` is called
+ * once per window with the window's start.
+ */
+export interface SharedCounts {
+  /**
+   * True when the totals come from a record each request writes as it is served, not from the
+   * counts `add` is given: requests taken while the totals are read may be in them already, so
+   * the limiter keeps the larger of its own count and the total instead of adding the two.
+   */
+  readonly recordedPerRequest: boolean;
+  add(windowStart: string, counts: ReadonlyMap<string, number>): Promise<readonly { key: string; count: number }[]>;
+  purge(windowStart: string): Promise<void>;
+}
+
+/** Per-user counts in `request_counts`, which replicas add to (the /api/v1 limit). */
+export function requestCounts(sql: Sql): SharedCounts {
+  return {
+    recordedPerRequest: false,
+    async add(windowStart, counts) {
+      // Rows are upserted in user order on every replica (order by): two replicas updating the same
+      // users in different orders would deadlock.
+      const userIds = [...counts.keys()];
+      return sql<{ key: string; count: number }[]>`
+        insert into request_counts (user_id, window_start, count)
+        select user_id, ${windowStart}::timestamptz, count
+        from unnest(${userIds}::text[], ${userIds.map((userId) => counts.get(userId) ?? 0)}::int[]) as batch(user_id, count)
+        where exists (select 1 from "user" where id = batch.user_id)
+        order by batch.user_id
+        on conflict (user_id, window_start) do update set count = request_counts.count + excluded.count
+        returning user_id as key, count`;
+    },
+    async purge(windowStart) {
+      await sql`delete from request_counts where window_start < ${windowStart}::timestamptz`;
+    },
+  };
+}
+
+/**
+ * A per-key request limit (per user, per hook) that holds across replicas, with PostgreSQL as the
+ * shared state (SharedCounts) and nothing on the request path but a Map lookup.
  *
  * Windows are fixed and aligned to the epoch, so every replica agrees which window a request is
  * in. Each process admits against what it knows (the total from its last sync plus its own
- * requests since) and, every `syncMs`, adds its new counts to `request_counts` in one statement
+ * requests since) and, every `syncMs`, adds its new counts to the shared ones in one statement
  * that returns the totals. So a process alone is exact, and N busy replicas can together overshoot
  * by at most what they admit in one sync interval. A failed sync keeps its counts for the next;
  * a process with nothing new sends nothing (an idle service makes no queries).
  */
 export class SharedRateLimiter {
-  private readonly users = new Map<string, UserWindow>();
+  private readonly keys = new Map<string, KeyWindow>();
   private readonly timer: NodeJS.Timeout;
   private syncing: Promise<void> | undefined;
   private purgedWindow = 0;
 
   constructor(
-    private readonly sql: Sql,
+    private readonly counts: SharedCounts,
     private readonly options: RateLimiterOptions,
     private readonly logger: FastifyBaseLogger,
   ) {
@@ -44,13 +83,13 @@ export class SharedRateLimiter {
     this.timer.unref();
   }
 
-  /** Counts a request of `userId`: true when it is within the limit, false when it must be refused. */
-  take(userId: string, now = Date.now()): boolean {
+  /** Counts a request of `key`: true when it is within the limit, false when it must be refused. */
+  take(key: string, now = Date.now()): boolean {
     const windowStart = now - (now % this.options.windowMs);
-    let window = this.users.get(userId);
+    let window = this.keys.get(key);
     if (window === undefined) {
       window = { windowStart, counted: 0, unsynced: 0 };
-      this.users.set(userId, window);
+      this.keys.set(key, window);
     } else if (window.windowStart !== windowStart) {
       // A new window: the old one's unsynced requests no longer limit anyone.
       window.windowStart = windowStart;
@@ -85,41 +124,31 @@ export class SharedRateLimiter {
     const now = Date.now();
     const currentWindow = now - (now % this.options.windowMs);
     const sending = new Map<string, number>();
-    for (const [userId, window] of this.users) {
+    for (const [key, window] of this.keys) {
       if (window.windowStart !== currentWindow) {
         // Idle for a whole window: the entry has nothing left to limit.
-        this.users.delete(userId);
+        this.keys.delete(key);
       } else if (window.unsynced > 0) {
-        sending.set(userId, window.unsynced);
+        sending.set(key, window.unsynced);
         window.unsynced = 0;
       }
     }
     if (sending.size === 0) return;
     const windowStart = new Date(currentWindow).toISOString();
-    // Rows are upserted in user order on every replica (order by): two replicas updating the same
-    // users in different orders would deadlock.
-    const userIds = [...sending.keys()];
     try {
-      const totals = await this.sql<{ userId: string; count: number }[]>`
-        insert into request_counts (user_id, window_start, count)
-        select user_id, ${windowStart}::timestamptz, count
-        from unnest(${userIds}::text[], ${userIds.map((userId) => sending.get(userId) ?? 0)}::int[]) as batch(user_id, count)
-        where exists (select 1 from "user" where id = batch.user_id)
-        order by batch.user_id
-        on conflict (user_id, window_start) do update set count = request_counts.count + excluded.count
-        returning user_id as "userId", count`;
-      for (const { userId, count } of totals) {
-        const window = this.users.get(userId);
-        if (window?.windowStart === currentWindow) window.counted = Math.max(window.counted, count + window.unsynced);
+      const totals = await this.counts.add(windowStart, sending);
+      for (const { key, count } of totals) {
+        const window = this.keys.get(key);
+        if (window?.windowStart === currentWindow) window.counted = Math.max(window.counted, this.counts.recordedPerRequest ? count : count + window.unsynced);
       }
       if (this.purgedWindow !== currentWindow) {
         this.purgedWindow = currentWindow;
-        await this.sql`delete from request_counts where window_start < ${windowStart}::timestamptz`;
+        await this.counts.purge(windowStart);
       }
     } catch (error) {
       this.logger.warn({ err: error }, 'rate limit counts could not be shared; counting locally until the next sync');
-      for (const [userId, count] of sending) {
-        const window = this.users.get(userId);
+      for (const [key, count] of sending) {
+        const window = this.keys.get(key);
         if (window?.windowStart === currentWindow) window.unsynced += count;
       }
     }

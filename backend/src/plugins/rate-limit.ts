@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { ProblemError } from '../lib/problem.js';
-import { SharedRateLimiter, type RateLimiterOptions } from '../lib/rate-limiter.js';
+import { requestCounts, SharedRateLimiter, type RateLimiterOptions } from '../lib/rate-limiter.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -16,7 +16,7 @@ declare module 'fastify' {
  * `rateLimitViolation` once the caller is known.
  */
 async function rateLimitPlugin(app: FastifyInstance, options: RateLimiterOptions) {
-  const limiter = new SharedRateLimiter(app.database.sql, options, app.log);
+  const limiter = new SharedRateLimiter(requestCounts(app.database.sql), options, app.log);
   app.addHook('onClose', () => limiter.stop());
   const detail = `Too many requests: at most ${options.max} per ${options.windowMs / 1000} s.`;
   app.decorate('rateLimitViolation', (request: FastifyRequest) => {

@@ -54,7 +54,7 @@ export async function signOut(page: Page): Promise<void> {
 }
 
 /** Creates a workflow from one of the SPA's templates and waits until it tops the first page. */
-export async function createFromTemplate(page: Page, template: 'greeting' | 'echo', name: string): Promise<void> {
+export async function createFromTemplate(page: Page, template: 'greeting' | 'echo' | 'webhook', name: string): Promise<void> {
   await page.getByTestId('template-select').selectOption(template);
   await page.getByTestId('new-workflow-name').fill(name);
   await page.getByTestId('create-workflow').click();

@@ -3,6 +3,7 @@ import type { Db } from '../../db/client.js';
 import { connections, variables } from '../../db/schema/index.js';
 import { hasScheme, originOf, sharesOrigin } from '../../engine/connection-target.js';
 import { paramPath, type WorkflowNode } from '../../engine/graph.js';
+import { WebhookTriggerParams } from '../../engine/nodes/trigger.js';
 import { secretUsage } from '../../engine/secret-templates.js';
 import type { ProblemFieldError } from '../../lib/problem.js';
 import { ProblemError } from '../../lib/problem.js';
@@ -23,6 +24,11 @@ export async function assertGraphResources(tx: Db, userId: string, nodes: readon
   const connectionUses: { index: number; name: string; literalUrl: string | undefined }[] = [];
   const secretUses: { key: string; path: string }[] = [];
   nodes.forEach((node, index) => {
+    // The secret a trigger.webhook checks deliveries with is one of the user's secret variables too.
+    if (node.type === 'trigger.webhook') {
+      const verify = WebhookTriggerParams.safeParse(node.params).data?.verify;
+      if (verify && verify.scheme !== 'none') secretUses.push({ key: verify.secretVariable, path: paramPath(index, ['verify', 'secretVariable']) });
+    }
     if (node.type !== 'http.request') return;
     const { connection, url } = node.params;
     if (typeof connection === 'string') {
