@@ -2,6 +2,7 @@ import type { EngineResults } from './engine.js';
 import type { CallerCacheResults } from './caller-cache.js';
 import type { ExpressionResults } from './expressions.js';
 import { WARM_UP_SECONDS, type ListAndDepthResults } from './list.js';
+import type { RetentionResults } from './retention.js';
 import type { SchedulerResults } from './scheduler.js';
 import type { SignInResults } from './signin.js';
 import { startScriptNodeFlags } from './support.js';
@@ -20,6 +21,7 @@ export interface SuiteResults {
   readonly expressions?: ExpressionResults;
   readonly scheduler?: SchedulerResults;
   readonly callerCache?: CallerCacheResults;
+  readonly retention?: RetentionResults;
   /** Benchmarks that failed, with the reason: the table says so rather than leaving rows out silently. */
   readonly failures: readonly string[];
   readonly profiled: boolean;
@@ -47,7 +49,7 @@ type Row = readonly [benchmark: string, metric: string, autonode: string, refere
 
 export function renderReport(results: SuiteResults): string {
   const rows: Row[] = [];
-  const { listAndDepth, engine, signIn, expressions, scheduler, callerCache } = results;
+  const { listAndDepth, engine, signIn, expressions, scheduler, callerCache, retention } = results;
 
   if (listAndDepth) {
     for (const route of listAndDepth.routes) {
@@ -107,6 +109,17 @@ export function renderReport(results: SuiteResults): string {
     rows.push([label, 'MiB of heap held a TTL after the last use', callerCache.heapAfterSweepMiB.toFixed(1), '', '', '0', '']);
   }
 
+  if (retention) {
+    const purge = `8. Retention: purge of ${whole(retention.expired)} expired executions (${whole(retention.steps)} steps)`;
+    rows.push([purge, 'executions deleted per second', whole(retention.executionsPerSecond), '', '', 'report only', '']);
+    rows.push([purge, 'rows deleted per second, steps included', whole(retention.rowsPerSecond), '', '', '', '']);
+    rows.push([purge, 's for the whole backlog', oneDecimal(retention.purgeSeconds), '', '', '', '']);
+    const list = '8. Retention: list (first page) during the purge vs before';
+    rows.push([list, 'p50 ms', oneDecimal(retention.during.p50Ms), oneDecimal(retention.before.p50Ms), ratio(retention.during.p50Ms / retention.before.p50Ms), 'report only', '']);
+    rows.push([list, 'p99 ms', oneDecimal(retention.during.p99Ms), oneDecimal(retention.before.p99Ms), ratio(retention.during.p99Ms / retention.before.p99Ms), '', '']);
+    rows.push([list, 'req/s', whole(retention.during.okPerSecond), whole(retention.before.okPerSecond), ratio(retention.during.okPerSecond / retention.before.okPerSecond), '', '']);
+  }
+
   const header: Row = ['Benchmark', 'Metric', 'Autonode', 'Reference', 'Ratio', 'Target', 'Peak RSS MiB (Autonode / reference)'];
   const table = [header, ['---', '---', '---:', '---:', '---:', '---', '---:'] as const, ...rows].map((row) => `| ${row.join(' | ')} |`).join('\n');
 
@@ -153,6 +166,19 @@ export function renderReport(results: SuiteResults): string {
   }
   if (callerCache) {
     notes.push('7. Caller cache: user fields at their bounds; heap measured after a full GC, against the heap before the cache was made.');
+  }
+  if (retention) {
+    notes.push(
+      `8. Retention: ${whole(retention.expired)} ended executions past their retention (a workflow in ten with a retention of its own) and ` +
+        `${whole(retention.kept)} recent ones, two steps each, written by SQL (bench/seed.ts); one purge round with the housekeeping's batches ` +
+        `(${retention.batches} of them) and pauses, in the bench process beside the API server, while autocannon (10 connections, about 8 s, after a 5 s warm-up) ` +
+        `loads the list route; the reference is the same run before the purge. The purge ran for ${percent(retention.overlap)} of the "during" run. ` +
+        `Plans (planner's own settings, seeded tables): ${Object.entries(retention.plans).map(([name, indexes]) => `${name}: ${indexes.join(', ')}`).join('; ')}.`,
+    );
+    for (const scan of retention.seqScans) notes.push(`8. Retention: SEQUENTIAL SCAN in a purge statement: ${scan}.`);
+    for (const [side, latency] of [['before', retention.before], ['during', retention.during]] as const) {
+      if (latency.failures > 0) notes.push(`8. Retention: ${latency.failures} failed list requests ${side} the purge.`);
+    }
   }
   for (const failure of results.failures) notes.push(`FAILED: ${failure}`);
   if (results.profiled) notes.push('The Autonode server ran with --cpu-prof: its figures are lower than without the profiler.');

@@ -6,7 +6,7 @@
  *   npm run bench                          all of it, table in bench/results/latest.md (a subset or a
  *                                          run with a failed benchmark writes results/partial.md)
  *   BENCH_ONLY=list,engine npm run bench   some of it (list = list + depth; engine; signin; expressions;
- *                                          scheduler; caller-cache)
+ *                                          scheduler; caller-cache; retention)
  *   BENCH_CPU_PROFILE=1 BENCH_ONLY=list npm run bench
  *                                          the Autonode server under --cpu-prof (profiles in
  *                                          bench/results/profiles/, table in results/profiled.md)
@@ -20,11 +20,12 @@ import { runCallerCache, type CallerCacheResults } from './caller-cache.js';
 import { runExpressions, type ExpressionResults } from './expressions.js';
 import { runListAndDepth, type ListAndDepthResults } from './list.js';
 import { BUSY_MACHINE, renderReport } from './report.js';
+import { runRetention, type RetentionResults } from './retention.js';
 import { runScheduler, type SchedulerResults } from './scheduler.js';
 import { runSignIn, type SignInResults } from './signin.js';
 import { benchRoot, closeAdmin, cpuBusyFraction, installSignalHandlers, isAborting, lockBenchRun, log, postgresVersion } from './support.js';
 
-const BENCHMARKS = ['list', 'engine', 'signin', 'expressions', 'scheduler', 'caller-cache'] as const;
+const BENCHMARKS = ['list', 'engine', 'signin', 'expressions', 'scheduler', 'caller-cache', 'retention'] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 /** `--only=a,b` or BENCH_ONLY=a,b (from the root, npm would take `--only` as its own option). */
@@ -76,6 +77,7 @@ async function main(): Promise<number> {
   let expressions: ExpressionResults | undefined;
   let scheduler: SchedulerResults | undefined;
   let callerCache: CallerCacheResults | undefined;
+  let retention: RetentionResults | undefined;
   let pgVersion = '?';
   try {
     await lockBenchRun();
@@ -88,6 +90,7 @@ async function main(): Promise<number> {
     if (selected.has('expressions') && !isAborting()) expressions = await attempt('expressions', runExpressions);
     if (selected.has('scheduler') && !isAborting()) scheduler = await attempt('scheduler', runScheduler);
     if (selected.has('caller-cache') && !isAborting()) callerCache = await attempt('caller cache', runCallerCache);
+    if (selected.has('retention') && !isAborting()) retention = await attempt('retention', runRetention);
   } finally {
     await closeAdmin();
   }
@@ -105,6 +108,7 @@ async function main(): Promise<number> {
     ...(expressions ? { expressions } : {}),
     ...(scheduler ? { scheduler } : {}),
     ...(callerCache ? { callerCache } : {}),
+    ...(retention ? { retention } : {}),
     failures,
     profiled,
   });

@@ -3,16 +3,17 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { EngineConfig } from '../config.js';
 import type { EventBus } from '../bus/bus.js';
-import type { Db } from '../db/client.js';
+import type { PooledDb } from '../db/client.js';
 import { isDatabaseUnavailable } from '../db/errors.js';
 import { purgeExpiredIdempotencyKeys } from '../lib/idempotency.js';
 import type { ClaimedExecution, ExecutionLifecycle } from '../executions/lifecycle.js';
 import type { Keyring } from '../secrets/keyring.js';
+import { purgeExpired } from '../retention/purge.js';
 import { ExpressionPool } from './expression-pool.js';
 import { RunResources } from './run-resources.js';
 import { ExecutionRunner } from './runner.js';
 
-/** How often expired rows are deleted (housekeeping). */
+/** How often expired rows are deleted (housekeeping: idempotency keys, executions past their retention). */
 const HOUSEKEEPING_MS = 60_000;
 
 /** Due jobs fired per scheduler transaction (two statements however many). */
@@ -26,7 +27,7 @@ export interface EngineDeps {
   readonly config: EngineConfig;
   readonly logger: Logger;
   /** The service's database: housekeeping that belongs to no execution, and the connections and variables steps read. */
-  readonly db: Db;
+  readonly db: PooledDb;
   /** Opens the stored secrets (connections, secret variables) that steps use. */
   readonly keyring: Keyring;
 }
@@ -49,6 +50,8 @@ export class Engine {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private schedulerTimer: NodeJS.Timeout | undefined;
   private housekeepingTimer: NodeJS.Timeout | undefined;
+  /** The housekeeping round under way: one at a time, and stop() waits for it. */
+  private housekeeping: Promise<void> | undefined;
   private unsubscribe: (() => void) | undefined;
 
   constructor(private readonly deps: EngineDeps) {
@@ -112,12 +115,28 @@ export class Engine {
     }
   }
 
-  /** Deletes what has outlived its use and that no request would otherwise remove (expired idempotency keys). */
-  private async keepHouse(): Promise<void> {
-    if (this.state !== 'running') return;
+  /**
+   * Deletes what has outlived its use and that no request would otherwise remove: expired
+   * idempotency keys, and executions (with their steps and deliveries) past their retention, in a
+   * bounded round that one process at a time runs (src/retention/purge.ts). A round still under
+   * way when the timer fires again is not doubled. Public for the tests, which run a round at once.
+   */
+  keepHouse(): Promise<void> {
+    if (this.state !== 'running') return Promise.resolve();
+    this.housekeeping ??= this.keepHouseOnce().finally(() => {
+      this.housekeeping = undefined;
+    });
+    return this.housekeeping;
+  }
+
+  private async keepHouseOnce(): Promise<void> {
     try {
       const purged = await purgeExpiredIdempotencyKeys(this.deps.db);
       if (purged > 0) this.log.info({ purged }, 'expired idempotency keys deleted');
+      const retention = await purgeExpired(this.deps.db.$client, { defaultDays: this.deps.config.retentionDays, shouldStop: () => this.state !== 'running' });
+      if (retention.ran && (retention.executions > 0 || retention.deliveries > 0 || !retention.finished)) {
+        this.log.info(retention, retention.finished ? 'executions past their retention deleted' : 'executions past their retention deleted; the rest waits for the next round');
+      }
     } catch (error) {
       if (isDatabaseUnavailable(error)) this.log.warn({ err: error }, 'housekeeping cannot reach the database');
       else this.log.error({ err: error }, 'housekeeping failed');
@@ -197,6 +216,8 @@ export class Engine {
     clearInterval(this.housekeepingTimer);
     this.wake();
     await this.loop;
+    // A housekeeping round sees the draining state before its next batch and ends.
+    await this.housekeeping;
     const all = Promise.all([...this.running.values()].map((entry) => entry.done));
     let timer: NodeJS.Timeout | undefined;
     const graceOver = new Promise<'timeout'>((resolve) => {

@@ -1,0 +1,266 @@
+import type postgres from 'postgres';
+import type { Sql } from '../db/client.js';
+
+/**
+ * Data retention (API.md, Retention): ended executions (completed, failed, cancelled) whose
+ * `finished_at` is older than their workflow's `retention_days`, else the server's default, are
+ * deleted with their steps and webhook deliveries (both ON DELETE CASCADE); webhook deliveries
+ * that have no execution (rejected ones) go once older than the default. The user_usage triggers
+ * (migrations 0014, 0020) take every deleted row, cascades included, off its user's usage.
+ *
+ * One process purges at a time (an advisory lock), in short statements of at most `batchSize`
+ * executions or deliveries each (every statement is its own transaction, and its rows are taken
+ * with SKIP LOCKED, so it never waits on a row someone else holds), with a pause between them, and
+ * for at most `maxRunMs` per round: whatever is left waits for the next round.
+ *
+ * Three walks, each along an index, none reading a row it keeps more than once per round:
+ *  - workflows with a retention of their own (few), through `workflows_own_retention_idx`, each
+ *    workflow's oldest ended executions through `executions_workflow_ended_finished_idx`
+ *    (workflow, finished_at): each probe stops at that workflow's cutoff, so the executions it keeps
+ *    are never read;
+ *  - every other workflow, through `executions_ended_finished_idx` (finished_at, workflow, id),
+ *    oldest first up to the default cutoff, leaving out executions of workflows that have a
+ *    retention of their own (a probe of the small partial `workflows_own_retention_idx`). Those
+ *    of them older than the default cutoff but kept by a longer retention lie on the way; the walk
+ *    resumes by keyset after the last row it took, so it passes over them once per round, not once
+ *    per batch;
+ *  - deliveries without an execution, through `webhook_deliveries_unexecuted_received_idx`.
+ * Executions and deliveries still within their retention lie past the cutoff of their walk and are
+ * never read. The walks take turns, one batch each, so a long one (a backlog of millions) cannot
+ * starve the others of the round's time.
+ */
+
+export interface PurgeOptions {
+  /** Days an ended execution is kept when its workflow sets none, and a delivery without an execution (EXECUTION_RETENTION_DAYS). */
+  readonly defaultDays: number;
+  /** Most executions (or deliveries) one statement deletes; their steps and deliveries go with them. */
+  readonly batchSize?: number;
+  /** Pause between two statements, so the purge leaves the database and the connection pool room for everyone else. */
+  readonly pauseMs?: number;
+  /** Time budget of one round: no new batch starts after it. */
+  readonly maxRunMs?: number;
+  /** Asked before each batch: true ends the round (the process is shutting down). */
+  readonly shouldStop?: () => boolean;
+}
+
+export interface PurgeResult {
+  /** False when another process holds the purge lock: this one deleted nothing. */
+  readonly ran: boolean;
+  readonly executions: number;
+  /** Deliveries without an execution (those of deleted executions are counted with them, not here). */
+  readonly deliveries: number;
+  readonly batches: number;
+  /** True when every walk reached its end; false when the time budget or a stop ended the round first. */
+  readonly finished: boolean;
+}
+
+export const PURGE_DEFAULTS = { batchSize: 1_000, pauseMs: 50, maxRunMs: 15_000 } as const;
+
+/** Workflows with a retention of their own probed by one statement. */
+const OWN_RETENTION_WORKFLOWS_PER_BATCH = 200;
+const FIRST_UUID = '00000000-0000-0000-0000-000000000000';
+
+/**
+ * Where the default walk stopped: the (finished_at, workflow_id, id) of the last execution it took.
+ * `finishedAt` is PostgreSQL's own text of the timestamp (or '-infinity'), sent back as text: it
+ * casts back to the same value, where the driver's timestamp parameter would go through a Date.
+ */
+export interface DefaultWalkPosition {
+  readonly finishedAt: string;
+  readonly workflowId: string;
+  readonly id: string;
+}
+export const DEFAULT_WALK_START: DefaultWalkPosition = { finishedAt: '-infinity', workflowId: FIRST_UUID, id: FIRST_UUID };
+
+/**
+ * The purge's statements, one batch each. The ended statuses are literals, not parameters: the
+ * planner can then prove the partial indexes' predicate (`status in (...)`) from the query.
+ * Exported for the tests that EXPLAIN them and for the benchmark.
+ */
+export const purgeStatements = {
+  /**
+   * Ended executions past the retention of their own workflow, among the next
+   * OWN_RETENTION_WORKFLOWS_PER_BATCH workflows after `afterWorkflowId` that have one. `found`
+   * below `batchSize` means those workflows are done: the walk moves on after `lastWorkflowId`.
+   */
+  ownRetention: (sql: postgres.ISql, afterWorkflowId: string, batchSize: number) => sql<{ deleted: number; found: number; lastWorkflowId: string | null }[]>`
+    with page as (
+      select id, retention_days from workflows
+       where retention_days is not null and id > ${afterWorkflowId}::uuid
+       order by id
+       limit ${OWN_RETENTION_WORKFLOWS_PER_BATCH}
+    ),
+    candidates as (
+      select expired.id
+        from page w
+        cross join lateral (
+          select e.id from executions e
+           where e.workflow_id = w.id
+             and e.status in ('completed', 'failed', 'cancelled')
+             and e.finished_at < now() - make_interval(days => w.retention_days)
+           order by e.finished_at
+           limit ${batchSize}
+           for update of e skip locked
+        ) expired
+       limit ${batchSize}
+    ),
+    gone as (
+      delete from executions x using candidates c where x.id = c.id returning 1
+    )
+    select (select count(*)::int from gone) as deleted,
+           (select count(*)::int from candidates) as found,
+           (select id from page order by id desc limit 1) as "lastWorkflowId"`,
+
+  /**
+   * Ended executions past the default retention of workflows without one of their own, oldest
+   * first from `after` on. `found` below `batchSize` means the walk is done; otherwise the next
+   * batch starts after the returned position.
+   */
+  defaultRetention: (sql: postgres.ISql, defaultDays: number, after: DefaultWalkPosition, batchSize: number) => sql<
+    { deleted: number; found: number; finishedAt: string | null; workflowId: string | null; id: string | null }[]
+  >`
+    with candidates as (
+      select e.id, e.finished_at, e.workflow_id
+        from executions e
+       where e.status in ('completed', 'failed', 'cancelled')
+         and e.finished_at < now() - make_interval(days => ${defaultDays}::int)
+         and (e.finished_at, e.workflow_id, e.id) > (${after.finishedAt}::text::timestamptz, ${after.workflowId}::uuid, ${after.id}::uuid)
+         and not exists (select 1 from workflows w where w.id = e.workflow_id and w.retention_days is not null)
+       order by e.finished_at, e.workflow_id, e.id
+       limit ${batchSize}
+       for update of e skip locked
+    ),
+    gone as (
+      delete from executions x using candidates c where x.id = c.id returning 1
+    ),
+    last as (
+      select finished_at, workflow_id, id from candidates order by finished_at desc, workflow_id desc, id desc limit 1
+    )
+    select (select count(*)::int from gone) as deleted,
+           (select count(*)::int from candidates) as found,
+           last.finished_at::text as "finishedAt", last.workflow_id as "workflowId", last.id
+      from (select 1) one left join last on true`,
+
+  /** Webhook deliveries without an execution (rejected ones) past the default retention, oldest first. */
+  unexecutedDeliveries: (sql: postgres.ISql, defaultDays: number, batchSize: number) => sql<{ deleted: number; found: number }[]>`
+    with candidates as (
+      select d.id from webhook_deliveries d
+       where d.execution_id is null
+         and d.received_at < now() - make_interval(days => ${defaultDays}::int)
+       order by d.received_at
+       limit ${batchSize}
+       for update of d skip locked
+    ),
+    gone as (
+      delete from webhook_deliveries x using candidates c where x.id = c.id returning 1
+    )
+    select (select count(*)::int from gone) as deleted, (select count(*)::int from candidates) as found`,
+};
+
+interface BatchOutcome {
+  readonly executions: number;
+  readonly deliveries: number;
+  /** The walk has nothing more to delete this round. */
+  readonly done: boolean;
+}
+
+/** One walk: each call deletes one batch, on the connection (or transaction) it is given. */
+type Walk = (sql: postgres.ISql) => Promise<BatchOutcome>;
+
+function walks(defaultDays: number, batchSize: number): Walk[] {
+  let afterWorkflowId = FIRST_UUID;
+  let position = DEFAULT_WALK_START;
+  return [
+    async (sql) => {
+      const [row] = await purgeStatements.ownRetention(sql, afterWorkflowId, batchSize);
+      const found = row?.found ?? 0;
+      const lastWorkflowId = row?.lastWorkflowId ?? null;
+      // A full batch may have left executions in this page of workflows: the same page again.
+      if (found >= batchSize) return { executions: row?.deleted ?? 0, deliveries: 0, done: false };
+      if (lastWorkflowId === null) return { executions: row?.deleted ?? 0, deliveries: 0, done: true };
+      afterWorkflowId = lastWorkflowId;
+      return { executions: row?.deleted ?? 0, deliveries: 0, done: false };
+    },
+    async (sql) => {
+      const [row] = await purgeStatements.defaultRetention(sql, defaultDays, position, batchSize);
+      if (row?.finishedAt && row.workflowId && row.id) position = { finishedAt: row.finishedAt, workflowId: row.workflowId, id: row.id };
+      return { executions: row?.deleted ?? 0, deliveries: 0, done: (row?.found ?? 0) < batchSize };
+    },
+    async (sql) => {
+      const [row] = await purgeStatements.unexecutedDeliveries(sql, defaultDays, batchSize);
+      return { executions: 0, deliveries: row?.deleted ?? 0, done: (row?.found ?? 0) < batchSize };
+    },
+  ];
+}
+
+/** The lock one purging process holds (a session lock; a transaction lock on a one-connection pool). */
+const LOCK_KEY = 'autonode:retention-purge';
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * One round of the purge (the engine's housekeeping runs one a minute). Returns `ran: false` at
+ * once when another process is purging. On a pool of several connections the round reserves one,
+ * takes a session advisory lock on it and runs every batch there, so the lock covers the whole
+ * round and no other connection is held. A pool of one connection (the embedded database) cannot
+ * lend its only connection for the whole round without stalling every request: there each batch
+ * is a transaction that first takes a transaction-level advisory lock (without waiting), and a
+ * round that finds it taken stops.
+ */
+export async function purgeExpired(sql: Sql, options: PurgeOptions): Promise<PurgeResult> {
+  const batchSize = options.batchSize ?? PURGE_DEFAULTS.batchSize;
+  const pauseMs = options.pauseMs ?? PURGE_DEFAULTS.pauseMs;
+  const maxRunMs = options.maxRunMs ?? PURGE_DEFAULTS.maxRunMs;
+  const shouldStop = options.shouldStop ?? (() => false);
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError('batchSize must be a positive integer');
+
+  /** Runs the walks in turn until all are done or the round is over; `batch` runs one under the lock, or says it is taken. */
+  async function round(batch: (walk: Walk) => Promise<BatchOutcome | 'locked'>): Promise<PurgeResult> {
+    const started = performance.now();
+    let pending = walks(options.defaultDays, batchSize);
+    let executions = 0;
+    let deliveries = 0;
+    let batches = 0;
+    let deletedLast = false;
+    while (pending.length > 0) {
+      const next: Walk[] = [];
+      for (const walk of pending) {
+        if (shouldStop() || performance.now() - started >= maxRunMs) return { ran: true, executions, deliveries, batches, finished: false };
+        // A batch that deleted nothing wrote nothing: the next one need not wait.
+        if (deletedLast) await sleep(pauseMs);
+        const outcome = await batch(walk);
+        if (outcome === 'locked') return { ran: batches > 0, executions, deliveries, batches, finished: false };
+        batches += 1;
+        executions += outcome.executions;
+        deliveries += outcome.deliveries;
+        deletedLast = outcome.executions + outcome.deliveries > 0;
+        if (!outcome.done) next.push(walk);
+      }
+      pending = next;
+    }
+    return { ran: true, executions, deliveries, batches, finished: true };
+  }
+
+  if (sql.options.max > 1) {
+    const connection = await sql.reserve();
+    try {
+      const [lock] = await connection<{ locked: boolean }[]>`select pg_try_advisory_lock(hashtextextended(${LOCK_KEY}, 0)) as locked`;
+      if (!lock?.locked) return { ran: false, executions: 0, deliveries: 0, batches: 0, finished: false };
+      try {
+        return await round((walk) => walk(connection));
+      } finally {
+        // The connection goes back to the pool: it must not keep the lock (a closed one loses it anyway).
+        await connection`select pg_advisory_unlock(hashtextextended(${LOCK_KEY}, 0))`;
+      }
+    } finally {
+      connection.release();
+    }
+  }
+  return round(async (walk) => {
+    const outcome = await sql.begin(async (tx) => {
+      const [lock] = await tx<{ locked: boolean }[]>`select pg_try_advisory_xact_lock(hashtextextended(${LOCK_KEY}, 0)) as locked`;
+      return lock?.locked ? walk(tx) : ('locked' as const);
+    });
+    return outcome;
+  });
+}
