@@ -106,6 +106,7 @@ const variablesSchema = z.object({
     RATE_LIMIT_MAX: integerFromEnv(1, 10_000_000).default(1_200),
     RATE_LIMIT_WINDOW_MS: integerFromEnv(1_000, 86_400_000).default(60_000),
     RATE_LIMIT_SYNC_MS: integerFromEnv(50, 60_000).default(1_000),
+    WEBHOOK_RATE_LIMIT_MAX: integerFromEnv(1, 10_000_000).default(600),
     EVENT_STREAMS_PER_USER: integerFromEnv(1, 10_000).default(20),
     AUTH_FAILURE_LIMIT: integerFromEnv(1, 1_000_000).default(60),
     DB_ACQUIRE_TIMEOUT_MS: integerFromEnv(1, 60_000).default(3_000),
@@ -130,6 +131,7 @@ const variablesSchema = z.object({
     EXPRESSION_WORKERS: integerFromEnv(1, 64).default(3),
     EXPRESSION_MAX_HEAP_MB: integerFromEnv(32, 4_096).default(128),
     EXPRESSION_MAX_TEMPLATES: integerFromEnv(1, 100_000).default(1_000),
+    EXECUTION_RETENTION_DAYS: integerFromEnv(1, 3_650).default(30),
 });
 
 /** Every variable the service reads (the .env.example test checks each is documented). */
@@ -192,6 +194,8 @@ const configSchema = variablesSchema
       },
       /** Requests per caller (user) per window on /api/v1, over all replicas; counts are exchanged every `syncMs`. */
       rateLimit: { max: env.RATE_LIMIT_MAX, windowMs: env.RATE_LIMIT_WINDOW_MS, syncMs: env.RATE_LIMIT_SYNC_MS },
+      /** Deliveries per webhook per window (the same window), over all replicas: a flood at one hook stops there. */
+      webhookRateLimit: { max: env.WEBHOOK_RATE_LIMIT_MAX, windowMs: env.RATE_LIMIT_WINDOW_MS, syncMs: env.RATE_LIMIT_SYNC_MS },
       /** Bytes of stored payloads (graphs, inputs, outputs, errors) past which a user starts nothing new. */
       storageMaxBytes: env.USER_STORAGE_MAX_BYTES,
       /**
@@ -244,6 +248,11 @@ const configSchema = variablesSchema
         },
         /** Largest payload stored, as JSON: execution input, output and error; step input, output and error. */
         maxPayloadBytes: env.ENGINE_MAX_PAYLOAD_BYTES,
+        /**
+         * Days an ended execution is kept after it finished when its workflow sets no retentionDays, and
+         * a delivery without an execution after it came; the engine's housekeeping deletes them after.
+         */
+        retentionDays: env.EXECUTION_RETENTION_DAYS,
         /** Expressions and templates run in a pool of worker processes (engine/expression-pool.ts). */
         expressions: {
           /** Budget of one node's evaluation: its expression, or all of its templates together. */

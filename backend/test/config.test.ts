@@ -31,6 +31,7 @@ describe('config', () => {
     expect(config.database.kind).toBe('embedded');
     expect(config.auth.secret).toBe(DEVELOPMENT_AUTH_SECRET);
     expect(config.trustProxy).toBe(false);
+    expect(config.engine.retentionDays).toBe(30);
     expect(Object.isFrozen(config)).toBe(true);
     expect(Object.isFrozen(config.db)).toBe(true);
   });
@@ -60,6 +61,7 @@ describe('config', () => {
       RATE_LIMIT_MAX: '99',
       RATE_LIMIT_WINDOW_MS: '2000',
       RATE_LIMIT_SYNC_MS: '250',
+      WEBHOOK_RATE_LIMIT_MAX: '77',
       EVENT_STREAMS_PER_USER: '7',
       API_KEYS_PER_USER: '11',
       USER_STORAGE_MAX_BYTES: '4096',
@@ -86,6 +88,7 @@ describe('config', () => {
       EXPRESSION_WORKERS: '3',
       EXPRESSION_MAX_HEAP_MB: '64',
       EXPRESSION_MAX_TEMPLATES: '40',
+      EXECUTION_RETENTION_DAYS: '90',
     });
     expect(config).toEqual({
       env: 'test',
@@ -105,6 +108,7 @@ describe('config', () => {
         failureLimitPerMinute: 5,
       },
       rateLimit: { max: 99, windowMs: 2000, syncMs: 250 },
+      webhookRateLimit: { max: 77, windowMs: 2000, syncMs: 250 },
       eventStreamsPerUser: 7,
       secretsKeys: `a:${'A'.repeat(43)}=,b:${'B'.repeat(43)}=`,
       connectionsPerUser: 4,
@@ -127,10 +131,11 @@ describe('config', () => {
         pollMs: 50,
         http: { allow: ['127.0.0.1', 'localhost'], timeoutMs: 100, maxResponseBytes: 2048 },
         maxPayloadBytes: 4096,
+        retentionDays: 90,
         expressions: { timeoutMs: 250, workers: 3, maxHeapMb: 64, maxTemplates: 40 },
       },
     });
-    const frozen = [config, config.database, config.db, config.auth, config.auth.rateLimit, config.auth.trustedOrigins, config.rateLimit,
+    const frozen = [config, config.database, config.db, config.auth, config.auth.rateLimit, config.auth.trustedOrigins, config.rateLimit, config.webhookRateLimit,
       config.corsOrigins, config.trustProxy, config.engine, config.engine.http, config.engine.http.allow];
     for (const part of frozen) expect(Object.isFrozen(part)).toBe(true);
     expect(config.auth.trustedOrigins).not.toBe(config.corsOrigins);
@@ -174,6 +179,9 @@ describe('config', () => {
     [{ SECRETS_KEYS: 'k1:c2hvcnQ=' }, 'SECRETS_KEYS'],
     [{ SECRETS_KEYS: `k1:${'A'.repeat(44)},k1:${'B'.repeat(44)}` }, 'SECRETS_KEYS'],
     [{ SECRETS_KEYS: `bad id:${'A'.repeat(44)}` }, 'SECRETS_KEYS'],
+    [{ EXECUTION_RETENTION_DAYS: '0' }, 'EXECUTION_RETENTION_DAYS'],
+    [{ EXECUTION_RETENTION_DAYS: '3651' }, 'EXECUTION_RETENTION_DAYS'],
+    [{ EXECUTION_RETENTION_DAYS: '1.5' }, 'EXECUTION_RETENTION_DAYS'],
   ])('names the variable in one line when it is invalid: %o', (env, variable) => {
     const message = errorOf(env);
     expect(message).toContain(variable);

@@ -9,16 +9,17 @@ export interface StoredUsage {
   readonly connections: number;
   readonly variables: number;
   readonly webhookDeliveries: number;
+  readonly eventDeliveries: number;
   /** Bytes of the user's stored payloads as JSON text: graphs (each version), inputs, outputs, errors, connections and variables. */
   readonly payloadBytes: number;
 }
 
-const NOTHING: StoredUsage = { workflows: 0, jobs: 0, executions: 0, steps: 0, connections: 0, variables: 0, webhookDeliveries: 0, payloadBytes: 0 };
+const NOTHING: StoredUsage = { workflows: 0, jobs: 0, executions: 0, steps: 0, connections: 0, variables: 0, webhookDeliveries: 0, eventDeliveries: 0, payloadBytes: 0 };
 
 /** What the user stores, as the database's triggers keep it (user_usage): one primary-key read. */
 export async function readUsage(sql: Sql, userId: string): Promise<StoredUsage> {
   const [row] = await sql<StoredUsage[]>`
-    select workflows, jobs, executions, steps, connections, variables, webhook_deliveries as "webhookDeliveries", payload_bytes::float8 as "payloadBytes" from user_usage where user_id = ${userId}`;
+    select workflows, jobs, executions, steps, connections, variables, webhook_deliveries as "webhookDeliveries", event_deliveries as "eventDeliveries", payload_bytes::float8 as "payloadBytes" from user_usage where user_id = ${userId}`;
   return row ?? NOTHING;
 }
 

@@ -67,6 +67,16 @@ export const executions = pgTable(
     index('executions_workflow_idx').on(table.workflowId),
     foreignKey({ name: 'executions_workflow_version_fk', columns: [table.workflowId, table.workflowVersion], foreignColumns: [workflowVersions.workflowId, workflowVersions.version] }).onDelete('cascade'),
     index('executions_job_idx').on(table.jobId),
+    // Deleting an execution sets retry_of_id to null on its retries (the foreign key's ON DELETE
+    // SET NULL): without this index, every execution deleted (retention, a workflow's deletion)
+    // would scan the table for retries pointing at it.
+    index('executions_retry_of_idx').on(table.retryOfId).where(sql`${table.retryOfId} is not null`),
+    // The retention purge (src/retention/purge.ts) reads ended executions oldest first: over all
+    // workflows, by the keyset (finished_at, workflow_id, id), so each batch resumes after the last
+    // row it took rather than passing again over rows a longer retention keeps; and within one
+    // workflow that has a retention of its own, up to its cutoff.
+    index('executions_ended_finished_idx').on(table.finishedAt, table.workflowId, table.id).where(sql`${table.status} in ('completed', 'failed', 'cancelled')`),
+    index('executions_workflow_ended_finished_idx').on(table.workflowId, table.finishedAt).where(sql`${table.status} in ('completed', 'failed', 'cancelled')`),
   ],
 );
 

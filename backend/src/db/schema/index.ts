@@ -9,3 +9,4 @@ export * from './usage.js';
 export * from './connections.js';
 export * from './variables.js';
 export * from './webhooks.js';
+export * from './events.js';

@@ -45,6 +45,9 @@ export const webhookDeliveries = pgTable(
     index('webhook_deliveries_workflow_received_idx').on(table.workflowId, table.receivedAt, table.id),
     index('webhook_deliveries_user_idx').on(table.userId),
     index('webhook_deliveries_execution_idx').on(table.executionId),
+    // Deliveries without an execution (rejected ones) are not deleted with one: the retention purge
+    // reads them oldest first.
+    index('webhook_deliveries_unexecuted_received_idx').on(table.receivedAt).where(sql`${table.executionId} is null`),
     // Deduplication: the first accepted delivery of a key, within its window.
     index('webhook_deliveries_dedup_idx').on(table.workflowId, table.dedupKey, table.receivedAt).where(sql`${table.dedupKey} is not null and ${table.status} = 'accepted'`),
   ],

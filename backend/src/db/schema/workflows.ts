@@ -1,5 +1,5 @@
 import { relations, sql } from 'drizzle-orm';
-import { index, integer, jsonb, pgTable, primaryKey, text, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
+import { check, index, integer, jsonb, pgTable, primaryKey, text, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
 import type { WorkflowEdge, WorkflowNode } from '../../engine/graph.js';
 import { user } from './auth.js';
 import { createdAt, ownerId, payloadBytes, updatedAt } from './columns.js';
@@ -21,6 +21,11 @@ export const workflows = pgTable(
      * what lets anyone start the workflow.
      */
     hookId: text('hook_id').unique('workflows_hook_id_unique'),
+    /**
+     * Days its ended executions are kept after they finish (1..3650); null: the server's default
+     * (EXECUTION_RETENTION_DAYS). Read by the retention purge (src/retention/purge.ts).
+     */
+    retentionDays: integer('retention_days'),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
   },
@@ -30,6 +35,9 @@ export const workflows = pgTable(
     index('workflows_user_created_idx').on(table.userId, table.createdAt, table.id),
     index('workflows_user_updated_idx').on(table.userId, table.updatedAt, table.id),
     index('workflows_user_name_idx').on(table.userId, table.name, table.id),
+    check('workflows_retention_days_range', sql`${table.retentionDays} between 1 and 3650`),
+    // The workflows with a retention of their own, which the purge walks one by one (few, next to all).
+    index('workflows_own_retention_idx').on(table.id).where(sql`${table.retentionDays} is not null`),
   ],
 );
 

@@ -13,7 +13,7 @@ const Usage = z
     connections: count,
     variables: count,
     webhookDeliveries: count,
-    eventDeliveries: count.meta({ description: 'Always 0 until event subscriptions exist.' }),
+    eventDeliveries: count.meta({ description: 'Outbound event messages kept (each is one delivery record, with its attempts).' }),
     payloadBytes: count.meta({
       description: 'Bytes of the stored payloads as JSON text: workflow graphs (every version), execution and step inputs, outputs and errors, connections and variables (sealed secrets included), webhook deliveries (their raw bodies).',
     }),
@@ -25,8 +25,6 @@ const Usage = z
 export const usageRoutes: FastifyPluginAsyncZod = async (app) => {
   app.get('/usage', { schema: { tags: ['account'], summary: 'What the caller stores, and the storage quota', response: { 200: Usage } } }, async (request) => ({
     ...(await readUsage(app.database.sql, request.user.id)),
-    // Not built yet: event subscriptions.
-    eventDeliveries: 0,
     payloadBytesLimit: app.config.storageMaxBytes,
   }));
 };

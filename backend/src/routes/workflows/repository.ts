@@ -36,6 +36,7 @@ export function present(row: WorkflowRow, apiBaseUrl: string): WorkflowDto {
     nodes: row.nodes,
     edges: row.edges,
     version: row.version,
+    retentionDays: row.retentionDays,
     webhook: row.hookId ? { url: `${apiBaseUrl}/hooks/${row.hookId}`, hookId: row.hookId } : null,
     createdAt: iso(row.createdAt),
     updatedAt: iso(row.updatedAt),
@@ -75,7 +76,15 @@ export async function create(db: Db, userId: string, input: CreateWorkflowInput)
     await assertGraphResources(tx, userId, input.nodes);
     const [row] = await tx
       .insert(workflows)
-      .values({ userId, name: input.name, description: input.description, nodes: input.nodes, edges: input.edges, hookId: hookIdFor(input.nodes, null) })
+      .values({
+        userId,
+        name: input.name,
+        description: input.description,
+        nodes: input.nodes,
+        edges: input.edges,
+        retentionDays: input.retentionDays,
+        hookId: hookIdFor(input.nodes, null),
+      })
       .returning();
     if (!row) throw new Error('insert returned no row');
     await recordVersion(tx, row);
@@ -102,7 +111,15 @@ export async function update(db: Db, userId: string, id: string, input: UpdateWo
         assertValidGraph(nodes, edges);
         await assertGraphResources(tx, userId, nodes);
       }
-      return { name: input.name ?? current.name, description: input.description ?? current.description, nodes, edges, hookId: hookIdFor(nodes, current.hookId) };
+      return {
+        name: input.name ?? current.name,
+        description: input.description ?? current.description,
+        nodes,
+        edges,
+        // null is a value here (back to the server default); only an absent field keeps the current one.
+        retentionDays: input.retentionDays === undefined ? current.retentionDays : input.retentionDays,
+        hookId: hookIdFor(nodes, current.hookId),
+      };
     },
     recordVersion,
   );

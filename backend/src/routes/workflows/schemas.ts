@@ -18,6 +18,11 @@ export const Workflow = z
       })
       .nullable()
       .meta({ description: 'Its webhook while its graph has a trigger.webhook node, else null (POST /workflows/:id/webhook/rotate replaces it)' }),
+    retentionDays: z
+      .number()
+      .int()
+      .nullable()
+      .meta({ description: 'Days its ended executions are kept after they finish; null: the server default (EXECUTION_RETENTION_DAYS)' }),
     createdAt: Timestamp,
     updatedAt: Timestamp,
   })
@@ -25,14 +30,28 @@ export const Workflow = z
 
 const name = z.string().trim().min(1).max(200);
 const description = z.string().max(5_000);
+/** Null: the server default. A change is saved like any other field's (a new version; it is not a graph change, but a PATCH saves the workflow whole). */
+const retentionDays = z
+  .number()
+  .int()
+  .min(1)
+  .max(3_650)
+  .nullable()
+  .meta({ description: 'Days its ended executions are kept after they finish (1..3650); null: the server default (EXECUTION_RETENTION_DAYS)' });
 
 export const CreateWorkflowBody = z
-  .object({ name, description: description.default(''), nodes: WorkflowNodes, edges: WorkflowEdges.default([]) })
+  .object({ name, description: description.default(''), nodes: WorkflowNodes, edges: WorkflowEdges.default([]), retentionDays: retentionDays.default(null) })
   .strict()
   .meta({ id: 'CreateWorkflow' });
 
 export const UpdateWorkflowBody = z
-  .object({ name: name.optional(), description: description.optional(), nodes: WorkflowNodes.optional(), edges: WorkflowEdges.optional() })
+  .object({
+    name: name.optional(),
+    description: description.optional(),
+    nodes: WorkflowNodes.optional(),
+    edges: WorkflowEdges.optional(),
+    retentionDays: retentionDays.optional(),
+  })
   .strict()
   .refine((body) => Object.values(body).some((value) => value !== undefined), { message: 'give at least one field to change' })
   .meta({ id: 'UpdateWorkflow' });
