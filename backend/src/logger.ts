@@ -3,6 +3,7 @@ import type { FastifyRequest } from 'fastify';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config.js';
 import { copyError, OMIT } from './lib/error-copy.js';
+import { HOOK_ROUTE } from './webhooks/schemas.js';
 
 /**
  * Paths whose values never reach a log line. Fastify's request serializer logs method/url/host
@@ -97,12 +98,31 @@ function replaceMessage(stack: string, message: string, replacement: string): st
   return [replacement, ...stack.split('\n').filter((line) => /^\s+at /.test(line))].join('\n');
 }
 
+/** Rounds of percent-decoding a logged URL gets: a sender may encode the path more than once. */
+const URL_DECODE_ROUNDS = 3;
+/** A `hooks` path segment and the segment after it (slashes already collapsed). */
+const HOOK_SEGMENT = /(^|\/)hooks\/[^/?#]*/gi;
+
 /**
  * A request URL as logged: a webhook URL's hook id is what lets anyone start its workflow (a
- * capability, like a key), so it never reaches a log line.
+ * capability, like a key), so it never reaches a log line. A request routed to the hook route
+ * (`route`, its pattern) is logged as that pattern, however its URL was spelled (`/api/hook%73/…`
+ * routes there too). Any other URL that names a `hooks` segment (in any case, percent-encoded,
+ * behind repeated slashes: `//api/hooks/…`, `/API/hooks/…` reach no route but are logged) is
+ * logged decoded and with the segment after `hooks` replaced; every other URL as it came.
  */
-export function loggableUrl(url: string): string {
-  return url.replace(/^\/api\/hooks\/[^/?#]*/, '/api/hooks/[hook]');
+export function loggableUrl(url: string, route: string | undefined): string {
+  if (route === HOOK_ROUTE) return HOOK_ROUTE;
+  if (!url.includes('%') && !/hooks/i.test(url)) return url;
+  let decoded = url;
+  for (let round = 0; round < URL_DECODE_ROUNDS; round++) {
+    const next = decoded.replace(/%[0-9a-f]{2}/gi, (escape) => String.fromCharCode(Number.parseInt(escape.slice(1), 16)));
+    if (next === decoded) break;
+    decoded = next;
+  }
+  const collapsed = decoded.replace(/\/{2,}/g, '/');
+  const redacted = collapsed.replace(HOOK_SEGMENT, '$1hooks/[hook]');
+  return redacted === collapsed ? url : redacted;
 }
 
 export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pino.DestinationStream): Logger {
@@ -126,7 +146,7 @@ export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pin
       // client's (X-Forwarded-For/-Proto) only when TRUST_PROXY trusts that proxy.
       req: (request: FastifyRequest) => ({
         method: request.method,
-        url: loggableUrl(request.url),
+        url: loggableUrl(request.url, request.routeOptions?.url),
         host: request.host,
         protocol: request.protocol,
         remoteAddress: request.ip,

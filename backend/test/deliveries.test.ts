@@ -27,7 +27,7 @@ interface Delivery {
 }
 interface DeliveryDetail extends Delivery {
   headers: Record<string, string>;
-  body: string | { base64: string; contentType: string };
+  body: string | { base64: string; contentType: string } | null;
 }
 interface Page<Item> {
   items: Item[];
@@ -111,6 +111,7 @@ describe('webhook deliveries', () => {
     const [row] = await app.database.sql<{ count: number }[]>`select count(*)::int as count from executions where user_id = ${user.id}`;
     return row?.count ?? 0;
   };
+  const usageBytes = async (user: SignedInUser) => (await app.inject({ url: '/api/v1/usage', headers: as(user) })).json<{ payloadBytes: number }>().payloadBytes;
   const usage = async (user: SignedInUser) => (await app.inject({ url: '/api/v1/usage', headers: as(user) })).json<{ webhookDeliveries: number; executions: number }>();
 
   it('lists a workflow’s deliveries newest first with the documented fields, by cursor and by page', async () => {
@@ -228,10 +229,33 @@ describe('webhook deliveries', () => {
     const bom = await accepted(await deliver(plain, withBom, { 'content-type': 'text/plain' }));
     expect((await detail(alice, bom.deliveryId)).body).toBe(withBom);
 
-    // A rejected delivery is shown as well (the owner may want to see what was refused).
-    await deliver(workflow, body, { 'content-type': 'application/json', 'x-hub-signature-256': sign(body, 'wrong') });
+    // A rejected delivery is shown as well (the owner may want to see what was refused), but its body was not kept: only its size.
+    await deliver(workflow, body, { 'content-type': 'application/json; charset=utf-8', 'x-hub-signature-256': sign(body, 'wrong'), 'x-request-source': 'forger' });
     const [rejected] = (await list(alice, workflow.id, '?status=rejected')).items;
-    expect((await detail(alice, rejected?.id ?? '')).body).toBe(body);
+    const shownRejected = await detail(alice, rejected?.id ?? '');
+    expect(shownRejected).toMatchObject({ status: 'rejected', bodyBytes: Buffer.byteLength(body), body: null, reason: expect.stringContaining('does not match') });
+    expect(shownRejected.headers).toMatchObject({ 'x-request-source': 'forger' });
+    expect(shownRejected.headers).not.toHaveProperty('x-hub-signature-256');
+  });
+
+  it('keeps no body of a rejected delivery: forged deliveries of a megabyte add (almost) nothing to their owner’s usage', async () => {
+    const user = await signUp(app);
+    await app.inject({ method: 'POST', url: '/api/v1/variables', headers: as(user), payload: { key: SECRET_KEY, value: SECRET, secret: true } });
+    const workflow = await createHookWorkflow(user, hookGraph({ verify: githubVerify }));
+    // As large as a run input may be (ENGINE_MAX_PAYLOAD_BYTES, 1 MiB, with the headers): a forgery
+    // is refused at the signature (401), not for its size.
+    const forged = JSON.stringify({ padding: 'x'.repeat(1_000_000) });
+    const before = await usageBytes(user);
+    for (let n = 0; n < 5; n++) {
+      expectProblem(await deliver(workflow, forged, { 'content-type': 'application/json', 'x-hub-signature-256': sign(forged, `guess ${n}`) }), 401);
+    }
+    const grew = (await usageBytes(user)) - before;
+    // Five rows of headers and a reason: a few hundred bytes each, not five megabytes.
+    expect(grew).toBeGreaterThan(0);
+    expect(grew).toBeLessThan(5 * 2_048);
+    const rejected = (await list(user, workflow.id, '?status=rejected')).items;
+    expect(rejected.map((item) => item.bodyBytes)).toEqual(Array.from({ length: 5 }, () => Buffer.byteLength(forged)));
+    expect((await detail(user, rejected[0]?.id ?? '')).body).toBeNull();
   });
 
   it('replays a delivery: 202, a webhook run of the current version with the input its first run got, honouring Idempotency-Key', async () => {

@@ -356,7 +356,69 @@ describe('data retention', () => {
     expect(after).toMatchObject(await recount());
   });
 
-  it.skipIf(lacksConcurrentConnections())('lets one purger at a time delete: a second one at the same moment deletes nothing', async () => {
+  it("keeps deliveries without an execution (rejected) for their workflow's own retentionDays, shorter or longer than the default", async () => {
+    const graph = { nodes: [{ id: 'hook', type: 'trigger.webhook', params: { verify: { scheme: 'header', header: 'x-token', secretVariable: 'REJECTING_SECRET' } } }], edges: [] };
+    const made = await app.inject({ method: 'POST', url: '/api/v1/variables', headers: as(), payload: { key: 'REJECTING_SECRET', value: 'the-token', secret: true } });
+    expect(made.statusCode, made.body).toBe(201);
+    /** A workflow whose webhook refuses every delivery sent here: `count` rejected deliveries, received `days` ago each. */
+    async function rejectedDeliveries(retentionDays: number | null, ages: readonly number[]): Promise<{ workflowId: string; ids: string[] }> {
+      const response = await app.inject({ method: 'POST', url: '/api/v1/workflows', headers: as(), payload: { name: `rejecting ${randomUUID()}`, ...graph, retentionDays } });
+      expect(response.statusCode, response.body).toBe(201);
+      const created = response.json<WorkflowView>();
+      const ids: string[] = [];
+      for (const days of ages) {
+        const sent = await app.inject({ method: 'POST', url: new URL(created.webhook?.url ?? '').pathname, headers: { 'content-type': 'application/json', 'x-token': 'a guess' }, payload: '{}' });
+        expect(sent.statusCode, sent.body).toBe(401);
+        const [row] = await sql()<{ id: string }[]>`
+          update webhook_deliveries set received_at = now() - make_interval(days => ${days})
+           where id = (select id from webhook_deliveries where workflow_id = ${created.id} order by received_at desc limit 1) returning id`;
+        ids.push(String(row?.id));
+      }
+      return { workflowId: created.id, ids };
+    }
+    const short = await rejectedDeliveries(7, [10, 5]); // the first past its 7 days, though within the default 30
+    const long = await rejectedDeliveries(90, [100, 40]); // the second past the default 30, within its 90
+    const plain = await rejectedDeliveries(null, [31, 29]);
+    const before = await usage();
+
+    const result = await purgeExpired(sql(), { defaultDays: 30, ...quick });
+    expect(result).toMatchObject({ executions: 0, deliveries: 3, finished: true });
+    const left = await sql()<{ id: string }[]>`select id from webhook_deliveries where id in ${sql()([...short.ids, ...long.ids, ...plain.ids])}`;
+    expect(left.map((row) => row.id).sort()).toEqual(sorted([String(short.ids[1]), String(long.ids[1]), String(plain.ids[1])]));
+    expect((await usage()).webhookDeliveries).toBe(before.webhookDeliveries - 3);
+    expect(await usage()).toMatchObject(await recount());
+
+    // Small batches walk past the kept ones to the end, and a second round finds nothing.
+    await sql()`update webhook_deliveries set received_at = now() - interval '200 days' where id = ${String(long.ids[1])}`;
+    expect(await purgeExpired(sql(), { defaultDays: 30, batchSize: 1, pauseMs: 0 })).toMatchObject({ deliveries: 1, finished: true });
+    expect(await purgeExpired(sql(), { defaultDays: 30, ...quick })).toMatchObject({ deliveries: 0, finished: true });
+  });
+
+  it('holds no connection and no lock between its batches: each batch takes the purge lock for its own transaction', async () => {
+    const ids = await withEngine(async () => runs(await workflow(), 4));
+    await finishedDaysAgo(ids, 31);
+    // Batches of one, 150 ms apart: the round lasts over half a second, mostly between batches.
+    const round = purgeExpired(sql(), { defaultDays: 30, batchSize: 1, pauseMs: 150 });
+    let settled = false;
+    void round.finally(() => {
+      settled = true;
+    });
+    const samples: number[] = [];
+    while (!settled) {
+      const [row] = await sql()<{ held: number }[]>`
+        select count(*)::int as held from pg_locks
+         where locktype = 'advisory' and granted and objsubid = 1
+           and (classid::bigint << 32) | objid::bigint = hashtextextended('autonode:retention-purge', 0)`;
+      samples.push(row?.held ?? 0);
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    expect(await round).toMatchObject({ ran: true, executions: 4, finished: true });
+    expect(samples.length).toBeGreaterThan(10);
+    // Held a round long, the lock would show in (nearly) every sample; per batch, in few.
+    expect(samples.filter((held) => held === 0).length).toBeGreaterThan(samples.length / 2);
+  });
+
+  it.skipIf(lacksConcurrentConnections())('lets one purger at a time delete: a held lock stops a round, and two rounds at once delete every row once', async () => {
     const other = await buildApp();
     const holder = await app.database.sql.reserve();
     try {
@@ -364,11 +426,10 @@ describe('data retention', () => {
       await finishedDaysAgo(ids, 31);
       const before = await usage();
 
-      // Held elsewhere (as by another replica mid-round): neither kind of purger runs, nothing goes.
+      // Held elsewhere (as by another replica mid-batch): no round runs, on a pool of any size, and nothing goes.
       await holder`select pg_advisory_lock(hashtextextended('autonode:retention-purge', 0))`;
       expect(await purgeExpired(other.database.sql, { defaultDays: 30 })).toEqual({ ran: false, executions: 0, deliveries: 0, batches: 0, finished: false });
       if (app.config.database.kind !== 'external') throw new Error('needs a real server');
-      // A pool of one connection takes a transaction-level lock per batch instead: the held lock stops it too.
       const single = createDbClient({ url: app.config.database.url, poolSize: 1, idleTimeoutSeconds: 0, connectTimeoutSeconds: 10, statementTimeoutMs: 0 });
       try {
         expect(await purgeExpired(single.sql, { defaultDays: 30 })).toMatchObject({ ran: false, executions: 0 });
@@ -378,11 +439,11 @@ describe('data retention', () => {
       expect(await remaining(ids)).toHaveLength(10);
       await holder`select pg_advisory_unlock(hashtextextended('autonode:retention-purge', 0))`;
 
-      // Two replicas' rounds at once, slowed down (batches of 2, 30 ms apart): one deletes everything, the other nothing.
+      // Two replicas' rounds at once, slowed down (batches of 2, 30 ms apart): their batches never run
+      // together (one that meets the other's ends its round), and every expired row goes exactly once.
       const options = { defaultDays: 30, batchSize: 2, pauseMs: 30 };
       const results = await Promise.all([purgeExpired(app.database.sql, options), purgeExpired(other.database.sql, options)]);
-      expect(results.map((result) => result.executions).sort((a, b) => a - b)).toEqual([0, 10]);
-      expect(results.filter((result) => result.ran && result.executions > 0)).toHaveLength(1);
+      expect(results[0].executions + results[1].executions).toBe(10);
       expect(await remaining(ids)).toEqual([]);
       const after = await usage();
       expect(after.executions).toBe(before.executions - 10);
@@ -409,7 +470,9 @@ describe('data retention', () => {
       await explain('ownRetention', purgeStatements.ownRetention(tx, DEFAULT_WALK_START.workflowId, 1_000));
       await explain('defaultRetention', purgeStatements.defaultRetention(tx, 30, DEFAULT_WALK_START, 1_000));
       await explain('defaultRetention, later batch', purgeStatements.defaultRetention(tx, 30, { finishedAt: new Date(Date.now() - 40 * 86_400_000).toISOString(), workflowId: randomUUID(), id: randomUUID() }, 1_000));
+      await explain('ownRetentionDeliveries', purgeStatements.ownRetentionDeliveries(tx, DEFAULT_WALK_START.workflowId, 1_000));
       await explain('unexecutedDeliveries', purgeStatements.unexecutedDeliveries(tx, 30, 1_000));
+      await explain('unexecutedDeliveries, later batch', purgeStatements.unexecutedDeliveries(tx, 30, 1_000, new Date(Date.now() - 40 * 86_400_000).toISOString()));
       // What each deleted execution costs through its foreign keys: its retries lose their link.
       const [retry] = await tx<{ 'QUERY PLAN': { Plan: PlanNode }[] }[]>`explain (format json) update executions set retry_of_id = null where retry_of_id = ${randomUUID()}::uuid`;
       if (retry) plans['retry link'] = planNodes(retry['QUERY PLAN'][0]?.Plan ?? { 'Node Type': 'none' });
@@ -432,7 +495,13 @@ describe('data retention', () => {
     }
     expect(indexes('defaultRetention')).toContain('executions_ended_finished_idx');
     expect(indexes('defaultRetention, later batch')).toContain('executions_ended_finished_idx');
-    expect(indexes('unexecutedDeliveries')).toContain('webhook_deliveries_unexecuted_received_idx');
+    for (const name of ['unexecutedDeliveries', 'unexecutedDeliveries, later batch']) {
+      expect(indexes(name), JSON.stringify(scans(name))).toContain('webhook_deliveries_unexecuted_received_idx');
+    }
+    // Each workflow's deliveries are read up to its cutoff: whichever index (or bitmap of one) reads them is bounded by it.
+    const ownDeliveryReads = (plans['ownRetentionDeliveries'] ?? []).filter((node) => node['Index Name']?.startsWith('webhook_deliveries_') && node['Index Name'] !== 'webhook_deliveries_pkey');
+    expect(ownDeliveryReads.length, JSON.stringify(plans['ownRetentionDeliveries'])).toBeGreaterThan(0);
+    for (const node of ownDeliveryReads) expect(node['Index Cond']).toContain('received_at <');
     expect(indexes('retry link')).toContain('executions_retry_of_idx');
   });
 

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import type { App } from '../src/app.js';
 import { runMigrations } from '../src/db/migrate.js';
-import { CRASH_AFTER_COMMIT_HEADER } from '../src/webhooks/hooks.js';
+import { CRASH_AFTER_COMMIT_HEADER } from '../src/webhooks/test-crash.js';
 import { waitForStatus } from './engine-helpers.js';
 import { buildTestApp, isEmbeddedDatabase, signUp, type SignedInUser } from './helpers.js';
 import { startServerProcess, type ServerProcess } from './process.js';

@@ -5,6 +5,7 @@
  * refused bodies, the synchronous answer, and the per-hook rate limit across two replicas.
  */
 import { createHmac, randomUUID } from 'node:crypto';
+import { PassThrough } from 'node:stream';
 import type { LightMyRequestResponse } from 'fastify';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -66,8 +67,7 @@ describe('POST /api/hooks/:hookId', () => {
   let user: SignedInUser;
 
   beforeAll(async () => {
-    // Room for a 1 MiB body in the execution input (with its headers), so the raw body limit is what is tested.
-    app = await buildTestApp({ ENGINE_MAX_PAYLOAD_BYTES: String(2 * 1024 * 1024) });
+    app = await buildTestApp();
     user = await signUp(app);
     for (const [key, value] of [
       ['HMAC_SECRET', HMAC_SECRET],
@@ -122,12 +122,23 @@ describe('POST /api/hooks/:hookId', () => {
     expect(Object.keys(operation?.requestBody?.content ?? {})).toEqual(expect.arrayContaining(['application/json', 'application/x-www-form-urlencoded', 'text/plain']));
   });
 
-  it('never writes a hook id to the log: the URL is what lets anyone start the workflow', async () => {
+  it('never writes a hook id to the log: the URL is what lets anyone start the workflow, however it is spelled', async () => {
     const workflow = await createHook();
-    accepted(await deliver(workflow.webhook.hookId, '{}'));
-    expectProblem(await deliver(`${workflow.webhook.hookId}x`, '{}'), 404);
-    expect(logsOf(app)).toContain('/api/hooks/[hook]');
-    expect(logsOf(app)).not.toContain(workflow.webhook.hookId);
+    const { hookId } = workflow.webhook;
+    const post = (url: string) => app.inject({ method: 'POST', url, headers: { 'content-type': 'application/json' }, payload: '{}' });
+    accepted(await deliver(hookId, '{}'));
+    expectProblem(await deliver(`${hookId}x`, '{}'), 404);
+    // Routed to the hook (Fastify decodes the path first): logged as the route's pattern.
+    accepted(await post(`/api/hook%73/${hookId}`));
+    accepted(await post(`/api/hooks/${hookId.replace(/^(.)/, (first: string) => `%${first.charCodeAt(0).toString(16)}`)}`));
+    // Routed nowhere, but logged all the same: redacted wherever a hooks segment shows, decoded, in any case.
+    for (const url of [`//api/hooks/${hookId}`, `/API/hooks/${hookId}`, `/api/HOOKS//${hookId}?x=1`, `/api/hooks%2F${hookId}`, `/api/hook%2573/${hookId}`]) {
+      expect((await post(url)).statusCode, url).toBe(404);
+    }
+    const logs = logsOf(app);
+    expect(logs).toContain('"url":"/api/hooks/:hookId"');
+    expect(logs).toContain('"url":"/api/hooks/[hook]"');
+    expect(logs).not.toContain(hookId);
   });
 
   describe('verification', () => {
@@ -146,12 +157,22 @@ describe('POST /api/hooks/:hookId', () => {
         await deliver(workflow.webhook.hookId, body, { 'content-type': 'application/json' }),
         await deliver(workflow.webhook.hookId, body, { 'content-type': 'application/json', 'x-hub-signature-256': githubSignature(body).slice('sha256='.length) }),
       ].map(signatureRefusal);
+
+      // Sent twice, even twice the right value: Node would join the two into one string, which is no signature.
+      const twice = await app.inject({
+        method: 'POST',
+        url: `/api/hooks/${workflow.webhook.hookId}`,
+        headers: { 'content-type': 'application/json', 'x-hub-signature-256': [githubSignature(body), githubSignature(body)] },
+        payload: body,
+      });
+      refusals.push(signatureRefusal(twice));
       expect(new Set(refusals.map((refusal) => JSON.stringify(refusal))).size).toBe(1);
 
       const rows = await deliveries(workflow.id);
-      expect(rows.map((row) => row.status)).toEqual(['accepted', 'accepted', 'rejected', 'rejected', 'rejected', 'rejected']);
+      expect(rows.map((row) => row.status)).toEqual(['accepted', 'accepted', 'rejected', 'rejected', 'rejected', 'rejected', 'rejected']);
       expect(rows.filter((row) => row.status === 'rejected').every((row) => row.executionId === null && typeof row.reason === 'string' && row.reason.length > 0)).toBe(true);
       expect(rows[4]?.reason).toContain('missing');
+      expect(rows[6]?.reason).toMatch(/^the x-hub-signature-256 header was sent 2 times$/i);
       // The signature is a credential of the sender's: never stored.
       expect(rows.every((row) => !('x-hub-signature-256' in row.headers))).toBe(true);
       const runs = await executions(workflow.id);
@@ -315,6 +336,8 @@ describe('POST /api/hooks/:hookId', () => {
         ['plain text,\nwith lines – and é', { 'content-type': 'text/plain; charset=utf-8' }, 'plain text,\nwith lines – and é'],
         ['<xml>as text</xml>', { 'content-type': 'text/xml' }, '<xml>as text</xml>'],
         ['', { 'content-type': 'application/json' }, null],
+        // A UTF-8 byte-order mark before JSON is no part of the JSON text.
+        ['\ufeff{"bom":true}', { 'content-type': 'application/json; charset=utf-8' }, { bom: true }],
         [undefined, {}, ''],
       ];
       for (const [body, headers, expected] of cases) {
@@ -341,13 +364,10 @@ describe('POST /api/hooks/:hookId', () => {
   });
 
   describe('refusals', () => {
-    it('413 over 1 MiB, 415 for another type, 400 for malformed JSON, 404 for an unknown hook; nothing stored', async () => {
+    it('413 over 1 MiB, 415 for another type, 400 for malformed JSON or headers, 404 for an unknown hook; nothing stored', async () => {
       const workflow = await createHook();
       const hookId = workflow.webhook.hookId;
-      // Exactly 1 MiB of raw body is accepted.
-      const oneMiB = `"${'x'.repeat(1024 * 1024 - 2)}"`;
-      expect(Buffer.byteLength(oneMiB)).toBe(1024 * 1024);
-      accepted(await deliver(hookId, oneMiB, { 'content-type': 'text/plain' }));
+      const oneMiB = 'x'.repeat(1024 * 1024);
       expectProblem(await deliver(hookId, `${oneMiB}x`, { 'content-type': 'text/plain' }), 413);
 
       for (const contentType of ['application/octet-stream', 'multipart/form-data; boundary=x', 'application/xml', 'image/png', 'application/jsonx', 'not a type']) {
@@ -364,8 +384,43 @@ describe('POST /api/hooks/:hookId', () => {
 
       for (const unknown of [randomUUID(), 'A'.repeat(22), hookId.slice(0, -1), `${hookId}x`, '%00']) {
         expect(expectProblem(await deliver(unknown, '{}'), 404).code, unknown).toBe('NOT_FOUND');
+        // The hook is looked up before the headers are checked: an unknown one is 404 whatever they hold.
+        expect(expectProblem(await deliver(unknown, '{}', { 'content-type': 'application/json', 'webhook-id': 'not a key' }), 404).code, unknown).toBe('NOT_FOUND');
       }
-      expect((await deliveries(workflow.id)).map((row) => row.status)).toEqual(['accepted']);
+      expect(expectProblem(await deliver(hookId, '{}', { 'content-type': 'application/json', 'webhook-id': 'not a key' }), 400).code).toBe('VALIDATION_FAILED');
+      expect(await deliveries(workflow.id)).toEqual([]);
+      expect(await executions(workflow.id)).toEqual([]);
+    });
+
+    it('takes a run input up to ENGINE_MAX_PAYLOAD_BYTES (default 1 MiB): over it, 413 before any check, and a rejected delivery without its body', async () => {
+      const owner = await signUp(app);
+      const made = await app.inject({ method: 'POST', url: '/api/v1/variables', headers: { cookie: owner.cookie }, payload: { key: 'SIZE_SECRET', value: HMAC_SECRET, secret: true } });
+      expect(made.statusCode, made.body).toBe(201);
+      const workflow = await createHook(hookGraph({ verify: { scheme: 'hmac-sha256', header: 'x-signature', secretVariable: 'SIZE_SECRET' } }), owner);
+      const hookId = workflow.webhook.hookId;
+      const signed = (body: string) => ({ 'content-type': 'text/plain', 'x-signature': createHmac('sha256', HMAC_SECRET).update(body).digest('hex') });
+      // Within the raw limit (1 MiB) but not the run input's: the body with the method, headers and query.
+      const full = 'x'.repeat(1024 * 1024);
+      // Escaping counts: half a megabyte of quotes is a megabyte of JSON.
+      const quotes = '"'.repeat(600 * 1024);
+      for (const body of [full, quotes]) {
+        const refused = expectProblem(await deliver(hookId, body, signed(body)), 413);
+        expect(refused.code).toBe('PAYLOAD_TOO_LARGE');
+        expect(refused.detail).toMatch(/at most 1048576/);
+      }
+      // A forgery as large is refused the same way: the check is not worth making.
+      expectProblem(await deliver(hookId, full, { 'content-type': 'text/plain', 'x-signature': 'forged' }), 413);
+      const fits = 'y'.repeat(1000 * 1024);
+      accepted(await deliver(hookId, fits, signed(fits)));
+
+      const rows = await deliveries(workflow.id);
+      expect(rows.map((row) => row.status)).toEqual(['rejected', 'rejected', 'rejected', 'accepted']);
+      for (const row of rows.slice(0, 3)) {
+        expect(row.reason).toMatch(/run input .* is \d+ bytes, more than ENGINE_MAX_PAYLOAD_BYTES \(1048576\)/);
+        expect(row.body).toHaveLength(0);
+      }
+      expect(rows.slice(0, 3).map((row) => row.bodyBytes)).toEqual([full.length, quotes.length, full.length]);
+      expect(rows[3]?.body.length).toBe(fits.length);
       expect(await executions(workflow.id)).toHaveLength(1);
     });
 
@@ -470,7 +525,7 @@ describe('POST /api/hooks/:hookId', () => {
   }, 60_000);
 
   describe('respond: "completed"', () => {
-    it('answers 200 with the run’s status and output when it ends in time, and with its error when it fails', async () => {
+    it('answers 200 with the run’s status and output when it ends in time, and never its error (the owner’s to read) when it fails', async () => {
       const engine = startEngine(app);
       try {
         const workflow = await createHook(hookGraph({ respond: 'completed', timeoutMs: 15_000 }, '{ "doubled": input.body.n * 2 }'));
@@ -492,7 +547,9 @@ describe('POST /api/hooks/:hookId', () => {
         });
         const failed = await deliver(failing.webhook.hookId, '{}');
         expect(failed.statusCode, failed.body).toBe(200);
-        expect(failed.json()).toEqual({ executionId: expect.any(String), status: 'failed', output: null, error: expect.objectContaining({ nodeId: 'boom' }) });
+        expect(failed.json()).toEqual({ executionId: expect.any(String), status: 'failed', output: null });
+        const failedRun = await waitForStatus(app, user, failed.json<{ executionId: string }>().executionId, ['failed']);
+        expect(failedRun).toMatchObject({ error: expect.objectContaining({ nodeId: 'boom' }) });
       } finally {
         await engine.stop(2_000);
       }
@@ -569,45 +626,185 @@ describe('POST /api/hooks/:hookId', () => {
   });
 });
 
-/** The owner's limits hold for deliveries as for runs: refused with nothing stored, so the sender tries again later. */
+/**
+ * The owner's limits hold for deliveries as for runs. An anonymous sender is told only to send it
+ * again later (nothing of the owner's usage or runs); the owner finds a rejected delivery saying
+ * why, which answers for no repeat: the sender's next try runs once there is room.
+ */
 describe('POST /api/hooks/:hookId within its owner’s limits', () => {
-  it('answers 429 TOO_MANY_WAITING past ENGINE_USER_WAITING_MAX, storing nothing, and still answers a repeat', async () => {
+  /** Problem fields that would tell the sender about the owner. */
+  const expectSaysNothingOfTheOwner = (problem: Record<string, unknown>) => {
+    expect(String(problem.detail)).not.toMatch(/\d|stored|payload|waiting|quota/i);
+  };
+  const rows = (app: App, workflowId: string) =>
+    app.database.sql<{ status: string; reason: string | null; bodyBytes: number; kept: number; dedupKey: string | null }[]>`
+      select status, reason, body_bytes as "bodyBytes", octet_length(body) as kept, dedup_key as "dedupKey"
+        from webhook_deliveries where workflow_id = ${workflowId}::uuid order by received_at, id`;
+
+  it('answers a generic 429 with Retry-After past ENGINE_USER_WAITING_MAX, tells the owner why, still answers a repeat, and runs the resend once there is room', async () => {
     const app = await buildTestApp({ ENGINE_USER_WAITING_MAX: '2' });
     try {
       const owner = await signUp(app);
-      const created = await app.inject({ method: 'POST', url: '/api/v1/workflows', headers: { cookie: owner.cookie }, payload: { name: 'crowded', ...hookGraph() } });
+      // Its runs wait an hour (paused, if another file's engine takes them): they stay waiting until cancelled.
+      const graph = { nodes: [node({}), { id: 'wait', type: 'delay', params: { ms: 3_600_000 } }], edges: [{ source: 'hook', target: 'wait' }] };
+      const created = await app.inject({ method: 'POST', url: '/api/v1/workflows', headers: { cookie: owner.cookie }, payload: { name: 'crowded', ...graph } });
       const { id, webhook } = created.json<HookWorkflow>();
-      const send = (key: string) => app.inject({ method: 'POST', url: `/api/hooks/${webhook.hookId}`, headers: { 'content-type': 'application/json', 'idempotency-key': key }, payload: '{}' });
+      const send = (key: string) => app.inject({ method: 'POST', url: `/api/hooks/${webhook.hookId}`, headers: { 'content-type': 'application/json', 'idempotency-key': key }, payload: '{"n":1}' });
       const first = await send('one');
       expect(first.statusCode, first.body).toBe(202);
       expect((await send('two')).statusCode).toBe(202);
       const refused = await send('three');
-      expect(expectProblem(refused, 429).code).toBe('TOO_MANY_WAITING');
-      expect(refused.headers['retry-after']).toBeDefined();
+      const problem = expectProblem(refused, 429);
+      expect(problem.code).toBe('RATE_LIMITED');
+      expectSaysNothingOfTheOwner(problem);
+      expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1);
       // A repeat starts nothing: it is answered as the first was.
       const again = await send('one');
       expect(again.statusCode).toBe(202);
       expect(again.json()).toEqual(first.json());
-      const rows = await app.database.sql<{ status: string }[]>`select status from webhook_deliveries where workflow_id = ${id}::uuid order by received_at`;
-      expect(rows.map((row) => row.status)).toEqual(['accepted', 'accepted', 'duplicate']);
+      const stored = await rows(app, id);
+      expect(stored.map((row) => row.status)).toEqual(['accepted', 'accepted', 'rejected', 'duplicate']);
+      expect(stored[2]).toMatchObject({ dedupKey: 'three', bodyBytes: 7, kept: 0, reason: expect.stringMatching(/2 executions waiting.*answered 429/) });
+
+      // Room again (one of the waiting runs cancelled): the resend runs; the rejected row does not answer for it.
+      await app.inject({ method: 'POST', url: `/api/v1/executions/${first.json<{ executionId: string }>().executionId}/cancel`, headers: { cookie: owner.cookie } });
+      const resent = await send('three');
+      expect(resent.statusCode, resent.body).toBe(202);
+      expect(resent.json<{ executionId: string }>().executionId).not.toBe(first.json<{ executionId: string }>().executionId);
     } finally {
       await app.close();
     }
   });
 
-  it('answers 409 STORAGE_QUOTA_EXCEEDED once its owner’s storage is full, storing nothing', async () => {
+  it('answers a generic 503 with Retry-After once its owner’s storage is full, tells the owner why, and runs the resend once space is freed', async () => {
     const app = await buildTestApp({ USER_STORAGE_MAX_BYTES: '4096' });
     try {
       const owner = await signUp(app);
-      const created = await app.inject({ method: 'POST', url: '/api/v1/workflows', headers: { cookie: owner.cookie }, payload: { name: 'full', ...hookGraph() } });
-      expect(created.statusCode, created.body).toBe(201);
-      const { id, webhook } = created.json<HookWorkflow>();
-      const send = () => app.inject({ method: 'POST', url: `/api/hooks/${webhook.hookId}`, headers: { 'content-type': 'text/plain' }, payload: 'x'.repeat(3000) });
-      expect((await send()).statusCode).toBe(202);
-      expect(expectProblem(await send(), 409).code).toBe('STORAGE_QUOTA_EXCEEDED');
-      const rows = await app.database.sql<{ count: number }[]>`select count(*)::int as count from webhook_deliveries where workflow_id = ${id}::uuid`;
-      expect(rows[0]?.count).toBe(1);
+      const create = async (name: string) => {
+        const created = await app.inject({ method: 'POST', url: '/api/v1/workflows', headers: { cookie: owner.cookie }, payload: { name, ...hookGraph() } });
+        expect(created.statusCode, created.body).toBe(201);
+        return created.json<HookWorkflow>();
+      };
+      const filler = await create('filler');
+      const target = await create('target');
+      const send = (workflow: HookWorkflow, key: string) =>
+        app.inject({ method: 'POST', url: `/api/hooks/${workflow.webhook.hookId}`, headers: { 'content-type': 'text/plain', 'webhook-id': key }, payload: 'x'.repeat(3000) });
+      expect((await send(filler, 'fill')).statusCode).toBe(202);
+      const refused = await send(target, 'evt_full');
+      const problem = expectProblem(refused, 503);
+      expect(problem.code).toBe('SERVICE_UNAVAILABLE');
+      expectSaysNothingOfTheOwner(problem);
+      expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      const [rejected] = await rows(app, target.id);
+      expect(rejected).toMatchObject({ status: 'rejected', dedupKey: 'evt_full', bodyBytes: 3000, kept: 0, reason: expect.stringMatching(/stored payloads take \d+ bytes of the 4096.*answered 503/) });
+
+      // The owner frees space (the filler goes, with its run): the sender's resend of the same id runs.
+      expect((await app.inject({ method: 'DELETE', url: `/api/v1/workflows/${filler.id}`, headers: { cookie: owner.cookie } })).statusCode).toBe(204);
+      const resent = await send(target, 'evt_full');
+      expect(resent.statusCode, resent.body).toBe(202);
+      expect((await rows(app, target.id)).map((row) => row.status)).toEqual(['rejected', 'accepted']);
     } finally {
+      await app.close();
+    }
+  });
+
+  it('takes exactly 1 MiB of raw body where the run input may hold it (ENGINE_MAX_PAYLOAD_BYTES raised), 413 past it', async () => {
+    const app = await buildTestApp({ ENGINE_MAX_PAYLOAD_BYTES: String(2 * 1024 * 1024) });
+    try {
+      const owner = await signUp(app);
+      const created = await app.inject({ method: 'POST', url: '/api/v1/workflows', headers: { cookie: owner.cookie }, payload: { name: 'large', ...hookGraph() } });
+      const { webhook } = created.json<HookWorkflow>();
+      const oneMiB = `"${'x'.repeat(1024 * 1024 - 2)}"`;
+      expect(Buffer.byteLength(oneMiB)).toBe(1024 * 1024);
+      const send = (body: string) => app.inject({ method: 'POST', url: `/api/hooks/${webhook.hookId}`, headers: { 'content-type': 'text/plain' }, payload: body });
+      expect((await send(oneMiB)).statusCode).toBe(202);
+      expect(expectProblem(await send(`${oneMiB}x`), 413).code).toBe('PAYLOAD_TOO_LARGE');
+    } finally {
+      await app.close();
+    }
+  });
+});
+
+describe('POST /api/hooks/:hookId and the database', () => {
+  it('holds no database permit while a body uploads: slow senders do not starve signed-in callers', async () => {
+    // One connection: 4 permits, each waited for at most a second before 503.
+    const app = await buildTestApp({ DB_POOL_SIZE: '1', DB_ACQUIRE_TIMEOUT_MS: '1000' });
+    const uploads: PassThrough[] = [];
+    try {
+      const owner = await signUp(app);
+      const created = await app.inject({ method: 'POST', url: '/api/v1/workflows', headers: { cookie: owner.cookie }, payload: { name: 'slow', ...hookGraph() } });
+      const { webhook } = created.json<HookWorkflow>();
+      const body = '{"slow":true}';
+      const answers = Array.from({ length: 12 }, () => {
+        const upload = new PassThrough();
+        uploads.push(upload);
+        upload.write(body.slice(0, 3));
+        return app.inject({
+          method: 'POST',
+          url: `/api/hooks/${webhook.hookId}`,
+          headers: { 'content-type': 'application/json', 'content-length': String(body.length) },
+          payload: upload,
+        });
+      });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const meanwhile = await app.inject({ url: '/api/v1/workflows', headers: { cookie: owner.cookie } });
+      expect(meanwhile.statusCode, meanwhile.body).toBe(200);
+      for (const upload of uploads) upload.end(body.slice(3));
+      expect((await Promise.all(answers)).map((answer) => answer.statusCode)).toEqual(Array.from({ length: 12 }, () => 202));
+    } finally {
+      for (const upload of uploads) upload.destroy();
+      await app.close();
+    }
+  });
+
+  // The test holds the dedup lock on a connection of its own: the embedded database serves one.
+  it.skipIf(lacksConcurrentConnections())('stores a delivery only at the version that checked it: saved over meanwhile, 503 Retry-After: 1, and the resend is checked against the new graph', async () => {
+    const app = await buildTestApp();
+    const holder = await app.database.sql.reserve();
+    try {
+      const owner = await signUp(app);
+      const made = await app.inject({ method: 'POST', url: '/api/v1/variables', headers: { cookie: owner.cookie }, payload: { key: 'LATE_SECRET', value: HEADER_SECRET, secret: true } });
+      expect(made.statusCode, made.body).toBe(201);
+      const created = await app.inject({ method: 'POST', url: '/api/v1/workflows', headers: { cookie: owner.cookie }, payload: { name: 'open, then verified', ...hookGraph() } });
+      const workflow = created.json<HookWorkflow>();
+      const send = () =>
+        app.inject({ method: 'POST', url: `/api/hooks/${workflow.webhook.hookId}`, headers: { 'content-type': 'application/json', 'webhook-id': 'evt_race' }, payload: '{}' });
+
+      // The delivery passes its (absent) check, then waits on its key's lock, held here...
+      await holder`select pg_advisory_lock(hashtextextended(${`webhook-dedup:${workflow.id}:evt_race`}, 0))`;
+      const racing = send();
+      // A bigint advisory key shows in pg_locks as its two halves (classid, objid) with objsubid 1.
+      for (let waited = 0; ; waited += 20) {
+        const [row] = await app.database.sql<{ waiting: number }[]>`
+          select count(*)::int as waiting
+            from pg_locks l, (select hashtextextended(${`webhook-dedup:${workflow.id}:evt_race`}, 0) as k) h
+           where l.locktype = 'advisory' and not l.granted and l.objsubid = 1
+             and l.classid::bigint = (h.k >> 32) & 4294967295 and l.objid::bigint = h.k & 4294967295`;
+        if ((row?.waiting ?? 0) > 0) break;
+        if (waited > 5_000) throw new Error('the delivery never waited on its lock');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      // ...while the owner turns verification on.
+      const patched = await app.inject({
+        method: 'PATCH',
+        url: `/api/v1/workflows/${workflow.id}`,
+        headers: { cookie: owner.cookie },
+        payload: hookGraph({ verify: { scheme: 'header', header: 'x-token', secretVariable: 'LATE_SECRET' } }),
+      });
+      expect(patched.statusCode, patched.body).toBe(200);
+      await holder`select pg_advisory_unlock(hashtextextended(${`webhook-dedup:${workflow.id}:evt_race`}, 0))`;
+
+      const raced = await racing;
+      expect(expectProblem(raced, 503).code).toBe('SERVICE_UNAVAILABLE');
+      expect(raced.headers['retry-after']).toBe('1');
+      // Sent again, it meets the new graph's check.
+      expect(expectProblem(await send(), 401).code).toBe('WEBHOOK_SIGNATURE_INVALID');
+      const stored = await app.database.sql<{ status: string }[]>`select status from webhook_deliveries where workflow_id = ${workflow.id}::uuid`;
+      expect(stored.map((row) => row.status)).toEqual(['rejected']);
+      const [runs] = await app.database.sql<{ count: number }[]>`select count(*)::int as count from executions where workflow_id = ${workflow.id}::uuid`;
+      expect(runs?.count).toBe(0);
+    } finally {
+      holder.release();
       await app.close();
     }
   });

@@ -52,6 +52,20 @@ export function listQuery<const SortField extends string, Filters extends z.ZodR
     .refine(notBothPageAndCursor.check, notBothPageAndCursor.options);
 }
 
+/**
+ * A list filter of allowed values, comma-separated (`status=failed,running`): each value at most
+ * once, at least one; anything else is a 400. The one parser of such filters.
+ */
+export function commaSeparatedList<const Value extends string>(values: readonly [Value, ...Value[]]) {
+  return z
+    .string()
+    .max(200)
+    .transform((value) => [...new Set(value.split(',').map((part) => part.trim()).filter(Boolean))])
+    .pipe(z.array(z.enum(values)).min(1))
+    .optional()
+    .meta({ description: `Comma-separated: ${values.join(', ')}` });
+}
+
 export interface ListParams {
   pageSize: number;
   cursor?: string | undefined;

@@ -5,33 +5,42 @@ import type { Sql } from '../db/client.js';
  * Data retention (API.md, Retention): ended executions (completed, failed, cancelled) whose
  * `finished_at` is older than their workflow's `retention_days`, else the server's default, are
  * deleted with their steps and webhook deliveries (both ON DELETE CASCADE); webhook deliveries
- * that have no execution (rejected ones) go once older than the default. The user_usage triggers
- * (migrations 0014, 0020) take every deleted row, cascades included, off its user's usage.
+ * that have no execution (rejected ones) go once their `received_at` is older than the same
+ * retention (their workflow's, else the default). The user_usage triggers (migrations 0014, 0020)
+ * take every deleted row, cascades included, off its user's usage.
  *
- * One process purges at a time (an advisory lock), in short statements of at most `batchSize`
- * executions or deliveries each (every statement is its own transaction, and its rows are taken
- * with SKIP LOCKED, so it never waits on a row someone else holds), with a pause between them, and
- * for at most `maxRunMs` per round: whatever is left waits for the next round.
+ * One process purges at a time: every batch is a transaction that first takes a transaction-level
+ * advisory lock without waiting, and a round that finds it taken stops (another process is
+ * purging). No connection is held between batches, so the purge never reserves one of the pool's
+ * connections for its round. Each batch deletes at most `batchSize` executions or deliveries,
+ * taking its rows with SKIP LOCKED (it never waits on a row someone else holds), with a pause
+ * between batches, and the round lasts at most `maxRunMs`: whatever is left waits for the next.
  *
- * Three walks, each along an index, none reading a row it keeps more than once per round:
+ * Four walks, each along an index, none reading a row it keeps more than once per round:
  *  - workflows with a retention of their own (few), through `workflows_own_retention_idx`, each
  *    workflow's oldest ended executions through `executions_workflow_ended_finished_idx`
  *    (workflow, finished_at): each probe stops at that workflow's cutoff, so the executions it keeps
  *    are never read;
- *  - every other workflow, through `executions_ended_finished_idx` (finished_at, workflow, id),
- *    oldest first up to the default cutoff, leaving out executions of workflows that have a
- *    retention of their own (a probe of the small partial `workflows_own_retention_idx`). Those
- *    of them older than the default cutoff but kept by a longer retention lie on the way; the walk
- *    resumes by keyset after the last row it took, so it passes over them once per round, not once
- *    per batch;
- *  - deliveries without an execution, through `webhook_deliveries_unexecuted_received_idx`.
+ *  - the same workflows' oldest deliveries without an execution, through
+ *    `webhook_deliveries_workflow_received_idx` (workflow, received_at): each probe stops at that
+ *    workflow's cutoff; on the way it passes only that workflow's older deliveries whose execution
+ *    is still kept (not ended, or ended within the retention);
+ *  - every other workflow's executions, through `executions_ended_finished_idx` (finished_at,
+ *    workflow, id), oldest first up to the default cutoff, leaving out executions of workflows
+ *    that have a retention of their own (a probe of the small partial `workflows_own_retention_idx`).
+ *    Those of them older than the default cutoff but kept by a longer retention lie on the way; the
+ *    walk resumes by keyset after the last row it took, so it passes over them once per round, not
+ *    once per batch;
+ *  - every other workflow's deliveries without an execution, through
+ *    `webhook_deliveries_unexecuted_received_idx` (received_at), the same way (resuming at the
+ *    received_at of the last it took).
  * Executions and deliveries still within their retention lie past the cutoff of their walk and are
  * never read. The walks take turns, one batch each, so a long one (a backlog of millions) cannot
  * starve the others of the round's time.
  */
 
 export interface PurgeOptions {
-  /** Days an ended execution is kept when its workflow sets none, and a delivery without an execution (EXECUTION_RETENTION_DAYS). */
+  /** Days an ended execution, or a delivery without an execution, is kept when its workflow sets none (EXECUTION_RETENTION_DAYS). */
   readonly defaultDays: number;
   /** Most executions (or deliveries) one statement deletes; their steps and deliveries go with them. */
   readonly batchSize?: number;
@@ -73,6 +82,22 @@ export interface DefaultWalkPosition {
 export const DEFAULT_WALK_START: DefaultWalkPosition = { finishedAt: '-infinity', workflowId: FIRST_UUID, id: FIRST_UUID };
 
 /**
+ * Where the default walk of deliveries without an execution stopped: the received_at of the last
+ * it took (PostgreSQL's text of it, as above). The next batch starts at that time, not after it:
+ * rows received in the same millisecond may be left, and only those the walk keeps are read again.
+ */
+export const DELIVERY_WALK_START = '-infinity';
+
+/** The next OWN_RETENTION_WORKFLOWS_PER_BATCH workflows after `afterWorkflowId` with a retention of their own, as the CTE `page`. */
+const ownRetentionPage = (sql: postgres.ISql, afterWorkflowId: string) => sql`
+    page as (
+      select id, retention_days from workflows
+       where retention_days is not null and id > ${afterWorkflowId}::uuid
+       order by id
+       limit ${OWN_RETENTION_WORKFLOWS_PER_BATCH}
+    )`;
+
+/**
  * The purge's statements, one batch each. The ended statuses are literals, not parameters: the
  * planner can then prove the partial indexes' predicate (`status in (...)`) from the query.
  * Exported for the tests that EXPLAIN them and for the benchmark.
@@ -83,13 +108,8 @@ export const purgeStatements = {
    * OWN_RETENTION_WORKFLOWS_PER_BATCH workflows after `afterWorkflowId` that have one. `found`
    * below `batchSize` means those workflows are done: the walk moves on after `lastWorkflowId`.
    */
-  ownRetention: (sql: postgres.ISql, afterWorkflowId: string, batchSize: number) => sql<{ deleted: number; found: number; lastWorkflowId: string | null }[]>`
-    with page as (
-      select id, retention_days from workflows
-       where retention_days is not null and id > ${afterWorkflowId}::uuid
-       order by id
-       limit ${OWN_RETENTION_WORKFLOWS_PER_BATCH}
-    ),
+  ownRetention: (sql: postgres.ISql, afterWorkflowId: string, batchSize: number) => sql<OwnBatchRow[]>`
+    with ${ownRetentionPage(sql, afterWorkflowId)},
     candidates as (
       select expired.id
         from page w
@@ -141,12 +161,49 @@ export const purgeStatements = {
            last.finished_at::text as "finishedAt", last.workflow_id as "workflowId", last.id
       from (select 1) one left join last on true`,
 
-  /** Webhook deliveries without an execution (rejected ones) past the default retention, oldest first. */
-  unexecutedDeliveries: (sql: postgres.ISql, defaultDays: number, batchSize: number) => sql<{ deleted: number; found: number }[]>`
+  /**
+   * Webhook deliveries without an execution (rejected ones) past the retention of their own
+   * workflow, among the same page of workflows as ownRetention; `found` and `lastWorkflowId` as there.
+   */
+  ownRetentionDeliveries: (sql: postgres.ISql, afterWorkflowId: string, batchSize: number) => sql<OwnBatchRow[]>`
+    with ${ownRetentionPage(sql, afterWorkflowId)},
+    candidates as (
+      select expired.id
+        from page w
+        cross join lateral (
+          select d.id from webhook_deliveries d
+           where d.workflow_id = w.id
+             and d.received_at < now() - make_interval(days => w.retention_days)
+             and d.execution_id is null
+           order by d.received_at
+           limit ${batchSize}
+           for update of d skip locked
+        ) expired
+       limit ${batchSize}
+    ),
+    gone as (
+      delete from webhook_deliveries x using candidates c where x.id = c.id returning 1
+    )
+    select (select count(*)::int from gone) as deleted,
+           (select count(*)::int from candidates) as found,
+           (select id from page order by id desc limit 1) as "lastWorkflowId"`,
+
+  /**
+   * Webhook deliveries without an execution (rejected ones) past the default retention, of
+   * workflows without one of their own, oldest first from `afterReceivedAt` on (DELIVERY_WALK_START);
+   * `found` below `batchSize` means the walk is done, else the next batch starts at the returned
+   * `receivedAt`. Ordered as the index is (received_at alone), so the index serves the order too.
+   */
+  unexecutedDeliveries: (sql: postgres.ISql, defaultDays: number, batchSize: number, afterReceivedAt: string = DELIVERY_WALK_START) => sql<
+    { deleted: number; found: number; receivedAt: string | null }[]
+  >`
     with candidates as (
-      select d.id from webhook_deliveries d
+      select d.id, d.received_at
+        from webhook_deliveries d
        where d.execution_id is null
          and d.received_at < now() - make_interval(days => ${defaultDays}::int)
+         and d.received_at >= ${afterReceivedAt}::text::timestamptz
+         and not exists (select 1 from workflows w where w.id = d.workflow_id and w.retention_days is not null)
        order by d.received_at
        limit ${batchSize}
        for update of d skip locked
@@ -154,8 +211,17 @@ export const purgeStatements = {
     gone as (
       delete from webhook_deliveries x using candidates c where x.id = c.id returning 1
     )
-    select (select count(*)::int from gone) as deleted, (select count(*)::int from candidates) as found`,
+    select (select count(*)::int from gone) as deleted,
+           (select count(*)::int from candidates) as found,
+           (select max(received_at)::text from candidates) as "receivedAt"`,
 };
+
+/** What a batch of a walk over the workflows with a retention of their own answers. */
+interface OwnBatchRow {
+  readonly deleted: number;
+  readonly found: number;
+  readonly lastWorkflowId: string | null;
+}
 
 interface BatchOutcome {
   readonly executions: number;
@@ -167,45 +233,56 @@ interface BatchOutcome {
 /** One walk: each call deletes one batch, on the connection (or transaction) it is given. */
 type Walk = (sql: postgres.ISql) => Promise<BatchOutcome>;
 
-function walks(defaultDays: number, batchSize: number): Walk[] {
+/**
+ * A walk over the workflows with a retention of their own, a page of them at a time: a full batch
+ * may have left rows in the page, so the same page comes again; else the walk moves past it, and
+ * ends after the last page. `count` says what the deleted rows are.
+ */
+function ownWalk(statement: (sql: postgres.ISql, afterWorkflowId: string) => Promise<readonly OwnBatchRow[]>, batchSize: number, count: 'executions' | 'deliveries'): Walk {
   let afterWorkflowId = FIRST_UUID;
+  return async (sql) => {
+    const [row] = await statement(sql, afterWorkflowId);
+    const deleted = row?.deleted ?? 0;
+    const outcome = { executions: count === 'executions' ? deleted : 0, deliveries: count === 'deliveries' ? deleted : 0 };
+    if ((row?.found ?? 0) >= batchSize) return { ...outcome, done: false };
+    const lastWorkflowId = row?.lastWorkflowId ?? null;
+    if (lastWorkflowId === null) return { ...outcome, done: true };
+    afterWorkflowId = lastWorkflowId;
+    return { ...outcome, done: false };
+  };
+}
+
+function walks(defaultDays: number, batchSize: number): Walk[] {
   let position = DEFAULT_WALK_START;
+  let deliveriesAfter = DELIVERY_WALK_START;
   return [
-    async (sql) => {
-      const [row] = await purgeStatements.ownRetention(sql, afterWorkflowId, batchSize);
-      const found = row?.found ?? 0;
-      const lastWorkflowId = row?.lastWorkflowId ?? null;
-      // A full batch may have left executions in this page of workflows: the same page again.
-      if (found >= batchSize) return { executions: row?.deleted ?? 0, deliveries: 0, done: false };
-      if (lastWorkflowId === null) return { executions: row?.deleted ?? 0, deliveries: 0, done: true };
-      afterWorkflowId = lastWorkflowId;
-      return { executions: row?.deleted ?? 0, deliveries: 0, done: false };
-    },
+    ownWalk((sql, after) => purgeStatements.ownRetention(sql, after, batchSize), batchSize, 'executions'),
+    ownWalk((sql, after) => purgeStatements.ownRetentionDeliveries(sql, after, batchSize), batchSize, 'deliveries'),
     async (sql) => {
       const [row] = await purgeStatements.defaultRetention(sql, defaultDays, position, batchSize);
       if (row?.finishedAt && row.workflowId && row.id) position = { finishedAt: row.finishedAt, workflowId: row.workflowId, id: row.id };
       return { executions: row?.deleted ?? 0, deliveries: 0, done: (row?.found ?? 0) < batchSize };
     },
     async (sql) => {
-      const [row] = await purgeStatements.unexecutedDeliveries(sql, defaultDays, batchSize);
+      const [row] = await purgeStatements.unexecutedDeliveries(sql, defaultDays, batchSize, deliveriesAfter);
+      if (row?.receivedAt) deliveriesAfter = row.receivedAt;
       return { executions: 0, deliveries: row?.deleted ?? 0, done: (row?.found ?? 0) < batchSize };
     },
   ];
 }
 
-/** The lock one purging process holds (a session lock; a transaction lock on a one-connection pool). */
+/** The advisory lock each batch takes for its transaction: one process's batches at a time. */
 const LOCK_KEY = 'autonode:retention-purge';
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /**
- * One round of the purge (the engine's housekeeping runs one a minute). Returns `ran: false` at
- * once when another process is purging. On a pool of several connections the round reserves one,
- * takes a session advisory lock on it and runs every batch there, so the lock covers the whole
- * round and no other connection is held. A pool of one connection (the embedded database) cannot
- * lend its only connection for the whole round without stalling every request: there each batch
- * is a transaction that first takes a transaction-level advisory lock (without waiting), and a
- * round that finds it taken stops.
+ * One round of the purge (the engine's housekeeping runs one a minute): the walks in turn until
+ * all are done, the time is up, or a stop is asked for. Each batch is its own transaction that
+ * first tries the transaction-level advisory lock (it never waits for it): the lock is held only
+ * while a batch runs, on the connection the batch borrowed, and returns with its commit, so the
+ * round holds no connection between batches. A batch that finds the lock taken ends the round
+ * (another process is purging); `ran: false` when that was its first.
  */
 export async function purgeExpired(sql: Sql, options: PurgeOptions): Promise<PurgeResult> {
   const batchSize = options.batchSize ?? PURGE_DEFAULTS.batchSize;
@@ -214,53 +291,30 @@ export async function purgeExpired(sql: Sql, options: PurgeOptions): Promise<Pur
   const shouldStop = options.shouldStop ?? (() => false);
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError('batchSize must be a positive integer');
 
-  /** Runs the walks in turn until all are done or the round is over; `batch` runs one under the lock, or says it is taken. */
-  async function round(batch: (walk: Walk) => Promise<BatchOutcome | 'locked'>): Promise<PurgeResult> {
-    const started = performance.now();
-    let pending = walks(options.defaultDays, batchSize);
-    let executions = 0;
-    let deliveries = 0;
-    let batches = 0;
-    let deletedLast = false;
-    while (pending.length > 0) {
-      const next: Walk[] = [];
-      for (const walk of pending) {
-        if (shouldStop() || performance.now() - started >= maxRunMs) return { ran: true, executions, deliveries, batches, finished: false };
-        // A batch that deleted nothing wrote nothing: the next one need not wait.
-        if (deletedLast) await sleep(pauseMs);
-        const outcome = await batch(walk);
-        if (outcome === 'locked') return { ran: batches > 0, executions, deliveries, batches, finished: false };
-        batches += 1;
-        executions += outcome.executions;
-        deliveries += outcome.deliveries;
-        deletedLast = outcome.executions + outcome.deliveries > 0;
-        if (!outcome.done) next.push(walk);
-      }
-      pending = next;
+  const started = performance.now();
+  let pending = walks(options.defaultDays, batchSize);
+  let executions = 0;
+  let deliveries = 0;
+  let batches = 0;
+  let deletedLast = false;
+  while (pending.length > 0) {
+    const next: Walk[] = [];
+    for (const walk of pending) {
+      if (shouldStop() || performance.now() - started >= maxRunMs) return { ran: true, executions, deliveries, batches, finished: false };
+      // A batch that deleted nothing wrote nothing: the next one need not wait.
+      if (deletedLast) await sleep(pauseMs);
+      const outcome = await sql.begin(async (tx) => {
+        const [lock] = await tx<{ locked: boolean }[]>`select pg_try_advisory_xact_lock(hashtextextended(${LOCK_KEY}, 0)) as locked`;
+        return lock?.locked ? walk(tx) : ('locked' as const);
+      });
+      if (outcome === 'locked') return { ran: batches > 0, executions, deliveries, batches, finished: false };
+      batches += 1;
+      executions += outcome.executions;
+      deliveries += outcome.deliveries;
+      deletedLast = outcome.executions + outcome.deliveries > 0;
+      if (!outcome.done) next.push(walk);
     }
-    return { ran: true, executions, deliveries, batches, finished: true };
+    pending = next;
   }
-
-  if (sql.options.max > 1) {
-    const connection = await sql.reserve();
-    try {
-      const [lock] = await connection<{ locked: boolean }[]>`select pg_try_advisory_lock(hashtextextended(${LOCK_KEY}, 0)) as locked`;
-      if (!lock?.locked) return { ran: false, executions: 0, deliveries: 0, batches: 0, finished: false };
-      try {
-        return await round((walk) => walk(connection));
-      } finally {
-        // The connection goes back to the pool: it must not keep the lock (a closed one loses it anyway).
-        await connection`select pg_advisory_unlock(hashtextextended(${LOCK_KEY}, 0))`;
-      }
-    } finally {
-      connection.release();
-    }
-  }
-  return round(async (walk) => {
-    const outcome = await sql.begin(async (tx) => {
-      const [lock] = await tx<{ locked: boolean }[]>`select pg_try_advisory_xact_lock(hashtextextended(${LOCK_KEY}, 0)) as locked`;
-      return lock?.locked ? walk(tx) : ('locked' as const);
-    });
-    return outcome;
-  });
+  return { ran: true, executions, deliveries, batches, finished: true };
 }

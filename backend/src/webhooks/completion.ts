@@ -18,7 +18,7 @@ function readmit(request: FastifyRequest, reply: FastifyReply): Promise<boolean>
 }
 
 /**
- * The outcome of an execution once it has ended, or null when it does not end within `waitMs`,
+ * The outcome (status and output) of an execution once it has ended, or null when it does not end within `waitMs`,
  * `stop` fires (the server is closing) or the client goes away. For `respond: "completed"`.
  *
  * The end comes over the bus, on whichever replica runs the execution, to this one's event hub. It
@@ -46,7 +46,7 @@ export async function waitForEnd(request: FastifyRequest, reply: FastifyReply, e
       const update = updates.shift() ?? (await next(deadline - Date.now()));
       if (update === undefined) return null;
       if (update !== 'resync' && !update.truncated) {
-        return { status: update.status as ExecutionStatus, output: update.output ?? null, error: update.error ?? null };
+        return { status: update.status as ExecutionStatus, output: update.output ?? null };
       }
       if (!(await readmit(request, reply))) return null;
       const state = await readOutcome(sql, executionId);

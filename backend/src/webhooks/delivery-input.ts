@@ -22,7 +22,7 @@ export interface WebhookTriggerInput {
 }
 
 /** The media types a hook takes (415 for any other): JSON, form posts, and text. */
-export type DeliveryBodyKind = 'json' | 'form' | 'text';
+type DeliveryBodyKind = 'json' | 'form' | 'text';
 
 export function bodyKindOf(contentType: string | null | undefined): DeliveryBodyKind | undefined {
   const mediaType = (contentType ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
@@ -76,14 +76,21 @@ function formFields(text: string): Record<string, string | string[]> {
   return { ...fields };
 }
 
+/** U+FEFF, a byte-order mark: UTF-8 senders may start a body with it, and JSON.parse refuses it. */
+const BYTE_ORDER_MARK = '\ufeff';
+
 /**
- * The body as the workflow sees it: JSON parsed, a form as its fields, text as a string. Throws
- * SyntaxError for JSON that does not parse (the endpoint answers 400 before storing anything).
+ * The body as the workflow sees it: JSON parsed (after a leading byte-order mark, which is no part
+ * of the JSON text), a form as its fields, text as a string. Throws SyntaxError for JSON that does
+ * not parse (the endpoint answers 400 before storing anything).
  */
-export function parseDeliveryBody(contentType: string | null, body: Buffer): unknown {
+function parseDeliveryBody(contentType: string | null, body: Buffer): unknown {
   const kind = bodyKindOf(contentType);
   const text = body.toString('utf8');
-  if (kind === 'json') return body.length === 0 ? null : (JSON.parse(text) as unknown);
+  if (kind === 'json') {
+    const json = text.startsWith(BYTE_ORDER_MARK) ? text.slice(BYTE_ORDER_MARK.length) : text;
+    return json.length === 0 ? null : (JSON.parse(json) as unknown);
+  }
   if (kind === 'form') return formFields(text);
   return text;
 }

@@ -7,7 +7,8 @@ import type { SharedCounts } from '../lib/rate-limiter.js';
  * hook's check leaves a delivery row (accepted, rejected or duplicate) received in the window, so
  * the rows are the shared count and `add` has nothing to write: it reads them, through
  * webhook_deliveries_workflow_received_idx and at most `max` per hook. A request that stored no
- * row (its body malformed, its owner over quota) counts only where it was taken. The requests a
+ * row (its headers or body malformed, or the workflow saved meanwhile) counts only where it was
+ * taken; one refused for its owner's limits or its size leaves a `rejected` row. The requests a
  * process has in flight are not rows yet: with those of other replicas at the same moment, they
  * are what the replicas together may let through beyond the limit. Delivery rows go with
  * retention: nothing to purge.

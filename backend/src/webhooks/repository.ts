@@ -1,6 +1,8 @@
 import type { FastifyBaseLogger } from 'fastify';
-import type { Sql } from '../db/client.js';
+import type { Fragment, Sql } from '../db/client.js';
+import type { webhookDeliveryStatuses } from '../db/schema/index.js';
 import { WebhookTriggerParams } from '../engine/nodes/trigger.js';
+import { outbox, rejectedDeliveryEvent } from '../events/outbox.js';
 import type { ExecutionStatus } from '../executions/reads.js';
 import { variableSecretBinding } from '../secrets/bindings.js';
 import { SecretUnreadableError, type Keyring } from '../secrets/keyring.js';
@@ -53,24 +55,62 @@ export async function readHookSecret(sql: Sql, keyring: Keyring, log: FastifyBas
   }
 }
 
-/** Records a delivery whose check failed: no execution, and why, for the owner. */
-export async function recordRejected(sql: Sql, hook: Hook, request: DeliveryRequest, dedupKey: string | null, reason: string): Promise<void> {
-  await sql`
-    insert into webhook_deliveries (user_id, workflow_id, status, dedup_key, method, headers, query, content_type, body, body_bytes, received_at, reason)
-    select user_id, id, 'rejected', ${dedupKey}, ${request.method}, ${JSON.stringify(request.headers)}::jsonb, ${JSON.stringify(request.query)}::jsonb,
-           ${request.contentType}, ${request.body}::bytea, ${request.body.length}, ${request.receivedAt.toISOString()}::timestamptz, ${reason}
-      from workflows where id = ${hook.workflowId}::uuid`;
+const EMPTY_BODY = Buffer.alloc(0);
+
+/** A webhook_deliveries row, beside what its source query gives (insertDelivery). */
+export interface DeliveryRecord {
+  readonly status: (typeof webhookDeliveryStatuses)[number];
+  /** The sender's webhook-id or Idempotency-Key, if it sent one. Only an `accepted` row's answers for its repeats. */
+  readonly dedupKey: string | null;
+  /** Why it was rejected, for the owner; null otherwise. */
+  readonly reason: string | null;
+  readonly request: DeliveryRequest;
 }
 
-/** Where an execution is: its status, and its output and error once it has ended. */
+/**
+ * The insert of a webhook_deliveries row: the one place its columns are written. `source` is a
+ * query of the row's `user_id`, `workflow_id` and `execution_id` (no row: nothing is inserted);
+ * the caller adds a `returning` clause when it needs one. A `rejected` row keeps no body, only
+ * its size: its sender proved nothing, and a body (up to 1 MiB) counts toward the owner's storage
+ * quota, which forged deliveries would otherwise fill. Its headers (bounded by Node's header
+ * limit), query and reason are kept for the owner.
+ */
+export function insertDelivery(sql: Sql, record: DeliveryRecord, source: Fragment): Fragment {
+  const { request } = record;
+  const body = record.status === 'rejected' ? EMPTY_BODY : request.body;
+  return sql`
+    insert into webhook_deliveries (user_id, workflow_id, execution_id, status, dedup_key, reason, method, headers, query, content_type, body, body_bytes, received_at)
+    select s.user_id, s.workflow_id, s.execution_id, ${record.status}::webhook_delivery_status, ${record.dedupKey}, ${record.reason}, ${request.method},
+           ${JSON.stringify(request.headers)}::jsonb, ${JSON.stringify(request.query)}::jsonb, ${request.contentType},
+           ${body}::bytea, ${request.body.length}, ${request.receivedAt.toISOString()}::timestamptz
+      from (${source}) s`;
+}
+
+/**
+ * Records a delivery that starts no run, and why, for the owner (a `rejected` row: no execution,
+ * no body); and, in the same statement, the owner's `webhook.rejected` messages
+ * (events/outbox.ts). The delivery workers find them at their next poll: this statement
+ * announces nothing on the bus. Rejected rows never answer for a repeat of their key
+ * (acceptDelivery looks for an `accepted` one), so the sender's next try is checked afresh.
+ */
+export async function recordRejected(sql: Sql, hook: Hook, request: DeliveryRequest, dedupKey: string | null, reason: string): Promise<void> {
+  const source = sql`select user_id, id as workflow_id, null::uuid as execution_id from workflows where id = ${hook.workflowId}::uuid`;
+  await sql`
+    with rejected as (
+      ${insertDelivery(sql, { status: 'rejected', dedupKey, reason, request }, source)}
+      returning id, user_id, workflow_id, reason, received_at),
+    ${outbox(sql, rejectedDeliveryEvent(sql))}
+    select 1`;
+}
+
+/** Where an execution is: its status, and its output once it has ended (its error is the owner's to read, not the sender's). */
 export interface ExecutionOutcome {
   readonly status: ExecutionStatus;
   readonly output: unknown;
-  readonly error: unknown;
 }
 
-/** One execution's status, output and error (the execution was just created by the hook: no owner check is needed). */
+/** One execution's status and output (the execution was just created by the hook: no owner check is needed). */
 export async function readOutcome(sql: Sql, executionId: string): Promise<ExecutionOutcome | null> {
-  const [row] = await sql<ExecutionOutcome[]>`select status, output, error from executions where id = ${executionId}::uuid`;
+  const [row] = await sql<ExecutionOutcome[]>`select status, output from executions where id = ${executionId}::uuid`;
   return row ?? null;
 }

@@ -30,7 +30,7 @@ export const deliveryRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.get(
     '/deliveries/:id',
-    { schema: { tags, summary: 'Get a delivery with its headers (without credentials) and raw body', params: IdParams, response: { 200: DeliveryDetail } } },
+    { schema: { tags, summary: 'Get a delivery with its headers (without credentials) and raw body (null when rejected: not kept)', params: IdParams, response: { 200: DeliveryDetail } } },
     async (request) => {
       const delivery = await deliveries.get(app.database.db, request.user.id, request.params.id);
       if (!delivery) throw notFound('delivery', request.params.id);
@@ -48,8 +48,8 @@ export const deliveryRoutes: FastifyPluginAsyncZod = async (app) => {
           'A new execution (trigger `webhook`) of the workflow’s current version, whose input is built from the stored request as the hook ' +
           'built it: for an accepted delivery, exactly the input its run got (a duplicate, verified like any other, replays its own request). ' +
           'It counts against the same limits as a run (storage quota, executions waiting). No delivery is recorded for it, and the ' +
-          'execution is not linked to the delivery. 409 DELIVERY_REJECTED for a rejected delivery (its signature did not verify: it ' +
-          'can never start a run); 409 NO_WEBHOOK_TRIGGER when the workflow no longer has a trigger.webhook node.',
+          'execution is not linked to the delivery. 409 DELIVERY_REJECTED for a rejected delivery (it never started a run, and keeps no ' +
+          'body to start one from); 409 NO_WEBHOOK_TRIGGER when the workflow no longer has a trigger.webhook node.',
         params: IdParams,
         headers: IdempotencyHeaders,
         response: { 202: Execution },
@@ -59,7 +59,7 @@ export const deliveryRoutes: FastifyPluginAsyncZod = async (app) => {
       acceptExecution(request, reply, async () => {
         const created = await app.executions.replay(request.user.id, request.params.id);
         if (created === null) throw notFound('delivery', request.params.id);
-        if (created === 'rejected') throw conflict('This delivery was rejected (its signature did not verify): it cannot start a run.', 'DELIVERY_REJECTED');
+        if (created === 'rejected') throw conflict('This delivery was rejected (see its reason): it cannot start a run.', 'DELIVERY_REJECTED');
         if (created === 'no-webhook') throw conflict('The workflow no longer has a trigger.webhook node to take this delivery.', 'NO_WEBHOOK_TRIGGER');
         return created;
       }),

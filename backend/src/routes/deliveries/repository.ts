@@ -29,7 +29,7 @@ const sortKeys: SortKeys<DeliverySummaryRow, ColumnSortKey<DeliverySummaryRow>> 
   receivedAt: { column: webhookDeliveries.receivedAt, kind: 'timestamp', valueOf: (row) => row.receivedAt },
 };
 
-export function present(row: DeliverySummaryRow): DeliveryDto {
+function present(row: DeliverySummaryRow): DeliveryDto {
   return {
     id: row.id,
     workflowId: row.workflowId,
@@ -46,8 +46,12 @@ export function present(row: DeliverySummaryRow): DeliveryDto {
 // is part of the body as received and stays in the text.
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
-/** The raw body as the API shows it: its text when it is valid UTF-8, else its bytes (API.md). */
-export function presentBody(body: Buffer, contentType: string | null): string | BinaryBodyDto {
+/**
+ * The raw body as the API shows it: its text when it is valid UTF-8, else its bytes (API.md); null
+ * for a rejected delivery, which keeps no body (webhooks/repository.ts, insertDelivery).
+ */
+function presentBody(status: DeliveryStatus, body: Buffer, contentType: string | null): string | BinaryBodyDto | null {
+  if (status === 'rejected') return null;
   try {
     return utf8.decode(body);
   } catch {
@@ -92,5 +96,5 @@ export async function get(db: Db, userId: string, id: string): Promise<DeliveryD
     .from(webhookDeliveries)
     .where(and(eq(webhookDeliveries.userId, userId), eq(webhookDeliveries.id, id)));
   if (!row) return null;
-  return { ...present(row), headers: row.headers, body: presentBody(row.body, row.contentType) };
+  return { ...present(row), headers: row.headers, body: presentBody(row.status, row.body, row.contentType) };
 }

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { executionStatuses, executionTriggers, stepStatuses } from '../../db/schema/index.js';
 import type { ExecutionRecord, StepRecord } from '../../executions/reads.js';
 import { Timestamp, TimestampInput } from '../../lib/http.js';
-import { listQuery, pageOf } from '../../lib/pagination.js';
+import { commaSeparatedList, listQuery, pageOf } from '../../lib/pagination.js';
 
 export const ExecutionStatus = z.enum(executionStatuses);
 export const StepStatus = z.enum(stepStatuses);
@@ -48,21 +48,11 @@ export const Step = z
   })
   .meta({ id: 'Step' });
 
-/** `status=failed,running`: a comma-separated list of statuses. */
-const statusList = <Status extends string>(statuses: readonly [Status, ...Status[]]) =>
-  z
-    .string()
-    .max(200)
-    .transform((value) => [...new Set(value.split(',').map((part) => part.trim()).filter(Boolean))])
-    .pipe(z.array(z.enum(statuses)).min(1))
-    .optional()
-    .meta({ description: `Comma-separated: ${statuses.join(', ')}` });
-
 /** Most list items with their input and output that one page may hold. */
 export const MAX_PAGE_SIZE_WITH_DATA = 20;
 
 export const ListExecutionsQuery = listQuery(['createdAt'] as const, {
-  status: statusList(executionStatuses),
+  status: commaSeparatedList(executionStatuses),
   workflowId: z.uuid().optional(),
   jobId: z.uuid().optional(),
   createdAfter: TimestampInput.optional().meta({ description: 'Only executions created at or after this time.' }),
@@ -82,7 +72,7 @@ export const ExecutionListItem = Execution.extend({ input: z.unknown().optional(
 export const ExecutionPage = pageOf(ExecutionListItem, 'ExecutionPage');
 
 /** Steps are listed in the order they ran unless sortDirection=desc. */
-export const ListStepsQuery = listQuery(['createdAt'] as const, { status: statusList(stepStatuses) }, 'asc');
+export const ListStepsQuery = listQuery(['createdAt'] as const, { status: commaSeparatedList(stepStatuses) }, 'asc');
 export const StepPage = pageOf(Step, 'StepPage');
 
 export type ExecutionDto = z.infer<typeof Execution>;

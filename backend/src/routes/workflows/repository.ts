@@ -127,7 +127,9 @@ export async function update(db: Db, userId: string, id: string, input: UpdateWo
 
 /**
  * Gives one of the caller's workflows a new webhook URL: the old one answers 404 from the commit
- * on. Not a change of the workflow (its version and ETag stay). 'no-webhook' when its graph has no
+ * on. Not a change of the workflow: its version and ETag stay, because the ETag guards what a PATCH
+ * changes (as for jobs), and the hook id is no field a PATCH writes; a delivery looked up under the
+ * old id is refused by acceptDelivery's own hook_id check. 'no-webhook' when its graph has no
  * trigger.webhook node; null when the caller has no such workflow.
  */
 export async function rotateHook(db: Db, userId: string, id: string): Promise<WorkflowRow | 'no-webhook' | null> {
