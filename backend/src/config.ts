@@ -96,6 +96,7 @@ const variablesSchema = z.object({
       .optional(),
     CONNECTIONS_PER_USER: integerFromEnv(1, 100_000).default(100),
     VARIABLES_PER_USER: integerFromEnv(1, 100_000).default(500),
+    EVENT_SUBSCRIPTIONS_PER_USER: integerFromEnv(1, 10_000).default(20),
     CORS_ORIGINS: originList.default(['http://localhost:8100']),
     AUTH_CACHE_TTL_MS: integerFromEnv(0, 60_000).default(5_000),
     API_KEYS_PER_USER: integerFromEnv(1, 100_000).default(100),
@@ -126,6 +127,9 @@ const variablesSchema = z.object({
     ENGINE_HTTP_TIMEOUT_MS: integerFromEnv(1, 300_000).default(30_000),
     ENGINE_HTTP_MAX_RESPONSE_BYTES: integerFromEnv(1_024, 100 * 1024 * 1024).default(1024 * 1024),
     ENGINE_MAX_PAYLOAD_BYTES: integerFromEnv(1_024, 100 * 1024 * 1024).default(1024 * 1024),
+    EVENT_DELIVERY_CONCURRENCY: integerFromEnv(1, 1000).default(8),
+    EVENT_DELIVERY_PER_SUBSCRIPTION: integerFromEnv(1, 100).default(2),
+    EVENT_RETRY_BASE_MS: integerFromEnv(10, 3_600_000).default(30_000),
     API_MAX_PAGE_DATA_BYTES: integerFromEnv(1_024, 256 * 1024 * 1024).default(8 * 1024 * 1024),
     EXPRESSION_TIMEOUT_MS: integerFromEnv(10, 60_000).default(1_000),
     EXPRESSION_WORKERS: integerFromEnv(1, 64).default(3),
@@ -206,6 +210,8 @@ const configSchema = variablesSchema
       /** Connections and variables one user may have. */
       connectionsPerUser: env.CONNECTIONS_PER_USER,
       variablesPerUser: env.VARIABLES_PER_USER,
+      /** Event subscriptions one user may have: each is a row the outbox reads in every change it announces. */
+      eventSubscriptionsPerUser: env.EVENT_SUBSCRIPTIONS_PER_USER,
       /** API keys one user may hold (expired ones included). */
       apiKeysPerUser: env.API_KEYS_PER_USER,
       /** Event streams one user may hold open on this process (each holds a connection and a bus listener). */
@@ -248,6 +254,15 @@ const configSchema = variablesSchema
         },
         /** Largest payload stored, as JSON: execution input, output and error; step input, output and error. */
         maxPayloadBytes: env.ENGINE_MAX_PAYLOAD_BYTES,
+        /** The delivery workers of event messages (events/delivery-worker.ts); they reach receivers through `http.allow`'s guard. */
+        events: {
+          /** Messages this process sends at once. */
+          concurrency: env.EVENT_DELIVERY_CONCURRENCY,
+          /** Attempts in flight for one subscription, over every process: a dead receiver holds no more workers than this. */
+          perSubscription: env.EVENT_DELIVERY_PER_SUBSCRIPTION,
+          /** Longest wait before the first retry; it doubles after each failure, up to an hour (full jitter: a random wait below it). */
+          retryBaseMs: env.EVENT_RETRY_BASE_MS,
+        },
         /**
          * Days an ended execution is kept after it finished when its workflow sets no retentionDays, and
          * a delivery without an execution after it came; the engine's housekeeping deletes them after.

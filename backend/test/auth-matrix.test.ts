@@ -51,6 +51,8 @@ describe('every protected route refuses every missing or dead credential with 40
       variables: resources.variable.id,
       connections: resources.connection.id,
       deliveries: resources.delivery.id,
+      'event-subscriptions': resources.eventSubscription.id,
+      'event-deliveries': resources.eventDelivery.id,
     };
 
     const document = (await app.inject('/api/openapi.json')).json<OpenApiDocument>();

@@ -53,6 +53,7 @@ describe('config', () => {
       SECRETS_KEYS: `a:${'A'.repeat(43)}=,b:${'B'.repeat(43)}=`,
       CONNECTIONS_PER_USER: '4',
       VARIABLES_PER_USER: '6',
+      EVENT_SUBSCRIPTIONS_PER_USER: '8',
       CORS_ORIGINS: 'https://app.example.com/',
       AUTH_CACHE_TTL_MS: '0',
       AUTH_CACHE_MAX_BYTES: '1048576',
@@ -89,6 +90,9 @@ describe('config', () => {
       EXPRESSION_MAX_HEAP_MB: '64',
       EXPRESSION_MAX_TEMPLATES: '40',
       EXECUTION_RETENTION_DAYS: '90',
+      EVENT_DELIVERY_CONCURRENCY: '5',
+      EVENT_DELIVERY_PER_SUBSCRIPTION: '3',
+      EVENT_RETRY_BASE_MS: '1500',
     });
     expect(config).toEqual({
       env: 'test',
@@ -113,6 +117,7 @@ describe('config', () => {
       secretsKeys: `a:${'A'.repeat(43)}=,b:${'B'.repeat(43)}=`,
       connectionsPerUser: 4,
       variablesPerUser: 6,
+      eventSubscriptionsPerUser: 8,
       apiKeysPerUser: 11,
       storageMaxBytes: 4096,
       maxPageDataBytes: 65536,
@@ -131,6 +136,7 @@ describe('config', () => {
         pollMs: 50,
         http: { allow: ['127.0.0.1', 'localhost'], timeoutMs: 100, maxResponseBytes: 2048 },
         maxPayloadBytes: 4096,
+        events: { concurrency: 5, perSubscription: 3, retryBaseMs: 1500 },
         retentionDays: 90,
         expressions: { timeoutMs: 250, workers: 3, maxHeapMb: 64, maxTemplates: 40 },
       },

@@ -8,7 +8,7 @@ import type { LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import { startEngine, waitForStatus } from './engine-helpers.js';
-import { buildTestApp, expectProblem, signUp, type SignedInUser } from './helpers.js';
+import { buildTestApp, expectProblem, lacksConcurrentConnections, signUp, type SignedInUser } from './helpers.js';
 
 interface HookWorkflow {
   id: string;
@@ -340,7 +340,8 @@ describe('webhook deliveries', () => {
     expect((await list(alice, workflow.id)).items.map((item) => item.id)).toEqual([sent.deliveryId]);
   });
 
-  it('counts a replay against the limits of a run: executions waiting, and the storage quota', async () => {
+  // A second app with other settings beside the first: the embedded database serves one connection.
+  it.skipIf(lacksConcurrentConnections())('counts a replay against the limits of a run: executions waiting, and the storage quota', async () => {
     const user = await signUp(app);
     // A run that waits an hour: once paused it stays waiting, whichever engine took it.
     const workflow = await createHookWorkflow(user, hookGraph({}, { id: 'wait', type: 'delay', params: { ms: 3_600_000 } }));

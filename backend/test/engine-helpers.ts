@@ -5,9 +5,13 @@ import { pino } from 'pino';
 import { Engine } from '../src/engine/engine.js';
 import { testConfig, type SignedInUser } from './helpers.js';
 
-/** An engine in this process, on the test app's pool and bus, with test-friendly timings. */
+/**
+ * An engine in this process, on the test app's pool and bus, with test-friendly timings. Every test
+ * engine retries event deliveries quickly: the delivery workers of one test file may take another
+ * file's messages (they share the database), and a 30 s backoff there would stall that file's test.
+ */
 export function startEngine(app: App, overrides: Record<string, string> = {}): Engine {
-  const config = testConfig({ ENGINE_POLL_MS: '50', ENGINE_LEASE_MS: '3000', ENGINE_HTTP_ALLOW: '127.0.0.1', ...overrides });
+  const config = testConfig({ ENGINE_POLL_MS: '50', ENGINE_LEASE_MS: '3000', ENGINE_HTTP_ALLOW: '127.0.0.1', EVENT_RETRY_BASE_MS: '50', ...overrides });
   // Warnings and errors of the engine reach the test output; the rest stays quiet.
   const engine = new Engine({ lifecycle: app.executions, bus: app.bus, config: config.engine, logger: pino({ level: 'warn' }), db: app.database.db, keyring: app.keyring });
   engine.start();
@@ -146,4 +150,93 @@ export async function eventually<T>(check: () => Promise<T | undefined | false>,
     if (Date.now() > deadline) throw new Error(`${what} not reached within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** One request an event receiver got: what a customer's endpoint would see. */
+export interface ReceivedEvent {
+  readonly path: string;
+  /** Lower-case names; a repeated header joined by ', '. */
+  readonly headers: Record<string, string>;
+  /** The raw body, as signed. */
+  readonly body: string;
+  readonly at: number;
+  /** What it answered; undefined while it holds the request (or if it never answered). */
+  status: number | undefined;
+}
+
+/** How an event receiver answers one request: a status, or no answer at all (the request is held until the client gives up or the receiver closes). */
+export type EventAnswer = number | 'hang';
+
+/**
+ * A local HTTP endpoint for event subscriptions (ENGINE_HTTP_ALLOW=127.0.0.1 lets the delivery
+ * workers reach it). It records every request and answers as `answer` says (200 unless set), per
+ * request: `nth` counts the requests to that path so far, from 1.
+ */
+export interface EventReceiver {
+  readonly url: string;
+  readonly received: ReceivedEvent[];
+  answer: (request: ReceivedEvent, nth: number) => EventAnswer;
+  /** The requests to `path` held open now. */
+  openCount(path: string): number;
+  /** The most requests to `path` ever held open at once. */
+  maxOpen(path: string): number;
+  on(path: string): ReceivedEvent[];
+  close(): Promise<void>;
+}
+
+export async function startEventReceiver(): Promise<EventReceiver> {
+  const received: ReceivedEvent[] = [];
+  const open = new Map<string, number>();
+  const peak = new Map<string, number>();
+  const receiver: EventReceiver = {
+    url: '',
+    received,
+    answer: () => 200,
+    openCount: (path) => open.get(path) ?? 0,
+    maxOpen: (path) => peak.get(path) ?? 0,
+    on: (path) => received.filter((request) => request.path === path),
+    close: async () => undefined,
+  };
+  const server: Server = createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      const path = new URL(request.url ?? '/', 'http://receiver').pathname;
+      const headers = Object.fromEntries(Object.entries(request.headersDistinct).map(([name, values]) => [name, (values ?? []).join(', ')]));
+      const event: ReceivedEvent = { path, headers, body: Buffer.concat(chunks).toString('utf8'), at: Date.now(), status: undefined };
+      received.push(event);
+      const nth = received.filter((other) => other.path === path).length;
+      open.set(path, (open.get(path) ?? 0) + 1);
+      peak.set(path, Math.max(peak.get(path) ?? 0, open.get(path) ?? 0));
+      response.on('close', () => open.set(path, (open.get(path) ?? 1) - 1));
+      const answer = receiver.answer(event, nth);
+      if (answer === 'hang') return;
+      event.status = answer;
+      response.writeHead(answer, { 'content-type': 'application/json' });
+      response.end(JSON.stringify({ received: answer < 300 }));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return Object.assign(receiver, {
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  });
+}
+
+export interface CreatedSubscription {
+  readonly id: string;
+  /** `whsec_...`: shown once, at creation. */
+  readonly secret: string;
+}
+
+/** Creates an event subscription through the API (POST /api/v1/event-subscriptions). */
+export async function createSubscription(app: App, user: SignedInUser, fields: { url: string; events: readonly string[]; workflowId?: string }): Promise<CreatedSubscription> {
+  const response = await app.inject({ method: 'POST', url: '/api/v1/event-subscriptions', headers: { cookie: user.cookie }, payload: fields });
+  if (response.statusCode !== 201) throw new Error(`subscription refused: ${response.statusCode} ${response.body}`);
+  return response.json<CreatedSubscription>();
 }

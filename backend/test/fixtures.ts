@@ -18,10 +18,12 @@ export const failingScheduledGraph = {
 
 /**
  * A workflow, a job and an execution of that job with two steps, owned by `user`, made through the
- * real routes, the scheduler and the engine; an API key, a variable, a secret variable and a
- * connection (with a secret); a workflow whose trigger.webhook node checks a header against the
- * secret variable, and one delivery to its webhook URL that fails the check: `rejected`, so it
- * started nothing and the job's run stays the user's only execution.
+ * real routes, the scheduler and the engine; an event subscription to the workflow's failed
+ * executions, made before the job fires, and the message its failed run wrote to the outbox (an
+ * event delivery); an API key, a variable, a secret variable and a connection (with a secret); a
+ * workflow whose trigger.webhook node checks a header against the secret variable, and one
+ * delivery to its webhook URL that fails the check: `rejected`, so it started nothing and the
+ * job's run stays the user's only execution.
  */
 export async function makeResources(app: App, user: SignedInUser) {
   const headers = { cookie: user.cookie };
@@ -31,7 +33,19 @@ export async function makeResources(app: App, user: SignedInUser) {
   const job = (
     await app.inject({ method: 'POST', url: '/api/v1/jobs', headers, payload: { name: 'fixture job', workflowId: workflow.id, cron: '0 * * * *', status: 'ACTIVE' } })
   ).json<{ id: string }>();
+  // `.invalid` never resolves (RFC 6761): the fixture's messages are attempted and fail, and reach no one.
+  const eventSubscription = (
+    await app.inject({
+      method: 'POST',
+      url: '/api/v1/event-subscriptions',
+      headers,
+      payload: { url: 'https://hooks.example.invalid/fixture', events: ['execution.failed'], workflowId: workflow.id },
+    })
+  ).json<{ id: string; secret: string }>();
   const execution = await fireJob(app, user, job.id);
+  const [eventMessage] = (await app.inject({ url: `/api/v1/event-subscriptions/${eventSubscription.id}/deliveries`, headers })).json<{ items: { id: string }[] }>().items;
+  if (!eventMessage) throw new Error('the failed run wrote no event message');
+  const eventDelivery = { id: eventMessage.id };
   const apiKey = (await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers, payload: { name: 'fixture key' } })).json<{ id: string; key: string }>();
   // Names are unique per user: every call makes new ones.
   const suffix = randomBytes(4).toString('hex');
@@ -70,7 +84,7 @@ export async function makeResources(app: App, user: SignedInUser) {
   const [rejected] = (await app.inject({ url: `/api/v1/workflows/${webhookWorkflow.id}/deliveries`, headers })).json<{ items: { id: string }[] }>().items;
   if (!rejected) throw new Error('the fixture delivery was not recorded');
   const delivery = { id: rejected.id };
-  return { workflow, job, execution: { id: execution.id }, apiKey, variable, secretVariable, connection, webhookWorkflow, delivery };
+  return { workflow, job, execution: { id: execution.id }, eventSubscription, eventDelivery, apiKey, variable, secretVariable, connection, webhookWorkflow, delivery };
 }
 
 /** Makes the job due, fires it through the scheduler and runs its execution to its end with an engine. */

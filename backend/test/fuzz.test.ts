@@ -44,8 +44,8 @@ const LEAK_MARKERS = ['    at ', 'select ', 'insert into', 'syntax error at', 'p
 const mentionsLeakMarker = (text: string) => LEAK_MARKERS.some((marker) => text.toLowerCase().includes(marker));
 
 /** Placeholders for the ids of the caller's own resources, replaced when the request is sent (fixtures are remade after a delete). */
-type Resource = 'workflows' | 'jobs' | 'executions' | 'api-keys' | 'variables' | 'connections' | 'deliveries';
-const RESOURCES: readonly Resource[] = ['workflows', 'jobs', 'executions', 'api-keys', 'variables', 'connections', 'deliveries'];
+type Resource = 'workflows' | 'jobs' | 'executions' | 'api-keys' | 'variables' | 'connections' | 'deliveries' | 'event-subscriptions' | 'event-deliveries';
+const RESOURCES: readonly Resource[] = ['workflows', 'jobs', 'executions', 'api-keys', 'variables', 'connections', 'deliveries', 'event-subscriptions', 'event-deliveries'];
 const placeholder = (resource: Resource) => `@@${resource}@@`;
 const resourceOfPath = (path: string): Resource | undefined => RESOURCES.find((resource) => path.startsWith(`/api/v1/${resource}/`));
 /** `workflowId` -> workflows: a documented field or parameter that names one of the caller's resources. */
@@ -439,8 +439,8 @@ describe('fuzzing every /api/v1 operation from its documented schemas', () => {
 
   beforeAll(async () => {
     // The test config's rate limits are far above the ~1,300 requests this file sends as one user.
-    // Fixtures are remade for every operation and after every delete: room for all of their jobs, connections and variables.
-    app = await buildTestApp({ JOBS_PER_USER_MAX: '10000', CONNECTIONS_PER_USER: '10000', VARIABLES_PER_USER: '10000' });
+    // Fixtures are remade for every operation and after every delete: room for all of their jobs, connections, variables and subscriptions.
+    app = await buildTestApp({ JOBS_PER_USER_MAX: '10000', CONNECTIONS_PER_USER: '10000', VARIABLES_PER_USER: '10000', EVENT_SUBSCRIPTIONS_PER_USER: '10000' });
     user = await signUp(app);
   });
   afterAll(async () => {
@@ -457,6 +457,8 @@ describe('fuzzing every /api/v1 operation from its documented schemas', () => {
       variables: made.variable.id,
       connections: made.connection.id,
       deliveries: made.delivery.id,
+      'event-subscriptions': made.eventSubscription.id,
+      'event-deliveries': made.eventDelivery.id,
     };
   };
 
@@ -485,6 +487,11 @@ describe('fuzzing every /api/v1 operation from its documented schemas', () => {
             from connections where user_id = ${userId}) c),
         'deliveries', (select coalesce(json_agg(d order by d.id), '[]') from (
           select id, workflow_id, status, execution_id, body_bytes from webhook_deliveries where user_id = ${userId}) d),
+        'eventSubscriptions', (select coalesce(json_agg(s order by s.id), '[]') from (
+          select id, url, events, workflow_id, enabled, disabled_reason, secret_ciphertext, previous_secret_ciphertext, version
+            from event_subscriptions where user_id = ${userId}) s),
+        'eventMessages', (select coalesce(json_agg(m order by m.id), '[]') from (
+          select id, subscription_id, type, webhook_id from event_messages where user_id = ${userId}) m),
         'idempotencyKeys', (select coalesce(json_agg(i order by i.scope, i.key), '[]') from (
           select scope, key, request_hash, response_status from idempotency_keys where user_id = ${userId}) i)
       )::text as snapshot`;
@@ -518,7 +525,8 @@ describe('fuzzing every /api/v1 operation from its documented schemas', () => {
       });
 
       const property = fc.asyncProperty(fc.limitShrink(arbitrary, 60), async (input: FuzzCase) => {
-        const fill = (text: string) => text.replace(/@@(workflows|jobs|executions|api-keys|variables|connections|deliveries)@@/g, (_match, resource: Resource) => ids[resource]);
+        const fill = (text: string) =>
+          text.replace(/@@(workflows|jobs|executions|api-keys|variables|connections|deliveries|event-subscriptions|event-deliveries)@@/g, (_match, resource: Resource) => ids[resource]);
         const url = fill(operation.path.replace(/\{[^}]+\}/g, input.pathValue) + queryString(input.query));
         const payload = input.body.kind === 'text' ? fill(input.body.text) : undefined;
         // An input that itself contains a leak marker could be echoed back legitimately: not a case.

@@ -14,7 +14,7 @@ import { bodySchemaOf, operationsOf, publishedDocument, resolve, type JsonSchema
 
 const SPA_ORIGIN = 'http://localhost:8100';
 
-type Resource = 'workflows' | 'jobs' | 'executions' | 'api-keys' | 'variables' | 'connections';
+type Resource = 'workflows' | 'jobs' | 'executions' | 'api-keys' | 'variables' | 'connections' | 'event-subscriptions' | 'event-deliveries';
 const FIELD_RESOURCES: Readonly<Record<string, Resource>> = { workflowId: 'workflows', jobId: 'jobs', executionId: 'executions' };
 
 describe('hostile input', () => {
@@ -30,7 +30,16 @@ describe('hostile input', () => {
     operations = operationsOf(document);
     user = await signUp(app);
     const made = await makeResources(app, user);
-    ids = { workflows: made.workflow.id, jobs: made.job.id, executions: made.execution.id, 'api-keys': made.apiKey.id, variables: made.variable.id, connections: made.connection.id };
+    ids = {
+      workflows: made.workflow.id,
+      jobs: made.job.id,
+      executions: made.execution.id,
+      'api-keys': made.apiKey.id,
+      variables: made.variable.id,
+      connections: made.connection.id,
+      'event-subscriptions': made.eventSubscription.id,
+      'event-deliveries': made.eventDelivery.id,
+    };
   });
   afterAll(async () => {
     await app.close();
@@ -56,6 +65,9 @@ describe('hostile input', () => {
           select id, key, value, secret, secret_ciphertext, version from variables where user_id = ${user.id}) v),
         'connections', (select coalesce(json_agg(c order by c.id), '[]') from (
           select id, name, description, base_url, headers, auth_type, auth_username, auth_name, secret_ciphertext, version from connections where user_id = ${user.id}) c),
+        'eventSubscriptions', (select coalesce(json_agg(s order by s.id), '[]') from (
+          select id, url, events, workflow_id, enabled, disabled_reason, secret_ciphertext, previous_secret_ciphertext, version
+            from event_subscriptions where user_id = ${user.id}) s),
         'idempotencyKeys', (select count(*) from idempotency_keys where user_id = ${user.id})
       )::text as snapshot`;
     if (!row) throw new Error('snapshot query returned no row');

@@ -37,6 +37,14 @@ const contract: [string, string, number][] = [
   ['get', '/api/v1/workflows/{id}/deliveries', 200],
   ['get', '/api/v1/deliveries/{id}', 200],
   ['post', '/api/v1/deliveries/{id}/replay', 202],
+  ['get', '/api/v1/event-subscriptions', 200],
+  ['post', '/api/v1/event-subscriptions', 201],
+  ['get', '/api/v1/event-subscriptions/{id}', 200],
+  ['patch', '/api/v1/event-subscriptions/{id}', 200],
+  ['delete', '/api/v1/event-subscriptions/{id}', 204],
+  ['post', '/api/v1/event-subscriptions/{id}/rotate-secret', 200],
+  ['get', '/api/v1/event-subscriptions/{id}/deliveries', 200],
+  ['post', '/api/v1/event-deliveries/{id}/retry', 202],
 ];
 
 describe('the OpenAPI document', () => {
@@ -63,6 +71,15 @@ describe('the OpenAPI document', () => {
     const text = JSON.stringify(document);
     expect(text).not.toContain('userId');
     expect(text).not.toContain('keyHash');
+  });
+
+  it('documents an event subscription’s secret on its creation and rotation only, and the deliveries’ filters', () => {
+    const schemas = document.components?.schemas ?? {};
+    expect(Object.keys(schemas.EventSubscription?.properties ?? {})).not.toContain('secret');
+    expect(Object.keys(schemas.CreatedEventSubscription?.properties ?? {})).toContain('secret');
+    expect(Object.keys(schemas.RotatedEventSubscription?.properties ?? {})).toContain('secret');
+    const names = document.paths['/api/v1/event-subscriptions/{id}/deliveries']?.get?.parameters?.map((parameter) => parameter.name) ?? [];
+    expect(names).toEqual(expect.arrayContaining(['pageSize', 'cursor', 'page', 'sortBy', 'sortDirection', 'status', 'type']));
   });
 
   it('documents the problem+json error body on every /api/v1 operation, as the API really sends it', async () => {

@@ -14,6 +14,7 @@ const validBodies: Record<string, Record<string, unknown>> = {
   'PATCH /api/v1/jobs/{id}': { name: 'hijacked' },
   'PATCH /api/v1/variables/{id}': { value: 'hijacked' },
   'PATCH /api/v1/connections/{id}': { description: 'hijacked' },
+  'PATCH /api/v1/event-subscriptions/{id}': { url: 'https://hijacked.example.com/' },
 };
 
 describe('ownership, over every route that takes an id', () => {
@@ -37,6 +38,8 @@ describe('ownership, over every route that takes an id', () => {
       variables: resources.variable.id,
       connections: resources.connection.id,
       deliveries: resources.delivery.id,
+      'event-subscriptions': resources.eventSubscription.id,
+      'event-deliveries': resources.eventDelivery.id,
     };
   });
   afterAll(async () => {
@@ -56,6 +59,12 @@ describe('ownership, over every route that takes an id', () => {
       read(`/api/v1/connections/${ids.connections}`),
       read(`/api/v1/deliveries/${ids.deliveries}`),
       read(`/api/v1/workflows/${webhookWorkflowId}/deliveries`),
+      read(`/api/v1/event-subscriptions/${ids['event-subscriptions']}`),
+      // Which messages she has (delivery workers may move their status and attempts on): a retry's effect is its own test's.
+      read(`/api/v1/event-subscriptions/${ids['event-subscriptions']}/deliveries`).then((body) => {
+        const page = JSON.parse(body) as { items: { id: string; type: string; webhookId: string }[] };
+        return JSON.stringify(page.items.map((item) => [item.id, item.type, item.webhookId]));
+      }),
       // How many runs she has (their statuses move on as engines run them): a replay would add one.
       app.database.sql<{ count: number }[]>`select count(*)::int as count from executions where user_id = ${alice.id}`.then(([row]) => String(row?.count)),
     ]);

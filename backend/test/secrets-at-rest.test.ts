@@ -165,7 +165,16 @@ describe('secrets at rest', () => {
     // The application's tables are searched too, the sealed secrets' and the JSON ones among them.
     const searched = columns.map((column) => `${column.table}.${column.column}`);
     expect(searched).toEqual(
-      expect.arrayContaining(['connections.secret_ciphertext', 'connections.headers', 'variables.value', 'execution_steps.output', 'execution_steps.error', 'idempotency_keys.response_body']),
+      expect.arrayContaining([
+        'connections.secret_ciphertext',
+        'connections.headers',
+        'variables.value',
+        'event_subscriptions.secret_ciphertext',
+        'event_subscriptions.previous_secret_ciphertext',
+        'execution_steps.output',
+        'execution_steps.error',
+        'idempotency_keys.response_body',
+      ]),
     );
   });
 
@@ -192,6 +201,27 @@ describe('secrets at rest', () => {
     const canary = recognisableSecret('canary');
     await createConnection(app, owner, { name: 'rest-canary', baseUrl: echo.url, description: canary, headers: { 'x-canary': canary }, auth: { type: 'none' } });
     await createVariable(app, owner, { key: 'REST_CANARY', value: { canary } });
+
+    // Event subscriptions' signing secrets, which the service makes: one created with an
+    // Idempotency-Key (its answer is kept 24 h), and one rotated, whose first secret is kept as the previous one.
+    const signingSecrets: string[] = [];
+    const subscribe = async (headers: Record<string, string>) => {
+      const response = await app.inject({
+        method: 'POST',
+        url: '/api/v1/event-subscriptions',
+        headers: { cookie: owner.cookie, ...headers },
+        payload: { url: 'https://hooks.example.invalid/at-rest', events: ['execution.completed', 'step.failed'] },
+      });
+      expect(response.statusCode, response.body).toBe(201);
+      const created = response.json<{ id: string; secret: string }>();
+      signingSecrets.push(created.secret);
+      return created.id;
+    };
+    await subscribe({ 'idempotency-key': `at-rest-subscription-${canary.slice(-8)}` });
+    const rotatedSubscription = await subscribe({});
+    const rotation = await app.inject({ method: 'POST', url: `/api/v1/event-subscriptions/${rotatedSubscription}/rotate-secret`, headers: { cookie: owner.cookie } });
+    expect(rotation.statusCode, rotation.body).toBe(200);
+    signingSecrets.push(rotation.json<{ secret: string }>().secret);
 
     // Secrets replaced by new ones: the old values must not linger anywhere either.
     const replaced: string[] = [];
@@ -268,6 +298,15 @@ describe('secrets at rest', () => {
     everySecret.set('the new bearer token', newBearer);
     everySecret.set('the new variable value', newVariableValue);
     for (const [index, value] of replaced.entries()) everySecret.set(`replaced secret ${index + 1}`, value);
+    for (const [index, value] of signingSecrets.entries()) {
+      // The whole whsec_ text, and its key (the base64 of 32 bytes) however re-encoded.
+      const key = value.slice('whsec_'.length);
+      const bytes = Buffer.from(key, 'base64');
+      everySecret.set(`signing secret ${index + 1}`, value);
+      everySecret.set(`signing secret ${index + 1} key`, key);
+      everySecret.set(`signing secret ${index + 1} key (base64url)`, bytes.toString('base64url'));
+      everySecret.set(`signing secret ${index + 1} key (hex)`, bytes.toString('hex'));
+    }
 
     const sql = app.database.sql;
     const columns = await textualColumns(sql);

@@ -11,9 +11,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import type { Sql } from '../src/db/client.js';
-import { connectionSecretBinding, variableSecretBinding } from '../src/secrets/bindings.js';
+import { connectionSecretBinding, eventSubscriptionSecretBinding, variableSecretBinding } from '../src/secrets/bindings.js';
 import { generateKeyEntry, Keyring, parseKeyEntries, SecretUnreadableError, type SealedSecret } from '../src/secrets/keyring.js';
-import { describeRotation, rotateSecrets, rotationComplete, sealedSecretTables, type RotationReport } from '../src/secrets/rotate.js';
+import { describeRotation, rotateSecrets, rotationComplete, sealedSecretColumns, sealedSecretTables, type RotationReport } from '../src/secrets/rotate.js';
 import { lacksConcurrentConnections, signUp, type SignedInUser } from './helpers.js';
 import { createWorkflow, runWorkflow, startEngine, stepsOf, waitForStatus } from './engine-helpers.js';
 import { runScript, startServerProcess } from './process.js';
@@ -90,6 +90,20 @@ async function runRequest(service: App, user: SignedInUser, params: Record<strin
 
 const tableReport = (report: RotationReport, table: string) => report.tables.find((entry) => entry.table === table);
 
+/** What the rotation reports of the event subscriptions' two secret columns in a test that stores none. */
+const untouchedSubscriptions = (['secret_ciphertext', 'previous_secret_ciphertext'] as const).map((column) => ({
+  table: 'event_subscriptions',
+  column,
+  rewrapped: 0,
+  alreadyCurrent: 0,
+  unreadable: [],
+  notReached: 0,
+}));
+const NO_SUBSCRIPTION_LINES = [
+  'event_subscriptions: 0 rewrapped, 0 already current, 0 unreadable',
+  'event_subscriptions.previous_secret_ciphertext: 0 rewrapped, 0 already current, 0 unreadable',
+];
+
 describe('secret key rotation', () => {
   let echo: EchoServer;
   beforeAll(async () => {
@@ -115,16 +129,28 @@ describe('secret key rotation', () => {
     const cleaner = await app(keyA);
     await cleaner.database.sql`delete from connections`;
     await cleaner.database.sql`delete from variables`;
+    await cleaner.database.sql`delete from event_subscriptions`;
     await closeApps();
     return closeApps;
   });
 
-  it('covers every table that stores a sealed secret', async () => {
+  it('covers every table, and every column, that stores a sealed secret', async () => {
     const sql = (await app(keyA)).database.sql;
     const tables = await sql<{ table_name: string }[]>`
       select table_name from information_schema.columns
       where table_schema = 'public' and column_name = 'secret_ciphertext' order by table_name`;
     expect(tables.map((row) => row.table_name)).toEqual([...sealedSecretTables].sort());
+    // Any column of sealed envelopes, each with its key ids beside it.
+    const columns = await sql<{ table_name: string; column_name: string; key_id_column: string | null }[]>`
+      select c.table_name, c.column_name, k.column_name as key_id_column
+      from information_schema.columns c
+      left join information_schema.columns k
+        on k.table_schema = c.table_schema and k.table_name = c.table_name and k.column_name = regexp_replace(c.column_name, '_ciphertext$', '_key_id')
+      where c.table_schema = 'public' and c.column_name like '%secret_ciphertext' order by c.table_name, c.column_name`;
+    const listed = sealedSecretColumns.map(({ table, column }) => ({ table_name: table, column_name: column, key_id_column: column.replace(/_ciphertext$/, '_key_id') }));
+    const byName = (a: { table_name: string; column_name: string }, b: { table_name: string; column_name: string }) =>
+      `${a.table_name}.${a.column_name}` < `${b.table_name}.${b.column_name}` ? -1 : 1;
+    expect([...columns].sort(byName)).toEqual([...listed].sort(byName));
   });
 
   it('reads secrets sealed under A with B first, moves them all to B (twice changes nothing), then needs B alone', async () => {
@@ -165,14 +191,16 @@ describe('secret key rotation', () => {
     expect(report).toEqual({
       primaryKeyId: 'b',
       tables: [
-        { table: 'connections', rewrapped: 4, alreadyCurrent: 0, unreadable: [], notReached: 0 },
-        { table: 'variables', rewrapped: 2, alreadyCurrent: 1, unreadable: [], notReached: 0 },
+        { table: 'connections', column: 'secret_ciphertext', rewrapped: 4, alreadyCurrent: 0, unreadable: [], notReached: 0 },
+        { table: 'variables', column: 'secret_ciphertext', rewrapped: 2, alreadyCurrent: 1, unreadable: [], notReached: 0 },
+        ...untouchedSubscriptions,
       ],
     });
     expect(rotationComplete(report)).toBe(true);
     expect(describeRotation(report)).toEqual([
       'connections: 4 rewrapped, 0 already current, 0 unreadable',
       'variables: 2 rewrapped, 1 already current, 0 unreadable',
+      ...NO_SUBSCRIPTION_LINES,
       "done: every secret is under key 'b'; the other keys may now leave SECRETS_KEYS",
     ]);
     const afterRotation = new Map<string, SealedRow>();
@@ -196,6 +224,7 @@ describe('secret key rotation', () => {
     expect(second.lines).toEqual([
       'connections: 0 rewrapped, 4 already current, 0 unreadable',
       'variables: 0 rewrapped, 3 already current, 0 unreadable',
+      ...NO_SUBSCRIPTION_LINES,
       "nothing to do: every secret is already under key 'b'",
     ]);
     expect(second.code).toBe(0);
@@ -209,6 +238,77 @@ describe('secret key rotation', () => {
       expectUnreadable(() => openRow(keyringOf(keyA), secret.table, row));
     }
     expect(await readThroughRun(appB, owner, '/read-with-b-alone')).toEqual(expectedRead);
+  });
+
+  it('moves both secrets of an event subscription (the current one and the one a rotation kept) to B, leaving the resource as it was', async () => {
+    const appA = await app(keyA);
+    const owner = await signUp(appA);
+    const post = await appA.inject({
+      method: 'POST',
+      url: '/api/v1/event-subscriptions',
+      headers: { cookie: owner.cookie },
+      payload: { url: 'https://hooks.example.invalid/rotation', events: ['execution.failed'] },
+    });
+    expect(post.statusCode, post.body).toBe(201);
+    const { id, secret: first } = post.json<{ id: string; secret: string }>();
+    const rotated = await appA.inject({ method: 'POST', url: `/api/v1/event-subscriptions/${id}/rotate-secret`, headers: { cookie: owner.cookie } });
+    expect(rotated.statusCode, rotated.body).toBe(200);
+    const current = rotated.json<{ secret: string }>().secret;
+    interface SubscriptionSecrets {
+      secret_key_id: string;
+      secret_ciphertext: string;
+      previous_secret_key_id: string;
+      previous_secret_ciphertext: string;
+      previous_secret_expires_at: string;
+      version: number;
+      updated_at: string;
+    }
+    const read = async (sql: Sql): Promise<SubscriptionSecrets> => {
+      const [row] = await sql<SubscriptionSecrets[]>`
+        select secret_key_id, secret_ciphertext, previous_secret_key_id, previous_secret_ciphertext,
+          previous_secret_expires_at::text, version, updated_at::text
+        from event_subscriptions where id = ${id}`;
+      if (!row) throw new Error('subscription missing');
+      return row;
+    };
+    const binding = eventSubscriptionSecretBinding({ id, userId: owner.id });
+    const open = (keyring: Keyring, row: SubscriptionSecrets) => [
+      keyring.open({ keyId: row.secret_key_id, ciphertext: row.secret_ciphertext }, binding),
+      keyring.open({ keyId: row.previous_secret_key_id, ciphertext: row.previous_secret_ciphertext }, binding),
+    ];
+    const before = await read(appA.database.sql);
+    expect([before.secret_key_id, before.previous_secret_key_id]).toEqual(['a', 'a']);
+    await closeApps();
+
+    const appBA = await app(`${keyB},${keyA}`);
+    const sql = appBA.database.sql;
+    const report = await rotateSecrets(sql, appBA.keyring, { batchSize: 1 });
+    expect(report.tables.filter((entry) => entry.table === 'event_subscriptions')).toEqual([
+      { table: 'event_subscriptions', column: 'secret_ciphertext', rewrapped: 1, alreadyCurrent: 0, unreadable: [], notReached: 0 },
+      { table: 'event_subscriptions', column: 'previous_secret_ciphertext', rewrapped: 1, alreadyCurrent: 0, unreadable: [], notReached: 0 },
+    ]);
+    expect(describeRotation(report)).toEqual(
+      expect.arrayContaining([
+        'event_subscriptions: 1 rewrapped, 0 already current, 0 unreadable',
+        'event_subscriptions.previous_secret_ciphertext: 1 rewrapped, 0 already current, 0 unreadable',
+      ]),
+    );
+    const after = await read(sql);
+    expect([after.secret_key_id, after.previous_secret_key_id]).toEqual(['b', 'b']);
+    // Not a change of the resource: its ETag, its updated time and the previous secret's expiry stay.
+    expect({ version: after.version, updatedAt: after.updated_at, expiresAt: after.previous_secret_expires_at }).toEqual({
+      version: before.version,
+      updatedAt: before.updated_at,
+      expiresAt: before.previous_secret_expires_at,
+    });
+    expect(open(keyringOf(keyB), after)).toEqual([current, first]);
+    expect(() => open(keyringOf(keyA), after)).toThrow(SecretUnreadableError);
+    // A second run finds both current.
+    const again = await rotateSecrets(sql, appBA.keyring);
+    expect(again.tables.filter((entry) => entry.table === 'event_subscriptions').map((entry) => [entry.rewrapped, entry.alreadyCurrent])).toEqual([
+      [0, 1],
+      [0, 1],
+    ]);
   });
 
   it('a ciphertext copied to another row, another table or another owner does not open', async () => {
@@ -247,7 +347,8 @@ describe('secret key rotation', () => {
     expect(openRow(service.keyring, 'connections', await sealedRow(sql, victimBearer))).toBe(victimBearer.value);
   });
 
-  it('a connection whose base_url is rewritten in the database to another origin does not open: its run fails SECRET_UNREADABLE and sends nothing', async () => {
+  // A second app with other settings beside the first: the embedded database serves one connection.
+  it.skipIf(lacksConcurrentConnections())('a connection whose base_url is rewritten in the database to another origin does not open: its run fails SECRET_UNREADABLE and sends nothing', async () => {
     // Sealed under A, so that the rotation below (B first) opens it to re-wrap it.
     const sealer = await app(keyA);
     const owner = await signUp(sealer);
@@ -322,6 +423,7 @@ describe('secret key rotation', () => {
     expect(first.lines).toEqual([
       'connections: 2 rewrapped, 0 already current, 2 unreadable',
       'variables: 0 rewrapped, 0 already current, 1 unreadable',
+      ...NO_SUBSCRIPTION_LINES,
       `unreadable: connections row ${firstDamaged}: ${damagedReason}`,
       `unreadable: connections row ${secondDamaged}: ${damagedReason}`,
       `unreadable: variables row ${lost.rowId}: ${lostReason}`,
@@ -360,18 +462,20 @@ describe('secret key rotation', () => {
     expect(second.tables).toEqual([
       {
         table: 'connections',
+        column: 'secret_ciphertext',
         rewrapped: 0,
         alreadyCurrent: 2,
         unreadable: [firstDamaged, secondDamaged].map((rowId) => ({ rowId, reason: damagedReason })),
         notReached: 0,
       },
-      { table: 'variables', rewrapped: 0, alreadyCurrent: 0, unreadable: [{ rowId: lost.rowId, reason: lostReason }], notReached: 0 },
+      { table: 'variables', column: 'secret_ciphertext', rewrapped: 0, alreadyCurrent: 0, unreadable: [{ rowId: lost.rowId, reason: lostReason }], notReached: 0 },
+      ...untouchedSubscriptions,
     ]);
     expect(rotationComplete(second)).toBe(false);
 
     // With C given back (after B, so B still seals), the lost secret is rotated too; the damaged one stays unreadable.
     const withC = await rotateSecrets(sql, keyringOf(keyB, keyA, keyC));
-    expect(tableReport(withC, 'variables')).toEqual({ table: 'variables', rewrapped: 1, alreadyCurrent: 0, unreadable: [], notReached: 0 });
+    expect(tableReport(withC, 'variables')).toEqual({ table: 'variables', column: 'secret_ciphertext', rewrapped: 1, alreadyCurrent: 0, unreadable: [], notReached: 0 });
     expect(openRow(keyringOf(keyB), 'variables', await sealedRow(sql, lost))).toBe(lost.value);
     expect(tableReport(withC, 'connections')?.unreadable).toHaveLength(2);
   });
@@ -396,7 +500,7 @@ describe('secret key rotation', () => {
       await holder`begin`;
       await holder`select id from variables where id = ${held.rowId} for update`;
       const report = await rotateSecrets(sql, service.keyring, { maxPasses: 2, pauseBetweenPassesMs: 50 });
-      expect(tableReport(report, 'variables')).toEqual({ table: 'variables', rewrapped: 2, alreadyCurrent: 0, unreadable: [], notReached: 1 });
+      expect(tableReport(report, 'variables')).toEqual({ table: 'variables', column: 'secret_ciphertext', rewrapped: 2, alreadyCurrent: 0, unreadable: [], notReached: 1 });
       expect(rotationComplete(report)).toBe(false);
       expect(describeRotation(report)).toContain('variables: 2 rewrapped, 0 already current, 0 unreadable, 1 not reached (changed during the run: run again)');
       expect((await sealedRow(sql, held)).secret_key_id).toBe('a');
@@ -405,7 +509,7 @@ describe('secret key rotation', () => {
       holder.release();
     }
     const rerun = await rotateSecrets(sql, service.keyring);
-    expect(tableReport(rerun, 'variables')).toEqual({ table: 'variables', rewrapped: 1, alreadyCurrent: 2, unreadable: [], notReached: 0 });
+    expect(tableReport(rerun, 'variables')).toEqual({ table: 'variables', column: 'secret_ciphertext', rewrapped: 1, alreadyCurrent: 2, unreadable: [], notReached: 0 });
 
     // Held through the first pass and released during the pause: the second pass takes it.
     const another = await secretVariable(await app(keyA), owner, 'HELD_FOUR', recognisableSecret('held-4'));
@@ -421,7 +525,7 @@ describe('secret key rotation', () => {
         await secondHolder`rollback`;
       });
       const report = await rotation;
-      expect(tableReport(report, 'variables')).toEqual({ table: 'variables', rewrapped: 1, alreadyCurrent: 3, unreadable: [], notReached: 0 });
+      expect(tableReport(report, 'variables')).toEqual({ table: 'variables', column: 'secret_ciphertext', rewrapped: 1, alreadyCurrent: 3, unreadable: [], notReached: 0 });
       // It took the pause: the first pass had left the row to a later one.
       expect(Date.now() - started).toBeGreaterThanOrEqual(pauseMs);
     } finally {
@@ -483,6 +587,7 @@ describe('secret key rotation', () => {
       expect(rotated.lines).toEqual([
         'connections: 1 rewrapped, 0 already current, 0 unreadable',
         'variables: 0 rewrapped, 0 already current, 0 unreadable',
+        ...NO_SUBSCRIPTION_LINES,
         "done: every secret is under key 'b'; the other keys may now leave SECRETS_KEYS",
       ]);
       expect(rotated.code).toBe(0);

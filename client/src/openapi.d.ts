@@ -2152,7 +2152,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Get a delivery with its headers (without credentials) and raw body */
+        /** Get a delivery with its headers (without credentials) and raw body (null when rejected: not kept) */
         get: {
             parameters: {
                 query?: never;
@@ -2212,7 +2212,7 @@ export interface paths {
         put?: never;
         /**
          * Run the workflow again from a stored delivery: 202 with the new execution (honours Idempotency-Key)
-         * @description A new execution (trigger `webhook`) of the workflow’s current version, whose input is built from the stored request as the hook built it: for an accepted delivery, exactly the input its run got (a duplicate, verified like any other, replays its own request). It counts against the same limits as a run (storage quota, executions waiting). No delivery is recorded for it, and the execution is not linked to the delivery. 409 DELIVERY_REJECTED for a rejected delivery (its signature did not verify: it can never start a run); 409 NO_WEBHOOK_TRIGGER when the workflow no longer has a trigger.webhook node.
+         * @description A new execution (trigger `webhook`) of the workflow’s current version, whose input is built from the stored request as the hook built it: for an accepted delivery, exactly the input its run got (a duplicate, verified like any other, replays its own request). It counts against the same limits as a run (storage quota, executions waiting). No delivery is recorded for it, and the execution is not linked to the delivery. 409 DELIVERY_REJECTED for a rejected delivery (it never started a run, and keeps no body to start one from); 409 NO_WEBHOOK_TRIGGER when the workflow no longer has a trigger.webhook node.
          */
         post: {
             parameters: {
@@ -2263,6 +2263,446 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/event-subscriptions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List event subscriptions (never their secrets) */
+        get: {
+            parameters: {
+                query?: {
+                    pageSize?: number;
+                    /** @description Opaque cursor from nextCursor; not with page. */
+                    cursor?: string;
+                    /** @description 1-based page number (offset paging); not with cursor. */
+                    page?: number;
+                    sortBy?: "createdAt" | "updatedAt";
+                    sortDirection?: "asc" | "desc";
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["EventSubscriptionPage"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        /** Create an event subscription; its signing secret is in this response only (honours Idempotency-Key; 409 EVENT_SUBSCRIPTION_LIMIT_REACHED beyond EVENT_SUBSCRIPTIONS_PER_USER) */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Same key and body within 24 h: the first result again; same key, other body: 409. */
+                    "idempotency-key"?: string;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["CreateEventSubscriptionInput"];
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["CreatedEventSubscription"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/event-subscriptions/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get an event subscription (with its ETag; never its secret) */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["EventSubscription"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        /** Delete an event subscription and its messages */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description ETag from a GET; on mismatch the write is refused with 412. */
+                    "if-match"?: string;
+                };
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Deleted */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        /** Change an event subscription (enabled true re-enables one the service disabled, clearing disabledReason) */
+        patch: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description ETag from a GET; on mismatch the write is refused with 412. */
+                    "if-match"?: string;
+                };
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["UpdateEventSubscriptionInput"];
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["EventSubscription"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        trace?: never;
+    };
+    "/api/v1/event-subscriptions/{id}/rotate-secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Give an event subscription a new signing secret, in this response only; the previous one also signs for 24 h
+         * @description The previous secret (the one current until now) signs beside the new one for 24 h, so receivers can move over; one from an earlier rotation stops signing at once. Honours If-Match, not Idempotency-Key: a replay could not return the secret, which is never stored in plaintext.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description ETag from a GET; on mismatch the write is refused with 412. */
+                    "if-match"?: string;
+                };
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["RotatedEventSubscription"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/event-subscriptions/{id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List an event subscription’s messages, newest first (filters: status list, type list) */
+        get: {
+            parameters: {
+                query?: {
+                    pageSize?: number;
+                    /** @description Opaque cursor from nextCursor; not with page. */
+                    cursor?: string;
+                    /** @description 1-based page number (offset paging); not with cursor. */
+                    page?: number;
+                    sortBy?: "createdAt";
+                    sortDirection?: "asc" | "desc";
+                    /** @description Comma-separated: pending, delivered, failed */
+                    status?: string;
+                    /** @description Comma-separated: execution.completed, execution.failed, execution.cancelled, step.failed, webhook.rejected */
+                    type?: string;
+                };
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["EventDeliveryPage"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/event-deliveries/{id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Send a delivered or failed message again: 202 with it, pending and due now (409 EVENT_DELIVERY_PENDING while it is pending, EVENT_SUBSCRIPTION_DISABLED while its subscription is disabled)
+         * @description The message goes back to pending, due at once; a delivery worker sends it with its same webhook-id (receivers that had it may drop it as a duplicate), then retries it with backoff as any message, until it is 24 h old: an older one gets this one attempt. Its attempts and last outcome stay as they were until then.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["EventDelivery"];
+                    };
+                };
+                /** @description The request was refused: bad input (400), no caller (401), not allowed (403), not found (404), conflict (409), stale If-Match (412), too many requests (429). */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description The service could not answer now (503 with Retry-After: overloaded, shutting down, database unavailable). */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/hooks/{hookId}": {
         parameters: {
             query?: never;
@@ -2273,8 +2713,8 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Deliver a webhook: starts the workflow
-         * @description No caller needed: the URL is the workflow's `webhook.url`. The body (up to 1 MiB of JSON, a form or text; or none) is checked as the trigger.webhook node's `verify` says (401 WEBHOOK_SIGNATURE_INVALID otherwise), stored, and its execution created before the answer: 202 `{ executionId, deliveryId }`. A repeated webhook-id (or Idempotency-Key) within 24 h answers with the first delivery and starts nothing. With `respond: "completed"` the answer waits up to timeoutMs (and within HANDLER_TIMEOUT_MS) for the run to end: 200 with its status and output (and error), else 202 as usual; a repeat waits on the first delivery's run. Per-hook rate limit: 429 with Retry-After.
+         * Deliver a webhook: starts the workflow (answers, in order: 404 not a hook id, 415/413 body, 404 unknown hook, 429 rate limit, 400 headers, 400 body, 413 run input, 401 check)
+         * @description No caller needed: the URL is the workflow's `webhook.url`. The body (up to 1 MiB of JSON, a form or text; or none) is checked as the trigger.webhook node's `verify` says (401 WEBHOOK_SIGNATURE_INVALID otherwise), stored, and its execution created before the answer: 202 `{ executionId, deliveryId }`. The run input `{ method, headers, query, body, receivedAt }` as JSON must fit ENGINE_MAX_PAYLOAD_BYTES (413 otherwise). A refused delivery (401, 413 run input, or a 503/429 below) is kept as `rejected`, without its body, with the reason for the owner. A repeated webhook-id (or Idempotency-Key) within 24 h answers with the first accepted delivery and starts nothing. With `respond: "completed"` the answer waits up to timeoutMs (and within HANDLER_TIMEOUT_MS) for the run to end: 200 with its status and output, else 202 as usual; a repeat waits on the first delivery's run. Per-hook rate limit: 429 with Retry-After. When the workflow cannot take the delivery now: 503 or 429 with Retry-After (send it again then).
          */
         post: {
             parameters: {
@@ -2637,7 +3077,7 @@ export interface components {
             /** Format: uuid */
             workflowId: string;
             /**
-             * @description accepted: it started its execution; rejected: its signature did not verify, so it started nothing and can never be replayed; duplicate: a repeated webhook-id or Idempotency-Key within 24 h, which started nothing (its executionId is the first delivery’s).
+             * @description accepted: it started its execution; rejected: it started nothing and can never be replayed (its signature did not verify, its run input was too large, or its owner could start no run then: see reason); duplicate: a repeated webhook-id or Idempotency-Key within 24 h, which started nothing (its executionId is the first delivery’s).
              * @enum {string}
              */
             status: "accepted" | "rejected" | "duplicate";
@@ -2647,9 +3087,9 @@ export interface components {
             receivedAt: string;
             /** @description The request’s Content-Type as sent. */
             contentType: string | null;
-            /** @description The size of the raw body, in bytes. */
+            /** @description The size of the raw body as received, in bytes (of a rejected delivery too, whose body is not kept). */
             bodyBytes: number;
-            /** @description Why it was rejected (for the owner only: the sender was told nothing more than 401). */
+            /** @description Why it was rejected (for the owner only: the sender was told nothing that says why). */
             reason: string | null;
         };
         BinaryBodyInput: {
@@ -2663,7 +3103,7 @@ export interface components {
             /** Format: uuid */
             workflowId: string;
             /**
-             * @description accepted: it started its execution; rejected: its signature did not verify, so it started nothing and can never be replayed; duplicate: a repeated webhook-id or Idempotency-Key within 24 h, which started nothing (its executionId is the first delivery’s).
+             * @description accepted: it started its execution; rejected: it started nothing and can never be replayed (its signature did not verify, its run input was too large, or its owner could start no run then: see reason); duplicate: a repeated webhook-id or Idempotency-Key within 24 h, which started nothing (its executionId is the first delivery’s).
              * @enum {string}
              */
             status: "accepted" | "rejected" | "duplicate";
@@ -2673,19 +3113,148 @@ export interface components {
             receivedAt: string;
             /** @description The request’s Content-Type as sent. */
             contentType: string | null;
-            /** @description The size of the raw body, in bytes. */
+            /** @description The size of the raw body as received, in bytes (of a rejected delivery too, whose body is not kept). */
             bodyBytes: number;
-            /** @description Why it was rejected (for the owner only: the sender was told nothing more than 401). */
+            /** @description Why it was rejected (for the owner only: the sender was told nothing that says why). */
             reason: string | null;
             /** @description The request’s headers, lower-case, as the workflow saw them: credentials, cookies and signatures were never stored. */
             headers: {
                 [key: string]: string;
             };
-            /** @description The raw body exactly as received: a string when it is valid UTF-8 (a byte-order mark included), else `{ base64, contentType }`. */
-            body: string | components["schemas"]["BinaryBodyInput"];
+            /** @description The raw body exactly as received: a string when it is valid UTF-8 (a byte-order mark included), else `{ base64, contentType }`. null for a rejected delivery: its body is not kept (bodyBytes says how large it was), so unverified senders cannot fill its owner’s storage. */
+            body: (string | components["schemas"]["BinaryBodyInput"]) | null;
         };
         WebhookDeliveryPageInput: {
             items: components["schemas"]["WebhookDeliveryInput"][];
+            hasNext: boolean;
+            nextCursor: string | null;
+        };
+        /** @description Where signed messages (Standard Webhooks) about the user’s executions and webhooks are sent. */
+        EventSubscriptionInput: {
+            /** Format: uuid */
+            id: string;
+            url: string;
+            events: ("execution.completed" | "execution.failed" | "execution.cancelled" | "step.failed" | "webhook.rejected")[];
+            /** @description The workflow whose events are sent; null: all of the user’s workflows. */
+            workflowId: string | null;
+            /** @description Whether messages are sent. The service disables a subscription whose messages keep failing for 5 days. */
+            enabled: boolean;
+            /** @description Why the service disabled it; null while enabled, or when its owner disabled it. */
+            disabledReason: string | null;
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            updatedAt: string;
+        };
+        CreatedEventSubscriptionInput: {
+            /** Format: uuid */
+            id: string;
+            url: string;
+            events: ("execution.completed" | "execution.failed" | "execution.cancelled" | "step.failed" | "webhook.rejected")[];
+            /** @description The workflow whose events are sent; null: all of the user’s workflows. */
+            workflowId: string | null;
+            /** @description Whether messages are sent. The service disables a subscription whose messages keep failing for 5 days. */
+            enabled: boolean;
+            /** @description Why the service disabled it; null while enabled, or when its owner disabled it. */
+            disabledReason: string | null;
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            updatedAt: string;
+            /** @description The signing secret (Standard Webhooks: whsec_ and the base64 of 32 random bytes), shown in this response only: it is stored encrypted and never returned again. A replay of the same Idempotency-Key leaves it out. */
+            secret?: string;
+        };
+        RotatedEventSubscriptionInput: {
+            /** Format: uuid */
+            id: string;
+            url: string;
+            events: ("execution.completed" | "execution.failed" | "execution.cancelled" | "step.failed" | "webhook.rejected")[];
+            /** @description The workflow whose events are sent; null: all of the user’s workflows. */
+            workflowId: string | null;
+            /** @description Whether messages are sent. The service disables a subscription whose messages keep failing for 5 days. */
+            enabled: boolean;
+            /** @description Why the service disabled it; null while enabled, or when its owner disabled it. */
+            disabledReason: string | null;
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            updatedAt: string;
+            /** @description The signing secret (Standard Webhooks: whsec_ and the base64 of 32 random bytes), shown in this response only: it is stored encrypted and never returned again. The previous secret also signs for 24 h. */
+            secret: string;
+        };
+        CreateEventSubscriptionInput: {
+            /**
+             * @description Absolute http(s) URL without credentials or fragment, at most 2048 characters; stored normalised. It passes the SSRF guard of http.request: an IP literal or localhost that the guard refuses (loopback, private, link-local, metadata...) is 400 here unless ENGINE_HTTP_ALLOW allows it; a host name is checked at every send.
+             * @example https://hooks.example.com/autonode
+             */
+            url: string;
+            /**
+             * @description The event types to send, at least one, each once.
+             * @example [
+             *       "execution.failed"
+             *     ]
+             */
+            events: ("execution.completed" | "execution.failed" | "execution.cancelled" | "step.failed" | "webhook.rejected")[];
+            /**
+             * @description Only this workflow’s events (one of yours: 404 otherwise); null: all of your workflows.
+             * @default null
+             */
+            workflowId?: string | null;
+            /** @default true */
+            enabled?: boolean;
+        };
+        UpdateEventSubscriptionInput: {
+            /**
+             * @description Absolute http(s) URL without credentials or fragment, at most 2048 characters; stored normalised. It passes the SSRF guard of http.request: an IP literal or localhost that the guard refuses (loopback, private, link-local, metadata...) is 400 here unless ENGINE_HTTP_ALLOW allows it; a host name is checked at every send.
+             * @example https://hooks.example.com/autonode
+             */
+            url?: string;
+            /**
+             * @description The event types to send, at least one, each once.
+             * @example [
+             *       "execution.failed"
+             *     ]
+             */
+            events?: ("execution.completed" | "execution.failed" | "execution.cancelled" | "step.failed" | "webhook.rejected")[];
+            /** @description Only this workflow’s events (one of yours: 404 otherwise); null: all of your workflows. */
+            workflowId?: string | null;
+            /** @description true (re)enables it: clears disabledReason and starts the 5 days of failures afresh; false stops its messages. */
+            enabled?: boolean;
+        };
+        EventSubscriptionPageInput: {
+            items: components["schemas"]["EventSubscriptionInput"][];
+            hasNext: boolean;
+            nextCursor: string | null;
+        };
+        /** @description One message of a subscription (never its payload), as it stands. */
+        EventDeliveryInput: {
+            /** Format: uuid */
+            id: string;
+            /**
+             * @description execution.completed, execution.failed, execution.cancelled: an execution ended so; step.failed: a step failed for good (after its retries); webhook.rejected: a delivery to a workflow’s webhook failed its signature check.
+             * @enum {string}
+             */
+            type: "execution.completed" | "execution.failed" | "execution.cancelled" | "step.failed" | "webhook.rejected";
+            /** @description The webhook-id header, the same on every attempt: receivers deduplicate by it. */
+            webhookId: string;
+            /**
+             * @description pending: to be sent (again) at nextAttemptAt; delivered: a 2xx answer came; failed: it kept failing for 24 h, or its subscription was disabled before it was sent (POST /event-deliveries/{id}/retry sends it again).
+             * @enum {string}
+             */
+            status: "pending" | "delivered" | "failed";
+            attempts: number;
+            /** @description The HTTP status of the last attempt; null before one, or when it got no answer. */
+            lastStatusCode: number | null;
+            /** @description Why the last attempt failed; null when it did not. */
+            lastError: string | null;
+            /** @description When it is sent next while pending; null once delivered or failed. */
+            nextAttemptAt: string | null;
+            /** Format: date-time */
+            createdAt: string;
+            deliveredAt: string | null;
+        };
+        EventDeliveryPageInput: {
+            items: components["schemas"]["EventDeliveryInput"][];
             hasNext: boolean;
             nextCursor: string | null;
         };
@@ -2777,7 +3346,7 @@ export interface components {
             connections: number;
             variables: number;
             webhookDeliveries: number;
-            /** @description Always 0 until event subscriptions exist. */
+            /** @description Outbound event messages kept (each is one delivery record, with its attempts). */
             eventDeliveries: number;
             /** @description Bytes of the stored payloads as JSON text: workflow graphs (every version), execution and step inputs, outputs and errors, connections and variables (sealed secrets included), webhook deliveries (their raw bodies). */
             payloadBytes: number;
@@ -2914,9 +3483,8 @@ export interface components {
             executionId: string;
             /** @enum {string} */
             status: "pending" | "running" | "paused" | "completed" | "failed" | "cancelled";
+            /** @description The run’s output; null unless it completed. Its error is not sent: the owner reads it through the API. */
             output: unknown;
-            /** @description When the run failed or was cancelled. */
-            error?: unknown;
         };
         /** @description RFC 9457 problem details (application/problem+json). */
         Problem: {
@@ -3208,7 +3776,7 @@ export interface components {
             /** Format: uuid */
             workflowId: string;
             /**
-             * @description accepted: it started its execution; rejected: its signature did not verify, so it started nothing and can never be replayed; duplicate: a repeated webhook-id or Idempotency-Key within 24 h, which started nothing (its executionId is the first delivery’s).
+             * @description accepted: it started its execution; rejected: it started nothing and can never be replayed (its signature did not verify, its run input was too large, or its owner could start no run then: see reason); duplicate: a repeated webhook-id or Idempotency-Key within 24 h, which started nothing (its executionId is the first delivery’s).
              * @enum {string}
              */
             status: "accepted" | "rejected" | "duplicate";
@@ -3218,9 +3786,9 @@ export interface components {
             receivedAt: string;
             /** @description The request’s Content-Type as sent. */
             contentType: string | null;
-            /** @description The size of the raw body, in bytes. */
+            /** @description The size of the raw body as received, in bytes (of a rejected delivery too, whose body is not kept). */
             bodyBytes: number;
-            /** @description Why it was rejected (for the owner only: the sender was told nothing more than 401). */
+            /** @description Why it was rejected (for the owner only: the sender was told nothing that says why). */
             reason: string | null;
         };
         BinaryBody: {
@@ -3234,7 +3802,7 @@ export interface components {
             /** Format: uuid */
             workflowId: string;
             /**
-             * @description accepted: it started its execution; rejected: its signature did not verify, so it started nothing and can never be replayed; duplicate: a repeated webhook-id or Idempotency-Key within 24 h, which started nothing (its executionId is the first delivery’s).
+             * @description accepted: it started its execution; rejected: it started nothing and can never be replayed (its signature did not verify, its run input was too large, or its owner could start no run then: see reason); duplicate: a repeated webhook-id or Idempotency-Key within 24 h, which started nothing (its executionId is the first delivery’s).
              * @enum {string}
              */
             status: "accepted" | "rejected" | "duplicate";
@@ -3244,19 +3812,148 @@ export interface components {
             receivedAt: string;
             /** @description The request’s Content-Type as sent. */
             contentType: string | null;
-            /** @description The size of the raw body, in bytes. */
+            /** @description The size of the raw body as received, in bytes (of a rejected delivery too, whose body is not kept). */
             bodyBytes: number;
-            /** @description Why it was rejected (for the owner only: the sender was told nothing more than 401). */
+            /** @description Why it was rejected (for the owner only: the sender was told nothing that says why). */
             reason: string | null;
             /** @description The request’s headers, lower-case, as the workflow saw them: credentials, cookies and signatures were never stored. */
             headers: {
                 [key: string]: string;
             };
-            /** @description The raw body exactly as received: a string when it is valid UTF-8 (a byte-order mark included), else `{ base64, contentType }`. */
-            body: string | components["schemas"]["BinaryBody"];
+            /** @description The raw body exactly as received: a string when it is valid UTF-8 (a byte-order mark included), else `{ base64, contentType }`. null for a rejected delivery: its body is not kept (bodyBytes says how large it was), so unverified senders cannot fill its owner’s storage. */
+            body: (string | components["schemas"]["BinaryBody"]) | null;
         };
         WebhookDeliveryPage: {
             items: components["schemas"]["WebhookDelivery"][];
+            hasNext: boolean;
+            nextCursor: string | null;
+        };
+        /** @description Where signed messages (Standard Webhooks) about the user’s executions and webhooks are sent. */
+        EventSubscription: {
+            /** Format: uuid */
+            id: string;
+            url: string;
+            events: ("execution.completed" | "execution.failed" | "execution.cancelled" | "step.failed" | "webhook.rejected")[];
+            /** @description The workflow whose events are sent; null: all of the user’s workflows. */
+            workflowId: string | null;
+            /** @description Whether messages are sent. The service disables a subscription whose messages keep failing for 5 days. */
+            enabled: boolean;
+            /** @description Why the service disabled it; null while enabled, or when its owner disabled it. */
+            disabledReason: string | null;
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            updatedAt: string;
+        };
+        CreatedEventSubscription: {
+            /** Format: uuid */
+            id: string;
+            url: string;
+            events: ("execution.completed" | "execution.failed" | "execution.cancelled" | "step.failed" | "webhook.rejected")[];
+            /** @description The workflow whose events are sent; null: all of the user’s workflows. */
+            workflowId: string | null;
+            /** @description Whether messages are sent. The service disables a subscription whose messages keep failing for 5 days. */
+            enabled: boolean;
+            /** @description Why the service disabled it; null while enabled, or when its owner disabled it. */
+            disabledReason: string | null;
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            updatedAt: string;
+            /** @description The signing secret (Standard Webhooks: whsec_ and the base64 of 32 random bytes), shown in this response only: it is stored encrypted and never returned again. A replay of the same Idempotency-Key leaves it out. */
+            secret?: string;
+        };
+        RotatedEventSubscription: {
+            /** Format: uuid */
+            id: string;
+            url: string;
+            events: ("execution.completed" | "execution.failed" | "execution.cancelled" | "step.failed" | "webhook.rejected")[];
+            /** @description The workflow whose events are sent; null: all of the user’s workflows. */
+            workflowId: string | null;
+            /** @description Whether messages are sent. The service disables a subscription whose messages keep failing for 5 days. */
+            enabled: boolean;
+            /** @description Why the service disabled it; null while enabled, or when its owner disabled it. */
+            disabledReason: string | null;
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            updatedAt: string;
+            /** @description The signing secret (Standard Webhooks: whsec_ and the base64 of 32 random bytes), shown in this response only: it is stored encrypted and never returned again. The previous secret also signs for 24 h. */
+            secret: string;
+        };
+        CreateEventSubscription: {
+            /**
+             * @description Absolute http(s) URL without credentials or fragment, at most 2048 characters; stored normalised. It passes the SSRF guard of http.request: an IP literal or localhost that the guard refuses (loopback, private, link-local, metadata...) is 400 here unless ENGINE_HTTP_ALLOW allows it; a host name is checked at every send.
+             * @example https://hooks.example.com/autonode
+             */
+            url: unknown;
+            /**
+             * @description The event types to send, at least one, each once.
+             * @example [
+             *       "execution.failed"
+             *     ]
+             */
+            events: ("execution.completed" | "execution.failed" | "execution.cancelled" | "step.failed" | "webhook.rejected")[];
+            /**
+             * @description Only this workflow’s events (one of yours: 404 otherwise); null: all of your workflows.
+             * @default null
+             */
+            workflowId: string | null;
+            /** @default true */
+            enabled: boolean;
+        };
+        UpdateEventSubscription: {
+            /**
+             * @description Absolute http(s) URL without credentials or fragment, at most 2048 characters; stored normalised. It passes the SSRF guard of http.request: an IP literal or localhost that the guard refuses (loopback, private, link-local, metadata...) is 400 here unless ENGINE_HTTP_ALLOW allows it; a host name is checked at every send.
+             * @example https://hooks.example.com/autonode
+             */
+            url?: unknown;
+            /**
+             * @description The event types to send, at least one, each once.
+             * @example [
+             *       "execution.failed"
+             *     ]
+             */
+            events?: ("execution.completed" | "execution.failed" | "execution.cancelled" | "step.failed" | "webhook.rejected")[];
+            /** @description Only this workflow’s events (one of yours: 404 otherwise); null: all of your workflows. */
+            workflowId?: string | null;
+            /** @description true (re)enables it: clears disabledReason and starts the 5 days of failures afresh; false stops its messages. */
+            enabled?: boolean;
+        };
+        EventSubscriptionPage: {
+            items: components["schemas"]["EventSubscription"][];
+            hasNext: boolean;
+            nextCursor: string | null;
+        };
+        /** @description One message of a subscription (never its payload), as it stands. */
+        EventDelivery: {
+            /** Format: uuid */
+            id: string;
+            /**
+             * @description execution.completed, execution.failed, execution.cancelled: an execution ended so; step.failed: a step failed for good (after its retries); webhook.rejected: a delivery to a workflow’s webhook failed its signature check.
+             * @enum {string}
+             */
+            type: "execution.completed" | "execution.failed" | "execution.cancelled" | "step.failed" | "webhook.rejected";
+            /** @description The webhook-id header, the same on every attempt: receivers deduplicate by it. */
+            webhookId: string;
+            /**
+             * @description pending: to be sent (again) at nextAttemptAt; delivered: a 2xx answer came; failed: it kept failing for 24 h, or its subscription was disabled before it was sent (POST /event-deliveries/{id}/retry sends it again).
+             * @enum {string}
+             */
+            status: "pending" | "delivered" | "failed";
+            attempts: number;
+            /** @description The HTTP status of the last attempt; null before one, or when it got no answer. */
+            lastStatusCode: number | null;
+            /** @description Why the last attempt failed; null when it did not. */
+            lastError: string | null;
+            /** @description When it is sent next while pending; null once delivered or failed. */
+            nextAttemptAt: string | null;
+            /** Format: date-time */
+            createdAt: string;
+            deliveredAt: string | null;
+        };
+        EventDeliveryPage: {
+            items: components["schemas"]["EventDelivery"][];
             hasNext: boolean;
             nextCursor: string | null;
         };
@@ -3348,7 +4045,7 @@ export interface components {
             connections: number;
             variables: number;
             webhookDeliveries: number;
-            /** @description Always 0 until event subscriptions exist. */
+            /** @description Outbound event messages kept (each is one delivery record, with its attempts). */
             eventDeliveries: number;
             /** @description Bytes of the stored payloads as JSON text: workflow graphs (every version), execution and step inputs, outputs and errors, connections and variables (sealed secrets included), webhook deliveries (their raw bodies). */
             payloadBytes: number;
@@ -3485,9 +4182,8 @@ export interface components {
             executionId: string;
             /** @enum {string} */
             status: "pending" | "running" | "paused" | "completed" | "failed" | "cancelled";
+            /** @description The run’s output; null unless it completed. Its error is not sent: the owner reads it through the API. */
             output: unknown;
-            /** @description When the run failed or was cancelled. */
-            error?: unknown;
         };
     };
     responses: never;

@@ -6,6 +6,7 @@ import type { EventBus } from '../bus/bus.js';
 import type { PooledDb } from '../db/client.js';
 import { isDatabaseUnavailable } from '../db/errors.js';
 import { purgeExpiredIdempotencyKeys } from '../lib/idempotency.js';
+import { EventDeliveryWorker } from '../events/delivery-worker.js';
 import type { ClaimedExecution, ExecutionLifecycle } from '../executions/lifecycle.js';
 import type { Keyring } from '../secrets/keyring.js';
 import { purgeExpired } from '../retention/purge.js';
@@ -28,7 +29,7 @@ export interface EngineDeps {
   readonly logger: Logger;
   /** The service's database: housekeeping that belongs to no execution, and the connections and variables steps read. */
   readonly db: PooledDb;
-  /** Opens the stored secrets (connections, secret variables) that steps use. */
+  /** Opens the stored secrets (connections, secret variables) that steps use, and the event subscriptions' signing secrets. */
   readonly keyring: Keyring;
 }
 
@@ -36,12 +37,15 @@ export interface EngineDeps {
  * The workers and the scheduler of one process. PostgreSQL is the queue: executions are claimed
  * with SKIP LOCKED and held by a lease renewed by heartbeat, so any number of processes can run
  * side by side on one database, and a crashed one's work is taken over when its lease expires.
+ * The event subscriptions' messages are sent by the delivery workers it starts and stops with
+ * itself (events/delivery-worker.ts), queued the same way.
  */
 export class Engine {
   readonly workerId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   private readonly runner: ExecutionRunner;
   /** Every expression and template of this engine's runs is evaluated here, off the main thread. */
   private readonly expressions: ExpressionPool;
+  private readonly delivery: EventDeliveryWorker;
   private readonly running = new Map<string, { controller: AbortController; done: Promise<void>; userId: string }>();
   private readonly log: Logger;
   private state: 'idle' | 'running' | 'draining' | 'stopped' = 'idle';
@@ -68,6 +72,13 @@ export class Engine {
       },
       this.log,
     );
+    this.delivery = new EventDeliveryWorker({
+      sql: deps.db.$client,
+      bus: deps.bus,
+      keyring: deps.keyring,
+      logger: this.log,
+      settings: { ...deps.config.events, pollMs: deps.config.pollMs, allow: deps.config.http.allow },
+    });
   }
 
   start(): void {
@@ -87,6 +98,7 @@ export class Engine {
     this.housekeepingTimer.unref();
     void this.fireSchedules();
     this.loop = this.claimLoop();
+    this.delivery.start();
     this.log.info({ concurrency: this.deps.config.concurrency }, 'engine started');
   }
 
@@ -214,6 +226,8 @@ export class Engine {
     this.state = 'draining';
     clearInterval(this.schedulerTimer);
     clearInterval(this.housekeepingTimer);
+    // Alongside the executions, within the same grace: its attempts are at most DELIVERY_TIMEOUT_MS.
+    const deliveryStopped = this.delivery.stop(graceMs);
     this.wake();
     await this.loop;
     // A housekeeping round sees the draining state before its next batch and ends.
@@ -234,6 +248,7 @@ export class Engine {
       }
     }
     clearTimeout(timer);
+    await deliveryStopped;
     clearInterval(this.heartbeatTimer);
     clearInterval(this.schedulerTimer);
     this.unsubscribe?.();

@@ -5,9 +5,11 @@ import type { Fragment, Sql } from '../db/client.js';
 import { isRefusedValue } from '../db/errors.js';
 import type { webhookDeliveryStatuses, WorkflowSnapshot } from '../db/schema/index.js';
 import { parseSchedule } from '../engine/schedule.js';
+import { executionEndedEvent, failedStepEvents, outbox, outboxWrote } from '../events/outbox.js';
 import { badRequest, ProblemError } from '../lib/problem.js';
 import { storageQuotaExceeded } from '../usage/usage.js';
-import { triggerInputOf, type DeliveryRequest, type WebhookTriggerInput } from '../webhooks/delivery-input.js';
+import { triggerInputOf, type DeliveryRequest } from '../webhooks/delivery-input.js';
+import { insertDelivery } from '../webhooks/repository.js';
 import {
   boundedError,
   EXECUTION_OUTPUT_TOO_LARGE,
@@ -27,10 +29,10 @@ import type { ExecutionReads, ExecutionRecord, StepRecord, StepStatus } from './
  *
  *   create (run, retry, schedule)  -> pending            announces "work"
  *   claim (or take over an expired lease) -> running      announces the execution `running`
- *   writeSteps                      step rows             announces each step
+ *   writeSteps                      step rows             announces each step; a failed one to subscribers
  *   release                         -> pending | paused   announces the execution
- *   finish                          -> completed | failed announces the execution; unlocks its job
- *   cancel                          -> cancelled          announces the execution; unlocks its job
+ *   finish                          -> completed | failed announces the execution (and failed steps) to subscribers too; unlocks its job
+ *   cancel                          -> cancelled          announces the execution to subscribers too; unlocks its job
  *
  * Invariants:
  * - Every write of a running execution is fenced by its lease (`lease_owner = worker and status =
@@ -41,6 +43,10 @@ import type { ExecutionReads, ExecutionRecord, StepRecord, StepStatus } from './
  *   them and notice a gap.
  * - A scheduled run locks its job (fireDueJobs) and unlocks it when it ends (finish, cancel), in
  *   the same statement.
+ * - What event subscribers are told (events/outbox.ts: an execution ended or cancelled, a step
+ *   written `failed`) is written to the outbox in the statement that makes the change, so a
+ *   change that does not happen (rolled back, or fenced out) writes no message. A statement that
+ *   wrote one also announces "work", which wakes the delivery workers.
  * - Every payload written is at most `maxPayloadBytes` of JSON: an execution's input (create: 400),
  *   its output (over it, the execution fails EXECUTION_OUTPUT_TOO_LARGE) and error, each step's
  *   input (over it, recorded as `{ omitted }`), output (the runner fails the step first, through
@@ -106,23 +112,30 @@ export interface VerifiedDelivery {
   /** The workflow's owner, as the hook's lookup read it. */
   readonly userId: string;
   readonly workflowId: string;
-  /** The version whose trigger.webhook params checked the delivery: its execution runs that graph. */
+  /**
+   * The version whose trigger.webhook params checked the delivery: it is stored only while the
+   * workflow is still at that version (its `verify` may have changed since), and its execution runs that graph.
+   */
   readonly workflowVersion: number;
   /** The hook it was sent to: it must still be the workflow's when the delivery is stored. */
   readonly hookId: string;
   /** The sender's webhook-id or Idempotency-Key, if it sent one. */
   readonly dedupKey: string | null;
   readonly request: DeliveryRequest;
-  /** triggerInputOf(request): the execution input. */
-  readonly input: WebhookTriggerInput;
+  /** triggerInputOf(request) as JSON, serialized once by the caller, which checked that it fits maxPayloadBytes. */
+  readonly input: Serialized;
 }
 
-/** What a delivery's sender is told: its execution and delivery, or, for a repeat, the first delivery's. */
-export interface AcceptedDelivery {
-  readonly outcome: 'accepted' | 'duplicate';
-  readonly executionId: string;
-  readonly deliveryId: string;
-}
+/** What became of a verified delivery (acceptDelivery). */
+export type DeliveryOutcome =
+  /** Stored: the sender is told its execution and delivery, or, for a repeat, the first delivery's. */
+  | { readonly kind: 'stored'; readonly executionId: string; readonly deliveryId: string }
+  /** Nothing stored: the hook is no longer the workflow's (rotated, or its node removed, since it was looked up). */
+  | { readonly kind: 'gone' }
+  /** Nothing stored: the workflow was saved again since the delivery was checked, so it must be checked again. */
+  | { readonly kind: 'changed' }
+  /** Nothing stored: its owner may start no run now (assertMayStart); `reason` says which limit, for the owner alone. */
+  | { readonly kind: 'refused'; readonly limit: 'storage' | 'backlog'; readonly reason: string };
 
 /** An event without its revision, as JSON text (encodeInSql adds the revision and measures it). */
 type PendingEvent = string;
@@ -145,6 +158,9 @@ interface Outcome {
 
 /** "There may be work": sent with every write that makes an execution runnable now. */
 const WORK = JSON.stringify({ kind: 'work' });
+
+/** The limits of assertMayStart by their problem's code: a hook's sender is told neither (acceptDelivery). */
+const START_LIMITS: Readonly<Record<string, 'storage' | 'backlog'>> = { STORAGE_QUOTA_EXCEEDED: 'storage', TOO_MANY_WAITING: 'backlog' };
 
 /** JSON for a jsonb parameter (the shared client passes JSON through as text); undefined is SQL NULL. */
 const jsonParam = (value: unknown): string | null => (value === undefined ? null : JSON.stringify(value));
@@ -214,16 +230,24 @@ export class ExecutionLifecycle {
    * transaction-scoped advisory lock on (workflow, key) comes first, so repeats sent together are
    * looked at one after the other: when an accepted delivery of the key was received within 24 h,
    * a `duplicate` row pointing at its execution is recorded instead, and the answer is the first
-   * delivery's, with nothing started. A new run is refused, with nothing stored, when the input is
-   * too large or its owner may not start more (assertMayStart); a duplicate starts nothing, so it
-   * is not. Null when the hook is no longer the workflow's (rotated, or its node removed, since it
-   * was looked up): the old URL answers 404 from the rotation's commit on.
+   * delivery's, with nothing started. Every insert requires the workflow as it was checked: the
+   * hook still its own ('gone' otherwise: the old URL answers 404 from a rotation's commit on) and
+   * the version still the checked one ('changed' otherwise: a delivery checked against the old
+   * `verify` is never stored once the owner saved a new one). A new run is refused, with nothing
+   * stored, when its owner may not start more ('refused'); a duplicate starts nothing, so it is not.
    */
-  async acceptDelivery(delivery: VerifiedDelivery): Promise<AcceptedDelivery | null> {
+  async acceptDelivery(delivery: VerifiedDelivery): Promise<DeliveryOutcome> {
     const { userId, workflowId, workflowVersion, hookId, dedupKey, request, input } = delivery;
-    const requestColumns = this.sql`${request.method}, ${jsonParam(request.headers)}::jsonb, ${jsonParam(request.query)}::jsonb, ${request.contentType},
-      ${request.body}::bytea, ${request.body.length}, ${request.receivedAt.toISOString()}::timestamptz`;
-    const result = await this.sql.begin(async (tx) => {
+    // The caller measured the input and refused it over the bound (413, and a rejected delivery): here it is a bug.
+    if (input.bytes > this.limits.maxPayloadBytes) throw new RangeError(`a delivery input of ${input.bytes} bytes, over maxPayloadBytes, reached acceptDelivery`);
+    // The workflow as the delivery was checked against it: the hook still its own, at the same version.
+    const checked = this.sql`workflows where id = ${workflowId}::uuid and hook_id = ${hookId} and version = ${workflowVersion}`;
+    const result = await this.sql.begin(async (tx): Promise<{ outcome: DeliveryOutcome; rows: readonly { announced?: unknown }[] }> => {
+      /** Why nothing was inserted: the hook moved, or the workflow was saved again. */
+      const notStored = async () => {
+        const [row] = await tx<{ hooked: boolean }[]>`select hook_id is not distinct from ${hookId} as hooked from workflows where id = ${workflowId}::uuid`;
+        return { outcome: { kind: row?.hooked ? 'changed' : 'gone' } as const, rows: [] };
+      };
       if (dedupKey !== null) {
         await tx`select pg_advisory_xact_lock(hashtextextended(${`webhook-dedup:${workflowId}:${dedupKey}`}, 0))`;
         const [first] = await tx<{ deliveryId: string; executionId: string }[]>`
@@ -232,34 +256,34 @@ export class ExecutionLifecycle {
              and received_at > now() - interval '24 hours'
            order by received_at limit 1`;
         if (first) {
-          const recorded = await tx`
-            insert into webhook_deliveries (user_id, workflow_id, status, execution_id, dedup_key, method, headers, query, content_type, body, body_bytes, received_at)
-            select user_id, id, 'duplicate', ${first.executionId}::uuid, ${dedupKey}, ${requestColumns}
-              from workflows where id = ${workflowId}::uuid and hook_id = ${hookId}
-            returning 1`;
-          return recorded.length === 0 ? null : { outcome: 'duplicate' as const, ...first, rows: [] };
+          const source = this.sql`select user_id, id as workflow_id, ${first.executionId}::uuid as execution_id from ${checked}`;
+          const recorded = await tx`${insertDelivery(this.sql, { status: 'duplicate', dedupKey, reason: null, request }, source)} returning 1`;
+          return recorded.length === 0 ? notStored() : { outcome: { kind: 'stored', ...first }, rows: [] };
         }
       }
-      this.assertInputFits(input);
-      await this.assertMayStart(userId, tx);
+      try {
+        await this.assertMayStart(userId, tx);
+      } catch (error) {
+        // Its message is written for the owner: it goes to them (the rejected delivery), never to the sender.
+        if (!(error instanceof ProblemError)) throw error;
+        const limit = START_LIMITS[error.code];
+        if (limit === undefined) throw error;
+        return { outcome: { kind: 'refused', limit, reason: error.message }, rows: [] };
+      }
+      const delivered = insertDelivery(this.sql, { status: 'accepted', dedupKey, reason: null, request }, this.sql`select user_id, workflow_id, id as execution_id from created`);
       const rows = await tx<{ deliveryId: string; executionId: string; announced: unknown }[]>`
         with created as (
           insert into executions (user_id, workflow_id, workflow_version, trigger, input)
-          select user_id, id, ${workflowVersion}, 'webhook', ${jsonParam(input)}::jsonb
-            from workflows where id = ${workflowId}::uuid and hook_id = ${hookId}
+          select user_id, id, ${workflowVersion}, 'webhook', ${input.json}::jsonb from ${checked}
           returning id, user_id, workflow_id),
-        delivered as (
-          insert into webhook_deliveries (user_id, workflow_id, status, execution_id, dedup_key, method, headers, query, content_type, body, body_bytes, received_at)
-          select user_id, workflow_id, 'accepted', id, ${dedupKey}, ${requestColumns} from created
-          returning id, execution_id)
+        delivered as (${delivered} returning id, execution_id)
         select id as "deliveryId", execution_id as "executionId", ${this.work} from delivered`;
       const [created] = rows;
-      return created ? { outcome: 'accepted' as const, deliveryId: created.deliveryId, executionId: created.executionId, rows: [...rows] } : null;
+      return created ? { outcome: { kind: 'stored', deliveryId: created.deliveryId, executionId: created.executionId }, rows } : notStored();
     });
-    if (!result) return null;
     // Announced after the commit: the in-process bus would otherwise wake a worker before the row is there.
     this.bus.settle(result.rows);
-    return { outcome: result.outcome, deliveryId: result.deliveryId, executionId: result.executionId };
+    return result.outcome;
   }
 
   /** A new pending execution of one of the caller's workflows, frozen at its current version; null when the caller has no such workflow. */
@@ -309,8 +333,9 @@ export class ExecutionLifecycle {
    * A new execution (trigger `webhook`) of the workflow's current version from a stored delivery,
    * with the input its first run got (triggerInputOf over the stored request). No delivery row is
    * written: the replay is the caller's act, not a request to the hook. A `rejected` delivery is
-   * never replayed ('rejected'): its request did not prove its sender, and the insert itself
-   * refuses one, whatever the caller checked. 'no-webhook' when the workflow's graph no longer has
+   * never replayed ('rejected'): it started no run (unverified, too large, or refused for its
+   * owner's limits) and keeps no body to start one from; the insert itself refuses one, whatever
+   * the caller checked. 'no-webhook' when the workflow's graph no longer has
    * a trigger.webhook node to take the request; null when the caller has no such delivery.
    */
   async replay(userId: string, deliveryId: string): Promise<ExecutionRecord | 'rejected' | 'no-webhook' | null> {
@@ -514,13 +539,16 @@ export class ExecutionLifecycle {
     return this.failIfRefused(workerId, execution, changes, async () => {
       const prepared = this.prepareChanges(changes);
       const events = prepared.map((step) => stepEvent(execution, step));
+      // Only a batch with a failed step has anything to tell subscribers: the others pay nothing for the outbox.
+      const failing = prepared.some((step) => step.change.status === 'failed');
       const rows = await this.sql<{ announced: unknown }[]>`
         with fence as (
           update executions set revision = revision + ${events.length}
            where id = ${execution.id}::uuid and lease_owner = ${workerId} and status = 'running'
-          returning revision),
+          returning id, user_id, workflow_id, revision),
         written as (${this.upsertSteps(execution.id, prepared)})
-        select ${this.announce(events)} from fence where exists (select 1 from written)`;
+        ${failing ? this.sql`, ${outbox(this.sql, failedStepEvents(this.sql))}` : this.sql``}
+        select ${this.announce(events, { outbox: failing })} from fence where exists (select 1 from written)`;
       return this.settled(rows) !== null;
     });
   }
@@ -553,6 +581,9 @@ export class ExecutionLifecycle {
   private async end(workerId: string, execution: RunningExecution, outcome: Outcome, changes: readonly StepChange[]): Promise<boolean> {
     const prepared = this.prepareChanges(changes);
     const events = [...prepared.map((step) => stepEvent(execution, step)), executionEvent(execution, outcome.status, outcome)];
+    const announced = prepared.some((step) => step.change.status === 'failed')
+      ? this.sql`${executionEndedEvent(this.sql)} union all ${failedStepEvents(this.sql)}`
+      : executionEndedEvent(this.sql);
     const rows = await this.sql<{ announced: unknown }[]>`
       with fence as (
         update executions
@@ -560,10 +591,11 @@ export class ExecutionLifecycle {
                error = ${outcome.error?.json ?? null}::jsonb,
                finished_at = now(), lease_owner = null, lease_expires_at = null, revision = revision + ${events.length}
          where id = ${execution.id}::uuid and lease_owner = ${workerId} and status = 'running'
-        returning revision, job_id, trigger),
+        returning id, user_id, workflow_id, status, error, started_at, finished_at, revision, job_id, trigger),
       ${prepared.length > 0 ? this.sql`written as (${this.upsertSteps(execution.id, prepared)}),` : this.sql``}
+      ${outbox(this.sql, announced)},
       ${this.unlockJob}
-      select ${this.announce(events)} from fence`;
+      select ${this.announce(events, { outbox: true })} from fence`;
     return this.settled(rows) !== null;
   }
 
@@ -677,12 +709,14 @@ export class ExecutionLifecycle {
            set status = 'cancelled', finished_at = now(), lease_owner = null, lease_expires_at = null, wake_at = null,
                error = ${cancelledMessage}::jsonb, revision = revision + 1
          where id = ${id}::uuid and user_id = ${userId} and status in ('pending', 'running', 'paused')
-        returning id, revision, job_id, trigger),
+        returning id, user_id, workflow_id, status, error, started_at, finished_at, revision, job_id, trigger),
       steps as (
         update execution_steps set status = 'failed', error = ${cancelledMessage}::jsonb, finished_at = now()
          where execution_id = (select id from fence) and status in ('running', 'pending')),
+      -- The steps a cancel ends are announced by execution.cancelled alone, not as step.failed.
+      ${outbox(this.sql, executionEndedEvent(this.sql))},
       ${this.unlockJob}
-      select ${this.announce([event])} from fence`;
+      select ${this.announce([event], { outbox: true })} from fence`;
     const cancelled = this.settled(rows) !== null;
     const record = await this.reads.get(userId, id);
     if (!record) return null;
@@ -692,14 +726,18 @@ export class ExecutionLifecycle {
   /**
    * The select-list expression that announces `events`, numbered up to the statement's new
    * revision (the `revision` column of its CTE `fence`): the last event takes it, each earlier
-   * one the number before. The one place where event revisions are assigned.
+   * one the number before. The one place where event revisions are assigned. `andWork` adds
+   * "work"; `outbox` (the statement has the CTE `outbox`) adds it when the outbox wrote a message,
+   * so the delivery workers wake only when there is something to send.
    */
-  private announce(events: readonly PendingEvent[], options: { andWork?: boolean } = {}): Fragment {
+  private announce(events: readonly PendingEvent[], options: { andWork?: boolean; outbox?: boolean } = {}): Fragment {
     const sql = this.sql;
     const encoded = encodeInSql(sql, sql`e.value`, sql`fence.revision - ${events.length} + e.ordinality::int`);
-    const messages = sql`(select array_agg(${encoded} order by e.ordinality)
+    let messages = sql`(select array_agg(${encoded} order by e.ordinality)
       from jsonb_array_elements(${`[${events.join(',')}]`}::jsonb) with ordinality as e)`;
-    return this.bus.announce(options.andWork ? sql`${messages} || ${WORK}::text` : messages);
+    if (options.andWork) messages = sql`${messages} || ${WORK}::text`;
+    if (options.outbox) messages = sql`${messages} || case when ${outboxWrote(sql)} then array[${WORK}::text] else array[]::text[] end`;
+    return this.bus.announce(messages);
   }
 
   /** Hands the statement's rows to the bus; the first row, or null when the statement changed nothing. */
@@ -711,7 +749,8 @@ export class ExecutionLifecycle {
   /**
    * The upsert of step rows, run only when the CTE `fence` (the lease check) returned its row. A
    * step's `started_at` is set when it starts and kept after; JSON travels as text, so a JSON null
-   * stays distinct from "no value" (SQL NULL).
+   * stays distinct from "no value" (SQL NULL). Returns the rows as written, which the outbox reads
+   * for failed steps (failedStepEvents).
    */
   private upsertSteps(executionId: string, changes: readonly PreparedChange[]): Fragment {
     // One row per node: a later change of the same node in the batch replaces an earlier one.
@@ -742,7 +781,7 @@ export class ExecutionLifecycle {
          set status = excluded.status, attempt = excluded.attempt,
              input = coalesce(excluded.input, s.input), output = excluded.output, error = excluded.error,
              started_at = coalesce(excluded.started_at, s.started_at), finished_at = excluded.finished_at
-      returning 1`;
+      returning s.node_id, s.status, s.error, s.started_at, s.finished_at`;
   }
 }
 

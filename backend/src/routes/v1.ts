@@ -3,6 +3,7 @@ import { requireUser } from '../auth/plugin.js';
 import { apiKeyRoutes } from './api-keys/index.js';
 import { connectionRoutes } from './connections/index.js';
 import { deliveryRoutes } from './deliveries/index.js';
+import { eventSubscriptionRoutes } from './event-subscriptions/index.js';
 import { executionRoutes } from './executions/index.js';
 import { jobRoutes } from './jobs/index.js';
 import { meRoutes } from './me/index.js';
@@ -30,4 +31,5 @@ export async function v1Routes(v1: FastifyInstance) {
   await v1.register(connectionRoutes);
   await v1.register(variableRoutes);
   await v1.register(deliveryRoutes);
+  await v1.register(eventSubscriptionRoutes);
 }

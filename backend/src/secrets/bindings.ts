@@ -25,3 +25,13 @@ export function connectionSecretBinding(connection: { readonly id: string; reado
 export function variableSecretBinding(variable: { readonly id: string; readonly userId: string }): SecretBinding {
   return { table: 'variables', rowId: variable.id, userId: variable.userId };
 }
+
+/**
+ * Where an event subscription's signing secrets are sealed: its row and its owner. The current and
+ * the previous secret (after a rotation) share it, so a rotation moves the current one to the
+ * previous_secret_* columns as it is; the URL is not bound in: a receiver's URL may change while
+ * its secret stays.
+ */
+export function eventSubscriptionSecretBinding(subscription: { readonly id: string; readonly userId: string }): SecretBinding {
+  return { table: 'event_subscriptions', rowId: subscription.id, userId: subscription.userId };
+}

@@ -6,7 +6,7 @@ import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } f
  * src/secrets/bindings.ts). A secret opened with any part changed does not open.
  */
 export interface SecretBinding {
-  readonly table: 'connections' | 'variables';
+  readonly table: 'connections' | 'variables' | 'event_subscriptions';
   readonly rowId: string;
   readonly userId: string;
   readonly scope?: string;

@@ -1,5 +1,5 @@
 import type { Sql } from '../db/client.js';
-import { connectionSecretBinding, variableSecretBinding } from './bindings.js';
+import { connectionSecretBinding, eventSubscriptionSecretBinding, variableSecretBinding } from './bindings.js';
 import { SecretUnreadableError, type Keyring, type SecretBinding } from './keyring.js';
 
 /**
@@ -7,8 +7,28 @@ import { SecretUnreadableError, type Keyring, type SecretBinding } from './keyri
  * that gains those columns belongs here, or its secrets never leave an old key
  * (test/secrets-rotation.test.ts compares this list with the database's tables).
  */
-export const sealedSecretTables = ['connections', 'variables'] as const satisfies readonly SecretBinding['table'][];
+export const sealedSecretTables = ['connections', 'variables', 'event_subscriptions'] as const satisfies readonly SecretBinding['table'][];
 export type SealedSecretTable = (typeof sealedSecretTables)[number];
+
+/** A column of sealed envelopes; its key ids are in the column of the same prefix ending in `_key_id`. */
+export type SealedSecretColumn = 'secret_ciphertext' | 'previous_secret_ciphertext';
+
+/**
+ * Every place a sealed secret is stored: a table, and one of its ciphertext columns. An event
+ * subscription holds two secrets after a rotation, both sealed with its binding; the previous one
+ * is re-wrapped like the current one, expired or not (an expired one is never opened again, but
+ * left under an old key it would keep that key needed). The test compares this list with the
+ * database's columns too.
+ */
+export const sealedSecretColumns: readonly { readonly table: SealedSecretTable; readonly column: SealedSecretColumn }[] = [
+  { table: 'connections', column: 'secret_ciphertext' },
+  { table: 'variables', column: 'secret_ciphertext' },
+  { table: 'event_subscriptions', column: 'secret_ciphertext' },
+  { table: 'event_subscriptions', column: 'previous_secret_ciphertext' },
+];
+
+/** The column of key ids beside a ciphertext column. */
+const keyIdColumnOf = (column: SealedSecretColumn): string => column.replace(/_ciphertext$/, '_key_id');
 
 /** A secret the rotation could not open, named by its row (never by its value or ciphertext). */
 export interface UnreadableSecret {
@@ -19,6 +39,8 @@ export interface UnreadableSecret {
 
 export interface TableRotation {
   readonly table: SealedSecretTable;
+  /** Which of the table's secrets (sealedSecretColumns). */
+  readonly column: SealedSecretColumn;
   /** Re-wrapped under the first key by this run. */
   readonly rewrapped: number;
   /** Under the first key already when the run began (not opened: the rotation does not need them). */
@@ -46,10 +68,11 @@ export interface RotationOptions {
   readonly pauseBetweenPassesMs?: number;
 }
 
+/** A row's secret as one column pair reads (its own column names are aliased to these). */
 interface SealedRow {
   readonly id: string;
   readonly user_id: string;
-  /** A connection's base URL (its origin is bound into the secret); null for a variable. */
+  /** A connection's base URL (its origin is bound into the secret); null for the other tables. */
   readonly base_url: string | null;
   readonly secret_key_id: string | null;
   readonly secret_ciphertext: string;
@@ -57,9 +80,16 @@ interface SealedRow {
 
 /** The binding a row's secret was sealed with, as the service seals it (src/secrets/bindings.ts). */
 function bindingOf(table: SealedSecretTable, row: SealedRow): SecretBinding {
-  if (table === 'variables') return variableSecretBinding({ id: row.id, userId: row.user_id });
-  if (row.base_url === null) throw new SecretUnreadableError('it has no base URL');
-  return connectionSecretBinding({ id: row.id, userId: row.user_id, baseUrl: row.base_url });
+  const owner = { id: row.id, userId: row.user_id };
+  switch (table) {
+    case 'variables':
+      return variableSecretBinding(owner);
+    case 'event_subscriptions':
+      return eventSubscriptionSecretBinding(owner);
+    case 'connections':
+      if (row.base_url === null) throw new SecretUnreadableError('it has no base URL');
+      return connectionSecretBinding({ ...owner, baseUrl: row.base_url });
+  }
 }
 
 const DEFAULT_BATCH_SIZE = 100;
@@ -76,18 +106,18 @@ const DEFAULT_PAUSE_BETWEEN_PASSES_MS = 500;
  */
 export async function rotateSecrets(sql: Sql, keyring: Keyring, options: RotationOptions = {}): Promise<RotationReport> {
   const tables: TableRotation[] = [];
-  for (const table of sealedSecretTables) tables.push(await rotateTable(sql, keyring, table, options));
+  for (const { table, column } of sealedSecretColumns) tables.push(await rotateTable(sql, keyring, table, column, options));
   return { primaryKeyId: keyring.primaryKeyId, tables };
 }
 
-async function rotateTable(sql: Sql, keyring: Keyring, table: SealedSecretTable, options: RotationOptions): Promise<TableRotation> {
+async function rotateTable(sql: Sql, keyring: Keyring, table: SealedSecretTable, column: SealedSecretColumn, options: RotationOptions): Promise<TableRotation> {
   const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
   const maxPasses = Math.max(1, options.maxPasses ?? DEFAULT_MAX_PASSES);
   const primaryKeyId = keyring.primaryKeyId;
 
   const [current] = await sql<{ count: number }[]>`
     select count(*)::int as count from ${sql(table)}
-    where secret_ciphertext is not null and secret_key_id = ${primaryKeyId}`;
+    where ${sql(column)} is not null and ${sql(keyIdColumnOf(column))} = ${primaryKeyId}`;
 
   let rewrapped = 0;
   // By row id, so a row met again in a later pass is counted once.
@@ -96,22 +126,23 @@ async function rotateTable(sql: Sql, keyring: Keyring, table: SealedSecretTable,
   for (let pass = 1; pass <= maxPasses; pass += 1) {
     let afterId: string | undefined;
     for (;;) {
-      const batch = await rotateBatch(sql, keyring, table, afterId, batchSize);
+      const batch = await rotateBatch(sql, keyring, table, column, afterId, batchSize);
       rewrapped += batch.rewrapped;
       for (const { rowId, reason } of batch.unreadable) unreadable.set(rowId, reason);
       if (batch.lastId === undefined) break;
       afterId = batch.lastId;
     }
-    notReached = await countOldKeyRows(sql, table, primaryKeyId, [...unreadable.keys()]);
+    notReached = await countOldKeyRows(sql, table, column, primaryKeyId, [...unreadable.keys()]);
     if (notReached === 0) break;
     if (pass < maxPasses) await new Promise((resolve) => setTimeout(resolve, options.pauseBetweenPassesMs ?? DEFAULT_PAUSE_BETWEEN_PASSES_MS));
   }
 
   // A row found unreadable may have been given a new secret since (under the first key): it is no
   // longer a reason to keep an old key, so only rows still under another key are reported.
-  const stillUnreadable = await stillUnderOldKey(sql, table, primaryKeyId, [...unreadable.keys()]);
+  const stillUnreadable = await stillUnderOldKey(sql, table, column, primaryKeyId, [...unreadable.keys()]);
   return {
     table,
+    column,
     rewrapped,
     alreadyCurrent: current?.count ?? 0,
     unreadable: [...unreadable].filter(([rowId]) => stillUnreadable.has(rowId)).map(([rowId, reason]) => ({ rowId, reason })),
@@ -120,21 +151,26 @@ async function rotateTable(sql: Sql, keyring: Keyring, table: SealedSecretTable,
 }
 
 /**
- * One transaction: up to `batchSize` rows after `afterId` (by id) whose secret is under another
- * key, locked, re-wrapped and written back. `lastId` is the last row taken (undefined: none left
- * after `afterId` this pass). Rows that another transaction holds are skipped, not waited for.
+ * One transaction: up to `batchSize` rows after `afterId` (by id) whose secret in `column` is
+ * under another key, locked, re-wrapped and written back. `lastId` is the last row taken
+ * (undefined: none left after `afterId` this pass). Rows that another transaction holds are
+ * skipped, not waited for.
  */
 async function rotateBatch(
   sql: Sql,
   keyring: Keyring,
   table: SealedSecretTable,
+  column: SealedSecretColumn,
   afterId: string | undefined,
   batchSize: number,
 ): Promise<{ lastId: string | undefined; rewrapped: number; unreadable: UnreadableSecret[] }> {
+  const keyIdColumn = keyIdColumnOf(column);
   return sql.begin(async (tx) => {
     const rows = await tx<SealedRow[]>`
-      select id, user_id, ${table === 'connections' ? tx`base_url` : tx`null::text as base_url`}, secret_key_id, secret_ciphertext from ${tx(table)}
-      where secret_ciphertext is not null and secret_key_id is distinct from ${keyring.primaryKeyId}
+      select id, user_id, ${table === 'connections' ? tx`base_url` : tx`null::text as base_url`},
+        ${tx(keyIdColumn)} as secret_key_id, ${tx(column)} as secret_ciphertext
+      from ${tx(table)}
+      where ${tx(column)} is not null and ${tx(keyIdColumn)} is distinct from ${keyring.primaryKeyId}
         ${afterId === undefined ? tx`` : tx`and id > ${afterId}`}
       order by id
       limit ${batchSize}
@@ -166,14 +202,14 @@ async function rotateBatch(
       // version and updated_at stay: the secret's value, and so the resource, did not change.
       const updated = await tx<{ id: string }[]>`
         update ${tx(table)} as target
-        set secret_key_id = source.key_id, secret_ciphertext = source.ciphertext
+        set ${tx(keyIdColumn)} = source.key_id, ${tx(column)} = source.ciphertext
         from unnest(
           ${tx.array(rewraps.map((rewrap) => rewrap.id))}::uuid[],
           ${tx.array(rewraps.map((rewrap) => rewrap.previous))}::text[],
           ${tx.array(rewraps.map((rewrap) => rewrap.keyId))}::text[],
           ${tx.array(rewraps.map((rewrap) => rewrap.ciphertext))}::text[]
         ) as source(id, previous, key_id, ciphertext)
-        where target.id = source.id and target.secret_ciphertext = source.previous
+        where target.id = source.id and target.${tx(column)} = source.previous
         returning target.id`;
       rewrapped = updated.length;
     }
@@ -181,21 +217,21 @@ async function rotateBatch(
   });
 }
 
-/** Rows of `table` still under a key other than the first, apart from those in `exceptIds`. */
-async function countOldKeyRows(sql: Sql, table: SealedSecretTable, primaryKeyId: string, exceptIds: readonly string[]): Promise<number> {
+/** Rows of `table` whose secret in `column` is still under a key other than the first, apart from those in `exceptIds`. */
+async function countOldKeyRows(sql: Sql, table: SealedSecretTable, column: SealedSecretColumn, primaryKeyId: string, exceptIds: readonly string[]): Promise<number> {
   const [row] = await sql<{ count: number }[]>`
     select count(*)::int as count from ${sql(table)}
-    where secret_ciphertext is not null and secret_key_id is distinct from ${primaryKeyId}
+    where ${sql(column)} is not null and ${sql(keyIdColumnOf(column))} is distinct from ${primaryKeyId}
       and not (id = any(${sql.array([...exceptIds])}::uuid[]))`;
   return row?.count ?? 0;
 }
 
-/** Which of `ids` are still under a key other than the first. */
-async function stillUnderOldKey(sql: Sql, table: SealedSecretTable, primaryKeyId: string, ids: readonly string[]): Promise<Set<string>> {
+/** Which of `ids` still have their secret in `column` under a key other than the first. */
+async function stillUnderOldKey(sql: Sql, table: SealedSecretTable, column: SealedSecretColumn, primaryKeyId: string, ids: readonly string[]): Promise<Set<string>> {
   if (ids.length === 0) return new Set();
   const rows = await sql<{ id: string }[]>`
     select id from ${sql(table)}
-    where secret_ciphertext is not null and secret_key_id is distinct from ${primaryKeyId}
+    where ${sql(column)} is not null and ${sql(keyIdColumnOf(column))} is distinct from ${primaryKeyId}
       and id = any(${sql.array([...ids])}::uuid[])`;
   return new Set(rows.map((row) => row.id));
 }
@@ -205,15 +241,18 @@ export function rotationComplete(report: RotationReport): boolean {
   return report.tables.every((table) => table.unreadable.length === 0 && table.notReached === 0);
 }
 
-/** The rotation's report as an operator reads it: one line per table, then each unreadable row, then the verdict. */
+/** How a report names a table's secrets: the table for its (current) secret, `table.column` for another. */
+const labelOf = (rotation: TableRotation): string => (rotation.column === 'secret_ciphertext' ? rotation.table : `${rotation.table}.${rotation.column}`);
+
+/** The rotation's report as an operator reads it: one line per table (and other secret column), then each unreadable row, then the verdict. */
 export function describeRotation(report: RotationReport): string[] {
   const lines = report.tables.map((table) => {
     const parts = [`${table.rewrapped} rewrapped`, `${table.alreadyCurrent} already current`, `${table.unreadable.length} unreadable`];
     if (table.notReached > 0) parts.push(`${table.notReached} not reached (changed during the run: run again)`);
-    return `${table.table}: ${parts.join(', ')}`;
+    return `${labelOf(table)}: ${parts.join(', ')}`;
   });
   for (const table of report.tables) {
-    for (const { rowId, reason } of table.unreadable) lines.push(`unreadable: ${table.table} row ${rowId}: ${reason}`);
+    for (const { rowId, reason } of table.unreadable) lines.push(`unreadable: ${labelOf(table)} row ${rowId}: ${reason}`);
   }
   const rewrapped = report.tables.reduce((sum, table) => sum + table.rewrapped, 0);
   const key = `'${report.primaryKeyId}'`;
