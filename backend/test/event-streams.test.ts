@@ -5,7 +5,17 @@ import { createWorkflow, runWorkflow } from './engine-helpers.js';
 import { buildTestApp, expectProblem, signUp, type SignedInUser } from './helpers.js';
 
 const trustedOrigin = 'http://localhost:8100';
-const waitingGraph = { nodes: [{ id: 'start', type: 'trigger.manual' }], edges: [] };
+/**
+ * A run that stays open: no engine of this file runs it, and if another test file's engine (same
+ * database) claims it, it pauses at the delay for ten minutes instead of ending its streams.
+ */
+const waitingGraph = {
+  nodes: [
+    { id: 'start', type: 'trigger.manual' },
+    { id: 'wait', type: 'delay', params: { ms: 600_000 } },
+  ],
+  edges: [{ source: 'start', target: 'wait' }],
+};
 
 /** An open event stream: resolves `ended` with the text it received once the server ends it. */
 interface OpenedStream {
