@@ -71,12 +71,13 @@ describe('the Connections page of the demo SPA', () => {
     expect(new URL(page.url()).pathname).toBe('/connections');
     expect(await page.getByTestId('workflows-page').isHidden()).toBe(true);
     const rows = await connectionRows(page, 5);
+    // Base URLs as the API stores them: normalised by the URL parser (a bare origin gains its `/`).
     expect(rows.map(([name, baseUrl, auth, secretCell]) => [name, baseUrl, auth, secretCell])).toEqual([
       ['a-bearer', 'https://api.example.test/v1', 'bearer', 'set'],
-      ['b-basic', 'https://basic.example.test', 'basic, user ada', 'set'],
-      ['c-header', 'https://header.example.test', 'header x-api-key', 'set'],
-      ['d-query', 'https://query.example.test', 'query parameter api_key', 'set'],
-      ['e-open', 'https://open.example.test', 'none', 'not needed'],
+      ['b-basic', 'https://basic.example.test/', 'basic, user ada', 'set'],
+      ['c-header', 'https://header.example.test/', 'header x-api-key', 'set'],
+      ['d-query', 'https://query.example.test/', 'query parameter api_key', 'set'],
+      ['e-open', 'https://open.example.test/', 'none', 'not needed'],
     ]);
     expect(rows.map((row) => row[4] === 'never')).toEqual([true, false, true, true, true]);
     expect(await page.locator(`[data-connection-id="${ids['b-basic']}"] time`).getAttribute('datetime')).toBe(lastUsedAt);

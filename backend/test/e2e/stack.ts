@@ -252,6 +252,8 @@ export async function startStack({ nodeEnv = 'development' }: StackOptions = {})
       DATABASE_URL: databaseUrl.toString(),
       MIGRATE_ON_START: 'true',
       BETTER_AUTH_SECRET: randomBytes(32).toString('base64url'),
+      // Production refuses to start without keys for stored secrets.
+      SECRETS_KEYS: `e2e:${randomBytes(32).toString('base64')}`,
       AUTH_BASE_URL: `${siteUrl}/api`,
       // Only the second site: the demo's own origin is trusted as the origin of AUTH_BASE_URL, so
       // signing in through Caddy also proves AUTH_BASE_URL is the URL the browser uses.
