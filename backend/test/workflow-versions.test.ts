@@ -61,7 +61,8 @@ describe('workflow versions', () => {
     const engine = startEngine(app);
     try {
       const [first, second] = [
-        await waitForStatus(app, user, pending.id, ['completed', 'failed']),
+        // The engine starts cold here (its first expression worker), beside another test file's load.
+        await waitForStatus(app, user, pending.id, ['completed', 'failed'], 25_000),
         await waitForStatus(app, user, later.id, ['completed', 'failed']),
       ];
       const versionOf = async (id: string) =>
