@@ -645,14 +645,20 @@ describe('POST /api/hooks/:hookId within its owner’s limits', () => {
     const app = await buildTestApp({ ENGINE_USER_WAITING_MAX: '2' });
     try {
       const owner = await signUp(app);
-      // Its runs wait an hour (paused, if another file's engine takes them): they stay waiting until cancelled.
+      // Its runs wait an hour, paused: they stay waiting until cancelled.
       const graph = { nodes: [node({}), { id: 'wait', type: 'delay', params: { ms: 3_600_000 } }], edges: [{ source: 'hook', target: 'wait' }] };
       const created = await app.inject({ method: 'POST', url: '/api/v1/workflows', headers: { cookie: owner.cookie }, payload: { name: 'crowded', ...graph } });
       const { id, webhook } = created.json<HookWorkflow>();
       const send = (key: string) => app.inject({ method: 'POST', url: `/api/hooks/${webhook.hookId}`, headers: { 'content-type': 'application/json', 'idempotency-key': key }, payload: '{"n":1}' });
       const first = await send('one');
       expect(first.statusCode, first.body).toBe(202);
-      expect((await send('two')).statusCode).toBe(202);
+      const second = await send('two');
+      expect(second.statusCode).toBe(202);
+      // Both must be waiting when the third arrives: a run some engine is moving from pending to
+      // paused is briefly running, and would leave room for one more.
+      for (const response of [first, second]) {
+        await waitForStatus(app, owner, response.json<{ executionId: string }>().executionId, ['paused']);
+      }
       const refused = await send('three');
       const problem = expectProblem(refused, 429);
       expect(problem.code).toBe('RATE_LIMITED');
