@@ -645,7 +645,7 @@ describe('POST /api/hooks/:hookId within its owner’s limits', () => {
     const app = await buildTestApp({ ENGINE_USER_WAITING_MAX: '2' });
     try {
       const owner = await signUp(app);
-      // Its runs wait an hour, paused: they stay waiting until cancelled.
+      // Its runs wait an hour: they stay waiting (paused) until cancelled.
       const graph = { nodes: [node({}), { id: 'wait', type: 'delay', params: { ms: 3_600_000 } }], edges: [{ source: 'hook', target: 'wait' }] };
       const created = await app.inject({ method: 'POST', url: '/api/v1/workflows', headers: { cookie: owner.cookie }, payload: { name: 'crowded', ...graph } });
       const { id, webhook } = created.json<HookWorkflow>();
@@ -654,10 +654,16 @@ describe('POST /api/hooks/:hookId within its owner’s limits', () => {
       expect(first.statusCode, first.body).toBe(202);
       const second = await send('two');
       expect(second.statusCode).toBe(202);
-      // Both must be waiting when the third arrives: a run some engine is moving from pending to
-      // paused is briefly running, and would leave room for one more.
-      for (const response of [first, second]) {
-        await waitForStatus(app, owner, response.json<{ executionId: string }>().executionId, ['paused']);
+      // Both must be waiting when the third arrives. A run an engine is moving from pending to
+      // paused is briefly running, which would leave room for one more, and another test file's
+      // engine may take it at any time: this file's own engine takes both, and they settle paused.
+      const engine = startEngine(app);
+      try {
+        for (const response of [first, second]) {
+          await waitForStatus(app, owner, response.json<{ executionId: string }>().executionId, ['paused']);
+        }
+      } finally {
+        await engine.stop(2_000);
       }
       const refused = await send('three');
       const problem = expectProblem(refused, 429);
