@@ -3,12 +3,12 @@ import { connectionAuthTypes, type ConnectionAuthType } from '../../db/schema/in
 // Workflows refer to a connection by name (`http.request` params `connection`): one pattern for both.
 import { CONNECTION_NAME } from '../../engine/nodes/http.js';
 import { Timestamp } from '../../lib/http.js';
+import { httpUrl } from '../../lib/http-url.js';
 import { pageOf, searchableListQuery } from '../../lib/pagination.js';
 import { wellFormed } from '../../lib/well-formed-text.js';
 import { SecretText } from '../../secrets/secret-text.js';
 
 const MAX_PLAIN_HEADERS = 50;
-const MAX_BASE_URL_LENGTH = 2048;
 const MAX_HEADER_NAME_LENGTH = 256;
 const MAX_HEADER_VALUE_LENGTH = 8192;
 
@@ -89,32 +89,10 @@ const PlainHeaders = z
   .meta({ description: `Plain (not secret) headers sent with every request, at most ${MAX_PLAIN_HEADERS}; names are stored lower-case.` });
 
 /**
- * The base URL, stored normalised (`new URL(x).href`: scheme and host lower-case, default port and
- * dot segments dropped; a path stays as given). Credentials belong in `auth`; a query or fragment
- * would be lost or duplicated when request URLs are resolved against it.
+ * The base URL. Credentials belong in `auth`; a query or fragment would be lost or duplicated when
+ * request URLs are resolved against it.
  */
-const BaseUrl = z
-  .string()
-  .max(MAX_BASE_URL_LENGTH)
-  .transform((text, ctx) => {
-    const refuse = (message: string) => {
-      ctx.addIssue({ code: 'custom', message });
-      return z.NEVER;
-    };
-    // The URL parser would silently drop tabs and line breaks and trim spaces: refuse them instead.
-    if (/[\x00-\x20\x7f]/.test(text)) return refuse('must not contain spaces or control characters');
-    let url: URL;
-    try {
-      url = new URL(text);
-    } catch {
-      return refuse('must be an absolute URL');
-    }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') return refuse('must be an http or https URL');
-    if (url.username !== '' || url.password !== '') return refuse('must not contain credentials (user:password@): set them in auth');
-    if (url.href.includes('?') || url.href.includes('#')) return refuse('must not have a query or a fragment');
-    if (url.href.length > MAX_BASE_URL_LENGTH) return refuse(`must be at most ${MAX_BASE_URL_LENGTH} characters once normalised`);
-    return url.href;
-  })
+const BaseUrl = httpUrl({ withQuery: false, credentialsHint: 'set them in auth' })
   .meta({ description: 'Absolute http(s) URL without credentials, query or fragment; stored normalised.', example: 'https://api.example.com/v1/' });
 
 const name = z

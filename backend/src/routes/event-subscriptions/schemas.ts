@@ -1,9 +1,8 @@
 import { z } from 'zod';
 import { eventMessageStatuses, eventTypes } from '../../db/schema/index.js';
 import { Timestamp } from '../../lib/http.js';
+import { httpUrl } from '../../lib/http-url.js';
 import { commaSeparatedList, listQuery, pageOf } from '../../lib/pagination.js';
-
-const MAX_URL_LENGTH = 2048;
 
 export const EventType = z.enum(eventTypes).meta({
   description:
@@ -12,33 +11,11 @@ export const EventType = z.enum(eventTypes).meta({
 });
 
 /**
- * Where messages are POSTed, stored normalised (`new URL(x).href`). Absolute http(s) without
- * credentials (a receiver's credential belongs in its own check of our signature) or fragment
- * (never sent); a query is kept. Whether its host may be reached is judged by the SSRF guard:
+ * Where messages are POSTed. No credentials (a receiver's credential belongs in its own check of
+ * our signature); a query is kept. Whether its host may be reached is judged by the SSRF guard:
  * here only an IP literal or `localhost` (see repository.ts), every other host at each send.
  */
-const DeliveryUrl = z
-  .string()
-  .max(MAX_URL_LENGTH)
-  .transform((text, ctx) => {
-    const refuse = (message: string) => {
-      ctx.addIssue({ code: 'custom', message });
-      return z.NEVER;
-    };
-    // The URL parser would silently drop tabs and line breaks and trim spaces: refuse them instead.
-    if (/[\x00-\x20\x7f]/.test(text)) return refuse('must not contain spaces or control characters');
-    let url: URL;
-    try {
-      url = new URL(text);
-    } catch {
-      return refuse('must be an absolute URL');
-    }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') return refuse('must be an http or https URL');
-    if (url.username !== '' || url.password !== '') return refuse('must not contain credentials (user:password@)');
-    if (url.hash !== '' || url.href.endsWith('#')) return refuse('must not have a fragment (it is never sent)');
-    if (url.href.length > MAX_URL_LENGTH) return refuse(`must be at most ${MAX_URL_LENGTH} characters once normalised`);
-    return url.href;
-  })
+const DeliveryUrl = httpUrl({ withQuery: true })
   .meta({
     description:
       'Absolute http(s) URL without credentials or fragment, at most 2048 characters; stored normalised. It passes the SSRF guard of http.request: ' +
