@@ -1,20 +1,39 @@
 import closeWithGrace from 'close-with-grace';
-import { buildApp } from './app.js';
-import { createAuth } from './auth/auth.js';
 import { loadConfigOrExit } from './config.js';
-import { openDatabase } from './db/client.js';
+import { openDatabase, type DbClient } from './db/client.js';
 import { runMigrations } from './db/migrate.js';
-import { Engine } from './engine/engine.js';
 import { createLogger } from './logger.js';
+
+/**
+ * The modules that make up the service (most of the start-up's module loading: Fastify, Better
+ * Auth, zod schemas, the engine), loaded while the database opens and migrates rather than before:
+ * the embedded one starts in a thread of its own, so both proceed at once.
+ */
+async function loadServiceModules() {
+  const [{ buildApp }, { createAuth }, { Engine }] = await Promise.all([import('./app.js'), import('./auth/auth.js'), import('./engine/engine.js')]);
+  return { buildApp, createAuth, Engine };
+}
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const logger = createLogger(config);
-  const database = await openDatabase(config, logger);
-  try {
-    if (database.kind === 'embedded' || config.db.migrateOnStart) {
-      await runMigrations(database.db, logger);
+  const databaseReady = openDatabase(config, logger).then(async (database) => {
+    try {
+      if (database.kind === 'embedded' || config.db.migrateOnStart) {
+        await runMigrations(database.db, logger);
+      }
+      return database;
+    } catch (error) {
+      await database.close().catch(() => undefined);
+      throw error;
     }
+  });
+  const modulesLoaded = loadServiceModules();
+  // Whichever fails first is reported; the other's outcome must not surface as an unhandled rejection.
+  modulesLoaded.catch(() => undefined);
+  const database: DbClient = await databaseReady;
+  try {
+    const { buildApp, createAuth, Engine } = await modulesLoaded;
     const auth = createAuth({ config, db: database.db, logger });
     const app = await buildApp({ config, database, auth, logger });
     const engine = config.engine.enabled ? new Engine({ lifecycle: app.executions, bus: app.bus, config: config.engine, logger, db: app.database.db, keyring: app.keyring }) : undefined;

@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -7,6 +8,7 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded
 import { runMigrations } from '../src/db/migrate.js';
 import { refusalToWipe } from '../src/db/safeguards.js';
 import { generateKeyEntry } from '../src/secrets/keyring.js';
+import { backendRoot } from './process.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -22,6 +24,12 @@ declare module 'vitest' {
  * embedded PGlite in a temporary directory, so `npm test` passes on a machine with no server.
  */
 export default async function setup(project: TestProject) {
+  // Tests that start the server run the build, as `npm start` does (its prestart builds too).
+  await new Promise<void>((resolve, reject) => {
+    execFile(process.execPath, ['scripts/build.mjs'], { cwd: backendRoot }, (error, _stdout, stderr) =>
+      error ? reject(new Error(`npm run build failed: ${stderr || error.message}`)) : resolve(),
+    );
+  });
   let embedded: EmbeddedPostgres | undefined;
   let scratchDir: string | undefined;
   let url = process.env.TEST_DATABASE_URL;

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -15,9 +16,13 @@ export interface ServerProcess {
   stop(): Promise<void>;
 }
 
-/** Runs a TypeScript entry of the backend (through tsx) in a child process. */
-export function runScript(script: string, args: string[], env: Record<string, string | undefined>) {
-  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], {
+/**
+ * Runs an entry of the backend in a child process: a TypeScript one through tsx, a built one
+ * (dist/, which the global setup builds) with plain node and `nodeFlags`.
+ */
+export function runScript(script: string, args: string[], env: Record<string, string | undefined>, nodeFlags: readonly string[] = []) {
+  const loader = script.endsWith('.ts') ? ['--import', 'tsx'] : [];
+  const child = spawn(process.execPath, [...nodeFlags, ...loader, script, ...args], {
     cwd: backendRoot,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -31,11 +36,21 @@ export function runScript(script: string, args: string[], env: Record<string, st
   return { child, exited, output: () => output };
 }
 
-/** Starts `src/server.ts` on a random port and waits until it listens. */
+/** What `npm start` runs (backend/package.json): `node [flags] dist/server.js`, as flags and entry. */
+export function startCommand(): { readonly nodeFlags: string[]; readonly entry: string } {
+  const manifest = JSON.parse(readFileSync(path.join(backendRoot, 'package.json'), 'utf8')) as { scripts?: Record<string, string> };
+  const start = manifest.scripts?.start ?? '';
+  const match = /^node((?: --[\w-]+(?:=\S+)?)*) (dist\/\S+\.js)$/.exec(start);
+  if (!match?.[2]) throw new Error(`backend/package.json: expected "start": "node [flags] dist/<entry>.js", found "${start}"`);
+  return { nodeFlags: (match[1] ?? '').split(' ').filter(Boolean), entry: match[2] };
+}
+
+/** Starts the built server as `npm start` does, on a random port, and waits until it listens. */
 export async function startServerProcess(env: Record<string, string | undefined>, timeoutMs = 30_000): Promise<ServerProcess> {
   // Better Auth's sign-in/sign-up counters are shared through the database by every test on this
   // machine's address: the spawned servers get the same generous limit as the in-process test apps.
-  const run = runScript('src/server.ts', [], { HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', AUTH_RATE_LIMIT_MAX: '100000', ...env });
+  const { nodeFlags, entry } = startCommand();
+  const run = runScript(entry, [], { HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', AUTH_RATE_LIMIT_MAX: '100000', ...env }, nodeFlags);
   const deadline = Date.now() + timeoutMs;
   let baseUrl: string | undefined;
   while (!baseUrl) {

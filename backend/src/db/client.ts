@@ -86,7 +86,7 @@ export async function openDatabase(config: Config, logger: Logger, applicationNa
   const started = Date.now();
   // Loaded only here: a service on a real PostgreSQL never pays for PGlite's code and memory.
   const { startEmbeddedPostgres } = await import('./embedded.js');
-  const embedded = await startEmbeddedPostgres(config.database.dataDir);
+  const embedded = await startEmbeddedPostgres(config.database.dataDir, { seedFromImage: true });
   logger.warn(
     { dataDir: embedded.dataDir, startedInMs: Date.now() - started },
     'database: EMBEDDED PostgreSQL (PGlite, one connection; for development only, set DATABASE_URL for a real server)',
