@@ -42,7 +42,7 @@ describe('compose.dev.yml', () => {
     // The values compose hands the backend must pass the service's own config validation.
     expect(() => loadConfig(backend?.environment)).not.toThrow();
 
-    expect(caddy?.ports).toContain('8100:8100');
+    expect(caddy?.ports).toContain('127.0.0.1:8100:8100');
     expect(caddy?.volumes).toContain('./Caddyfile:/etc/caddy/Caddyfile:ro');
   });
 });
