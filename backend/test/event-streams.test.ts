@@ -116,6 +116,19 @@ describe('event streams', () => {
     expect(await byKey.ended).toContain('event: execution');
   });
 
+  it('ends every stream of a revoked API key, which share one verification of it', async () => {
+    const execution = await runWorkflow(app, bob, await createWorkflow(app, bob, waitingGraph));
+    const key = (
+      await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { cookie: bob.cookie }, payload: { name: 'shared' } })
+    ).json<{ id: string; key: string }>();
+    const streams = [await openStream(app, execution.id, { 'x-api-key': key.key }), await openStream(app, execution.id, { 'x-api-key': key.key })];
+    expect(streams.map((stream) => stream.status)).toEqual([200, 200]);
+
+    const revoke = await app.inject({ method: 'DELETE', url: `/api/v1/api-keys/${key.id}`, headers: { cookie: bob.cookie } });
+    expect(revoke.statusCode).toBe(204);
+    for (const stream of streams) expect(await msUntil(stream.ended, 2_000)).toBeLessThan(2_000);
+  });
+
   it('ends a stream when its API key expires', async () => {
     const execution = await runWorkflow(app, bob, await createWorkflow(app, bob, waitingGraph));
     const expiresAt = new Date(Date.now() + 1_500).toISOString();

@@ -603,7 +603,8 @@ describe('POST /api/hooks/:hookId', () => {
         for (let n = 0; n < 4; n++) accepted(await deliver(workflow.webhook.hookId, '{}', undefined, '', first));
         // The second replica has seen none of them yet: it lets one through, then learns the total at its next sync.
         accepted(await deliver(workflow.webhook.hookId, '{}', undefined, '', second));
-        await new Promise((resolve) => setTimeout(resolve, 300));
+        // Twenty sync intervals: one is enough on an idle machine, a loaded one can delay the timer.
+        await new Promise((resolve) => setTimeout(resolve, 1_000));
         const refused = await deliver(workflow.webhook.hookId, '{}', undefined, '', second);
         const problem = expectProblem(refused, 429);
         expect(problem.code).toBe('RATE_LIMITED');

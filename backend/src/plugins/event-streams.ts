@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
+import type { RequestCaller } from '../auth/caller.js';
 import { reverifyCaller } from '../auth/plugin.js';
 import { ProblemError } from '../lib/problem.js';
 
@@ -53,12 +54,35 @@ interface OpenStream {
  * user's callers change on any replica (sign-out, revocation: the bus's `callers-changed`), when
  * the bus may have lost such a message (`resync`), and when the credential expires. So an idle
  * stream costs no query, and a revoked one ends within a round trip of the notification.
+ *
+ * Streams that present the same credential share one verification (a user's many tabs, or a
+ * client watching many executions with one key): a notification costs a query or two per
+ * credential, not per stream. Only a verification begun after the latest notification is shared,
+ * so none can answer with what held before the change.
  */
 async function eventStreamsPlugin(app: FastifyInstance, { maxPerUser }: EventStreamsOptions) {
   const openByUser = new Map<string, Set<OpenStream>>();
+  /** Counts the notifications that may have changed credentials. */
+  let credentialChanges = 0;
+  /** Verifications in flight, by the credential headers they verify; an entry leaves once settled. */
+  const verifying = new Map<string, { readonly after: number; readonly caller: Promise<RequestCaller | null> }>();
+  const verifyShared = (request: FastifyRequest): Promise<RequestCaller | null> => {
+    const key = credentialKeyOf(request);
+    const inFlight = verifying.get(key);
+    if (inFlight?.after === credentialChanges) return inFlight.caller;
+    const entry = { after: credentialChanges, caller: reverifyCaller(request) };
+    verifying.set(key, entry);
+    const forget = () => {
+      if (verifying.get(key) === entry) verifying.delete(key);
+    };
+    entry.caller.then(forget, forget);
+    return entry.caller;
+  };
   const unsubscribe = app.bus.subscribe((message) => {
+    if (message.kind !== 'callers-changed' && message.kind !== 'resync') return;
+    credentialChanges++;
     if (message.kind === 'callers-changed') for (const stream of openByUser.get(message.userId) ?? []) stream.recheck();
-    else if (message.kind === 'resync') for (const streams of openByUser.values()) for (const stream of streams) stream.recheck();
+    else for (const streams of openByUser.values()) for (const stream of streams) stream.recheck();
   });
   // Streams would hold the server open: they end as closing starts, before in-flight requests drain.
   app.addHook('preClose', async () => {
@@ -115,7 +139,7 @@ async function eventStreamsPlugin(app: FastifyInstance, { maxPerUser }: EventStr
         checkAgain = true;
         return;
       }
-      checking = reverifyCaller(request)
+      checking = verifyShared(request)
         .then((current) => (current?.user.id === userId ? checkAt(current.expiresAt) : end()))
         // A database that cannot answer now revokes nothing: the next notification or expiry checks again.
         .catch((error: unknown) => request.log.warn({ err: error }, 'event stream could not re-check its caller'))
@@ -141,6 +165,15 @@ async function eventStreamsPlugin(app: FastifyInstance, { maxPerUser }: EventStr
       end,
     };
   });
+}
+
+/**
+ * What a verification of the request's caller reads (reverifyCaller: the API key headers, else the
+ * session cookie): streams with equal values get the same answer, so they may share one.
+ */
+function credentialKeyOf(request: FastifyRequest): string {
+  const { authorization, cookie } = request.headers;
+  return JSON.stringify([authorization ?? null, request.headers['x-api-key'] ?? null, cookie ?? null]);
 }
 
 /** The CORS and security headers hooks already put on the reply (a hijacked reply skips the rest). */
