@@ -1,12 +1,13 @@
-import { and, count, eq, sql } from 'drizzle-orm';
+import { and, eq } from 'drizzle-orm';
 import type { RequestCaller } from '../../auth/caller.js';
 import { generateApiKey } from '../../auth/api-keys.js';
 import type { Db } from '../../db/client.js';
 import { isForeignKeyViolation } from '../../db/errors.js';
 import { apiKeys } from '../../db/schema/index.js';
 import { iso, isoOrNull } from '../../lib/http.js';
-import { badRequest, conflict, unauthorized } from '../../lib/problem.js';
+import { badRequest, unauthorized } from '../../lib/problem.js';
 import { columnSortKeys, listOwned, type ListParams, type Page } from '../../lib/pagination.js';
+import { createWithinLimit } from '../../lib/per-user-limit.js';
 import type { ApiKeyDto, CreateApiKeyInput, CreatedApiKeyDto } from './schemas.js';
 
 type ApiKeyRow = typeof apiKeys.$inferSelect;
@@ -60,14 +61,9 @@ export async function create(
   const generated = generateApiKey();
   const { expiresAt, parentKeyId } = expiryFor(creator, input.expiresAt);
   const userId = creator.user.id;
-  let row: ApiKeyRow | undefined;
+  let row: ApiKeyRow;
   try {
-    row = await db.transaction(async (tx) => {
-      await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${`api-keys-per-user:${userId}`}, 0))`);
-      const [owned] = await tx.select({ keys: count() }).from(apiKeys).where(eq(apiKeys.userId, userId));
-      if ((owned?.keys ?? 0) >= maxPerUser) {
-        throw conflict(`You have ${maxPerUser} API keys (expired ones included), the most allowed; delete one to create another.`, 'API_KEY_LIMIT_REACHED');
-      }
+    row = await createWithinLimit(db, apiKeys, userId, { maxPerUser, noun: 'API keys (expired ones included)', code: 'API_KEY_LIMIT_REACHED' }, async (tx) => {
       const [inserted] = await tx
         .insert(apiKeys)
         .values({ userId, name: input.name, prefix: generated.prefix, keyHash: generated.hash, expiresAt, parentKeyId })
@@ -80,7 +76,6 @@ export async function create(
     if (isForeignKeyViolation(error)) throw unauthorized('The API key was revoked.');
     throw error;
   }
-  if (!row) throw new Error('insert returned no row');
   const stored = present(row);
   return { created: { ...stored, key: generated.secret }, stored };
 }
