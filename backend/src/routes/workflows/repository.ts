@@ -8,6 +8,7 @@ import { iso } from '../../lib/http.js';
 import {
   columnSortKeys,
   getOwned,
+  isOwned,
   keysetPlan,
   listOwned,
   toPage,
@@ -155,8 +156,7 @@ const versionSortKeys: SortKeys<VersionListRow, ColumnSortKey<VersionListRow>> =
 
 /** Whether the caller has this workflow (one index read; nothing of it is loaded). */
 export async function owns(db: Db, userId: string, id: string): Promise<boolean> {
-  const [row] = await db.select({ id: workflows.id }).from(workflows).where(and(eq(workflows.userId, userId), eq(workflows.id, id)));
-  return row !== undefined;
+  return isOwned(db, workflows, userId, id);
 }
 
 /**
