@@ -17,9 +17,8 @@ COPY . .
 # Build, then drop the dev dependencies: pruning keeps the files patch-package already patched
 # (an `npm ci --omit=dev` could not run the postinstall without patch-package). The embedded
 # database's image is for development only (production refuses the embedded database).
-RUN npm run build \
-  && npm prune --omit=dev --no-audit --no-fund \
-  && rm -rf backend/dist/embedded-image
+RUN AUTONODE_BUILD_EMBEDDED_IMAGE=false npm run build \
+  && npm prune --omit=dev --no-audit --no-fund
 
 FROM node:${NODE_VERSION}-trixie-slim AS runtime
 ENV NODE_ENV=production \
@@ -36,7 +35,7 @@ WORKDIR /app/backend
 USER node
 EXPOSE 3000
 # Readiness, with Node itself (the slim image has no curl or wget).
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --start-interval=1s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 3000) + '/api/ready').then((response) => process.exit(response.ok ? 0 : 1), () => process.exit(1))"]
 # Node is PID 1's command itself (no npm, no shell, no entrypoint script), so SIGTERM reaches the
 # service's graceful shutdown; the flags are `npm start`'s.

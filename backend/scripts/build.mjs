@@ -7,6 +7,7 @@
 //     already initialised and migrated, which a new embedded data directory starts as a copy of
 //     instead of running initdb and every migration (src/db/embedded.ts). It is rebuilt only when
 //     its key (PGlite's version and the migrations) changes, so a build is usually well under a second.
+//     Not with AUTONODE_BUILD_EMBEDDED_IMAGE=false or DATABASE_URL set (see below).
 // Plain JavaScript, so that building needs neither tsx nor TypeScript.
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -65,11 +66,34 @@ for (const entry of await readdir(outputRoot, { recursive: true, withFileTypes: 
 }
 const transpiledMs = Math.round(performance.now() - started);
 
-/** @type {typeof import('../src/db/embedded.js')} */
-const embedded = await import(pathToFileURL(path.join(outputRoot, 'db', 'embedded.js')).href);
-const image = await embedded.prepareEmbeddedImage();
+// The image serves only the embedded database (no DATABASE_URL) and takes initdb and every
+// migration (about 15 s) when its key changed: it is skipped where it cannot be used (the
+// Dockerfile's build, where production refuses the embedded database: it sets
+// AUTONODE_BUILD_EMBEDDED_IMAGE=false; any build with DATABASE_URL set, such as npm start's prestart
+// against a server). One that fails to build is a warning, never a failed build: an embedded start
+// without an image runs initdb and the migrations itself.
+const skipImage =
+  process.env.AUTONODE_BUILD_EMBEDDED_IMAGE === 'false'
+    ? 'skipped (AUTONODE_BUILD_EMBEDDED_IMAGE=false)'
+    : process.env.DATABASE_URL
+      ? 'skipped (DATABASE_URL is set)'
+      : undefined;
+let imageOutcome = skipImage;
+if (!imageOutcome) {
+  try {
+    /** @type {typeof import('../src/db/embedded.js')} */
+    const embedded = await import(pathToFileURL(path.join(outputRoot, 'db', 'embedded.js')).href);
+    const image = await embedded.prepareEmbeddedImage();
+    imageOutcome = image.created ? `created in ${image.tookMs} ms` : 'up to date';
+  } catch (error) {
+    imageOutcome = 'not built (see the warning above)';
+    process.stderr.write(
+      `build: warning: the embedded database's image could not be prepared; a new embedded data directory will run initdb and the migrations instead:\n` +
+        `${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+    );
+  }
+}
 
 process.stdout.write(
-  `build: ${entryPoints.length} modules to dist/ in ${transpiledMs} ms (${written} written, ${removed} removed); ` +
-    `embedded image ${image.created ? `created in ${image.tookMs} ms` : 'up to date'}\n`,
+  `build: ${entryPoints.length} modules to dist/ in ${transpiledMs} ms (${written} written, ${removed} removed); embedded image ${imageOutcome}\n`,
 );

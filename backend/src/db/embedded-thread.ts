@@ -11,7 +11,12 @@ export interface EmbeddedThreadOptions {
 export type EmbeddedThreadMessage =
   | { readonly kind: 'listening'; readonly address: string }
   | { readonly kind: 'stopped' }
-  | { readonly kind: 'failed'; readonly message: string };
+  | { readonly kind: 'failed'; readonly message: string; readonly stack?: string };
+
+/** A failure as the thread reports it: the message, and the stack where it was thrown (in this thread). */
+function failure(error: unknown): EmbeddedThreadMessage {
+  return error instanceof Error ? { kind: 'failed', message: error.message, stack: error.stack } : { kind: 'failed', message: String(error) };
+}
 
 /**
  * The worker thread that owns PGlite and its one-connection socket server (started by
@@ -27,7 +32,7 @@ async function serve(port: NonNullable<typeof parentPort>, options: EmbeddedThre
     server = new PGLiteSocketServer({ db: database, host: '127.0.0.1', port: 0, maxConnections: 1 });
     await server.start();
   } catch (error) {
-    send({ kind: 'failed', message: error instanceof Error ? error.message : String(error) });
+    send(failure(error));
     return;
   }
   port.once('message', () => {
@@ -37,7 +42,7 @@ async function serve(port: NonNullable<typeof parentPort>, options: EmbeddedThre
         await database.close();
         send({ kind: 'stopped' });
       } catch (error) {
-        send({ kind: 'failed', message: error instanceof Error ? error.message : String(error) });
+        send(failure(error));
       }
     })();
   });
