@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { someString } from '../lib/json-walk.js';
 import { StepError } from './errors.js';
 import { defaultExpressionLimits, type ExpressionBindings, type ExpressionLimits, type ExpressionScope } from './expressions.js';
+import { InlineExpressions } from './inline-expression.js';
 import type { ExpressionTask, FailedEvaluation, NeededParts, SentPart, SentScope, SuppliedParts, WorkerReply } from './expression-worker.js';
 import { readsVars } from './vars-references.js';
 
@@ -63,7 +64,11 @@ const TOTAL_INLINE_BYTES = 256 * 1024;
 /** The end of a worker's stderr kept for the log when it dies unexpectedly. */
 const STDERR_TAIL_CHARS = 2_000;
 
-const workerEntry = fileURLToPath(new URL('./expression-worker.mjs', import.meta.url));
+/**
+ * The worker process's entry: beside this module, the built JavaScript when this is the build
+ * (dist/, plain node), else the shim that loads the TypeScript source through tsx (src/: tsx, vitest).
+ */
+const workerEntry = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './expression-worker.mjs' : './expression-worker.js', import.meta.url));
 
 /** A task as submitted: the whole scope, which stays here until the task ends. */
 type Request = { readonly kind: 'evaluate'; readonly expression: string } | { readonly kind: 'resolve'; readonly value: unknown };
@@ -96,6 +101,10 @@ interface PoolWorker {
  * `$count($append([1..9000000], [1..9000000]))` at 128 MB). A process's own heap limit only ever
  * ends that process. Workers start with an empty environment: the service's secrets are not theirs.
  *
+ * The exception: a plain field path, literal, or one operator between two of those (`input.n + 1`),
+ * whose evaluation is bounded by its text and gives JSONata's answer, is answered on this thread
+ * (inline-expression.ts); anything else, or any doubt, goes to a worker.
+ *
  * Tasks wait in one FIFO queue for a free worker; the budget's clock starts when a worker takes
  * the task, so waiting costs no budget. Idle workers do not keep the service alive; close() ends them.
  */
@@ -103,6 +112,8 @@ export class ExpressionPool implements ExpressionEvaluator {
   private readonly workers = new Set<PoolWorker>();
   private readonly queue: QueuedTask[] = [];
   private readonly limits: ExpressionLimits;
+  /** Plain paths and one-operator expressions, answered here at once (bounded work: see inline-expression.ts). */
+  private readonly inline = new InlineExpressions();
   private readonly log: Logger;
   private failedStarts = 0;
   private closed = false;
@@ -119,6 +130,9 @@ export class ExpressionPool implements ExpressionEvaluator {
   }
 
   evaluate(expression: string, scope: ExpressionScope, bindings?: ExpressionBindings): Promise<unknown> {
+    if (this.closed) return Promise.reject(new Error('the expression pool is closed'));
+    const answered = this.inline.evaluate(expression, scope);
+    if (answered) return Promise.resolve(answered.value);
     const request: Request = { kind: 'evaluate', expression };
     return this.submit(request, scope, boundIn(request, bindings));
   }
