@@ -50,6 +50,11 @@ export class Engine {
   private readonly log: Logger;
   private state: 'idle' | 'running' | 'draining' | 'stopped' = 'idle';
   private wakeUp: (() => void) | undefined;
+  /**
+   * A nudge that came while the claim loop was not idle (in the middle of a claim): the next idle
+   * ends at once, so work announced during a claim that could not see it waits for no poll.
+   */
+  private wokenWhileBusy = false;
   private loop: Promise<void> | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private schedulerTimer: NodeJS.Timeout | undefined;
@@ -104,12 +109,15 @@ export class Engine {
 
   /** Nudges the claim loop (new work was announced). */
   wake(): void {
-    this.wakeUp?.();
+    if (this.wakeUp) this.wakeUp();
+    else this.wokenWhileBusy = true;
   }
 
   private async claimLoop(): Promise<void> {
     let backoffMs = this.deps.config.pollMs;
     while (this.state === 'running') {
+      // This claim sees everything committed before it starts: only later nudges count.
+      this.wokenWhileBusy = false;
       try {
         const free = this.deps.config.concurrency - this.running.size;
         const claimed = free > 0 ? await this.deps.lifecycle.claim(this.workerId, free, this.deps.config.leaseMs, this.deps.config.userConcurrency) : [];
@@ -173,6 +181,7 @@ export class Engine {
   }
 
   private idle(ms: number): Promise<void> {
+    if (this.wokenWhileBusy) return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(done, ms);
       function done() {
