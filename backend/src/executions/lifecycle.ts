@@ -156,6 +156,16 @@ interface Outcome {
   readonly error: Serialized | undefined;
 }
 
+/** An end statement (end()), run on the pool or in a transaction. */
+type EndStatement = (db: postgres.ISql) => Promise<readonly { announced: unknown }[]>;
+
+interface WaitingEnd {
+  readonly executionId: string;
+  readonly statement: EndStatement;
+  readonly resolve: (rows: readonly { announced: unknown }[]) => void;
+  readonly reject: (error: unknown) => void;
+}
+
 /** "There may be work": sent with every write that makes an execution runnable now. */
 const WORK = JSON.stringify({ kind: 'work' });
 
@@ -168,6 +178,8 @@ const jsonParam = (value: unknown): string | null => (value === undefined ? null
 export class ExecutionLifecycle {
   private readonly work: Fragment;
   private readonly unlockJob: Fragment;
+  /** Per user with an end statement being written: the ends that wait for it (writeEnd); no entry once none is written. */
+  private readonly endsWaiting = new Map<string, WaitingEnd[]>();
 
   constructor(
     private readonly sql: Sql,
@@ -577,14 +589,25 @@ export class ExecutionLifecycle {
     return { status: outcome.status, output, error: serialize(boundedError(outcome.error, this.limits.maxPayloadBytes)) };
   }
 
-  /** The statement that ends the execution, with its payloads already serialized and bounded. */
+  /**
+   * The statement that ends the execution, with its payloads already serialized and bounded. A
+   * run's end is its user's hot write: the usage triggers update the user's `user_usage` row, so
+   * two ends of one user's runs wait for each other's commit. Ends of one user that come while
+   * another is being written are written together after it (writeEnd), one commit for all.
+   */
   private async end(workerId: string, execution: RunningExecution, outcome: Outcome, changes: readonly StepChange[]): Promise<boolean> {
+    const statement = this.endStatement(workerId, execution, outcome, changes);
+    return this.settled(await this.writeEnd(execution, statement)) !== null;
+  }
+
+  /** The statement of end(), to run on the pool or in a transaction (`db`); the caller settles its rows. */
+  private endStatement(workerId: string, execution: RunningExecution, outcome: Outcome, changes: readonly StepChange[]): EndStatement {
     const prepared = this.prepareChanges(changes);
     const events = [...prepared.map((step) => stepEvent(execution, step)), executionEvent(execution, outcome.status, outcome)];
     const announced = prepared.some((step) => step.change.status === 'failed')
       ? this.sql`${executionEndedEvent(this.sql)} union all ${failedStepEvents(this.sql)}`
       : executionEndedEvent(this.sql);
-    const rows = await this.sql<{ announced: unknown }[]>`
+    return (db) => db<{ announced: unknown }[]>`
       with fence as (
         update executions
            set status = ${outcome.status}, output = ${outcome.output?.json ?? null}::jsonb,
@@ -596,7 +619,70 @@ export class ExecutionLifecycle {
       ${outbox(this.sql, announced)},
       ${this.unlockJob}
       select ${this.announce(events, { outbox: true })} from fence`;
-    return this.settled(rows) !== null;
+  }
+
+  /**
+   * Runs an end statement of `userId`'s: at once when none of theirs is being written, else after
+   * it, in one transaction with the others that came meanwhile (one commit, one wait for their
+   * usage row). What stays true: each statement is fenced on its own execution's lease as alone;
+   * the transaction touches one user's rows only, and locks all its executions' rows (in id
+   * order) before any statement takes the usage row, as a single statement does, so it waits for
+   * no other writer while holding that row (a cancel of one of them, say); the rows come back after the commit (the caller settles, so the
+   * in-process bus never announces an end before it is stored); and if the transaction fails
+   * (a refused value, a deadlock, the database going away), nothing of it was stored and each
+   * statement is run again alone, so every caller gets its own statement's outcome, as before.
+   */
+  private async writeEnd(execution: RunningExecution, statement: EndStatement): Promise<readonly { announced: unknown }[]> {
+    const userId = execution.userId;
+    const waiting = this.endsWaiting.get(userId);
+    if (waiting) return new Promise((resolve, reject) => waiting.push({ executionId: execution.id, statement, resolve, reject }));
+    this.endsWaiting.set(userId, []);
+    try {
+      return await statement(this.sql);
+    } finally {
+      this.writeWaitingEnds(userId);
+    }
+  }
+
+  /** Writes the ends of `userId` that waited, if any, then looks again; forgets the user once none wait. */
+  private writeWaitingEnds(userId: string): void {
+    const batch = this.endsWaiting.get(userId) ?? [];
+    if (batch.length === 0) {
+      this.endsWaiting.delete(userId);
+      return;
+    }
+    this.endsWaiting.set(userId, []);
+    void this.writeEndBatch(batch).finally(() => this.writeWaitingEnds(userId));
+  }
+
+  private async writeEndBatch(batch: readonly WaitingEnd[]): Promise<void> {
+    if (batch.length > 1) {
+      let written: (readonly { announced: unknown }[])[] | undefined;
+      try {
+        const ids = batch.map((end) => end.executionId);
+        // Sent together and run in order on the transaction's connection: the locks first, then the ends.
+        written = await this.sql.begin(async (tx) => {
+          const [, ...ends] = await Promise.all([
+            tx`select 1 from executions where id = any(${ids}::uuid[]) order by id for update`,
+            ...batch.map((end) => end.statement(tx)),
+          ]);
+          return ends;
+        });
+      } catch {
+        // Rolled back as a whole: each runs alone below.
+      }
+      if (written) {
+        batch.forEach((end, index) => end.resolve(written[index] ?? []));
+        return;
+      }
+    }
+    for (const end of batch) {
+      try {
+        end.resolve(await end.statement(this.sql));
+      } catch (error) {
+        end.reject(error);
+      }
+    }
   }
 
   /**
