@@ -1,10 +1,12 @@
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { insertBulkUsers, insertFinishedExecutions, insertWorkflowsForEveryUser, createApiKey, signUp, type SignedUpUser } from './seed.js';
 import {
   CountedLoad,
   assertStillServing,
   autonodeEnv,
+  benchRoot,
   elapsedMs,
   generateSecret,
   log,
@@ -111,7 +113,7 @@ function summarise(runs: readonly MeasuredRun[], server: HttpServer): Side {
   };
 }
 
-async function getJson(url: string, headers: Record<string, string>): Promise<unknown> {
+export async function getJson(url: string, headers: Record<string, string>): Promise<unknown> {
   const response = await fetch(url, { headers });
   const text = await response.text();
   if (response.status !== 200) throw new Error(`GET ${url} answered ${response.status}: ${text}`);
@@ -143,7 +145,7 @@ async function compareAnswers(variant: Variant, autonode: HttpServer, baseline: 
   return difference ? `${variant.label}: ${difference}` : undefined;
 }
 
-function nextCursorOf(page: unknown): string | null {
+export function nextCursorOf(page: unknown): string | null {
   if (typeof page !== 'object' || page === null || !('nextCursor' in page)) throw new Error('a list page without nextCursor');
   const { nextCursor } = page;
   if (nextCursor !== null && typeof nextCursor !== 'string') throw new Error('nextCursor is neither a string nor null');
@@ -159,7 +161,7 @@ function firstItemId(page: unknown): string {
 }
 
 /** Latency of `count` requests sent one after another (one connection, kept alive). */
-async function sequentialLatencies(url: string, headers: Record<string, string>, count: number): Promise<number[]> {
+export async function sequentialLatencies(url: string, headers: Record<string, string>, count: number): Promise<number[]> {
   const latencies: number[] = [];
   for (let index = 0; index < count; index += 1) {
     const started = performance.now();
@@ -171,6 +173,17 @@ async function sequentialLatencies(url: string, headers: Record<string, string>,
   return latencies;
 }
 
+/** The URL of the page reached by following nextCursor `pages` times from `firstPage` (the list contract's cursor paging). */
+export async function pageAfter(firstPage: string, headers: Record<string, string>, pages: number): Promise<string> {
+  let cursor: string | null = null;
+  for (let page = 0; page < pages; page += 1) {
+    const url: string = cursor === null ? firstPage : `${firstPage}&cursor=${encodeURIComponent(cursor)}`;
+    cursor = nextCursorOf(await getJson(url, headers));
+    if (cursor === null) throw new Error(`the list ended after ${page + 1} pages; expected more than ${pages}`);
+  }
+  return `${firstPage}&cursor=${encodeURIComponent(cursor ?? '')}`;
+}
+
 /**
  * The cost of depth with keyset paging: walk 500 pages by nextCursor, then time the page reached
  * against the first page, in alternating blocks of sequential requests (no concurrency: this is
@@ -179,13 +192,7 @@ async function sequentialLatencies(url: string, headers: Record<string, string>,
 async function measureDepth(autonode: HttpServer, caller: SignedUpUser): Promise<DepthResult> {
   const firstPage = `${autonode.baseUrl}/api/v1/executions?pageSize=20`;
   const headers = { cookie: caller.cookie };
-  let cursor: string | null = null;
-  for (let page = 0; page < PAGES_TO_WALK; page += 1) {
-    const url: string = cursor === null ? firstPage : `${firstPage}&cursor=${encodeURIComponent(cursor)}`;
-    cursor = nextCursorOf(await getJson(url, headers));
-    if (cursor === null) throw new Error(`the list ended after ${page + 1} pages; expected more than ${PAGES_TO_WALK}`);
-  }
-  const deepPage = `${firstPage}&cursor=${encodeURIComponent(cursor ?? '')}`;
+  const deepPage = await pageAfter(firstPage, headers, PAGES_TO_WALK);
   const firstP50s: number[] = [];
   const deepP50s: number[] = [];
   for (let pair = 0; pair < PAIRS; pair += 1) {
@@ -206,6 +213,21 @@ export interface ListOptions {
   readonly profileDir?: string;
 }
 
+/**
+ * Memory experiments on the list benchmark (bench/README.md, "Memory"): BENCH_SERVER_NODE_FLAGS adds
+ * Node flags to the Autonode server after `npm start`'s (a later V8 flag wins, so
+ * `--max-semi-space-size=16` replaces the start script's 64; `=0` restores V8's default), and
+ * BENCH_MEMORY_SAMPLER=1 preloads bench/memory-sampler.mjs into both servers and logs what their
+ * RSS was made of at its peak.
+ */
+const extraServerFlags = (process.env.BENCH_SERVER_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+const samplerFlags = process.env.BENCH_MEMORY_SAMPLER === '1' ? [`--import=${pathToFileURL(path.join(benchRoot, 'memory-sampler.mjs')).href}`] : [];
+
+function logMemorySample(server: HttpServer): void {
+  const line = server.process.output().split('\n').findLast((text) => text.startsWith('[memory-sampler] '));
+  if (line) log(`${server.process.name}: ${line}`);
+}
+
 const slugOf = (label: string) => label.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
 
 /**
@@ -221,7 +243,8 @@ export async function runListAndDepth(options: ListOptions = {}): Promise<ListAn
     // One caller sends everything: the per-user limit (RATE_LIMIT_MAX, 1,200 a minute by default)
     // is a policy, not a capacity, so it is raised out of reach; the limiter itself still runs.
     const env = { ...autonodeEnv(database.url, generateSecret()), ENGINE_ENABLED: 'false', RATE_LIMIT_MAX: '10000000' };
-    const autonode = await startAutonodeServer('autonode-server', env);
+    if (extraServerFlags.length > 0) log(`Autonode server with the extra Node flags ${extraServerFlags.join(' ')}`);
+    const autonode = await startAutonodeServer('autonode-server', env, [...extraServerFlags, ...samplerFlags]);
     let baseline: HttpServer | undefined;
     try {
       const caller = await signUp(autonode.baseUrl, 'bench-caller@bench.test', 'bench-password-1234');
@@ -238,7 +261,7 @@ export async function runListAndDepth(options: ListOptions = {}): Promise<ListAn
         DB_POOL_SIZE: '10',
         NODE_ENV: 'production',
         SECRETS_KEYS: generateKeyEntry('bench'),
-      });
+      }, samplerFlags);
 
       const listPath = '/api/v1/executions?pageSize=20';
       const newestId = firstItemId(await getJson(`${autonode.baseUrl}${listPath}`, { cookie: caller.cookie }));
@@ -263,7 +286,7 @@ export async function runListAndDepth(options: ListOptions = {}): Promise<ListAn
       const routes: ComparedRoute[] = [];
       for (const variant of variants) {
         const profileDir = options.profileDir ? path.join(options.profileDir, slugOf(variant.label)) : undefined;
-        const server = profileDir ? await startAutonodeServer('autonode-server (profiled)', env, ['--cpu-prof', `--cpu-prof-dir=${profileDir}`]) : autonode;
+        const server = profileDir ? await startAutonodeServer('autonode-server (profiled)', env, [...extraServerFlags, '--cpu-prof', `--cpu-prof-dir=${profileDir}`]) : autonode;
         try {
           routes.push(await compareRoute(variant, server, baseline, caller));
         } finally {
@@ -279,6 +302,7 @@ export async function runListAndDepth(options: ListOptions = {}): Promise<ListAn
       return { routes, depth, mismatches };
     } finally {
       await Promise.all([autonode.process.stop(), baseline?.process.stop()]);
+      for (const server of [autonode, baseline]) if (server) logMemorySample(server);
     }
   });
 }

@@ -11,7 +11,7 @@ const KEPT = 20_000;
 const OTHER_USERS = 99;
 const WORKFLOWS_PER_USER = 3;
 /** EXECUTION_RETENTION_DAYS's default. */
-const RETENTION_DAYS = 30;
+export const RETENTION_DAYS = 30;
 /** A workflow in ten has a retention of its own, shorter than the default: the purge's other walk. */
 const OWN_RETENTION_DAYS = 7;
 const CONNECTIONS = 10;
@@ -46,16 +46,16 @@ export interface RetentionResults {
   readonly seqScans: string[];
 }
 
-interface PlanNode {
+export interface PlanNode {
   'Node Type': string;
   'Relation Name'?: string;
   'Index Name'?: string;
   Plans?: PlanNode[];
 }
-const planNodes = (plan: PlanNode): PlanNode[] => [plan, ...(plan.Plans ?? []).flatMap(planNodes)];
+export const planNodes = (plan: PlanNode): PlanNode[] => [plan, ...(plan.Plans ?? []).flatMap(planNodes)];
 
 /** EXPLAIN of each purge statement with the parameters the housekeeping sends, on the seeded, analyzed tables (nothing runs). */
-async function explainPurge(sql: Sql): Promise<{ plans: Record<string, string[]>; seqScans: string[] }> {
+export async function explainPurge(sql: Sql): Promise<{ plans: Record<string, string[]>; seqScans: string[] }> {
   const plans: Record<string, string[]> = {};
   const seqScans: string[] = [];
   const statements = {
@@ -74,7 +74,47 @@ async function explainPurge(sql: Sql): Promise<{ plans: Record<string, string[]>
   return { plans, seqScans };
 }
 
-const latencyOf = (run: LoadResult): ListLatency => ({ okPerSecond: run.okPerSecond, p50Ms: run.p50Ms, p99Ms: run.p99Ms, failures: run.failures });
+export const latencyOf = (run: LoadResult): ListLatency => ({ okPerSecond: run.okPerSecond, p50Ms: run.p50Ms, p99Ms: run.p99Ms, failures: run.failures });
+
+export interface ListDuringPurge {
+  readonly before: LoadResult;
+  readonly during: LoadResult;
+  /** Share of the "during" load run that the purge was running. */
+  readonly overlap: number;
+  readonly purge: PurgeResult;
+  readonly purgeSeconds: number;
+}
+
+/**
+ * The list route's latency (`listUrl`, CONNECTIONS connections) just before and while one purge
+ * round deletes what is past RETENTION_DAYS, with the housekeeping's batch size and pause, in this
+ * process on the bench's own pool (as an engine process runs it, beside the API server).
+ */
+export async function listDuringPurge(sql: Sql, listUrl: string, headers: Record<string, string>): Promise<ListDuringPurge> {
+  const load = new CountedLoad({ url: listUrl, headers, connections: CONNECTIONS }, LOAD_SECONDS);
+  await load.warmUp(WARM_UP_SECONDS);
+  const before = await load.run();
+  log(`list before the purge: ${before.okPerSecond.toFixed(0)} req/s, p50 ${before.p50Ms} ms, p99 ${before.p99Ms} ms`);
+  await assertStillServing('Autonode', new URL('/api/v1/me', listUrl).toString(), headers);
+
+  let purgeEndedAt: number | undefined;
+  const purgeStarted = performance.now();
+  // One round without the time budget: the rate is the housekeeping's while it runs (in
+  // production a round stops after PURGE_DEFAULTS.maxRunMs and the next comes a minute later).
+  const purge: Promise<PurgeResult> = purgeExpired(sql, { defaultDays: RETENTION_DAYS, maxRunMs: 600_000 }).finally(() => {
+    purgeEndedAt = performance.now();
+  });
+  const loadStarted = performance.now();
+  const during = await load.run();
+  const loadEnded = performance.now();
+  const result = await purge;
+  const purgeSeconds = (performance.now() - purgeStarted) / 1000;
+  const overlap = Math.max(0, Math.min(purgeEndedAt ?? loadEnded, loadEnded) - loadStarted) / (loadEnded - loadStarted);
+  log(`list during the purge: ${during.okPerSecond.toFixed(0)} req/s, p50 ${during.p50Ms} ms, p99 ${during.p99Ms} ms (the purge ran for ${(overlap * 100).toFixed(0)}% of it)`);
+  log(`purge: ${result.executions} executions in ${purgeSeconds.toFixed(1)} s, ${result.batches} batches (${(result.executions / purgeSeconds).toFixed(0)} executions/s)`);
+
+  return { before, during, overlap, purge: result, purgeSeconds };
+}
 
 /**
  * Benchmark 8: the retention purge. EXPIRED ended executions past their retention (a workflow in
@@ -115,30 +155,9 @@ export async function runRetention(): Promise<RetentionResults> {
       for (const [name, indexes] of Object.entries(plans)) log(`plan of ${name}: ${indexes.join(', ') || 'no index'}`);
       for (const scan of seqScans) log(`WARNING: sequential scan in the purge: ${scan}`);
 
-      const headers = { cookie: caller.cookie };
-      const listUrl = `${server.baseUrl}/api/v1/executions?pageSize=20`;
-      const load = new CountedLoad({ url: listUrl, headers, connections: CONNECTIONS }, LOAD_SECONDS);
-      await load.warmUp(WARM_UP_SECONDS);
-      const before = await load.run();
-      log(`list before the purge: ${before.okPerSecond.toFixed(0)} req/s, p50 ${before.p50Ms} ms, p99 ${before.p99Ms} ms`);
-      await assertStillServing('Autonode', `${server.baseUrl}/api/v1/me`, headers);
-
-      let purgeEndedAt: number | undefined;
-      const purgeStarted = performance.now();
-      // One round without the time budget: the rate is the housekeeping's while it runs (in
-      // production a round stops after PURGE_DEFAULTS.maxRunMs and the next comes a minute later).
-      const purge: Promise<PurgeResult> = purgeExpired(sql, { defaultDays: RETENTION_DAYS, maxRunMs: 600_000 }).finally(() => {
-        purgeEndedAt = performance.now();
+      const { before, during, overlap, purge: result, purgeSeconds } = await listDuringPurge(sql, `${server.baseUrl}/api/v1/executions?pageSize=20`, {
+        cookie: caller.cookie,
       });
-      const loadStarted = performance.now();
-      const during = await load.run();
-      const loadEnded = performance.now();
-      const result = await purge;
-      const purgeSeconds = (performance.now() - purgeStarted) / 1000;
-      const overlap = Math.max(0, Math.min(purgeEndedAt ?? loadEnded, loadEnded) - loadStarted) / (loadEnded - loadStarted);
-      log(`list during the purge: ${during.okPerSecond.toFixed(0)} req/s, p50 ${during.p50Ms} ms, p99 ${during.p99Ms} ms (the purge ran for ${(overlap * 100).toFixed(0)}% of it)`);
-      log(`purge: ${result.executions} executions in ${purgeSeconds.toFixed(1)} s, ${result.batches} batches (${(result.executions / purgeSeconds).toFixed(0)} executions/s)`);
-
       const [after] = await sql<{ executions: number; steps: number; counted: number }[]>`
         select (select count(*)::int from executions) as executions, (select count(*)::int from execution_steps) as steps,
                (select coalesce(sum(executions), 0)::int from user_usage) as counted`;

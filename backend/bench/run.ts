@@ -6,7 +6,7 @@
  *   npm run bench                          all of it, table in bench/results/latest.md (a subset or a
  *                                          run with a failed benchmark writes results/partial.md)
  *   BENCH_ONLY=list,engine npm run bench   some of it (list = list + depth; engine; signin; expressions;
- *                                          scheduler; caller-cache; retention)
+ *                                          scheduler; caller-cache; retention; bigtables; streams; replicas; startup; latency)
  *   BENCH_CPU_PROFILE=1 BENCH_ONLY=list npm run bench
  *                                          the Autonode server under --cpu-prof (profiles in
  *                                          bench/results/profiles/, table in results/profiled.md)
@@ -15,17 +15,22 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { runEngine, type EngineResults } from './engine.js';
+import { renderBigTables, runBigTables, type BigTablesResults } from './big-tables.js';
+import { renderEngineReferences, runEngine, type EngineResults } from './engine.js';
 import { runCallerCache, type CallerCacheResults } from './caller-cache.js';
 import { runExpressions, type ExpressionResults } from './expressions.js';
+import { renderLatency, runLatency, type LatencyResults } from './latency.js';
 import { runListAndDepth, type ListAndDepthResults } from './list.js';
 import { BUSY_MACHINE, renderReport } from './report.js';
 import { runRetention, type RetentionResults } from './retention.js';
 import { runScheduler, type SchedulerResults } from './scheduler.js';
+import { renderReplicas, runReplicas, type ReplicasResults } from './replicas.js';
 import { runSignIn, type SignInResults } from './signin.js';
+import { renderStartup, runStartup, type StartupResults } from './startup.js';
+import { renderStreams, runStreams, type StreamsResults } from './streams.js';
 import { benchRoot, closeAdmin, cpuBusyFraction, installSignalHandlers, isAborting, lockBenchRun, log, postgresVersion } from './support.js';
 
-const BENCHMARKS = ['list', 'engine', 'signin', 'expressions', 'scheduler', 'caller-cache', 'retention'] as const;
+const BENCHMARKS = ['list', 'engine', 'signin', 'expressions', 'scheduler', 'caller-cache', 'retention', 'bigtables', 'streams', 'replicas', 'startup', 'latency'] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 /** `--only=a,b` or BENCH_ONLY=a,b (from the root, npm would take `--only` as its own option). */
@@ -78,6 +83,11 @@ async function main(): Promise<number> {
   let scheduler: SchedulerResults | undefined;
   let callerCache: CallerCacheResults | undefined;
   let retention: RetentionResults | undefined;
+  let bigTables: BigTablesResults | undefined;
+  let streams: StreamsResults | undefined;
+  let replicas: ReplicasResults | undefined;
+  let startup: StartupResults | undefined;
+  let latency: LatencyResults | undefined;
   let pgVersion = '?';
   try {
     await lockBenchRun();
@@ -91,11 +101,18 @@ async function main(): Promise<number> {
     if (selected.has('scheduler') && !isAborting()) scheduler = await attempt('scheduler', runScheduler);
     if (selected.has('caller-cache') && !isAborting()) callerCache = await attempt('caller cache', runCallerCache);
     if (selected.has('retention') && !isAborting()) retention = await attempt('retention', runRetention);
+    if (selected.has('bigtables') && !isAborting()) bigTables = await attempt('big tables', runBigTables);
+    if (selected.has('streams') && !isAborting()) streams = await attempt('streams', runStreams);
+    if (selected.has('replicas') && !isAborting()) replicas = await attempt('replicas', runReplicas);
+    if (selected.has('startup') && !isAborting()) startup = await attempt('startup', runStartup);
+    if (selected.has('latency') && !isAborting()) latency = await attempt('latency', runLatency);
+    const failedChecks = replicas?.checks.filter((check) => !check.passed) ?? [];
+    if (failedChecks.length > 0) failures.push(`replicas: FAIL ${failedChecks.map((check) => check.name).join('; ')}`);
   } finally {
     await closeAdmin();
   }
 
-  const report = renderReport({
+  const suiteReport = renderReport({
     startedAt,
     durationMs: performance.now() - started,
     nodeVersion: process.version,
@@ -112,6 +129,8 @@ async function main(): Promise<number> {
     failures,
     profiled,
   });
+  const sections = [suiteReport, ...(bigTables ? [renderBigTables(bigTables)] : []), ...(streams ? [renderStreams(streams)] : []), ...(replicas ? [renderReplicas(replicas)] : []), ...(startup ? [renderStartup(startup)] : []), ...(engine ? [renderEngineReferences(engine)] : []), ...(latency ? [renderLatency(latency)] : [])];
+  const report = sections.join('\n\n');
   await mkdir(resultsDir, { recursive: true });
   // Only a complete, unprofiled run replaces latest.md: a profiled one is slower by design, and a
   // partial or failed one must not overwrite the last full set of figures.

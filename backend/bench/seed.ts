@@ -84,13 +84,13 @@ export async function insertWorkflowsForEveryUser(sql: Sql, perUser: number): Pr
 }
 
 /**
- * `total` finished executions: every tenth belongs to the caller (so callerShare = total / 10),
- * the rest spread over the other users; one every 3 s going back in time (about a week for
- * 200k) from `daysAgo` days ago (default: now), on the owner's workflows in turn, a few percent
- * failed. Then VACUUM ANALYZE, so the planner and the visibility map look like a settled table
- * rather than a fresh bulk load.
+ * `total` finished executions: every `callerEvery`-th (default: every tenth, so callerShare =
+ * total / 10) belongs to the caller, the rest spread over the other users; one every 3 s going
+ * back in time (about a week for 200k) from `daysAgo` days ago (default: now), on the owner's
+ * workflows in turn, a few percent failed. Then VACUUM ANALYZE, so the planner and the visibility
+ * map look like a settled table rather than a fresh bulk load.
  */
-export async function insertFinishedExecutions(sql: Sql, callerId: string, total: number, daysAgo = 0): Promise<void> {
+export async function insertFinishedExecutions(sql: Sql, callerId: string, total: number, daysAgo = 0, callerEvery = 10): Promise<void> {
   await sql`
     with others as (
       select array_agg(id order by id) as ids from "user" where id <> ${callerId}
@@ -100,7 +100,7 @@ export async function insertFinishedExecutions(sql: Sql, callerId: string, total
     ),
     planned as (
       select g,
-             case when g % 10 = 0 then ${callerId}::text else others.ids[1 + g % array_length(others.ids, 1)] end as user_id,
+             case when g % ${callerEvery}::int = 0 then ${callerId}::text else others.ids[1 + g % array_length(others.ids, 1)] end as user_id,
              now() - make_interval(days => ${daysAgo}::int, secs => g * 3.0) as created_at
         from generate_series(1, ${total}::int) g, others
     )
@@ -119,10 +119,11 @@ export async function insertFinishedExecutions(sql: Sql, callerId: string, total
 
 /**
  * The steps a one-step run leaves (oneStepGraph: the trigger, and the transform, failed in a failed
- * run) for every ended execution that has none, with their inputs and outputs. The usage triggers count
- * them into their executions, as the engine's writes do.
+ * run) for every ended execution that has none (or only those that finished more than
+ * `finishedDaysAgo` days ago), with their inputs and outputs. The usage triggers count them into
+ * their executions, as the engine's writes do.
  */
-export async function insertStepsOfEndedExecutions(sql: Sql): Promise<void> {
+export async function insertStepsOfEndedExecutions(sql: Sql, finishedDaysAgo?: number): Promise<void> {
   await sql`
     insert into execution_steps (execution_id, node_id, status, attempt, input, output, started_at, finished_at, created_at)
     select e.id, node.id, node.status::step_status, 1, node.input, node.output, e.started_at, e.finished_at, e.started_at
@@ -130,7 +131,8 @@ export async function insertStepsOfEndedExecutions(sql: Sql): Promise<void> {
      cross join lateral (values ('start', 'completed', null::jsonb, e.input),
                                 ('t', case when e.status = 'failed' then 'failed' else 'completed' end, e.input, e.output)) as node(id, status, input, output)
      where e.status in ('completed', 'failed', 'cancelled')
-       and not exists (select 1 from execution_steps s where s.execution_id = e.id)`;
+       and not exists (select 1 from execution_steps s where s.execution_id = e.id)
+       and (${finishedDaysAgo ?? null}::int is null or e.finished_at < now() - make_interval(days => ${finishedDaysAgo ?? null}::int))`;
   await sql`vacuum (analyze) execution_steps, executions`;
 }
 

@@ -190,10 +190,19 @@ export interface NodeProcess {
 
 const KEPT_OUTPUT_CHARS = 20_000;
 
-/** Runs a TypeScript file of the backend through tsx, as `npm start` does, with only the given environment. */
+/**
+ * Runs a file of the backend with only the given environment: a TypeScript file through tsx, as
+ * `npm start` does, a JavaScript one (the build's dist/) with plain node.
+ */
 export function spawnNode(name: string, script: string, env: Record<string, string>, nodeArgs: readonly string[] = []): NodeProcess {
+  const loader = script.endsWith('.ts') ? ['--import', 'tsx'] : [];
+  return spawnProcess(name, process.execPath, [...nodeArgs, ...loader, script], env);
+}
+
+/** Runs `command` (a Node process or another program, such as Caddy) in backend/ with only the given environment, killed with the run. */
+export function spawnProcess(name: string, command: string, args: readonly string[], env: Record<string, string>): NodeProcess {
   refuseWhenAborting(name);
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', script], {
+  const child = spawn(command, args, {
     cwd: backendRoot,
     // PATH and HOME only: the bench's own DATABASE_URL and friends must not leak into the child.
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
@@ -235,6 +244,31 @@ export function spawnNode(name: string, script: string, env: Record<string, stri
   };
 }
 
+let built: Promise<void> | undefined;
+
+/**
+ * `npm run build` once per bench process, as `npm start` and `npm run worker` run it before they
+ * start: every bench runs the JavaScript that ships (dist/), never the TypeScript through tsx.
+ * Call it before timing anything (the first build of a tree also makes the embedded image).
+ */
+export function autonodeBuild(): Promise<void> {
+  built ??= new Promise<void>((resolve, reject) => {
+    const build = spawn('npm', ['run', '--silent', 'build'], { cwd: backendRoot, stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+    let output = '';
+    build.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    build.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    build.on('error', reject);
+    build.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`npm run build exited ${String(code)}:\n${output}`))));
+  });
+  return built;
+}
+
+/** Starts an Autonode worker process as `npm run worker` does (dist/worker.js, after autonodeBuild()). */
+export async function spawnAutonodeWorker(name: string, env: Record<string, string>, nodeArgs: readonly string[] = []): Promise<NodeProcess> {
+  await autonodeBuild();
+  return spawnNode(name, 'dist/worker.js', env, nodeArgs);
+}
+
 /** Clock ticks per second of /proc/<pid>/stat times (USER_HZ): 100 on Linux. */
 const CLOCK_TICKS_PER_SECOND = 100;
 
@@ -260,12 +294,22 @@ function readPeakRssMiB(pid: number): number | undefined {
   }
 }
 
+/** VmRSS from /proc: the process's resident memory now, in MiB (Linux only; undefined elsewhere or once it ended). */
+export function readRssMiB(pid: number): number | undefined {
+  try {
+    const match = /^VmRSS:\s+(\d+)\s+kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match?.[1] ? Number(match[1]) / 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * A port nobody listens on now. The servers run with LOG_LEVEL=warn, so Fastify's
  * "Server listening at" (an info line) is never printed: the bench picks the port instead of
  * PORT=0 and waits for the health route.
  */
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -319,14 +363,15 @@ export async function startHttpServer(name: string, script: string, env: Record<
 export function startScriptNodeFlags(): string[] {
   const manifest = JSON.parse(readFileSync(path.join(backendRoot, 'package.json'), 'utf8')) as { scripts?: Record<string, string> };
   const start = manifest.scripts?.start ?? '';
-  const match = /^node((?: --[\w-]+(?:=\S+)?)*) --import tsx src\/server\.ts$/.exec(start);
-  if (!match) throw new Error(`backend/package.json: expected "start": "node [flags] --import tsx src/server.ts", found "${start}"`);
+  const match = /^node((?: --[\w-]+(?:=\S+)?)*) (?:--import tsx src\/server\.ts|dist\/server\.js)$/.exec(start);
+  if (!match) throw new Error(`backend/package.json: expected "start": "node [flags] dist/server.js" (or "--import tsx src/server.ts"), found "${start}"`);
   return (match[1] ?? '').split(' ').filter(Boolean);
 }
 
 /** Starts the Autonode HTTP server as `npm start` does (plus `nodeArgs`, such as a profiler's). */
-export function startAutonodeServer(name: string, env: Record<string, string>, nodeArgs: readonly string[] = []): Promise<HttpServer> {
-  return startHttpServer(name, 'src/server.ts', env, [...startScriptNodeFlags(), ...nodeArgs]);
+export async function startAutonodeServer(name: string, env: Record<string, string>, nodeArgs: readonly string[] = []): Promise<HttpServer> {
+  await autonodeBuild();
+  return startHttpServer(name, 'dist/server.js', env, [...startScriptNodeFlags(), ...nodeArgs]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -492,6 +537,19 @@ export const elapsedMs = (start: number): number => performance.now() - start;
 /** Prints a progress line (stderr keeps stdout for the final table). */
 export function log(message: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+}
+
+/**
+ * Transactions committed and rolled back in a bench database so far (pg_stat_database), read over
+ * the admin connection so that reading is not counted. A backend reports its counts when it goes
+ * idle, at most once a second, and an idle one within PostgreSQL's idle flush interval (10 s):
+ * compare readings taken longer than that after the activity to be excluded.
+ */
+export async function databaseTransactions(name: string): Promise<number> {
+  const [row] = await adminSql()<{ transactions: string }[]>`
+    select (xact_commit + xact_rollback)::text as transactions from pg_stat_database where datname = ${name}`;
+  if (!row) throw new Error(`pg_stat_database has no row for ${name}`);
+  return Number(row.transactions);
 }
 
 /** The server's version, for the report. */
