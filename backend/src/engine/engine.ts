@@ -6,6 +6,7 @@ import type { EventBus } from '../bus/bus.js';
 import type { PooledDb } from '../db/client.js';
 import { isDatabaseUnavailable } from '../db/errors.js';
 import { purgeExpiredIdempotencyKeys } from '../lib/idempotency.js';
+import { WakeablePause } from '../lib/wakeable-pause.js';
 import { EventDeliveryWorker } from '../events/delivery-worker.js';
 import type { ClaimedExecution, ExecutionLifecycle } from '../executions/lifecycle.js';
 import type { Keyring } from '../secrets/keyring.js';
@@ -49,12 +50,7 @@ export class Engine {
   private readonly running = new Map<string, { controller: AbortController; done: Promise<void>; userId: string }>();
   private readonly log: Logger;
   private state: 'idle' | 'running' | 'draining' | 'stopped' = 'idle';
-  private wakeUp: (() => void) | undefined;
-  /**
-   * A nudge that came while the claim loop was not idle (in the middle of a claim): the next idle
-   * ends at once, so work announced during a claim that could not see it waits for no poll.
-   */
-  private wokenWhileBusy = false;
+  private readonly pause = new WakeablePause();
   private loop: Promise<void> | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private schedulerTimer: NodeJS.Timeout | undefined;
@@ -109,15 +105,13 @@ export class Engine {
 
   /** Nudges the claim loop (new work was announced). */
   wake(): void {
-    if (this.wakeUp) this.wakeUp();
-    else this.wokenWhileBusy = true;
+    this.pause.wake();
   }
 
   private async claimLoop(): Promise<void> {
     let backoffMs = this.deps.config.pollMs;
     while (this.state === 'running') {
-      // This claim sees everything committed before it starts: only later nudges count.
-      this.wokenWhileBusy = false;
+      this.pause.beginTurn();
       try {
         const free = this.deps.config.concurrency - this.running.size;
         const claimed = free > 0 ? await this.deps.lifecycle.claim(this.workerId, free, this.deps.config.leaseMs, this.deps.config.userConcurrency) : [];
@@ -128,10 +122,11 @@ export class Engine {
       } catch (error) {
         // The database is down or refusing: stop claiming, back off, try again (nothing is lost: the rows wait).
         backoffMs = Math.min(backoffMs * 2, 5_000);
+        if (this.state === 'running') this.pause.forgetWakeUps();
         if (isDatabaseUnavailable(error)) this.log.warn({ err: error, retryInMs: backoffMs }, 'engine cannot reach the database');
         else this.log.error({ err: error, retryInMs: backoffMs }, 'engine loop failed');
       }
-      await this.idle(backoffMs);
+      await this.pause.pause(backoffMs);
     }
   }
 
@@ -178,21 +173,6 @@ export class Engine {
       if (isDatabaseUnavailable(error)) this.log.warn({ err: error }, 'scheduler cannot reach the database');
       else this.log.error({ err: error }, 'scheduler failed');
     }
-  }
-
-  private idle(ms: number): Promise<void> {
-    if (this.wokenWhileBusy) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.wakeUp = () => {
-        this.wakeUp = undefined;
-        done();
-      };
-    });
   }
 
   private launch(execution: ClaimedExecution): void {

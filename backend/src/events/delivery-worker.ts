@@ -5,6 +5,7 @@ import type { Sql } from '../db/client.js';
 import { isDatabaseUnavailable } from '../db/errors.js';
 import { StepError } from '../engine/errors.js';
 import { performHttpRequest, type HttpGuard } from '../engine/http-request.js';
+import { WakeablePause } from '../lib/wakeable-pause.js';
 import { eventSubscriptionSecretBinding } from '../secrets/bindings.js';
 import { SecretUnreadableError, type Keyring } from '../secrets/keyring.js';
 import {
@@ -81,9 +82,7 @@ export class EventDeliveryWorker {
   private state: 'idle' | 'running' | 'draining' | 'stopped' = 'idle';
   private loop: Promise<void> | undefined;
   private unsubscribe: (() => void) | undefined;
-  private wakeUp: (() => void) | undefined;
-  /** A wake that came while the loop was busy: it looks again at once instead of idling. */
-  private woken = false;
+  private readonly pause = new WakeablePause();
 
   constructor(private readonly deps: DeliveryWorkerDeps) {
     this.log = deps.logger.child({ module: 'event-delivery' });
@@ -100,15 +99,14 @@ export class EventDeliveryWorker {
   }
 
   wake(): void {
-    this.woken = true;
-    this.wakeUp?.();
+    this.pause.wake();
   }
 
   private async claimLoop(): Promise<void> {
     const { concurrency, perSubscription, pollMs } = this.deps.settings;
     let waitMs = pollMs;
     while (this.state === 'running') {
-      this.woken = false;
+      this.pause.beginTurn();
       try {
         const free = concurrency - this.inFlight.size;
         const claimed = free > 0 && (await hasDueMessages(this.deps.sql)) ? await claimMessages(this.deps.sql, free, perSubscription) : [];
@@ -119,26 +117,13 @@ export class EventDeliveryWorker {
       } catch (error) {
         // Nothing is lost while the database is away: the messages wait in it.
         waitMs = Math.min(waitMs * 2, 5_000);
+        if (this.state === 'running') this.pause.forgetWakeUps();
         if (isDatabaseUnavailable(error)) this.log.warn({ err: error, retryInMs: waitMs }, 'event delivery cannot reach the database');
         else this.log.error({ err: error, retryInMs: waitMs }, 'event delivery loop failed');
       }
-      await this.idle(waitMs);
+      if (this.state !== 'running') break;
+      await this.pause.pause(waitMs);
     }
-  }
-
-  private idle(ms: number): Promise<void> {
-    if (this.woken || this.state !== 'running') return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.wakeUp = () => {
-        this.wakeUp = undefined;
-        done();
-      };
-    });
   }
 
   private launch(message: ClaimedMessage): void {
