@@ -102,6 +102,21 @@ describe('inline expressions (evaluated on the engine thread)', () => {
     expect(new InlineExpressions().evaluate(expression, scope)).toBeUndefined();
   });
 
+  it('answers -0 as 0, as the pool does (its answers pass through JSON)', () => {
+    const answered = new InlineExpressions().evaluate('input.m * input.z', { input: { m: -1, z: 0 }, steps: {} });
+    expect(answered).toBeDefined();
+    expect(Object.is(answered?.value, 0)).toBe(true);
+  });
+
+  it('leaves long string operands to the pool, where comparing them counts against the budget', () => {
+    const long = 'x'.repeat(100_000);
+    const on: ExpressionScope = { input: { a: long, b: long }, steps: {} };
+    for (const expression of ['input.a = input.b', 'input.a < input.b', 'input.a & "!"', 'input.a']) {
+      expect(new InlineExpressions().evaluate(expression, on), expression).toBeUndefined();
+    }
+    expect(new InlineExpressions().evaluate('input.a = input.b', { input: { a: 'short', b: 'short' }, steps: {} })).toEqual({ value: true });
+  });
+
   it('gives JSONata’s answer for every scope the cached plan meets, or none', async () => {
     const inline = new InlineExpressions();
     const scopes: ExpressionScope[] = [

@@ -22,7 +22,7 @@ import type { ExpressionScope } from './expressions.js';
 const MAX_INLINE_LENGTH = 200;
 /** Field names in one path. */
 const MAX_PATH_STEPS = 16;
-/** A string result (or operand of `&`) longer than this goes to the pool, which measures results against maxResultBytes. */
+/** A string operand or result longer than this goes to the pool (its budget bounds comparing, and it measures results against maxResultBytes). */
 const MAX_INLINE_STRING = 4_096;
 /** Distinct expression texts remembered (one entry per text, however many runs use it); the cache is emptied when full. */
 const MAX_CACHED = 1_000;
@@ -189,6 +189,8 @@ function apply(operator: BinaryOperator, left: Resolved, right: Resolved): Resol
   }
 }
 
+const isLongString = (value: Resolved) => typeof value === 'string' && value.length > MAX_INLINE_STRING;
+
 /**
  * Evaluates the plain expressions described above on this thread. Parsed plans are kept per
  * expression text (a workflow version's expressions are the same texts run after run).
@@ -198,6 +200,8 @@ export class InlineExpressions {
 
   /** `{ value }` (JSONata's "nothing" as null) when `expression` is plain and its answer certain; undefined: evaluate it in the pool. */
   evaluate(expression: string, scope: ExpressionScope): { value: unknown } | undefined {
+    // Checked before the cache: a text that can never be inline must not be kept (it may be a megabyte).
+    if (expression.length > MAX_INLINE_LENGTH) return undefined;
     let plan = this.plans.get(expression);
     if (plan === undefined) {
       plan = parse(expression);
@@ -206,11 +210,15 @@ export class InlineExpressions {
     }
     if (plan === null) return undefined;
     const left = resolve(plan.left, scope);
-    const result = plan.operator === undefined || plan.right === undefined ? left : apply(plan.operator, left, resolve(plan.right, scope));
+    const right = plan.operator === undefined || plan.right === undefined ? undefined : resolve(plan.right, scope);
+    // Comparing or joining strings costs their length: long ones go to the pool, whose budget bounds it.
+    if (isLongString(left) || isLongString(right)) return undefined;
+    const result = plan.operator === undefined || plan.right === undefined ? left : apply(plan.operator, left, right);
     if (result === UNSURE) return undefined;
     // An object is copied by the pool (and can be large): only plain values are answered here.
     if (typeof result === 'object' && result !== null) return undefined;
     if (typeof result === 'string' && result.length > MAX_INLINE_STRING) return undefined;
-    return { value: result === undefined ? null : result };
+    // The pool's answers pass through JSON, which writes -0 as 0: so do these.
+    return { value: result === undefined ? null : Object.is(result, -0) ? 0 : result };
   }
 }
