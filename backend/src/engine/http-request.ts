@@ -127,7 +127,8 @@ export function isBlockedAddress(address: string): boolean {
 // ---------------------------------------------------------------------------------------------
 // Vetting the target
 
-const normaliseHostName = (name: string): string => name.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1').replace(/\.+$/, '');
+/** A host name as the allow-list compares it: trimmed, lower-case, without IPv6 brackets or trailing dots. */
+export const normaliseHostName = (name: string): string => name.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1').replace(/\.+$/, '');
 
 function isAllowed(hostName: string, address: IpAddress, allow: readonly string[]): boolean {
   // An allowed IPv4 address also allows its IPv4-mapped form, which is the same destination.
@@ -139,6 +140,15 @@ function isAllowed(hostName: string, address: IpAddress, allow: readonly string[
     const range = parseRange(normalised);
     return range !== undefined && candidates.some((candidate) => inRange(candidate, range));
   });
+}
+
+/**
+ * Whether ENGINE_HTTP_ALLOW lets `address` (an IP address), reached by the name `hostName`, through:
+ * the guard's own reading, for checks made before any send (a subscription's URL at save).
+ */
+export function allowListAdmits(hostName: string, address: string, allow: readonly string[]): boolean {
+  const parsed = parseIp(address);
+  return parsed !== undefined && isAllowed(normaliseHostName(hostName), parsed, allow);
 }
 
 async function resolveHost(hostName: string): Promise<LookupAddress[]> {

@@ -1,10 +1,9 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import net from 'node:net';
 import { and, eq, inArray, ne, sql } from 'drizzle-orm';
-import ipaddr from 'ipaddr.js';
 import type { Db } from '../../db/client.js';
 import { eventMessages, eventSubscriptions, workflows, type EventType } from '../../db/schema/index.js';
-import { isBlockedAddress } from '../../engine/http-request.js';
+import { allowListAdmits, isBlockedAddress, normaliseHostName } from '../../engine/http-request.js';
 import { removeIfMatch, updateIfMatch } from '../../lib/conditional-update.js';
 import { iso, isoOrNull } from '../../lib/http.js';
 import { columnSortKeys, getOwned, isOwned, keysetPlan, listOwned, toPage, type ColumnSortKey, type ListParams, type Page, type SortKeys } from '../../lib/pagination.js';
@@ -62,39 +61,8 @@ function sealedColumns(keyring: Keyring, secret: string, subscription: { readonl
 }
 
 // ---------------------------------------------------------------------------------------------
-// The SSRF guard at save. It reads ENGINE_HTTP_ALLOW exactly as the engine's guard does
-// (engine/http-request.ts, which exports isBlockedAddress but not its reading of the allow-list):
-// a URL saved here is one that guard would let through, and the other way round.
-
-/** IPv6 ranges that lead to an IPv4 address, and where it starts: judged by that address, as the engine's guard does. */
-const ipv4Carriers = [
-  { range: ipaddr.parseCIDR('::ffff:0:0/96'), at: 12 },
-  { range: ipaddr.parseCIDR('64:ff9b::/96'), at: 12 },
-  { range: ipaddr.parseCIDR('2002::/16'), at: 2 },
-];
-
-/** The address and, for an IPv6 one that carries an IPv4 address, that address too. */
-function addressForms(address: string): (ipaddr.IPv4 | ipaddr.IPv6)[] {
-  const parsed = ipaddr.parse(address);
-  if (parsed.kind() === 'ipv4') return [parsed];
-  const carrier = ipv4Carriers.find(({ range }) => parsed.kind() === range[0].kind() && parsed.match(range));
-  return carrier ? [parsed, new ipaddr.IPv4(parsed.toByteArray().slice(carrier.at, carrier.at + 4))] : [parsed];
-}
-
-const normaliseHostName = (name: string): string => name.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1').replace(/\.+$/, '');
-
-/** Whether an ENGINE_HTTP_ALLOW entry (a host name, an address or a CIDR) lets `address`, reached as `hostName`, through. */
-function allowedBy(entry: string, hostName: string, address: string): boolean {
-  const normalised = normaliseHostName(entry);
-  if (normalised === '') return false;
-  if (normalised === hostName) return true;
-  const [network = '', prefix, extra] = normalised.split('/');
-  if (net.isIP(network) === 0 || extra !== undefined) return false;
-  const maxPrefix = net.isIP(network) === 4 ? 32 : 128;
-  if (prefix !== undefined && (!/^\d{1,3}$/.test(prefix) || Number(prefix) > maxPrefix)) return false;
-  const range: [ipaddr.IPv4 | ipaddr.IPv6, number] = [ipaddr.parse(network), prefix === undefined ? maxPrefix : Number(prefix)];
-  return addressForms(address).some((form) => form.kind() === range[0].kind() && form.match(range));
-}
+// The SSRF guard at save: engine/http-request.ts's own reading of the blocked ranges and of
+// ENGINE_HTTP_ALLOW, so a URL saved here is one that guard would let through, and the other way round.
 
 /**
  * Refuses (400 naming url) a URL that the SSRF guard of `http.request` would refuse whatever DNS
@@ -110,7 +78,7 @@ export function assertDeliverableUrl(url: string, allow: readonly string[]): voi
   const candidates = localhost ? ['127.0.0.1', '::1'] : net.isIP(hostName) === 0 ? [] : [hostName];
   const blocked = candidates.filter(isBlockedAddress);
   if (blocked.length === 0) return;
-  if (blocked.some((address) => allow.some((entry) => allowedBy(entry, hostName, address)))) return;
+  if (blocked.some((address) => allowListAdmits(hostName, address, allow))) return;
   const what = localhost ? `${hostName} (a loopback name)` : hostName;
   throw invalidBody('url', `reaches ${what}, an internal address the SSRF guard refuses (loopback, private, link-local, metadata...); add it to ENGINE_HTTP_ALLOW to allow it`);
 }
