@@ -1,36 +1,15 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parse } from 'yaml';
 import { configVariables, loadConfig } from '../src/config.js';
-import { backendRoot } from './process.js';
-
-const repoRoot = path.resolve(backendRoot, '..');
-
-interface ComposeService {
-  image?: string;
-  ports?: string[];
-  environment?: Record<string, string>;
-  healthcheck?: { test: string[] };
-  depends_on?: Record<string, { condition: string }> | string[];
-  volumes?: string[];
-  command?: string;
-}
-interface ComposeFile {
-  services: Record<string, ComposeService>;
-  volumes?: Record<string, unknown>;
-}
-
-async function compose(file: string): Promise<ComposeFile> {
-  return parse(await readFile(path.join(repoRoot, file), 'utf8')) as ComposeFile;
-}
+import { readComposeFile as compose, repoRoot } from './compose-file.js';
 
 describe('compose.dev.yml', () => {
   it('runs postgres 16 with a healthcheck and a named volume, the backend in watch mode, and caddy on :8100', async () => {
     const file = await compose('compose.dev.yml');
     const { postgres, backend, caddy } = file.services;
     expect(postgres?.image).toMatch(/^postgres:16-alpine$/);
-    expect(postgres?.healthcheck?.test.join(' ')).toContain('pg_isready');
+    expect(postgres?.healthcheck?.test?.join(' ')).toContain('pg_isready');
     expect(postgres?.volumes?.some((volume) => volume.startsWith('pgdata:'))).toBe(true);
     expect(file.volumes).toHaveProperty('pgdata');
 
@@ -51,7 +30,7 @@ describe('compose.test.yml', () => {
   it('runs the test suite against its own postgres', async () => {
     const { postgres, tests } = (await compose('compose.test.yml')).services;
     expect(postgres?.image).toMatch(/^postgres:16/);
-    expect(postgres?.healthcheck?.test.join(' ')).toContain('pg_isready');
+    expect(postgres?.healthcheck?.test?.join(' ')).toContain('pg_isready');
     expect(tests?.command).toContain('npm test');
     expect(tests?.environment?.TEST_DATABASE_URL).toMatch(/@postgres:5432\//);
     expect(tests?.environment?.AUTH_BASE_URL).toBe('http://localhost:3000/api');

@@ -1,9 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { execFile, spawn } from 'node:child_process';
 import { cp, mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { Copy, Healthcheck, User } from 'dockerfile-ast';
 import { describe, expect, it } from 'vitest';
 import { createDbClient } from '../src/db/client.js';
@@ -22,9 +20,8 @@ import {
 } from './compose-file.js';
 import { eventually } from './engine-helpers.js';
 import { lacksConcurrentConnections, sampleGraph, uniqueEmail } from './helpers.js';
+import { runNode } from './process.js';
 import { createScratchDatabase } from './scratch.js';
-
-const execFileAsync = promisify(execFile);
 
 function keywordsOf(stage: DockerfileStage): string[] {
   return stage.instructions.map((instruction) => instruction.getKeyword());
@@ -146,14 +143,10 @@ interface Running {
 function runCommand(command: readonly string[], cwd: string, env: Record<string, string>): Running {
   const [program, ...args] = command;
   if (program !== 'node') throw new Error(`the command must start node directly, not ${program}`);
-  const child = spawn(process.execPath, args, { cwd, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exited = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
+  const { child, exited, output } = runNode(args, env, cwd);
   return {
     exited,
-    output: () => output,
+    output,
     ended: () => child.exitCode !== null || child.signalCode !== null,
     signal: (name) => {
       if (child.exitCode === null && child.signalCode === null) child.kill(name);
@@ -173,8 +166,7 @@ describe('the image`s commands, run here from the runtime stage`s files only', (
       const database = await createScratchDatabase();
       const running: Running[] = [];
       try {
-        // The build stage's build (the Dockerfile's `npm run build`), so dist/ is this tree's.
-        await execFileAsync('npm', ['run', 'build'], { cwd: repoRoot });
+        // dist/ is this tree's build: the global setup built it, as the Dockerfile's build stage does.
         await stageRuntimeFiles(runtime, root);
         const cwd = path.join(root, workdir);
         // What .env gives compose; the database is this test's, the address a free loopback port.

@@ -16,14 +16,10 @@ export interface ServerProcess {
   stop(): Promise<void>;
 }
 
-/**
- * Runs an entry of the backend in a child process: a TypeScript one through tsx, a built one
- * (dist/, which the global setup builds) with plain node and `nodeFlags`.
- */
-export function runScript(script: string, args: string[], env: Record<string, string | undefined>, nodeFlags: readonly string[] = []) {
-  const loader = script.endsWith('.ts') ? ['--import', 'tsx'] : [];
-  const child = spawn(process.execPath, [...nodeFlags, ...loader, script, ...args], {
-    cwd: backendRoot,
+/** A Node process of this suite's Node with only PATH, HOME and `env`, its output kept; `cwd` defaults to backend/. */
+export function runNode(nodeArgs: readonly string[], env: Record<string, string | undefined>, cwd = backendRoot) {
+  const child = spawn(process.execPath, nodeArgs, {
+    cwd,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -34,6 +30,15 @@ export function runScript(script: string, args: string[], env: Record<string, st
     child.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown'));
   });
   return { child, exited, output: () => output };
+}
+
+/**
+ * Runs an entry of the backend in a child process: a TypeScript one through tsx, a built one
+ * (dist/, which the global setup builds) with plain node and `nodeFlags`.
+ */
+export function runScript(script: string, args: string[], env: Record<string, string | undefined>, nodeFlags: readonly string[] = []) {
+  const loader = script.endsWith('.ts') ? ['--import', 'tsx'] : [];
+  return runNode([...nodeFlags, ...loader, script, ...args], env);
 }
 
 /** What `npm start` runs (backend/package.json): `node [flags] dist/server.js`, as flags and entry. */
