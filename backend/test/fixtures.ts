@@ -87,12 +87,12 @@ export async function makeResources(app: App, user: SignedInUser) {
   return { workflow, job, execution: { id: execution.id }, eventSubscription, eventDelivery, apiKey, variable, secretVariable, connection, webhookWorkflow, delivery };
 }
 
-/** Makes the job due, fires it through the scheduler and runs its execution to its end with an engine. */
-export async function fireJob(app: App, user: SignedInUser, jobId: string) {
+/** Makes the job due and answers the id of the execution the scheduler fired for it. */
+export async function fireJobExecution(app: App, user: SignedInUser, jobId: string): Promise<string> {
   // Only the clock is moved: the scheduler then fires the job as it would at its time.
   await app.database.sql`update jobs set next_run_at = now() - interval '1 second' where id = ${jobId}`;
   // Any replica's scheduler may fire it (another test file's engine too): look for its execution.
-  const executionId = await eventually(
+  return eventually(
     async () => {
       await app.executions.fireDueJobs();
       const page = (await app.inject({ url: `/api/v1/executions?jobId=${jobId}`, headers: { cookie: user.cookie } })).json<{ items: { id: string }[] }>();
@@ -101,6 +101,11 @@ export async function fireJob(app: App, user: SignedInUser, jobId: string) {
     10_000,
     'the job fired',
   );
+}
+
+/** Makes the job due, fires it through the scheduler and runs its execution to its end with an engine. */
+export async function fireJob(app: App, user: SignedInUser, jobId: string) {
+  const executionId = await fireJobExecution(app, user, jobId);
   const engine = startEngine(app);
   try {
     return await waitForStatus(app, user, executionId, ['completed', 'failed', 'cancelled']);

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import { buildTestApp, cookieHeaderFrom, expectProblem, logsOf, signUp, uniqueEmail, type SignedInUser } from './helpers.js';
+import { requestCounts, SharedRateLimiter } from '../src/lib/rate-limiter.js';
 
 const trustedOrigin = 'http://localhost:8100';
 
@@ -81,6 +82,36 @@ describe('rate limits', () => {
       expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
       expect((await app.inject({ url: '/api/v1/me', headers: { cookie: calm.cookie } })).statusCode).toBe(200);
     } finally {
+      await app.close();
+    }
+  });
+
+  it('keeps the counts of a window still running when a replica with a shorter window purges, and deletes its own ended windows', async () => {
+    const app = await buildTestApp();
+    const limiters: SharedRateLimiter[] = [];
+    try {
+      const daily = await signUp(app);
+      const brief = await signUp(app);
+      // Synced by hand (an hour between timed syncs): as two replicas mid-way through a change of RATE_LIMIT_WINDOW_MS.
+      const limiter = (windowMs: number) => {
+        const created = new SharedRateLimiter(requestCounts(app.database.sql), { max: 100, windowMs, syncMs: 3_600_000 }, app.log);
+        limiters.push(created);
+        return created;
+      };
+      const longWindow = limiter(86_400_000);
+      const shortWindow = limiter(1_000);
+      const rows = (userId: string) => app.database.sql<{ count: number }[]>`select count from request_counts where user_id = ${userId}`;
+      for (let index = 0; index < 3; index++) expect(longWindow.take(daily.id)).toBe(true);
+      await longWindow.sync();
+      shortWindow.take(brief.id);
+      await shortWindow.sync();
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      shortWindow.take(brief.id);
+      await shortWindow.sync();
+      expect(await rows(daily.id)).toEqual([{ count: 3 }]);
+      expect(await rows(brief.id)).toEqual([{ count: 1 }]);
+    } finally {
+      await Promise.all(limiters.map((limiter) => limiter.stop()));
       await app.close();
     }
   });

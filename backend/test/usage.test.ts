@@ -2,7 +2,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import type { Engine } from '../src/engine/engine.js';
 import { createWorkflow, runWorkflow, startEngine, waitForStatus } from './engine-helpers.js';
-import { buildTestApp, expectProblem, signUp, type SignedInUser } from './helpers.js';
+import { fireJobExecution } from './fixtures.js';
+import { expectProblem, signUp, type SignedInUser } from './helpers.js';
+import { useFileDatabase } from './scratch.js';
+
+// The scheduler fires every user's due jobs: another file's engine must not fire or run this file's.
+const buildTestApp = useFileDatabase();
 
 interface UsageView {
   workflows: number;
@@ -75,10 +80,8 @@ describe('usage', () => {
     const retry = await app.inject({ method: 'POST', url: `/api/v1/executions/${failed.id}/retry`, headers: { cookie: user.cookie } });
     expect(retry.statusCode).toBe(202);
     await waitForStatus(app, user, retry.json<{ id: string }>().id, ['failed']);
-    await app.database.sql`update jobs set next_run_at = now() - interval '1 second' where id = ${job.json<{ id: string }>().id}`;
-    const scheduled = (await app.executions.fireDueJobs()).find((fired) => fired.jobId === job.json<{ id: string }>().id);
-    expect(scheduled).toBeDefined();
-    await waitForStatus(app, user, scheduled?.executionId as string, ['completed', 'failed']);
+    const scheduled = await fireJobExecution(app, user, job.json<{ id: string }>().id);
+    await waitForStatus(app, user, scheduled, ['completed', 'failed']);
 
     const afterWork = await usage();
     expect(afterWork).toMatchObject({ workflows: 3, jobs: 1 });

@@ -18,10 +18,16 @@ export interface RateLimiterOptions {
   readonly syncMs: number;
 }
 
+/** A fixed window, as ISO timestamps: the same on every replica with the same window size. */
+export interface CountWindow {
+  readonly start: string;
+  readonly end: string;
+}
+
 /**
- * Where replicas' counts meet. `add` is given this process's new requests per key in the window
- * starting at `windowStart` and answers every replica's totals for those keys; `purge` is called
- * once per window with the window's start.
+ * Where replicas' counts meet. `add` is given this process's new requests per key in `window` and
+ * answers every replica's totals for those keys; `purge` is called once per window with the current
+ * window, and deletes what ended before it started.
  */
 export interface SharedCounts {
   /**
@@ -30,29 +36,31 @@ export interface SharedCounts {
    * the limiter keeps the larger of its own count and the total instead of adding the two.
    */
   readonly recordedPerRequest: boolean;
-  add(windowStart: string, counts: ReadonlyMap<string, number>): Promise<readonly { key: string; count: number }[]>;
-  purge(windowStart: string): Promise<void>;
+  add(window: CountWindow, counts: ReadonlyMap<string, number>): Promise<readonly { key: string; count: number }[]>;
+  purge(current: CountWindow): Promise<void>;
 }
 
 /** Per-user counts in `request_counts`, which replicas add to (the /api/v1 limit). */
 export function requestCounts(sql: Sql): SharedCounts {
   return {
     recordedPerRequest: false,
-    async add(windowStart, counts) {
+    async add(window, counts) {
       // Rows are upserted in user order on every replica (order by): two replicas updating the same
       // users in different orders would deadlock.
       const userIds = [...counts.keys()];
       return sql<{ key: string; count: number }[]>`
-        insert into request_counts (user_id, window_start, count)
-        select user_id, ${windowStart}::timestamptz, count
+        insert into request_counts (user_id, window_start, window_end, count)
+        select user_id, ${window.start}::timestamptz, ${window.end}::timestamptz, count
         from unnest(${userIds}::text[], ${userIds.map((userId) => counts.get(userId) ?? 0)}::int[]) as batch(user_id, count)
         where exists (select 1 from "user" where id = batch.user_id)
         order by batch.user_id
-        on conflict (user_id, window_start) do update set count = request_counts.count + excluded.count
+        on conflict (user_id, window_start, window_end) do update set count = request_counts.count + excluded.count
         returning user_id as key, count`;
     },
-    async purge(windowStart) {
-      await sql`delete from request_counts where window_start < ${windowStart}::timestamptz`;
+    async purge(current) {
+      // By each row's own end, not this replica's window size: a replica configured with a shorter
+      // window must not delete the counts of a longer one that is still running.
+      await sql`delete from request_counts where window_end <= ${current.start}::timestamptz`;
     },
   };
 }
@@ -134,22 +142,28 @@ export class SharedRateLimiter {
       }
     }
     if (sending.size === 0) return;
-    const windowStart = new Date(currentWindow).toISOString();
+    const window: CountWindow = { start: new Date(currentWindow).toISOString(), end: new Date(currentWindow + this.options.windowMs).toISOString() };
     try {
-      const totals = await this.counts.add(windowStart, sending);
+      const totals = await this.counts.add(window, sending);
       for (const { key, count } of totals) {
-        const window = this.keys.get(key);
-        if (window?.windowStart === currentWindow) window.counted = Math.max(window.counted, this.counts.recordedPerRequest ? count : count + window.unsynced);
-      }
-      if (this.purgedWindow !== currentWindow) {
-        this.purgedWindow = currentWindow;
-        await this.counts.purge(windowStart);
+        const entry = this.keys.get(key);
+        if (entry?.windowStart === currentWindow) entry.counted = Math.max(entry.counted, this.counts.recordedPerRequest ? count : count + entry.unsynced);
       }
     } catch (error) {
       this.logger.warn({ err: error }, 'rate limit counts could not be shared; counting locally until the next sync');
       for (const [key, count] of sending) {
-        const window = this.keys.get(key);
-        if (window?.windowStart === currentWindow) window.unsynced += count;
+        const entry = this.keys.get(key);
+        if (entry?.windowStart === currentWindow) entry.unsynced += count;
+      }
+      return;
+    }
+    // Apart from the exchange above: the counts are in, so a failed purge must not send them again.
+    if (this.purgedWindow !== currentWindow) {
+      try {
+        await this.counts.purge(window);
+        this.purgedWindow = currentWindow;
+      } catch (error) {
+        this.logger.warn({ err: error }, 'ended rate limit windows could not be deleted; trying again at the next sync');
       }
     }
   }

@@ -16,13 +16,13 @@ import type { SharedCounts } from '../lib/rate-limiter.js';
 export function hookDeliveryCounts(sql: Sql, max: number): SharedCounts {
   return {
     recordedPerRequest: true,
-    async add(windowStart, counts) {
+    async add(window, counts) {
       const workflowIds = [...counts.keys()];
       return sql<{ key: string; count: number }[]>`
         select h.workflow_id::text as key,
                (select count(*)::int from (
                   select 1 from webhook_deliveries d
-                   where d.workflow_id = h.workflow_id and d.received_at >= ${windowStart}::timestamptz
+                   where d.workflow_id = h.workflow_id and d.received_at >= ${window.start}::timestamptz
                    limit ${max}) received) as count
           from unnest(${workflowIds}::uuid[]) as h(workflow_id)`;
     },
