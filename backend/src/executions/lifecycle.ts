@@ -484,17 +484,20 @@ export class ExecutionLifecycle {
         select user_id, count(*)::int as running from executions
          where status = 'running' and lease_expires_at >= now()
          group by user_id),
+      full_users as (select user_id from busy where running >= ${perUser}),
+      -- Users at their share are a filter on the index scan, not a join: the scan stays in the
+      -- index's order and stops at the limit instead of reading (and sorting) every runnable row.
       ready as (
         select e.id, e.user_id, coalesce(e.wake_at, e.created_at) as runnable_at from executions e
          where e.status in ('pending', 'paused') and coalesce(e.wake_at, e.created_at) <= now()
-           and not exists (select 1 from busy b where b.user_id = e.user_id and b.running >= ${perUser})
+           and e.user_id <> all (array(select user_id from full_users))
          order by coalesce(e.wake_at, e.created_at)
          limit ${limit}
          for update skip locked),
       expired as (
         select e.id, e.user_id, e.lease_expires_at as runnable_at from executions e
          where e.status = 'running' and e.lease_expires_at < now()
-           and not exists (select 1 from busy b where b.user_id = e.user_id and b.running >= ${perUser})
+           and e.user_id <> all (array(select user_id from full_users))
          order by e.lease_expires_at
          limit ${limit}
          for update skip locked),
