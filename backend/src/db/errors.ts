@@ -45,6 +45,16 @@ export function isUniqueViolation(error: unknown, indexName: string): boolean {
   return false;
 }
 
+/**
+ * 40P01 (deadlock detected: PostgreSQL aborted this transaction to break a cycle of waits) or
+ * 40001 (serialization failure): nothing of the transaction was stored, and running it again
+ * normally succeeds, since the transaction it collided with has moved on.
+ */
+export function isTransientConflict(error: unknown): boolean {
+  const state = sqlState(error);
+  return state === '40P01' || state === '40001';
+}
+
 /** 23503: a row refers to one that is not (or no longer) there. */
 export function isForeignKeyViolation(error: unknown): boolean {
   return sqlState(error) === '23503';

@@ -1,6 +1,7 @@
 import { and, eq } from 'drizzle-orm';
 import type { PgColumn, PgTable, PgUpdateSetSource } from 'drizzle-orm/pg-core';
 import type { Db } from '../db/client.js';
+import { transaction } from '../db/transaction.js';
 import { checkIfMatch, etagOf } from './http.js';
 
 /** A user-owned resource whose `version` column is its ETag. */
@@ -29,7 +30,7 @@ async function writeIfMatch<T extends VersionedTable, R>(
   ifMatch: string | undefined,
   write: (tx: Db, current: T['$inferSelect']) => Promise<R>,
 ): Promise<R | null> {
-  return db.transaction(async (tx) => {
+  return transaction(db, async (tx) => {
     // drizzle cannot infer a select from a generic table; the row is the table's own row type.
     const [current] = (await tx
       .select()

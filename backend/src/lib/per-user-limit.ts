@@ -1,6 +1,7 @@
 import { count, eq, getTableName, sql } from 'drizzle-orm';
 import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
 import type { Db } from '../db/client.js';
+import { transaction } from '../db/transaction.js';
 import { isUniqueViolation } from '../db/errors.js';
 import { conflict } from './problem.js';
 
@@ -40,7 +41,7 @@ export async function createWithinLimit<Row>(
   options: { readonly uniqueName?: UniqueName; readonly underLock?: (tx: Db) => Promise<void> } = {},
 ): Promise<Row> {
   try {
-    return await db.transaction(async (tx) => {
+    return await transaction(db, async (tx) => {
       await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${`${getTableName(table)}-per-user:${userId}`}, 0))`);
       await options.underLock?.(tx);
       const [owned] = await tx.select({ rows: count() }).from(table).where(eq(table.userId, userId));

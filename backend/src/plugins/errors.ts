@@ -2,7 +2,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, Fasti
 import fp from 'fastify-plugin';
 import { isResponseSerializationError } from 'fastify-type-provider-zod';
 import { ProblemError, statusTitle, type ProblemBody, type ProblemFieldError } from '../lib/problem.js';
-import { isDatabaseUnavailable, isDataException } from '../db/errors.js';
+import { isDatabaseUnavailable, isDataException, isTransientConflict } from '../db/errors.js';
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json; charset=utf-8';
 
@@ -109,6 +109,17 @@ async function errorsPlugin(app: FastifyInstance) {
         reply,
         problem(request, 503, 'DATABASE_UNAVAILABLE', 'The database is unavailable; try again shortly.'),
         { 'retry-after': '5' },
+      );
+    }
+
+    if (isTransientConflict(error)) {
+      // Nothing was stored (db/transaction.ts already ran it again where that is safe): a clear
+      // "try again", not a 500.
+      request.log.warn({ err: error }, 'write aborted by a deadlock or serialization failure');
+      return sendProblem(
+        reply,
+        problem(request, 503, 'CONCURRENT_WRITE', 'The write collided with concurrent work on the same data and nothing was changed; try again.'),
+        { 'retry-after': '1' },
       );
     }
 

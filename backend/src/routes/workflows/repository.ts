@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { and, eq, isNotNull, sql } from 'drizzle-orm';
 import type { Db } from '../../db/client.js';
+import { transaction } from '../../db/transaction.js';
 import { workflows, workflowVersions } from '../../db/schema/index.js';
 import { validateGraph } from '../../engine/graph.js';
 import { removeIfMatch, updateIfMatch, versionEtag } from '../../lib/conditional-update.js';
@@ -73,7 +74,7 @@ async function recordVersion(db: Db, row: WorkflowRow): Promise<void> {
 
 export async function create(db: Db, userId: string, input: CreateWorkflowInput): Promise<WorkflowRow> {
   assertValidGraph(input.nodes, input.edges);
-  return db.transaction(async (tx) => {
+  return transaction(db, async (tx) => {
     await assertGraphResources(tx, userId, input.nodes);
     const [row] = await tx
       .insert(workflows)

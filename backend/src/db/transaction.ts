@@ -1,0 +1,24 @@
+import type { Db } from './client.js';
+import { isTransientConflict } from './errors.js';
+
+/** Attempts in all of a transaction PostgreSQL aborted to break a deadlock (isTransientConflict). */
+const ATTEMPTS = 3;
+
+/**
+ * Runs `work` in a transaction, and again (up to ATTEMPTS in all, after a short random pause) when
+ * PostgreSQL aborts it for a deadlock or a serialization failure: such an abort stores nothing, so
+ * running the whole transaction again is safe. An API write can meet a deadlock it did not cause:
+ * deleting a workflow takes its user's usage row and then its executions, which the engine locks
+ * in the other order while it ends runs. What `work` does outside the database (none of the API's
+ * writes does anything) would be repeated.
+ */
+export async function transaction<T>(db: Db, work: (tx: Db) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await db.transaction(work);
+    } catch (error) {
+      if (attempt >= ATTEMPTS || !isTransientConflict(error)) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20 * attempt));
+    }
+  }
+}
