@@ -20,7 +20,7 @@ import {
 } from './compose-file.js';
 import { eventually } from './engine-helpers.js';
 import { lacksConcurrentConnections, sampleGraph, uniqueEmail } from './helpers.js';
-import { runNode } from './process.js';
+import { runNode, startCommand } from './process.js';
 import { createScratchDatabase } from './scratch.js';
 
 function keywordsOf(stage: DockerfileStage): string[] {
@@ -77,11 +77,22 @@ describe('Dockerfile', () => {
   it('starts node itself with npm start`s flags (exec form, no entrypoint, no npm, no shell) and checks /api/ready', async () => {
     const { runtime } = await stages();
     const { command } = runtimeCommand(runtime);
+    const start = startCommand();
     expect(command[0]).toBe('node');
-    expect(command.slice(1)).toEqual(['--max-semi-space-size=64', 'dist/server.js']);
+    expect(command.slice(1)).toEqual([...start.nodeFlags, start.entry]);
     const check = healthcheckCommand(runtime);
     expect(check[0]).toBe('node');
     expect(check.join(' ')).toContain('/api/ready');
+  });
+
+  it('keeps dependencies, builds, data, git, secrets and test artifacts out of the build context (.dockerignore)', async () => {
+    const ignored = (await readFile(path.join(repoRoot, '.dockerignore'), 'utf8'))
+      .split('\n')
+      .map((line) => line.trim())
+      .filter((line) => line !== '' && !line.startsWith('#'));
+    for (const pattern of ['**/node_modules', '**/dist', '.data', '.git', '.env', 'backend/test/.artifacts']) expect(ignored).toContain(pattern);
+    // The example is the only .env file that may go in: it holds no secret.
+    expect(ignored.filter((line) => line.startsWith('!'))).toEqual(['!.env.example']);
   });
 
   it('copies only built files and production dependencies from the build stage', async () => {

@@ -9,7 +9,7 @@ import type { App } from '../src/app.js';
 import { createDbClient } from '../src/db/client.js';
 import type { Engine } from '../src/engine/engine.js';
 import { DEFAULT_WALK_START, purgeExpired, purgeStatements, type PurgeOptions } from '../src/retention/purge.js';
-import { runWorkflow, startEngine, startTestHttpServer, waitForStatus, type TestHttpServer } from './engine-helpers.js';
+import { createSubscription, runWorkflow, startEngine, startTestHttpServer, waitForStatus, type TestHttpServer } from './engine-helpers.js';
 import { expectProblem, lacksConcurrentConnections, signUp, type SignedInUser } from './helpers.js';
 import { useFileDatabase } from './scratch.js';
 
@@ -17,6 +17,7 @@ interface UsageView {
   executions: number;
   steps: number;
   webhookDeliveries: number;
+  eventDeliveries: number;
   payloadBytes: number;
 }
 interface WorkflowView {
@@ -75,7 +76,8 @@ describe('data retention', () => {
   let server: TestHttpServer;
 
   beforeAll(async () => {
-    app = await buildApp();
+    // Subscriptions to the local server pass the guard at save.
+    app = await buildApp({ ENGINE_HTTP_ALLOW: '127.0.0.1' });
     user = await signUp(app);
     server = await startTestHttpServer();
   });
@@ -141,7 +143,8 @@ describe('data retention', () => {
     const [row] = await sql()<Omit<UsageView, 'payloadBytes'>[]>`
       select (select count(*)::int from executions where user_id = ${who.id}) as executions,
              (select count(*)::int from execution_steps s join executions e on e.id = s.execution_id where e.user_id = ${who.id}) as steps,
-             (select count(*)::int from webhook_deliveries where user_id = ${who.id}) as "webhookDeliveries"`;
+             (select count(*)::int from webhook_deliveries where user_id = ${who.id}) as "webhookDeliveries",
+             (select count(*)::int from event_messages where user_id = ${who.id}) as "eventDeliveries"`;
     if (!row) throw new Error('no recount');
     return row;
   }
@@ -180,6 +183,27 @@ describe('data retention', () => {
     expect(after).toMatchObject(await recount());
     // Nothing is left to delete: a second round finds nothing.
     expect(await purgeExpired(sql(), { defaultDays: 30, ...quick })).toMatchObject({ ran: true, executions: 0, finished: true });
+  });
+
+  it("deletes an execution's event messages with it, and usage's eventDeliveries drops by what went", async () => {
+    const { expired, kept, before } = await withEngine(async () => {
+      const plain = await workflow();
+      await createSubscription(app, user, { url: `${server.url}/events`, events: ['execution.completed'], workflowId: plain });
+      const [old, recent] = await runs(plain, 2);
+      return { expired: String(old), kept: String(recent), before: await usage() };
+    });
+    const messagesOf = async (id: string) =>
+      (await sql()<{ count: number }[]>`select count(*)::int as count from event_messages where execution_id = ${id}`)[0]?.count;
+    expect(await messagesOf(expired)).toBe(1);
+    expect(await messagesOf(kept)).toBe(1);
+    await finishedDaysAgo([expired], 31);
+
+    expect(await purgeExpired(sql(), { defaultDays: 30, ...quick })).toMatchObject({ ran: true, executions: 1, finished: true });
+    expect(await messagesOf(expired)).toBe(0);
+    expect(await messagesOf(kept)).toBe(1);
+    const after = await usage();
+    expect(after.eventDeliveries).toBe(before.eventDeliveries - 1);
+    expect(after).toMatchObject(await recount());
   });
 
   it('never deletes a pending, running or paused execution, whatever its age', async () => {

@@ -501,6 +501,49 @@ describe('connections, variables and secrets in workflows', () => {
     expect(stamps).toHaveLength(1);
   });
 
+  it('applies the connection as last saved: the next run sends its new headers and secret, nothing of the old', async () => {
+    const [first, second] = [secretWith('c1', ''), secretWith('c2', '')];
+    const created = await createConnection({ name: 'changing', baseUrl: echo.url, headers: { 'x-version': 'one' }, auth: { type: 'bearer', secret: first.value } });
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'call', type: 'http.request', params: { method: 'GET', connection: 'changing', url: '/changing' } },
+      ],
+      edges: [{ source: 'start', target: 'call' }],
+    });
+    expect((await runToEnd(workflowId)).status).toBe('completed');
+    const patched = await app.inject({
+      method: 'PATCH',
+      url: `/api/v1/connections/${created.id}`,
+      headers: { cookie: user.cookie },
+      payload: { headers: { 'x-version': 'two' }, auth: { type: 'bearer', secret: second.value } },
+    });
+    expect(patched.statusCode, patched.body).toBe(200);
+    expect((await runToEnd(workflowId)).status).toBe('completed');
+    const calls = echo.received.filter((request) => request.url === '/changing');
+    expect(calls.map((request) => [request.headers['x-version'], request.headers.authorization])).toEqual([
+      ['one', `Bearer ${first.value}`],
+      ['two', `Bearer ${second.value}`],
+    ]);
+  });
+
+  it("guards a request through a connection as any other: a connection to an address outside ENGINE_HTTP_ALLOW fails its step, unsent", async () => {
+    const internal = secretWith('in', '');
+    await createConnection({ name: 'internal', baseUrl: 'http://10.20.30.40:8080/', auth: { type: 'bearer', secret: internal.value } });
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'call', type: 'http.request', params: { method: 'GET', connection: 'internal', url: 'admin' } },
+      ],
+      edges: [{ source: 'start', target: 'call' }],
+    });
+    const execution = await runToEnd(workflowId);
+    expect(execution.status).toBe('failed');
+    const error = (await stepsOf(execution.id)).byNode.call?.error;
+    expect(error?.message).toMatch(/^refused to connect to .*ENGINE_HTTP_ALLOW/);
+    expect(JSON.stringify(error)).not.toContain(internal.marker);
+  });
+
   it('reads nothing of connections or variables for a step whose params name none', async () => {
     const workflowId = await createWorkflow(app, user, {
       nodes: [
