@@ -126,7 +126,8 @@ const variablesSchema = z.object({
     ENGINE_HTTP_ALLOW: z.string().default('').transform((value) => value.split(',').map((entry) => entry.trim()).filter(Boolean)),
     ENGINE_HTTP_TIMEOUT_MS: integerFromEnv(1, 300_000).default(30_000),
     ENGINE_HTTP_MAX_RESPONSE_BYTES: integerFromEnv(1_024, 100 * 1024 * 1024).default(1024 * 1024),
-    ENGINE_MAX_PAYLOAD_BYTES: integerFromEnv(1_024, 100 * 1024 * 1024).default(1024 * 1024),
+    // 2 MiB: a webhook's 1 MiB body must fit in its run's input beside the method, headers and query.
+    ENGINE_MAX_PAYLOAD_BYTES: integerFromEnv(1_024, 100 * 1024 * 1024).default(2 * 1024 * 1024),
     EVENT_DELIVERY_CONCURRENCY: integerFromEnv(1, 1000).default(8),
     EVENT_DELIVERY_PER_SUBSCRIPTION: integerFromEnv(1, 100).default(2),
     EVENT_RETRY_BASE_MS: integerFromEnv(10, 3_600_000).default(30_000),

@@ -392,34 +392,35 @@ describe('POST /api/hooks/:hookId', () => {
       expect(await executions(workflow.id)).toEqual([]);
     });
 
-    it('takes a run input up to ENGINE_MAX_PAYLOAD_BYTES (default 1 MiB): over it, 413 before any check, and a rejected delivery without its body', async () => {
+    it('takes a run input up to ENGINE_MAX_PAYLOAD_BYTES (default 2 MiB): over it, 413 before any check, and a rejected delivery without its body', async () => {
       const owner = await signUp(app);
       const made = await app.inject({ method: 'POST', url: '/api/v1/variables', headers: { cookie: owner.cookie }, payload: { key: 'SIZE_SECRET', value: HMAC_SECRET, secret: true } });
       expect(made.statusCode, made.body).toBe(201);
       const workflow = await createHook(hookGraph({ verify: { scheme: 'hmac-sha256', header: 'x-signature', secretVariable: 'SIZE_SECRET' } }), owner);
       const hookId = workflow.webhook.hookId;
       const signed = (body: string) => ({ 'content-type': 'text/plain', 'x-signature': createHmac('sha256', HMAC_SECRET).update(body).digest('hex') });
-      // Within the raw limit (1 MiB) but not the run input's: the body with the method, headers and query.
-      const full = 'x'.repeat(1024 * 1024);
-      // Escaping counts: half a megabyte of quotes is a megabyte of JSON.
-      const quotes = '"'.repeat(600 * 1024);
-      for (const body of [full, quotes]) {
+      // Within the raw limit (1 MiB) but not the run input's: escaping counts, a megabyte of quotes
+      // or backslashes is two megabytes of JSON, and more with the method, headers and query.
+      const quotes = '"'.repeat(1024 * 1024 - 16);
+      const backslashes = '\\'.repeat(1024 * 1024 - 16);
+      for (const body of [quotes, backslashes]) {
         const refused = expectProblem(await deliver(hookId, body, signed(body)), 413);
         expect(refused.code).toBe('PAYLOAD_TOO_LARGE');
-        expect(refused.detail).toMatch(/at most 1048576/);
+        expect(refused.detail).toMatch(/at most 2097152/);
       }
       // A forgery as large is refused the same way: the check is not worth making.
-      expectProblem(await deliver(hookId, full, { 'content-type': 'text/plain', 'x-signature': 'forged' }), 413);
-      const fits = 'y'.repeat(1000 * 1024);
+      expectProblem(await deliver(hookId, quotes, { 'content-type': 'text/plain', 'x-signature': 'forged' }), 413);
+      // A whole mebibyte of plain text fits at the defaults.
+      const fits = 'y'.repeat(1024 * 1024);
       accepted(await deliver(hookId, fits, signed(fits)));
 
       const rows = await deliveries(workflow.id);
       expect(rows.map((row) => row.status)).toEqual(['rejected', 'rejected', 'rejected', 'accepted']);
       for (const row of rows.slice(0, 3)) {
-        expect(row.reason).toMatch(/run input .* is \d+ bytes, more than ENGINE_MAX_PAYLOAD_BYTES \(1048576\)/);
+        expect(row.reason).toMatch(/run input .* is \d+ bytes, more than ENGINE_MAX_PAYLOAD_BYTES \(2097152\)/);
         expect(row.body).toHaveLength(0);
       }
-      expect(rows.slice(0, 3).map((row) => row.bodyBytes)).toEqual([full.length, quotes.length, full.length]);
+      expect(rows.slice(0, 3).map((row) => row.bodyBytes)).toEqual([quotes.length, backslashes.length, quotes.length]);
       expect(rows[3]?.body.length).toBe(fits.length);
       expect(await executions(workflow.id)).toHaveLength(1);
     });
@@ -721,8 +722,8 @@ describe('POST /api/hooks/:hookId within its owner’s limits', () => {
     }
   });
 
-  it('takes exactly 1 MiB of raw body where the run input may hold it (ENGINE_MAX_PAYLOAD_BYTES raised), 413 past it', async () => {
-    const app = await buildTestApp({ ENGINE_MAX_PAYLOAD_BYTES: String(2 * 1024 * 1024) });
+  it('takes exactly 1 MiB of JSON body at the defaults, and answers 413 past it', async () => {
+    const app = await buildTestApp();
     try {
       const owner = await signUp(app);
       const created = await app.inject({ method: 'POST', url: '/api/v1/workflows', headers: { cookie: owner.cookie }, payload: { name: 'large', ...hookGraph() } });
