@@ -1,7 +1,7 @@
 import { defineConfig } from 'vitest/config';
 
-// With a real server (TEST_DATABASE_URL) files run in parallel; every test makes its own users,
-// so they do not see each other. The embedded fallback serves one connection: one file at a time.
+// With a real server (TEST_DATABASE_URL) files run in parallel, each on a database of its own
+// (test/file-database.ts). The embedded fallback serves one connection: one file at a time.
 const realDatabase = Boolean(process.env.TEST_DATABASE_URL);
 
 export default defineConfig({
@@ -11,8 +11,9 @@ export default defineConfig({
     // Browser tests start Caddy and Chromium: they have their own run (npm run test:e2e).
     exclude: ['test/faults/**', 'test/e2e/**', 'node_modules/**'],
     globalSetup: ['test/global-setup.ts'],
-    // Searches every file's captured logs for credentials once its tests have run.
-    setupFiles: ['test/log-scan.ts'],
+    // Each file's own database on a real server (first, so its drop is the file's last hook), and a
+    // search of every file's captured logs for credentials once its tests have run.
+    setupFiles: ['test/file-setup.ts', 'test/log-scan.ts'],
     fileParallelism: realDatabase,
     maxWorkers: realDatabase ? 2 : 1,
     testTimeout: 30_000,

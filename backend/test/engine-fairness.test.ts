@@ -2,10 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import type { Engine } from '../src/engine/engine.js';
 import { createWorkflow, eventually, runWorkflow, startEngine, startTestHttpServer, waitForStatus, type TestHttpServer } from './engine-helpers.js';
-import { expectProblem, signUp, type SignedInUser } from './helpers.js';
-import { useFileDatabase } from './scratch.js';
-
-const buildTestApp = useFileDatabase();
+import { buildTestApp, expectProblem, signUp, type SignedInUser } from './helpers.js';
 
 describe("one user's share of the engine", () => {
   let app: App;

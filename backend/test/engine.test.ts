@@ -2,8 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import type { Engine } from '../src/engine/engine.js';
-import { expectProblem, signUp, type SignedInUser } from './helpers.js';
-import { useFileDatabase } from './scratch.js';
+import { buildTestApp, expectProblem, signUp, type SignedInUser } from './helpers.js';
 import {
   createWorkflow,
   eventually,
@@ -15,13 +14,6 @@ import {
   waitForStatus,
   type TestHttpServer,
 } from './engine-helpers.js';
-
-/**
- * These tests count what their own engines do, so on a real server they get a database of their
- * own: other files' engines (fixtures run executions too) would otherwise take their executions.
- * The embedded suite runs one file at a time and keeps the shared database.
- */
-const buildTestApp = useFileDatabase();
 
 describe('the engine', () => {
   let app: App;

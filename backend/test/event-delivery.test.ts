@@ -14,19 +14,17 @@ import {
   type EventReceiver,
   type ReceivedEvent,
 } from './engine-helpers.js';
-import { isEmbeddedDatabase, signUp, type SignedInUser } from './helpers.js';
+import { buildTestApp, isEmbeddedDatabase, signUp, type SignedInUser } from './helpers.js';
 import { runScript } from './process.js';
-import { useFileDatabase } from './scratch.js';
 
 /**
  * The delivery workers (src/events/delivery-worker.ts, delivery-store.ts): retries and their
  * records, signing across a secret rotation, the send-time guard, disabling a subscription that
  * keeps failing, the per-subscription cap, and a worker process killed while it sends. The
- * receiver verifies as a customer would, with the standardwebhooks package. This file's database
- * is its own, and each test runs its own engine: no other engine takes these messages.
+ * receiver verifies as a customer would, with the standardwebhooks package. Each test runs its
+ * own engine on the file's database: no other engine takes these messages.
  */
 
-const buildApp = useFileDatabase();
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 const verifies = (secret: string, event: ReceivedEvent): boolean => {
@@ -69,7 +67,7 @@ describe('the event delivery workers', () => {
   };
 
   beforeAll(async () => {
-    app = await buildApp({ ENGINE_HTTP_ALLOW: '127.0.0.1' });
+    app = await buildTestApp({ ENGINE_HTTP_ALLOW: '127.0.0.1' });
     user = await signUp(app);
     receiver = await startEventReceiver();
   });

@@ -17,17 +17,14 @@ import {
   type ReceivedEvent,
   type TestHttpServer,
 } from './engine-helpers.js';
-import { signUp, type SignedInUser } from './helpers.js';
-import { useFileDatabase } from './scratch.js';
+import { buildTestApp, signUp, type SignedInUser } from './helpers.js';
 
 /**
  * The outbox (src/events/outbox.ts): what each transition writes for event subscriptions, in its
  * own statement, and what a receiver verifying signatures as a customer would (the standardwebhooks
- * package) gets from the engine's delivery workers. This file's database is its own: another
- * file's engine would otherwise send these messages (and this one theirs).
+ * package) gets from the engine's delivery workers.
  */
 
-const buildApp = useFileDatabase();
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 
 interface Payload {
@@ -56,7 +53,7 @@ describe('the outbox', () => {
 
   beforeAll(async () => {
     // The subscriptions' URLs pass the guard at save too: the app allows the local receiver.
-    app = await buildApp({ ENGINE_HTTP_ALLOW: '127.0.0.1' });
+    app = await buildTestApp({ ENGINE_HTTP_ALLOW: '127.0.0.1' });
     engine = startEngine(app);
     receiver = await startEventReceiver();
     server = await startTestHttpServer();

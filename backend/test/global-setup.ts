@@ -8,12 +8,18 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded
 import { runMigrations } from '../src/db/migrate.js';
 import { refusalToWipe } from '../src/db/safeguards.js';
 import { generateKeyEntry } from '../src/secrets/keyring.js';
+import { createFileDatabaseTemplate, dropFileDatabases } from './file-database.js';
 import { backendRoot } from './process.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
     databaseUrl: string;
     databaseKind: 'external' | 'embedded';
+    /**
+     * On a real server, the migrated database each test file's own database is copied from
+     * (test/file-database.ts); undefined on the embedded database.
+     */
+    fileDatabaseTemplate: string | undefined;
     /** SECRETS_KEYS for every test app: generated for this run, never stored. */
     secretsKeys: string;
   }
@@ -49,12 +55,15 @@ export default async function setup(project: TestProject) {
   } finally {
     await client.close();
   }
+  const template = embedded ? undefined : await createFileDatabaseTemplate(url);
 
   project.provide('databaseUrl', url);
   project.provide('databaseKind', embedded ? 'embedded' : 'external');
+  project.provide('fileDatabaseTemplate', template);
   project.provide('secretsKeys', generateKeyEntry('test'));
 
   return async () => {
+    if (template) await dropFileDatabases(url, template);
     await embedded?.stop();
     if (scratchDir) await rm(scratchDir, { recursive: true, force: true });
   };

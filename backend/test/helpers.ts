@@ -9,7 +9,8 @@ import { loadConfig, type Config } from '../src/config.js';
 import { createDbClient, type Db } from '../src/db/client.js';
 import { createLogger } from '../src/logger.js';
 
-export const databaseUrl = () => inject('databaseUrl');
+/** The database of this test file: its own copy on a real server (test/file-setup.ts), else the embedded one. */
+export const databaseUrl = () => process.env.AUTONODE_TEST_FILE_DATABASE_URL ?? inject('databaseUrl');
 export const isEmbeddedDatabase = () => inject('databaseKind') === 'embedded';
 /** For `it.skipIf(...)`: true on the embedded database, where tests needing several connections at once cannot run. */
 export const lacksConcurrentConnections = () => isEmbeddedDatabase();

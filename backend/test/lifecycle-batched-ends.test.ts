@@ -1,18 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import type { StepChange } from '../src/executions/lifecycle.js';
-import { signUp, type SignedInUser } from './helpers.js';
-import { useFileDatabase } from './scratch.js';
+import { buildTestApp, signUp, type SignedInUser } from './helpers.js';
 import { createWorkflow, getExecution, runWorkflow, stepsOf } from './engine-helpers.js';
 
 /**
  * Ends of one user's runs that come while another of theirs is being written are written together
  * (lifecycle.ts, writeEnd). Each must keep its own outcome: fenced on its own lease, refused alone
  * when its value is refused, and counted once in the user's usage.
- *
- * The file's own database: it claims executions directly, which an engine of another file would race for.
  */
-const buildTestApp = useFileDatabase();
 
 describe('ends of one user written together', () => {
   let app: App;

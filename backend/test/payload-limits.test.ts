@@ -3,19 +3,14 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import type { Engine } from '../src/engine/engine.js';
-import { expectProblem, signUp, type SignedInUser } from './helpers.js';
-import { useFileDatabase } from './scratch.js';
+import { buildTestApp, expectProblem, signUp, type SignedInUser } from './helpers.js';
 import { createWorkflow, getExecution, runWorkflow, startEngine, stepsOf, waitForStatus } from './engine-helpers.js';
 
 /**
  * Issue 14, points 3, 5, 6 and the runtime half of 10: every payload an execution writes is
  * bounded and storable, a value the database refuses ends the run `failed` (never a re-run loop),
  * http.request records any body, and no response grows without bound.
- *
- * The file's own database: the lifecycle test claims executions directly, which an engine of
- * another file would race for.
  */
-const buildTestApp = useFileDatabase();
 
 const MAX_PAYLOAD = 16_384;
 const bytesOf = (value: unknown): number => Buffer.byteLength(JSON.stringify(value) ?? '', 'utf8');

@@ -10,8 +10,7 @@ import { createDbClient } from '../src/db/client.js';
 import type { Engine } from '../src/engine/engine.js';
 import { DEFAULT_WALK_START, purgeExpired, purgeStatements, type PurgeOptions } from '../src/retention/purge.js';
 import { createSubscription, runWorkflow, startEngine, startTestHttpServer, waitForStatus, type TestHttpServer } from './engine-helpers.js';
-import { expectProblem, lacksConcurrentConnections, signUp, type SignedInUser } from './helpers.js';
-import { useFileDatabase } from './scratch.js';
+import { buildTestApp, expectProblem, lacksConcurrentConnections, signUp, type SignedInUser } from './helpers.js';
 
 interface UsageView {
   executions: number;
@@ -68,8 +67,6 @@ function planNodes(plan: PlanNode): PlanNode[] {
   return [plan, ...(plan.Plans ?? []).flatMap(planNodes)];
 }
 
-const buildApp = useFileDatabase();
-
 describe('data retention', () => {
   let app: App;
   let user: SignedInUser;
@@ -77,7 +74,7 @@ describe('data retention', () => {
 
   beforeAll(async () => {
     // Subscriptions to the local server pass the guard at save.
-    app = await buildApp({ ENGINE_HTTP_ALLOW: '127.0.0.1' });
+    app = await buildTestApp({ ENGINE_HTTP_ALLOW: '127.0.0.1' });
     user = await signUp(app);
     server = await startTestHttpServer();
   });
@@ -443,7 +440,7 @@ describe('data retention', () => {
   });
 
   it.skipIf(lacksConcurrentConnections())('lets one purger at a time delete: a held lock stops a round, and two rounds at once delete every row once', async () => {
-    const other = await buildApp();
+    const other = await buildTestApp();
     const holder = await app.database.sql.reserve();
     try {
       const ids = await withEngine(async () => runs(await workflow(), 10));

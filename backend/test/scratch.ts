@@ -2,11 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll } from 'vitest';
 import { createDbClient, type DbClient } from '../src/db/client.js';
-import { runMigrations } from '../src/db/migrate.js';
 import { startEmbeddedPostgres } from '../src/db/embedded.js';
-import { buildTestApp, databaseUrl, isEmbeddedDatabase } from './helpers.js';
+import { databaseUrl, isEmbeddedDatabase } from './helpers.js';
 
 export interface ScratchDatabase {
   readonly url: string;
@@ -64,23 +62,4 @@ export async function createScratchDatabase(): Promise<ScratchDatabase> {
       }
     },
   };
-}
-
-/**
- * For a file whose engines count what they run, so another file's engine must not take its
- * executions: on a real server the file gets a migrated database of its own for its lifetime; the
- * embedded suite runs one file at a time and keeps the shared one. Call at the file's top level
- * (it registers beforeAll/afterAll); build the file's apps with what it returns.
- */
-export function useFileDatabase(): typeof buildTestApp {
-  let scratch: ScratchDatabase | undefined;
-  beforeAll(async () => {
-    if (isEmbeddedDatabase()) return;
-    scratch = await createScratchDatabase();
-    await scratch.use((client) => runMigrations(client.db));
-  });
-  afterAll(async () => {
-    await scratch?.drop();
-  });
-  return (overrides = {}, hooks = {}) => buildTestApp({ ...(scratch ? { DATABASE_URL: scratch.url } : {}), ...overrides }, hooks);
 }

@@ -10,12 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import type { Sql } from '../src/db/client.js';
 import type { Engine } from '../src/engine/engine.js';
-import { logsOf, signUp, type SignedInUser } from './helpers.js';
+import { buildTestApp, logsOf, signUp, type SignedInUser } from './helpers.js';
 import { createWorkflow, runWorkflow, startEngine, stepsOf, waitForStatus } from './engine-helpers.js';
-import { useFileDatabase } from './scratch.js';
 import { connectionOfEveryAuthType, createConnection, createVariable, recognisableSecret, secretVariable, startEchoServer, type EchoServer, type StoredSecret } from './secret-fixtures.js';
-
-const buildApp = useFileDatabase();
 
 /** A column that can hold text; `bytea` ones are searched as bytes. */
 interface TextualColumn {
@@ -114,7 +111,7 @@ describe('secrets at rest', () => {
 
   beforeAll(async () => {
     echo = await startEchoServer();
-    app = await buildApp({ ENGINE_HTTP_ALLOW: '127.0.0.1' });
+    app = await buildTestApp({ ENGINE_HTTP_ALLOW: '127.0.0.1' });
     engine = startEngine(app);
   });
   afterAll(async () => {

@@ -14,10 +14,9 @@ import type { Sql } from '../src/db/client.js';
 import { connectionSecretBinding, eventSubscriptionSecretBinding, variableSecretBinding } from '../src/secrets/bindings.js';
 import { generateKeyEntry, Keyring, parseKeyEntries, SecretUnreadableError, type SealedSecret } from '../src/secrets/keyring.js';
 import { describeRotation, rotateSecrets, rotationComplete, sealedSecretColumns, sealedSecretTables, type RotationReport } from '../src/secrets/rotate.js';
-import { lacksConcurrentConnections, signUp, type SignedInUser } from './helpers.js';
+import { buildTestApp, lacksConcurrentConnections, signUp, type SignedInUser } from './helpers.js';
 import { createWorkflow, runWorkflow, startEngine, stepsOf, waitForStatus } from './engine-helpers.js';
 import { runScript, startServerProcess } from './process.js';
-import { useFileDatabase } from './scratch.js';
 import {
   connectionOfEveryAuthType,
   createConnection,
@@ -29,8 +28,6 @@ import {
   type SealedRow,
   type StoredSecret,
 } from './secret-fixtures.js';
-
-const buildApp = useFileDatabase();
 
 const keyA = generateKeyEntry('a');
 const keyB = generateKeyEntry('b');
@@ -115,7 +112,7 @@ describe('secret key rotation', () => {
   const apps: App[] = [];
   /** Apps are closed by the test that built them (the script must find the embedded database's one connection free) or here. */
   const app = async (secretsKeys: string): Promise<App> => {
-    const built = await buildApp({ SECRETS_KEYS: secretsKeys });
+    const built = await buildTestApp({ SECRETS_KEYS: secretsKeys });
     apps.push(built);
     return built;
   };

@@ -3,11 +3,7 @@ import type { App } from '../src/app.js';
 import type { Engine } from '../src/engine/engine.js';
 import { createWorkflow, runWorkflow, startEngine, waitForStatus } from './engine-helpers.js';
 import { fireJobExecution } from './fixtures.js';
-import { expectProblem, signUp, type SignedInUser } from './helpers.js';
-import { useFileDatabase } from './scratch.js';
-
-// The scheduler fires every user's due jobs: another file's engine must not fire or run this file's.
-const buildTestApp = useFileDatabase();
+import { buildTestApp, expectProblem, signUp, type SignedInUser } from './helpers.js';
 
 interface UsageView {
   workflows: number;

@@ -6,16 +6,13 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { App } from '../src/app.js';
 import { Engine } from '../src/engine/engine.js';
 import { createWorkflow, eventually, getExecution, runWorkflow, waitForStatus } from './engine-helpers.js';
-import { expectProblem, lacksConcurrentConnections, logsOf, signUp, testConfig, type SignedInUser } from './helpers.js';
-import { useFileDatabase } from './scratch.js';
+import { buildTestApp, expectProblem, lacksConcurrentConnections, logsOf, signUp, testConfig, type SignedInUser } from './helpers.js';
 
 /**
  * Connections, variables and secrets in runs (API.md, Connections and Variables): what reaches the
  * upstream, and that no secret is recorded, streamed or logged. The engine logs through the app's
- * logger, so logsOf(app) holds the engine's lines too. Its own database: these tests count the
- * statements their engine sends.
+ * logger, so logsOf(app) holds the engine's lines too.
  */
-const buildTestApp = useFileDatabase();
 
 /** A request as the echo server received it. */
 interface Echoed {

@@ -1,0 +1,83 @@
+import { randomUUID } from 'node:crypto';
+import { createDbClient, type DbClient } from '../src/db/client.js';
+import { runMigrations } from '../src/db/migrate.js';
+
+/**
+ * On a real PostgreSQL every test file runs on a database of its own, copied (CREATE DATABASE ...
+ * TEMPLATE) from one the global setup migrated: files run two at a time, and an engine or scheduler
+ * started by one file would otherwise claim, fire, deliver or purge another file's rows. The copies
+ * are named after TEST_DATABASE_URL's database, which stays the connection that creates and drops
+ * them (a template must have no connection while it is copied). The embedded suite runs one file at
+ * a time on its one database.
+ */
+
+const MAX_IDENTIFIER = 63;
+
+function connect(url: string): DbClient {
+  return createDbClient({ url, poolSize: 1, idleTimeoutSeconds: 0, connectTimeoutSeconds: 10, statementTimeoutMs: 0 });
+}
+
+function withDatabase(url: string, name: string): string {
+  const next = new URL(url);
+  next.pathname = `/${name}`;
+  return next.toString();
+}
+
+/** `<database>_t`: room is left for the copies' suffix within PostgreSQL's 63 bytes. */
+function templateName(url: string): string {
+  const base = decodeURIComponent(new URL(url).pathname.slice(1)).replace(/[^a-z0-9_]/gi, '_').toLowerCase().slice(0, 24);
+  return `${base}_t`;
+}
+
+/** Creates (again) the migrated template; drops copies a killed run left. Answers its name. */
+export async function createFileDatabaseTemplate(url: string): Promise<string> {
+  const template = templateName(url);
+  await dropFileDatabases(url, template);
+  const admin = connect(url);
+  try {
+    await admin.sql`create database ${admin.sql(template)}`;
+  } finally {
+    await admin.close();
+  }
+  const client = connect(withDatabase(url, template));
+  try {
+    await runMigrations(client.db);
+  } finally {
+    await client.close();
+  }
+  return template;
+}
+
+/** A new copy of the template for one test file; answers its URL. */
+export async function createFileDatabase(url: string, template: string): Promise<string> {
+  const name = `${template}_${randomUUID().replaceAll('-', '')}`.slice(0, MAX_IDENTIFIER);
+  const admin = connect(url);
+  try {
+    await admin.sql`create database ${admin.sql(name)} template ${admin.sql(template)}`;
+  } finally {
+    await admin.close();
+  }
+  return withDatabase(url, name);
+}
+
+/** Drops one test file's copy (given by its URL), whoever is still connected to it. */
+export async function dropFileDatabase(url: string, fileDatabaseUrl: string): Promise<void> {
+  const admin = connect(url);
+  try {
+    await admin.sql`drop database if exists ${admin.sql(decodeURIComponent(new URL(fileDatabaseUrl).pathname.slice(1)))} with (force)`;
+  } finally {
+    await admin.close();
+  }
+}
+
+/** Drops the template and every copy of it, whoever is still connected (WITH (FORCE)). */
+export async function dropFileDatabases(url: string, template: string): Promise<void> {
+  const admin = connect(url);
+  try {
+    const copies = await admin.sql<{ name: string }[]>`
+      select datname as name from pg_database where datname = ${template} or datname like ${`${template}\\_%`}`;
+    for (const { name } of copies) await admin.sql`drop database if exists ${admin.sql(name)} with (force)`;
+  } finally {
+    await admin.close();
+  }
+}
