@@ -146,6 +146,49 @@ describe('the event delivery workers', () => {
     expect(listed.json<{ items: unknown[] }>().items).toEqual([expect.objectContaining({ webhookId: message.webhookId, status: 'delivered', attempts: 4, lastStatusCode: 200 })]);
   });
 
+  it('delivers each message once when two engines (as on two replicas) claim the same backlog', async () => {
+    const subscription = await createSubscription(app, user, { url: `${receiver.url}/shared`, events: ['execution.completed'] });
+    const workflowId = await quickWorkflow();
+    // Queued with no engine running; then two start at once and race for the runs and their messages.
+    for (let run = 0; run < 20; run++) await runWorkflow(app, user, workflowId);
+    engineWith();
+    engineWith();
+    const messages = await eventually(async () => {
+      const rows = await messagesOf(subscription.id);
+      return rows.length === 20 && rows.every((row) => row.status === 'delivered') && rows;
+    }, 20_000, 'twenty messages delivered');
+    await sleep(300);
+    const got = receiver.on('/shared');
+    expect(got).toHaveLength(20);
+    expect(new Set(got.map((event) => event.headers['webhook-id']))).toEqual(new Set(messages.map((message) => message.webhookId)));
+    expect(messages.every((message) => message.attempts === 1)).toBe(true);
+  });
+
+  it('gives up on a message once it is a day old: its next failure ends it failed, and it is not sent again', async () => {
+    engineWith();
+    const workflowId = await quickWorkflow();
+    const subscription = await createSubscription(app, user, { url: `${receiver.url}/down`, events: ['execution.completed'], workflowId });
+    receiver.answer = () => 503;
+    await complete(workflowId);
+    const [first] = await eventually(async () => {
+      const rows = await messagesOf(subscription.id);
+      return (rows[0]?.attempts ?? 0) >= 1 && rows;
+    }, 10_000, 'a first failed attempt');
+    if (!first) throw new Error('no message');
+    expect(first.status).toBe('pending');
+    // Only the clock moves: the message was written 25 hours ago.
+    await app.database.sql`update event_messages set created_at = now() - interval '25 hours' where id = ${first.id}::uuid`;
+    const [given] = await eventually(async () => {
+      const rows = await messagesOf(subscription.id);
+      return rows[0]?.status === 'failed' && rows;
+    }, 10_000, 'the message given up');
+    await sleep(500);
+    const [after] = await messagesOf(subscription.id);
+    expect(after?.attempts).toBe(given?.attempts);
+    expect(receiver.on('/down')).toHaveLength(given?.attempts ?? -1);
+    expect(after).toMatchObject({ status: 'failed', lastStatusCode: 503, deliveredAt: null, lockedUntil: null });
+  });
+
   it('signs with both secrets during a rotation’s overlap, and with the new one only after it', async () => {
     engineWith();
     const workflowId = await quickWorkflow();

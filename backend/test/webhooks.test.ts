@@ -10,6 +10,8 @@ import type { LightMyRequestResponse } from 'fastify';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
+import { SharedRateLimiter } from '../src/lib/rate-limiter.js';
+import { hookDeliveryCounts } from '../src/webhooks/rate-limit.js';
 import { startEngine, waitForStatus } from './engine-helpers.js';
 import { buildTestApp, expectProblem, lacksConcurrentConnections, logsOf, signUp, type SignedInUser } from './helpers.js';
 
@@ -425,6 +427,19 @@ describe('POST /api/hooks/:hookId', () => {
       expect(await executions(workflow.id)).toHaveLength(1);
     });
 
+    it('gives each hook 128 random bits, URL-safe, that tell nothing of its workflow; its url ends with it', async () => {
+      const hooks = [await createHook(), await createHook()];
+      for (const workflow of hooks) {
+        const { hookId, url } = workflow.webhook;
+        // 16 bytes in base64url: 22 characters, no padding.
+        expect(hookId).toMatch(/^[A-Za-z0-9_-]{22}$/);
+        expect(Buffer.from(hookId, 'base64url')).toHaveLength(16);
+        expect(hookId).not.toContain(workflow.id.replaceAll('-', '').slice(0, 8));
+        expect(url.endsWith(`/hooks/${hookId}`)).toBe(true);
+      }
+      expect(hooks[0]?.webhook.hookId).not.toBe(hooks[1]?.webhook.hookId);
+    });
+
     it('answers 404 at the old URL once the hook is rotated, and at any once the trigger.webhook node is removed', async () => {
       const workflow = await createHook();
       const oldId = workflow.webhook.hookId;
@@ -593,6 +608,24 @@ describe('POST /api/hooks/:hookId', () => {
   });
 
   describe('rate limit', () => {
+    it('learns a total that its own request was not yet part of when it synced, with nothing new to send', async () => {
+      // A replica's view, synced by hand: its request was taken, then the sync ran before the
+      // request's delivery row was written, so the total it read left that row out.
+      const limiter = new SharedRateLimiter(hookDeliveryCounts(app.database.sql, 5), { max: 5, windowMs: 3_600_000, syncMs: 3_600_000 }, app.log);
+      try {
+        const workflow = await createHook();
+        for (let n = 0; n < 4; n++) accepted(await deliver(workflow.webhook.hookId, '{}'));
+        expect(limiter.take(workflow.id)).toBe(true);
+        await limiter.sync();
+        // Its request's row, written after that sync.
+        accepted(await deliver(workflow.webhook.hookId, '{}'));
+        await limiter.sync();
+        expect(limiter.take(workflow.id)).toBe(false);
+      } finally {
+        await limiter.stop();
+      }
+    });
+
     // Replicas are apps of their own, each with its own connections: the embedded database serves one.
     it.skipIf(lacksConcurrentConnections())('answers 429 with Retry-After past WEBHOOK_RATE_LIMIT_MAX per hook, counted across replicas, other hooks unaffected', async () => {
       const config = { WEBHOOK_RATE_LIMIT_MAX: '5', RATE_LIMIT_WINDOW_MS: '3600000', RATE_LIMIT_SYNC_MS: '50' };

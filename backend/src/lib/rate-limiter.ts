@@ -8,7 +8,16 @@ interface KeyWindow {
   counted: number;
   /** This process's requests not yet added to the database. */
   unsynced: number;
+  /** When this process last took a request of the key (ms since the epoch). */
+  lastTakenAt: number;
 }
+
+/**
+ * How long after its last request a key of counts recorded per request keeps being read at every
+ * sync: the request's record is written after it is taken, so a sync while it was in flight read a
+ * total without it, and with nothing new to send the key would otherwise not be read again.
+ */
+const RECORDED_SETTLE_MS = 5_000;
 
 export interface RateLimiterOptions {
   /** Requests per key (a user, a hook) per window, over all replicas. */
@@ -74,7 +83,8 @@ export function requestCounts(sql: Sql): SharedCounts {
  * requests since) and, every `syncMs`, adds its new counts to the shared ones in one statement
  * that returns the totals. So a process alone is exact, and N busy replicas can together overshoot
  * by at most what they admit in one sync interval. A failed sync keeps its counts for the next;
- * a process with nothing new sends nothing (an idle service makes no queries).
+ * a process with nothing new sends nothing (an idle service makes no queries), except that keys
+ * whose counts are recorded per request are read for RECORDED_SETTLE_MS after their last request.
  */
 export class SharedRateLimiter {
   private readonly keys = new Map<string, KeyWindow>();
@@ -96,7 +106,7 @@ export class SharedRateLimiter {
     const windowStart = now - (now % this.options.windowMs);
     let window = this.keys.get(key);
     if (window === undefined) {
-      window = { windowStart, counted: 0, unsynced: 0 };
+      window = { windowStart, counted: 0, unsynced: 0, lastTakenAt: now };
       this.keys.set(key, window);
     } else if (window.windowStart !== windowStart) {
       // A new window: the old one's unsynced requests no longer limit anyone.
@@ -104,6 +114,7 @@ export class SharedRateLimiter {
       window.counted = 0;
       window.unsynced = 0;
     }
+    window.lastTakenAt = now;
     if (window.counted >= this.options.max) return false;
     window.counted++;
     window.unsynced++;
@@ -136,7 +147,7 @@ export class SharedRateLimiter {
       if (window.windowStart !== currentWindow) {
         // Idle for a whole window: the entry has nothing left to limit.
         this.keys.delete(key);
-      } else if (window.unsynced > 0) {
+      } else if (window.unsynced > 0 || (this.counts.recordedPerRequest && now - window.lastTakenAt <= RECORDED_SETTLE_MS)) {
         sending.set(key, window.unsynced);
         window.unsynced = 0;
       }
