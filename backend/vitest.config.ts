@@ -11,8 +11,8 @@ export default defineConfig({
     // Browser tests start Caddy and Chromium: they have their own run (npm run test:e2e).
     exclude: ['test/faults/**', 'test/e2e/**', 'node_modules/**'],
     globalSetup: ['test/global-setup.ts'],
-    // Each file's own database on a real server (first, so its drop is the file's last hook), and a
-    // search of every file's captured logs for credentials once its tests have run.
+    // Each file's own database on a real server, and a search of every file's captured logs for
+    // credentials once its tests have run.
     setupFiles: ['test/file-setup.ts', 'test/log-scan.ts'],
     fileParallelism: realDatabase,
     maxWorkers: realDatabase ? 2 : 1,

@@ -4,20 +4,24 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import { createDbClient, type Db, type DbClient } from '../src/db/client.js';
 import { transaction } from '../src/db/transaction.js';
-import { eventually } from './engine-helpers.js';
-import { buildTestApp, databaseUrl, expectProblem, lacksConcurrentConnections } from './helpers.js';
+import { createWorkflow, eventually, runWorkflow } from './engine-helpers.js';
+import { buildTestApp, databaseUrl, expectProblem, lacksConcurrentConnections, sampleGraph, signUp } from './helpers.js';
 
 /**
  * Real deadlocks between two connections: `first` takes lock A; the other connection takes B and
- * waits for A; then `first` asks for B. `first` runs with a short deadlock_timeout, so PostgreSQL
- * finds the cycle from its side and aborts it (the other keeps its 1 s default and goes on).
+ * waits for A; then `first` asks for B. `first` runs with a short deadlock_timeout and the other
+ * with a long one, so PostgreSQL finds the cycle from `first`'s side and aborts it, however slow the
+ * machine. Setting deadlock_timeout needs a superuser: the tests skip themselves for another role.
  */
 describe.skipIf(lacksConcurrentConnections())('deadlocks (skipped on the embedded database: needs two connections)', () => {
   let app: App;
   let other: DbClient;
+  let superuser = false;
   beforeAll(async () => {
     app = await buildTestApp();
     other = createDbClient({ url: databaseUrl(), poolSize: 1, idleTimeoutSeconds: 0, connectTimeoutSeconds: 10, statementTimeoutMs: 0 });
+    const [row] = await app.database.sql<{ superuser: boolean }[]>`select current_setting('is_superuser') = 'on' as superuser`;
+    superuser = row?.superuser ?? false;
   });
   afterAll(async () => {
     await other.close();
@@ -34,13 +38,15 @@ describe.skipIf(lacksConcurrentConnections())('deadlocks (skipped on the embedde
     await tx.execute(sql`select pg_advisory_xact_lock(${lockA})`);
     let holdsB!: () => void;
     const otherHoldsB = new Promise<void>((resolve) => (holdsB = resolve));
-    otherSides.push(
-      other.sql.begin(async (otherTx) => {
-        await otherTx`select pg_advisory_xact_lock(${lockB})`;
-        holdsB();
-        await otherTx`select pg_advisory_xact_lock(${lockA})`;
-      }),
-    );
+    const otherSide = other.sql.begin(async (otherTx) => {
+      await otherTx`set local deadlock_timeout = '1min'`;
+      await otherTx`select pg_advisory_xact_lock(${lockB})`;
+      holdsB();
+      await otherTx`select pg_advisory_xact_lock(${lockA})`;
+    });
+    // Awaited by the test; a rejection must not go unhandled before it is.
+    otherSide.catch(() => undefined);
+    otherSides.push(otherSide);
     await otherHoldsB;
     await eventually(
       async () => {
@@ -54,7 +60,8 @@ describe.skipIf(lacksConcurrentConnections())('deadlocks (skipped on the embedde
     await tx.execute(sql`select pg_advisory_xact_lock(${lockB})`);
   }
 
-  it('runs a transaction again when PostgreSQL aborts it to break a deadlock, and answers what the attempt that committed did', async () => {
+  it('runs a transaction again when PostgreSQL aborts it to break a deadlock, and answers what the attempt that committed did', async (context) => {
+    if (!superuser) context.skip();
     let attempts = 0;
     const answer = await transaction(app.database.db, async (tx) => {
       attempts++;
@@ -66,7 +73,8 @@ describe.skipIf(lacksConcurrentConnections())('deadlocks (skipped on the embedde
     await Promise.all(otherSides);
   });
 
-  it('answers 503 CONCURRENT_WRITE with Retry-After when a write still meets a deadlock, never a 500', async () => {
+  it('answers 503 CONCURRENT_WRITE with Retry-After when a write still meets a deadlock, never a 500', async (context) => {
+    if (!superuser) context.skip();
     app.get('/test/deadlocked-write', async () => {
       // No retry here, as if every attempt had collided.
       await app.database.db.transaction((tx) => collide(tx));
@@ -78,5 +86,44 @@ describe.skipIf(lacksConcurrentConnections())('deadlocks (skipped on the embedde
     expect(Number(response.headers['retry-after'])).toBeGreaterThan(0);
     expect(JSON.stringify(problem)).not.toMatch(/deadlock|advisory|pg_/i);
     await Promise.all(otherSides);
+  });
+
+  it('deletes a workflow while runs of it are being ended, locking their rows in the order the engine does', async () => {
+    const owner = await signUp(app);
+    const workflowId = await createWorkflow(app, owner, sampleGraph);
+    const job = await app.inject({ method: 'POST', url: '/api/v1/jobs', headers: { cookie: owner.cookie }, payload: { name: 'nightly', workflowId, cron: '0 3 * * *', status: 'ACTIVE' } });
+    expect(job.statusCode, job.body).toBe(201);
+    const runs: string[] = [];
+    for (let run = 0; run < 16; run++) runs.push((await runWorkflow(app, owner, workflowId)).id);
+    // Random ids: the order they sort in is not the order the delete's cascade meets the rows.
+    const [lowest, ...rest] = [...runs].sort();
+    // The other connection plays a batch of ends: its executions' rows in id order, then the usage row.
+    const ending = await other.sql.reserve();
+    try {
+      await ending`begin`;
+      await ending`select 1 from executions where id = ${lowest ?? ''} for update`;
+      const deleted = app.inject({ method: 'DELETE', url: `/api/v1/workflows/${workflowId}`, headers: { cookie: owner.cookie } });
+      await eventually(
+        async () => {
+          const [row] = await app.database.sql<{ waiting: number }[]>`
+            select count(*)::int as waiting from pg_stat_activity
+             where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`;
+          return (row?.waiting ?? 0) > 0;
+        },
+        5_000,
+        'the delete waiting for the first execution',
+      );
+      // Had the delete taken any of the others (or the usage row) before waiting, these would wait
+      // for it, and fail at the timeout instead of the deadlock.
+      await ending`set local lock_timeout = '500ms'`;
+      await ending`select 1 from executions where id = any(${rest}::uuid[]) order by id for update`;
+      await ending`update user_usage set payload_bytes = payload_bytes where user_id = ${owner.id}`;
+      await ending`commit`;
+      expect((await deleted).statusCode).toBe(204);
+    } finally {
+      await ending`rollback`.catch(() => undefined);
+      ending.release();
+    }
+    for (const id of runs) expectProblem(await app.inject({ url: `/api/v1/executions/${id}`, headers: { cookie: owner.cookie } }), 404);
   });
 });

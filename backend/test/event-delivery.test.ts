@@ -147,8 +147,8 @@ describe('the event delivery workers', () => {
   });
 
   it('delivers each message once when two engines (as on two replicas) claim the same backlog', async () => {
-    const subscription = await createSubscription(app, user, { url: `${receiver.url}/shared`, events: ['execution.completed'] });
     const workflowId = await quickWorkflow();
+    const subscription = await createSubscription(app, user, { url: `${receiver.url}/shared`, events: ['execution.completed'], workflowId });
     // Queued with no engine running; then two start at once and race for the runs and their messages.
     for (let run = 0; run < 20; run++) await runWorkflow(app, user, workflowId);
     engineWith();

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { createDbClient, type DbClient } from '../src/db/client.js';
 import { runMigrations } from '../src/db/migrate.js';
 
@@ -7,8 +7,10 @@ import { runMigrations } from '../src/db/migrate.js';
  * TEMPLATE) from one the global setup migrated: files run two at a time, and an engine or scheduler
  * started by one file would otherwise claim, fire, deliver or purge another file's rows. The copies
  * are named after TEST_DATABASE_URL's database, which stays the connection that creates and drops
- * them (a template must have no connection while it is copied). The embedded suite runs one file at
- * a time on its one database.
+ * them (a template must have no connection while it is copied), and are all dropped by the global
+ * teardown, not one by one: a DROP DATABASE checkpoints, and dropping with FORCE under a file whose
+ * last connections are closing would fail them. The embedded suite runs one file at a time on its
+ * one database.
  */
 
 const MAX_IDENTIFIER = 63;
@@ -23,10 +25,14 @@ function withDatabase(url: string, name: string): string {
   return next.toString();
 }
 
-/** `<database>_t`: room is left for the copies' suffix within PostgreSQL's 63 bytes. */
+/**
+ * `autonode_tpl_<hash of TEST_DATABASE_URL's database>`: one template per test database (two suites
+ * on one server do not meet), a fixed prefix `.ci/run` can clean up after a killed run, and room for
+ * the copies' suffix within PostgreSQL's 63 bytes.
+ */
 function templateName(url: string): string {
-  const base = decodeURIComponent(new URL(url).pathname.slice(1)).replace(/[^a-z0-9_]/gi, '_').toLowerCase().slice(0, 24);
-  return `${base}_t`;
+  const database = decodeURIComponent(new URL(url).pathname.slice(1));
+  return `autonode_tpl_${createHash('sha256').update(database).digest('hex').slice(0, 12)}`;
 }
 
 /** Creates (again) the migrated template; drops copies a killed run left. Answers its name. */
@@ -58,16 +64,6 @@ export async function createFileDatabase(url: string, template: string): Promise
     await admin.close();
   }
   return withDatabase(url, name);
-}
-
-/** Drops one test file's copy (given by its URL), whoever is still connected to it. */
-export async function dropFileDatabase(url: string, fileDatabaseUrl: string): Promise<void> {
-  const admin = connect(url);
-  try {
-    await admin.sql`drop database if exists ${admin.sql(decodeURIComponent(new URL(fileDatabaseUrl).pathname.slice(1)))} with (force)`;
-  } finally {
-    await admin.close();
-  }
 }
 
 /** Drops the template and every copy of it, whoever is still connected (WITH (FORCE)). */

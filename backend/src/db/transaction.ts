@@ -7,10 +7,10 @@ const ATTEMPTS = 3;
 /**
  * Runs `work` in a transaction, and again (up to ATTEMPTS in all, after a short random pause) when
  * PostgreSQL aborts it for a deadlock or a serialization failure: such an abort stores nothing, so
- * running the whole transaction again is safe. An API write can meet a deadlock it did not cause:
- * deleting a workflow takes its user's usage row and then its executions, which the engine locks
- * in the other order while it ends runs. What `work` does outside the database (none of the API's
- * writes does anything) would be repeated.
+ * running the whole transaction again is safe. Writes that share rows take them in one order where
+ * that order is known (a workflow's delete locks its executions before the cascade takes the usage
+ * row, as the engine's ends do); this is the net for orders no one foresaw. What `work` does
+ * outside the database (none of the API's writes does anything) would be repeated.
  */
 export async function transaction<T>(db: Db, work: (tx: Db) => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {

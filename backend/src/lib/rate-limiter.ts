@@ -14,8 +14,9 @@ interface KeyWindow {
 
 /**
  * How long after its last request a key of counts recorded per request keeps being read at every
- * sync: the request's record is written after it is taken, so a sync while it was in flight read a
- * total without it, and with nothing new to send the key would otherwise not be read again.
+ * sync (and for at least three syncs): the request's record is written after it is taken, so a sync
+ * while it was in flight read a total without it, and with nothing new to send the key would
+ * otherwise not be read again.
  */
 const RECORDED_SETTLE_MS = 5_000;
 
@@ -84,7 +85,7 @@ export function requestCounts(sql: Sql): SharedCounts {
  * that returns the totals. So a process alone is exact, and N busy replicas can together overshoot
  * by at most what they admit in one sync interval. A failed sync keeps its counts for the next;
  * a process with nothing new sends nothing (an idle service makes no queries), except that keys
- * whose counts are recorded per request are read for RECORDED_SETTLE_MS after their last request.
+ * whose counts are recorded per request are read for a while after their last request.
  */
 export class SharedRateLimiter {
   private readonly keys = new Map<string, KeyWindow>();
@@ -147,7 +148,7 @@ export class SharedRateLimiter {
       if (window.windowStart !== currentWindow) {
         // Idle for a whole window: the entry has nothing left to limit.
         this.keys.delete(key);
-      } else if (window.unsynced > 0 || (this.counts.recordedPerRequest && now - window.lastTakenAt <= RECORDED_SETTLE_MS)) {
+      } else if (window.unsynced > 0 || (this.counts.recordedPerRequest && now - window.lastTakenAt <= Math.max(RECORDED_SETTLE_MS, 3 * this.options.syncMs))) {
         sending.set(key, window.unsynced);
         window.unsynced = 0;
       }

@@ -188,5 +188,10 @@ export async function getVersion(db: Db, userId: string, workflowId: string, ver
 
 /** Deletes a workflow with its jobs and executions (foreign-key cascades, one statement). */
 export async function remove(db: Db, userId: string, id: string, ifMatch: string | undefined): Promise<boolean> {
-  return removeIfMatch(db, workflows, userId, id, ifMatch);
+  // The workflow's executions are locked first, in id order, as the engine's writes lock them
+  // before their user's usage row: the cascade below takes that row (with the jobs) before it
+  // reaches the executions, which in the other order could deadlock with a run's end.
+  return removeIfMatch(db, workflows, userId, id, ifMatch, async (tx) => {
+    await tx.execute(sql`select 1 from executions where workflow_id = ${id} order by id for update`);
+  });
 }
