@@ -15,11 +15,18 @@ import { runMigrations } from '../src/db/migrate.js';
 
 const MAX_IDENTIFIER = 63;
 
-function connect(url: string): DbClient {
-  return createDbClient({ url, poolSize: 1, idleTimeoutSeconds: 0, connectTimeoutSeconds: 10, statementTimeoutMs: 0 });
+/** Opens a one-connection client on `url`, runs `work`, closes it (the embedded server serves one at a time). */
+export async function withConnection<T>(url: string, work: (client: DbClient) => Promise<T>): Promise<T> {
+  const client = createDbClient({ url, poolSize: 1, idleTimeoutSeconds: 0, connectTimeoutSeconds: 10, statementTimeoutMs: 0 });
+  try {
+    return await work(client);
+  } finally {
+    await client.close();
+  }
 }
 
-function withDatabase(url: string, name: string): string {
+/** `url` with its database replaced by `name`. */
+export function withDatabase(url: string, name: string): string {
   const next = new URL(url);
   next.pathname = `/${name}`;
   return next.toString();
@@ -39,41 +46,23 @@ function templateName(url: string): string {
 export async function createFileDatabaseTemplate(url: string): Promise<string> {
   const template = templateName(url);
   await dropFileDatabases(url, template);
-  const admin = connect(url);
-  try {
-    await admin.sql`create database ${admin.sql(template)}`;
-  } finally {
-    await admin.close();
-  }
-  const client = connect(withDatabase(url, template));
-  try {
-    await runMigrations(client.db);
-  } finally {
-    await client.close();
-  }
+  await withConnection(url, (admin) => admin.sql`create database ${admin.sql(template)}`);
+  await withConnection(withDatabase(url, template), (client) => runMigrations(client.db));
   return template;
 }
 
 /** A new copy of the template for one test file; answers its URL. */
 export async function createFileDatabase(url: string, template: string): Promise<string> {
   const name = `${template}_${randomUUID().replaceAll('-', '')}`.slice(0, MAX_IDENTIFIER);
-  const admin = connect(url);
-  try {
-    await admin.sql`create database ${admin.sql(name)} template ${admin.sql(template)}`;
-  } finally {
-    await admin.close();
-  }
+  await withConnection(url, (admin) => admin.sql`create database ${admin.sql(name)} template ${admin.sql(template)}`);
   return withDatabase(url, name);
 }
 
 /** Drops the template and every copy of it, whoever is still connected (WITH (FORCE)). */
 export async function dropFileDatabases(url: string, template: string): Promise<void> {
-  const admin = connect(url);
-  try {
+  await withConnection(url, async (admin) => {
     const copies = await admin.sql<{ name: string }[]>`
       select datname as name from pg_database where datname = ${template} or datname like ${`${template}\\_%`}`;
     for (const { name } of copies) await admin.sql`drop database if exists ${admin.sql(name)} with (force)`;
-  } finally {
-    await admin.close();
-  }
+  });
 }

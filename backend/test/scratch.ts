@@ -2,8 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createDbClient, type DbClient } from '../src/db/client.js';
+import type { DbClient } from '../src/db/client.js';
 import { startEmbeddedPostgres } from '../src/db/embedded.js';
+import { withConnection, withDatabase } from './file-database.js';
 import { databaseUrl, isEmbeddedDatabase } from './helpers.js';
 
 export interface ScratchDatabase {
@@ -13,23 +14,12 @@ export interface ScratchDatabase {
   drop(): Promise<void>;
 }
 
-function connect(url: string): DbClient {
-  return createDbClient({ url, poolSize: 1, idleTimeoutSeconds: 0, connectTimeoutSeconds: 10, statementTimeoutMs: 0 });
-}
-
 /**
  * An empty database of its own, for tests that migrate, wipe or drop: a new database on the test
  * server, or a new embedded PGlite in a temporary directory when the suite runs embedded.
  */
 export async function createScratchDatabase(): Promise<ScratchDatabase> {
-  const use = (url: string) => async <T>(work: (client: DbClient) => Promise<T>) => {
-    const client = connect(url);
-    try {
-      return await work(client);
-    } finally {
-      await client.close();
-    }
-  };
+  const use = (url: string) => <T>(work: (client: DbClient) => Promise<T>) => withConnection(url, work);
 
   if (isEmbeddedDatabase()) {
     const dataDir = await mkdtemp(path.join(tmpdir(), 'autonode-scratch-'));
@@ -45,21 +35,13 @@ export async function createScratchDatabase(): Promise<ScratchDatabase> {
   }
 
   const name = `autonode_scratch_${randomUUID().replaceAll('-', '')}`;
-  const admin = connect(databaseUrl());
-  await admin.sql.unsafe(`create database ${name}`);
-  await admin.close();
-  const url = new URL(databaseUrl());
-  url.pathname = `/${name}`;
+  await withConnection(databaseUrl(), (admin) => admin.sql`create database ${admin.sql(name)}`);
+  const url = withDatabase(databaseUrl(), name);
   return {
-    url: url.toString(),
-    use: use(url.toString()),
+    url,
+    use: use(url),
     async drop() {
-      const cleanup = connect(databaseUrl());
-      try {
-        await cleanup.sql.unsafe(`drop database if exists ${name} with (force)`);
-      } finally {
-        await cleanup.close();
-      }
+      await withConnection(databaseUrl(), (admin) => admin.sql`drop database if exists ${admin.sql(name)} with (force)`);
     },
   };
 }
