@@ -47,6 +47,10 @@ await withBenchDatabase('autonode_bench_engine_profile', async (database) => {
       await sql.unsafe(`alter database ${database.name} set auto_explain.${name} = '${value}'`);
     }
   }
+  if (process.env.BENCH_LOG_DURATIONS) {
+    // Every statement's duration in the server's log (its text cut to the first line by the reader).
+    await sql.unsafe(`alter database ${database.name} set log_min_duration_statement = 0`);
+  }
   await insertPendingExecutions(sql, owner!.id, workflow!.id, RUNS);
   await sql`checkpoint`.catch(() => undefined);
   const [before] = await sql<{ commits: number; wal: string }[]>`
@@ -61,8 +65,10 @@ await withBenchDatabase('autonode_bench_engine_profile', async (database) => {
     process.env.BENCH_CPU_PROFILE ? ['--cpu-prof', '--cpu-prof-dir=bench/results/profiles'] : [],
   );
   let done = false;
+  // BENCH_WAIT_SAMPLES=0 leaves the server alone (its CPU per run then has no sampler in it).
+  const sampleWaits = process.env.BENCH_WAIT_SAMPLES !== '0';
   const sampler = (async () => {
-    while (!done) {
+    while (!done && sampleWaits) {
       const rows = await sql<{ state: string; wait: string | null; query: string }[]>`
         select state, wait_event_type || ':' || wait_event as wait, left(regexp_replace(query, '\\s+', ' ', 'g'), 40) as query
           from pg_stat_activity where datname = current_database() and application_name <> 'autonode-bench' and pid <> pg_backend_pid()`;

@@ -660,20 +660,7 @@ export class ExecutionLifecycle {
 
   private async writeEndBatch(batch: readonly WaitingEnd[]): Promise<void> {
     if (batch.length > 1) {
-      let written: (readonly { announced: unknown }[])[] | undefined;
-      try {
-        const ids = batch.map((end) => end.executionId);
-        // Sent together and run in order on the transaction's connection: the locks first, then the ends.
-        written = await this.sql.begin(async (tx) => {
-          const [, ...ends] = await Promise.all([
-            tx`select 1 from executions where id = any(${ids}::uuid[]) order by id for update`,
-            ...batch.map((end) => end.statement(tx)),
-          ]);
-          return ends;
-        });
-      } catch {
-        // Rolled back as a whole: each runs alone below.
-      }
+      const written = await this.writeTogether(batch).catch(() => undefined);
       if (written) {
         batch.forEach((end, index) => end.resolve(written[index] ?? []));
         return;
@@ -685,6 +672,34 @@ export class ExecutionLifecycle {
       } catch (error) {
         end.reject(error);
       }
+    }
+  }
+
+  /**
+   * The batch's statements in one transaction, sent in one write on a connection of its own:
+   * BEGIN, the locks (in id order), the ends, COMMIT, as one round trip instead of the three of
+   * sql.begin (which waits for BEGIN, then runs the statements, then sends COMMIT). Undefined when
+   * the transaction did not commit: a statement that fails aborts it, every later one fails, and
+   * COMMIT answers ROLLBACK, so nothing of it is stored.
+   */
+  private async writeTogether(batch: readonly WaitingEnd[]): Promise<(readonly { announced: unknown }[])[] | undefined> {
+    const ids = batch.map((end) => end.executionId);
+    const connection = await this.sql.reserve();
+    try {
+      // Queued in this order, on this connection, before any answer comes back.
+      const statements = [
+        connection`begin`,
+        // One parameter per id (not an array): the plan is generic after a few runs, not planned at every bind.
+        connection`select 1 from executions where id in ${connection(ids)} order by id for update`,
+        ...batch.map((end) => end.statement(connection)),
+      ];
+      const commit = connection`commit`;
+      const settled = await Promise.allSettled([...statements, commit]);
+      const committed = settled.every((result) => result.status === 'fulfilled') && (await commit).command === 'COMMIT';
+      if (!committed) return undefined;
+      return settled.slice(2, 2 + batch.length).map((result) => (result.status === 'fulfilled' ? (result.value as readonly { announced: unknown }[]) : []));
+    } finally {
+      connection.release();
     }
   }
 
