@@ -236,6 +236,11 @@ describe('the image`s commands, run here from the runtime stage`s files only', (
         expect(finished.status, JSON.stringify(finished)).toBe('completed');
         expect(JSON.stringify(finished.output)).toContain('42');
 
+        // Key rotation ships in the image too (README, Secrets): the same files, the api's environment.
+        const rotate = runCommand(['node', 'dist/rotate-secrets.js'], cwd, { ...(await containerEnvironment(compose, 'api', variables)), ...local });
+        expect(await rotate.exited, rotate.output()).toBe(0);
+        expect(rotate.output()).toMatch(/^connections: 0 rewrapped, \d+ already current, 0 unreadable$/m);
+
         api.signal('SIGTERM');
         worker.signal('SIGTERM');
         expect(await api.exited, api.output()).toBe(0);

@@ -56,9 +56,9 @@ function databaseUrlOf(app: App): string {
   return app.config.database.url;
 }
 
-/** The script run as an operator runs it; `lines` is its report, without the log lines (JSON) it may write too. */
+/** The built command run as an operator runs it (npm run secrets:rotate, or in the image); `lines` is its report, without the log lines (JSON) it may write too. */
 async function rotateScript(env: Record<string, string>): Promise<{ code: number | string; output: string; lines: string[] }> {
-  const run = runScript('scripts/secrets.ts', ['rotate'], { NODE_ENV: 'development', LOG_LEVEL: 'warn', ...env });
+  const run = runScript('dist/rotate-secrets.js', [], { NODE_ENV: 'development', LOG_LEVEL: 'warn', ...env });
   const code = await run.exited;
   const output = run.output();
   return { code, output, lines: output.split('\n').filter((line) => line !== '' && !line.startsWith('{')) };

@@ -1,16 +1,17 @@
 /**
- * Secret maintenance: `tsx scripts/secrets.ts rotate` (the npm script secrets:rotate). It reads the
+ * Key rotation: `node dist/rotate-secrets.js` (the npm script secrets:rotate builds, then runs it;
+ * in the Docker image, the same command beside the service's). It reads the
  * service's config (DATABASE_URL, or the embedded database in EMBEDDED_DATA_DIR: stop the server
  * first, PGlite allows one process) and re-wraps every stored secret under the first key of
  * SECRETS_KEYS (src/secrets/rotate.ts). Exit 0: every secret is under the first key, the others
  * may leave SECRETS_KEYS; 2: some could not be opened or were not reached (named in the output),
  * keep the old keys; 1: it could not run.
  */
-import { ConfigError, loadConfigOrExit } from '../src/config.js';
-import { openDatabase } from '../src/db/client.js';
-import { createLogger } from '../src/logger.js';
-import { developmentKeyFile, loadKeyring } from '../src/secrets/load.js';
-import { describeRotation, rotateSecrets, rotationComplete } from '../src/secrets/rotate.js';
+import { ConfigError, loadConfigOrExit } from './config.js';
+import { openDatabase } from './db/client.js';
+import { createLogger } from './logger.js';
+import { developmentKeyFile, loadKeyring } from './secrets/load.js';
+import { describeRotation, rotateSecrets, rotationComplete } from './secrets/rotate.js';
 
 const INCOMPLETE_EXIT_CODE = 2;
 
@@ -20,7 +21,6 @@ function fail(message: string): never {
 }
 
 async function main(): Promise<void> {
-  if (process.argv[2] !== 'rotate') fail('usage: tsx scripts/secrets.ts rotate');
   // Without SECRETS_KEYS the service seals with one development key: there is nothing to rotate
   // to. Moving those secrets to real keys is a rotation with the development key listed second.
   const config = loadConfigOrExit((candidate) => {
