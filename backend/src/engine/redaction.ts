@@ -15,7 +15,10 @@ export const SECRET_MASK = '[secret]';
  * form is kept only when it is not empty.
  */
 export function secretForms(secret: string): string[] {
-  const forms = [secret, JSON.stringify(secret).slice(1, -1), secret.toLowerCase()];
+  const escaped = JSON.stringify(secret).slice(1, -1);
+  // JSON as ASCII-only encoders write it (Python's json.dumps, httpbin's echoes): every other character as \uXXXX.
+  const asciiEscaped = escaped.replace(/[\u007f-\uffff]/g, (character) => `\\u${character.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  const forms = [secret, escaped, asciiEscaped, secret.toLowerCase()];
   const attempts: (() => string)[] = [
     () => encodeURIComponent(secret),
     () => new URLSearchParams([['', secret]]).toString().slice(1),
@@ -39,8 +42,10 @@ const escapeForRegExp = (text: string): string => text.replace(/[.*+?^${}()|[\]\
 
 /**
  * Replaces every known secret text with `[secret]` in every string, keys included, of a step's
- * input, output and error, and in whatever is logged about the step. The runner builds one per
- * step from the secrets that step used; without any it changes nothing and costs nothing.
+ * input, output and error, and in whatever is logged about the step. The runner gives each step
+ * one for the secrets of its whole run (RunResources.forRun: a secret one step sent may come back
+ * in a later step's response) and of the step itself; without any it changes nothing and costs
+ * nothing.
  *
  * One pass of one regular expression whose alternatives go longest first: at each position the
  * longest form wins (a Basic credential is masked whole, not around its secret), and a mask
@@ -49,20 +54,49 @@ const escapeForRegExp = (text: string): string => text.replace(/[.*+?^${}()|[\]\
 export class Redactor {
   static readonly none = new Redactor([]);
 
+  /** Every form it masks, distinct, longest first. */
+  readonly forms: readonly string[];
   private readonly pattern: RegExp | undefined;
+  /** The same forms as UTF-8 bytes, each byte one latin1 character: for bytes(). Built when first needed. */
+  private bytePattern: RegExp | undefined;
 
   constructor(forms: Iterable<string>) {
-    const distinct = [...new Set(forms)].filter((form) => form !== '').sort((left, right) => right.length - left.length);
-    this.pattern = distinct.length === 0 ? undefined : new RegExp(distinct.map(escapeForRegExp).join('|'), 'g');
+    this.forms = [...new Set(forms)].filter((form) => form !== '').sort((left, right) => right.length - left.length);
+    this.pattern = this.forms.length === 0 ? undefined : new RegExp(this.forms.map(escapeForRegExp).join('|'), 'g');
+  }
+
+  /** One that masks what each of these masks. */
+  static union(...redactors: readonly Redactor[]): Redactor {
+    const active = redactors.filter((redactor) => redactor.active);
+    if (active.length <= 1) return active[0] ?? Redactor.none;
+    return new Redactor(active.flatMap((redactor) => redactor.forms));
   }
 
   get active(): boolean {
     return this.pattern !== undefined;
   }
 
+  /** The longest form, in UTF-8 bytes (0 when there is none): how far past a cut a secret may reach. */
+  get longestFormBytes(): number {
+    return this.forms.reduce((longest, form) => Math.max(longest, Buffer.byteLength(form)), 0);
+  }
+
   text(text: string): string {
     // A global pattern: replace() starts at the beginning whatever lastIndex says.
     return this.pattern === undefined ? text : text.replace(this.pattern, SECRET_MASK);
+  }
+
+  /**
+   * Bytes with every form's UTF-8 bytes replaced by the mask's: for what is kept as bytes (a binary
+   * response body, recorded as base64, where no text form would be found) and before a body is cut
+   * (a secret cut in two would no longer match whole).
+   */
+  bytes(bytes: Buffer): Buffer {
+    if (this.pattern === undefined) return bytes;
+    this.bytePattern ??= new RegExp(this.forms.map((form) => escapeForRegExp(Buffer.from(form, 'utf8').toString('latin1'))).join('|'), 'g');
+    const text = bytes.toString('latin1');
+    const masked = text.replace(this.bytePattern, SECRET_MASK);
+    return masked === text ? bytes : Buffer.from(masked, 'latin1');
   }
 
   /** A copy of JSON-like data (json-walk.ts) with every string, keys too, redacted; key order is kept. */

@@ -676,31 +676,22 @@ export class ExecutionLifecycle {
   }
 
   /**
-   * The batch's statements in one transaction, sent in one write on a connection of its own:
-   * BEGIN, the locks (in id order), the ends, COMMIT, as one round trip instead of the three of
-   * sql.begin (which waits for BEGIN, then runs the statements, then sends COMMIT). Undefined when
-   * the transaction did not commit: a statement that fails aborts it, every later one fails, and
-   * COMMIT answers ROLLBACK, so nothing of it is stored.
+   * The batch's statements in one transaction: the locks (in id order), then the ends, sent
+   * together once BEGIN is answered. Through sql.begin, which gives the connection back to the pool
+   * only when the transaction ended, and settles every statement if the connection closes midway (a
+   * connection reserved by hand does neither: its queued statements never settle, and release()
+   * would pool a dead connection). Rolled back as a whole when a statement fails.
    */
-  private async writeTogether(batch: readonly WaitingEnd[]): Promise<(readonly { announced: unknown }[])[] | undefined> {
+  private async writeTogether(batch: readonly WaitingEnd[]): Promise<(readonly { announced: unknown }[])[]> {
     const ids = batch.map((end) => end.executionId);
-    const connection = await this.sql.reserve();
-    try {
-      // Queued in this order, on this connection, before any answer comes back.
-      const statements = [
-        connection`begin`,
-        // One parameter per id (not an array): the plan is generic after a few runs, not planned at every bind.
-        connection`select 1 from executions where id in ${connection(ids)} order by id for update`,
-        ...batch.map((end) => end.statement(connection)),
-      ];
-      const commit = connection`commit`;
-      const settled = await Promise.allSettled([...statements, commit]);
-      const committed = settled.every((result) => result.status === 'fulfilled') && (await commit).command === 'COMMIT';
-      if (!committed) return undefined;
-      return settled.slice(2, 2 + batch.length).map((result) => (result.status === 'fulfilled' ? (result.value as readonly { announced: unknown }[]) : []));
-    } finally {
-      connection.release();
-    }
+    return this.sql.begin(async (tx) => {
+      const [, ...ends] = await Promise.all([
+        // One parameter per id (not an array): the plan is generic after a few runs, not planned again at every bind.
+        tx`select 1 from executions where id in ${tx(ids)} order by id for update`,
+        ...batch.map((end) => end.statement(tx)),
+      ]);
+      return ends;
+    });
   }
 
   /**
