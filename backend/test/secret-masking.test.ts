@@ -52,6 +52,20 @@ describe('the redactor', () => {
     expect(Object.keys(masked)).toEqual(['raw', 'json', 'component', 'form', 'url', '[secret]', 'untouched']);
   });
 
+  it('masks a secret JSON-escaped to ASCII (every other character as \\uXXXX), as Python and httpbin write it', () => {
+    const ascii = JSON.stringify({ t: secret }).replace(/[\u007f-\uffff]/g, (character) => `\\u${character.charCodeAt(0).toString(16).padStart(4, '0')}`);
+    expect(ascii).toContain('\\u00e9');
+    expect(redactor.text(ascii)).toBe('{"t":"[secret]"}');
+  });
+
+  it('masks a secret in bytes, as UTF-8, and gives back the same buffer when there is none', () => {
+    const bytes = Buffer.concat([Buffer.from([0xff, 0x00]), Buffer.from(`x${secret}y`, 'utf8'), Buffer.from([0xfe])]);
+    expect(redactor.bytes(bytes)).toEqual(Buffer.concat([Buffer.from([0xff, 0x00]), Buffer.from('x[secret]y'), Buffer.from([0xfe])]));
+    const clean = Buffer.from('nothing here');
+    expect(redactor.bytes(clean)).toBe(clean);
+    expect(Redactor.union(Redactor.none, redactor, new Redactor(['other'])).text(`${secret} other`)).toBe('[secret] [secret]');
+  });
+
   it('masks the longest form whole, and never searches a mask it wrote', () => {
     const credential = Buffer.from(`user:${secret}`).toString('base64');
     const both = new Redactor([...secretForms(secret), credential, 'secret']);

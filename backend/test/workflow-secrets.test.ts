@@ -5,6 +5,8 @@ import type { Logger } from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { App } from '../src/app.js';
 import { Engine } from '../src/engine/engine.js';
+import { performHttpRequest } from '../src/engine/http-request.js';
+import { Redactor, secretForms } from '../src/engine/redaction.js';
 import { createWorkflow, eventually, getExecution, runWorkflow, waitForStatus } from './engine-helpers.js';
 import { buildTestApp, expectProblem, lacksConcurrentConnections, logsOf, signUp, testConfig, type SignedInUser } from './helpers.js';
 
@@ -28,7 +30,11 @@ interface EchoServer {
   close(): Promise<void>;
 }
 
-/** Answers every request with `{ method, url, headers, body }` as JSON, with the status `?status=N` asks for (200 by default). */
+/**
+ * Answers every request with `{ method, url, headers, body }` as JSON, with the status `?status=N`
+ * asks for (200 by default), as bytes (application/octet-stream) with `?as=bytes`; `/previous`
+ * answers with the request before it instead (a service that keeps what it was sent, read back later).
+ */
 async function startEchoServer(): Promise<EchoServer> {
   const received: Echoed[] = [];
   const server: Server = createServer((request, response) => {
@@ -37,9 +43,11 @@ async function startEchoServer(): Promise<EchoServer> {
     request.on('end', () => {
       const echoed: Echoed = { method: request.method ?? '', url: request.url ?? '', headers: request.headers, body: Buffer.concat(chunks).toString('utf8') };
       received.push(echoed);
-      const status = Number(new URL(echoed.url, 'http://echo').searchParams.get('status') ?? 200);
-      response.writeHead(status, { 'content-type': 'application/json' });
-      response.end(JSON.stringify(echoed));
+      const url = new URL(echoed.url, 'http://echo');
+      const status = Number(url.searchParams.get('status') ?? 200);
+      const answer = url.pathname === '/previous' ? received.at(-2) : echoed;
+      response.writeHead(status, { 'content-type': url.searchParams.get('as') === 'bytes' ? 'application/octet-stream' : 'application/json' });
+      response.end(JSON.stringify(answer));
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -267,6 +275,56 @@ describe('connections, variables and secrets in workflows', () => {
     const events = await app.inject({ url: `/api/v1/executions/${execution.id}/events`, headers: { cookie: user.cookie } });
     expectNoSecret(events.body, 'the event stream');
     expectNoSecret(logsOf(app), 'the logs');
+  });
+
+  it('masks a secret one step sent wherever a later step that never named it gets it back', async () => {
+    const workflowId = await createWorkflow(app, user, {
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'store', type: 'http.request', params: { method: 'POST', url: `${echo.url}/store`, body: { password: '{{ $secrets.SV }}' } } },
+        { id: 'store2', type: 'http.request', params: { method: 'GET', connection: 'echo-header', url: '/store2' } },
+        // Reads back what the step before it sent: its own params name no secret.
+        { id: 'load', type: 'http.request', params: { method: 'GET', url: `${echo.url}/previous` } },
+        { id: 'copy', type: 'transform', params: { expression: 'steps.load.body' } },
+      ],
+      edges: [
+        { source: 'start', target: 'store' },
+        { source: 'store', target: 'store2' },
+        { source: 'store2', target: 'load' },
+        { source: 'load', target: 'copy' },
+      ],
+    });
+    const execution = await runToEnd(workflowId);
+    expect(execution.status, JSON.stringify(execution.error)).toBe('completed');
+    const steps = await stepsOf(execution.id);
+    // The server did send them back: the request before /previous was /store2, with the header secret.
+    expect((steps.byNode.load?.output as { body: Echoed }).body.headers['x-api-key']).toBe('[secret]');
+    expectNoSecret(steps.text, 'the steps');
+    expectNoSecret(JSON.stringify(await getExecution(app, user, execution.id)), 'the execution');
+    const events = await app.inject({ url: `/api/v1/executions/${execution.id}/events`, headers: { cookie: user.cookie } });
+    expectNoSecret(events.body, 'the event stream');
+  });
+
+  it('masks a secret in a response kept as bytes (base64), and one the response bound cuts in two', async () => {
+    const secret = secretWith('cut', 'tail');
+    const redactor = new Redactor(secretForms(secret.value));
+    const send = (path: string, maxResponseBytes: number) =>
+      performHttpRequest({ method: 'GET', url: `${echo.url}${path}`, headers: { 'x-token': secret.value } }, { allow: ['127.0.0.1'], maxResponseBytes, defaultTimeoutMs: 5_000 }, new AbortController().signal, redactor);
+
+    const bytes = (await send('/b?as=bytes', 1_000_000)).body as { base64: string };
+    const decoded = Buffer.from(bytes.base64, 'base64').toString('utf8');
+    expect(decoded).toContain('"x-token":"[secret]"');
+    expect(decoded).not.toContain(secret.marker);
+
+    // Cut at every byte of the secret (where it is in the answer, asked for unmasked): no first part of it stays.
+    const full = await fetch(`${echo.url}/c`, { headers: { 'x-token': secret.value } }).then((response) => response.text());
+    const at = Buffer.from(full).indexOf(secret.value);
+    expect(at).toBeGreaterThan(0);
+    for (let cut = at + 1; cut < at + Buffer.byteLength(secret.value); cut++) {
+      const text = String((await send('/c', cut)).body);
+      expect(text).toMatch(/…\[truncated: response exceeded \d+ bytes\]$/);
+      expect(text, `cut at ${cut}`).not.toContain(secret.marker.slice(0, 4));
+    }
   });
 
   it('gives expressions $vars beside the root scope, read when the step runs', async () => {

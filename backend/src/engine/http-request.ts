@@ -5,6 +5,7 @@ import net, { type LookupFunction } from 'node:net';
 import { TextDecoder } from 'node:util';
 import ipaddr from 'ipaddr.js';
 import { StepError } from './errors.js';
+import { Redactor } from './redaction.js';
 import { holdsUnstorableText } from '../executions/payloads.js';
 
 /**
@@ -330,7 +331,14 @@ function networkError(host: string, error: unknown): StepError {
   return new StepError(`request to ${host} failed: ${messageOf(error)}`, { retryable: true, cause: error });
 }
 
-function exchange(url: URL, outgoing: OutgoingRequest, addresses: readonly LookupAddress[], maxResponseBytes: number, stop: AbortSignal): Promise<ReceivedResponse> {
+/**
+ * `redactor` masks the secrets the request may have sent in the response's bytes, before they are
+ * decoded or cut: a body kept as base64 would hide them from the masking of text, and a cut at
+ * maxResponseBytes could leave a secret's first part. So a response is read this much further than
+ * the bound (the longest secret form, less a byte), masked, then cut at the bound.
+ */
+function exchange(url: URL, outgoing: OutgoingRequest, addresses: readonly LookupAddress[], maxResponseBytes: number, redactor: Redactor, stop: AbortSignal): Promise<ReceivedResponse> {
+  const readBytes = maxResponseBytes + Math.max(0, redactor.longestFormBytes - 1);
   return new Promise((resolve, reject) => {
     if (stop.aborted) {
       reject(stopReason(stop));
@@ -370,18 +378,21 @@ function exchange(url: URL, outgoing: OutgoingRequest, addresses: readonly Looku
     request.on('response', (response) => {
       const chunks: Buffer[] = [];
       let received = 0;
-      const complete = (truncatedAt: number | undefined): ReceivedResponse => {
+      const complete = (cut: boolean): ReceivedResponse => {
         const headers = flattenHeaders(response);
+        const masked = redactor.bytes(Buffer.concat(chunks));
+        // Over the bound as received (masking may lengthen a body: the mask is longer than a short secret).
+        const truncatedAt = cut || received > maxResponseBytes ? maxResponseBytes : undefined;
         return {
           status: response.statusCode ?? 0,
           statusText: response.statusMessage ?? '',
           headers,
-          body: decodeBody(Buffer.concat(chunks), headers['content-type'], truncatedAt),
+          body: decodeBody(truncatedAt === undefined ? masked : masked.subarray(0, maxResponseBytes), headers['content-type'], truncatedAt),
         };
       };
       response.on('data', (chunk: Buffer) => {
         if (settled) return;
-        const room = maxResponseBytes - received;
+        const room = readBytes - received;
         if (chunk.length <= room) {
           chunks.push(chunk);
           received += chunk.length;
@@ -391,9 +402,9 @@ function exchange(url: URL, outgoing: OutgoingRequest, addresses: readonly Looku
         // Stop reading: the rest may be unbounded, and it would be thrown away anyway.
         response.destroy();
         request.destroy();
-        settle(() => resolve(complete(maxResponseBytes)));
+        settle(() => resolve(complete(true)));
       });
-      response.on('end', () => settle(() => resolve(complete(undefined))));
+      response.on('end', () => settle(() => resolve(complete(false))));
       response.on('error', (error) => settle(() => reject(networkError(url.host, error))));
       response.on('close', () => {
         if (!response.complete) settle(() => reject(networkError(url.host, new Error('the connection closed before the response ended'))));
@@ -439,7 +450,7 @@ function statusError(response: ReceivedResponse): StepError {
 }
 
 /** Throws StepError for: a refused address, a bad URL or scheme (only http/https), a timeout, a network error, or a non-2xx status (the message names the status; `details` carries { status, headers, body } for non-2xx). Aborts promptly (within a few ms) when `signal` aborts, throwing StepError('cancelled', { retryable: false }). */
-export async function performHttpRequest(params: HttpRequestParams, guard: HttpGuard, signal: AbortSignal): Promise<HttpResult> {
+export async function performHttpRequest(params: HttpRequestParams, guard: HttpGuard, signal: AbortSignal, redactor: Redactor = Redactor.none): Promise<HttpResult> {
   if (signal.aborted) throw cancelled();
   const url = parseTarget(params.url);
   const outgoing = prepareRequest(params);
@@ -453,7 +464,7 @@ export async function performHttpRequest(params: HttpRequestParams, guard: HttpG
   signal.addEventListener('abort', forwardCancel, { once: true });
   try {
     const addresses = await untilStopped(vetTarget(url, guard.allow), stop.signal);
-    const response = await exchange(url, outgoing, addresses, guard.maxResponseBytes, stop.signal);
+    const response = await exchange(url, outgoing, addresses, guard.maxResponseBytes, redactor, stop.signal);
     if (response.status < 200 || response.status > 299) throw statusError(response);
     return { status: response.status, headers: response.headers, body: response.body };
   } finally {

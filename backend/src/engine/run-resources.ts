@@ -59,6 +59,13 @@ export const noStepResources: StepResources = { vars: undefined, secrets: new Ma
 /** Where the runner gets a step's resources (an interface, so the runner does not depend on the database). */
 export interface StepResourceSource {
   forStep(userId: string, node: WorkflowNode): Promise<StepResources>;
+  /**
+   * Masks every secret the workflow names anywhere (its connections' secrets, its `$secrets`
+   * keys), as they are now: a secret one step sent may come back in a later step's response, and
+   * is masked there too. Names that no longer resolve (deleted, unreadable) are left out: the step
+   * that names one fails, it sends nothing. Costs nothing for a workflow that names none.
+   */
+  forRun(userId: string, snapshot: { readonly nodes: readonly WorkflowNode[] }): Promise<Redactor>;
 }
 
 export interface StepNeeds {
@@ -74,6 +81,26 @@ export function stepNeeds(node: WorkflowNode): StepNeeds {
   const vars = varsReadIn(texts);
   const connection = node.type === 'http.request' && typeof node.params.connection === 'string' ? node.params.connection : undefined;
   return { connection, secretKeys: secretKeysIn(node.type, node.params), vars };
+}
+
+/** The columns of a connection a step reads. */
+const connectionColumns = {
+  id: connections.id,
+  name: connections.name,
+  baseUrl: connections.baseUrl,
+  headers: connections.headers,
+  authType: connections.authType,
+  authUsername: connections.authUsername,
+  authName: connections.authName,
+  secretKeyId: connections.secretKeyId,
+  secretCiphertext: connections.secretCiphertext,
+};
+
+/** The texts a connection's auth puts on the wire, in every form (secretForms). */
+function authForms(auth: ConnectionAuth): string[] {
+  if (auth.type === 'none') return [];
+  // The Basic credential is base64 of `username:secret`: the secret does not show in it as such.
+  return [...secretForms(auth.secret), ...(auth.type === 'basic' ? [basicCredential(auth.username, auth.secret)] : [])];
 }
 
 /** A connection is stamped at most this often, per process (and, in SQL, per database). */
@@ -95,12 +122,53 @@ export class RunResources implements StepResourceSource {
     private readonly clock: () => number = Date.now,
   ) {}
 
-  async forStep(userId: string, node: WorkflowNode): Promise<StepResources> {
+  private needsOf(node: WorkflowNode): StepNeeds {
     let needs = this.needsByNode.get(node);
     if (needs === undefined) {
       needs = stepNeeds(node);
       this.needsByNode.set(node, needs);
     }
+    return needs;
+  }
+
+  async forRun(userId: string, snapshot: { readonly nodes: readonly WorkflowNode[] }): Promise<Redactor> {
+    const names = new Set<string>();
+    const keys = new Set<string>();
+    for (const node of snapshot.nodes) {
+      const needs = this.needsOf(node);
+      if (needs.connection !== undefined) names.add(needs.connection);
+      for (const key of needs.secretKeys) keys.add(key);
+    }
+    if (names.size === 0 && keys.size === 0) return Redactor.none;
+    const [connectionRows, secretRows] = await Promise.all([
+      names.size === 0 ? [] : this.db.select(connectionColumns).from(connections).where(and(eq(connections.userId, userId), inArray(connections.name, [...names]))),
+      keys.size === 0 ? [] : this.secretRows(userId, [...keys]),
+    ]);
+    const forms: string[] = [];
+    // What cannot be opened is left out here: the step that names it fails before it sends anything.
+    const opened = <T>(open: () => T): T | undefined => {
+      try {
+        return open();
+      } catch (error) {
+        if (error instanceof StepError) return undefined;
+        throw error;
+      }
+    };
+    for (const row of connectionRows) {
+      const auth = opened(() => this.openAuth(userId, row));
+      if (auth) forms.push(...authForms(auth));
+    }
+    for (const row of secretRows) {
+      if (!row.secret || row.secretKeyId === null || row.secretCiphertext === null) continue;
+      const { secretKeyId: keyId, secretCiphertext: ciphertext } = row;
+      const value = opened(() => this.open({ keyId, ciphertext }, { table: 'variables', rowId: row.id, userId }, `the secret variable '${row.key}'`));
+      if (value !== undefined) forms.push(...secretForms(value));
+    }
+    return forms.length === 0 ? Redactor.none : new Redactor(forms);
+  }
+
+  async forStep(userId: string, node: WorkflowNode): Promise<StepResources> {
+    const needs = this.needsOf(node);
     if (needs.connection === undefined && needs.secretKeys.length === 0 && needs.vars.kind === 'none') return noStepResources;
 
     const [connection, vars, secrets] = await Promise.all([
@@ -109,11 +177,7 @@ export class RunResources implements StepResourceSource {
       needs.secretKeys.length === 0 ? new Map<string, string>() : this.readSecrets(userId, needs.secretKeys),
     ]);
     const forms = [...secrets.values()].flatMap(secretForms);
-    if (connection && connection.auth.type !== 'none') {
-      forms.push(...secretForms(connection.auth.secret));
-      // The Basic credential is base64 of `username:secret`: the secret does not show in it as such.
-      if (connection.auth.type === 'basic') forms.push(basicCredential(connection.auth.username, connection.auth.secret));
-    }
+    if (connection) forms.push(...authForms(connection.auth));
     return {
       vars,
       secrets,
@@ -125,17 +189,7 @@ export class RunResources implements StepResourceSource {
 
   private async readConnection(userId: string, name: string): Promise<StepConnection> {
     const [row] = await this.db
-      .select({
-        id: connections.id,
-        name: connections.name,
-        baseUrl: connections.baseUrl,
-        headers: connections.headers,
-        authType: connections.authType,
-        authUsername: connections.authUsername,
-        authName: connections.authName,
-        secretKeyId: connections.secretKeyId,
-        secretCiphertext: connections.secretCiphertext,
-      })
+      .select(connectionColumns)
       .from(connections)
       .where(and(eq(connections.userId, userId), eq(connections.name, name)));
     if (!row) {
@@ -200,11 +254,15 @@ export class RunResources implements StepResourceSource {
     return Object.fromEntries(rows.map((row) => [row.key, row.value]));
   }
 
-  private async readSecrets(userId: string, keys: readonly string[]): Promise<Map<string, string>> {
-    const rows = await this.db
+  private secretRows(userId: string, keys: readonly string[]) {
+    return this.db
       .select({ id: variables.id, key: variables.key, secret: variables.secret, secretKeyId: variables.secretKeyId, secretCiphertext: variables.secretCiphertext })
       .from(variables)
       .where(and(eq(variables.userId, userId), inArray(variables.key, [...keys])));
+  }
+
+  private async readSecrets(userId: string, keys: readonly string[]): Promise<Map<string, string>> {
+    const rows = await this.secretRows(userId, keys);
     const byKey = new Map(rows.map((row) => [row.key, row]));
     const values = new Map<string, string>();
     for (const key of keys) {

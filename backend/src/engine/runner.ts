@@ -7,7 +7,7 @@ import type { ClaimedExecution, ExecutionLifecycle, StepChange, StepState } from
 import type { HttpGuard } from './http-request.js';
 import { bindExpressions, type ExpressionEvaluator } from './expression-pool.js';
 import { executionOutput, planNext } from './plan.js';
-import type { Redactor } from './redaction.js';
+import { Redactor } from './redaction.js';
 import { isNodeType, nodeDefinition } from './registry.js';
 import { noStepResources, type StepResources, type StepResourceSource } from './run-resources.js';
 
@@ -64,6 +64,8 @@ export class ExecutionRunner {
   private readonly unwritten = new Map<string, StepChange[]>();
   /** Per execution being run here: the bytes of the kept rows' outputs. */
   private readonly unwrittenBytes = new Map<string, number>();
+  /** Per execution being run here: the secrets its workflow names (StepResourceSource.forRun), read at its first step. */
+  private readonly runRedactors = new Map<string, Promise<Redactor>>();
 
   constructor(
     private readonly lifecycle: ExecutionLifecycle,
@@ -79,6 +81,7 @@ export class ExecutionRunner {
     } finally {
       this.unwritten.delete(execution.id);
       this.unwrittenBytes.delete(execution.id);
+      this.runRedactors.delete(execution.id);
     }
   }
 
@@ -149,7 +152,9 @@ export class ExecutionRunner {
     // waiting reads the time recorded in its row: it evaluates nothing.
     let resources: StepResources;
     try {
-      resources = isWaitingDelay ? noStepResources : await this.settings.resources.forStep(execution.userId, node);
+      const own = isWaitingDelay ? noStepResources : await this.settings.resources.forStep(execution.userId, node);
+      // The step's own secrets and every other its run may have sent: a response can echo what an earlier step sent.
+      resources = { ...own, redactor: Redactor.union(await this.runRedactor(execution), own.redactor) };
     } catch (error) {
       if (signal.aborted) return { kind: 'lost' };
       // As for the writes, a database error is not the step's failure: the run stops, and is taken up again once its lease expires.
@@ -190,6 +195,17 @@ export class ExecutionRunner {
     if (!(await this.writeStep(execution, completed, { finished: true, started: instant }, instant ? 'deferred' : 'now', bytes))) return { kind: 'lost' };
     steps.set(node.id, completed);
     return undefined;
+  }
+
+  private runRedactor(execution: ClaimedExecution): Promise<Redactor> {
+    let redactor = this.runRedactors.get(execution.id);
+    if (redactor === undefined) {
+      redactor = this.settings.resources.forRun(execution.userId, execution.snapshot);
+      // A failure (the database) is that step's, as forStep's is; the next step reads again.
+      redactor.catch(() => this.runRedactors.delete(execution.id));
+      this.runRedactors.set(execution.id, redactor);
+    }
+    return redactor;
   }
 
   /** Records a failed attempt: pending for another one (after a backoff) when the error allows it, else failed for good. */

@@ -52,7 +52,7 @@ export const httpRequest = defineNode({
     const recorded = resources.recordConnectionUse();
     let output: HttpResult;
     try {
-      output = await performHttpRequest(outgoing.params, http, signal);
+      output = await performHttpRequest(outgoing.params, http, signal, resources.redactor);
     } finally {
       await recorded;
     }
