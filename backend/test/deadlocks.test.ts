@@ -5,6 +5,7 @@ import type { App } from '../src/app.js';
 import { createDbClient, type Db, type DbClient } from '../src/db/client.js';
 import { transaction } from '../src/db/transaction.js';
 import { createWorkflow, eventually, runWorkflow } from './engine-helpers.js';
+import { fireJobExecution } from './fixtures.js';
 import { buildTestApp, databaseUrl, expectProblem, lacksConcurrentConnections, sampleGraph, signUp } from './helpers.js';
 
 /**
@@ -125,5 +126,44 @@ describe.skipIf(lacksConcurrentConnections())('deadlocks (skipped on the embedde
       ending.release();
     }
     for (const id of runs) expectProblem(await app.inject({ url: `/api/v1/executions/${id}`, headers: { cookie: owner.cookie } }), 404);
+  });
+
+  // A run's write holds its execution's row, then checks the foreign keys of the row it wrote
+  // (KEY SHARE on its workflow and job); a delete of either waits for that execution. Had the
+  // delete taken the parent FOR UPDATE first, each would wait for the other: PostgreSQL aborted the
+  // run's write, and the run was taken over and its step run again.
+  it.each(['workflow', 'job'] as const)('deletes a %s while a run of it is being written, without taking what the write checks its keys against', async (parent) => {
+    const owner = await signUp(app);
+    const workflowId = await createWorkflow(app, owner, sampleGraph);
+    const job = await app.inject({ method: 'POST', url: '/api/v1/jobs', headers: { cookie: owner.cookie }, payload: { name: 'nightly', workflowId, cron: '0 3 * * *', status: 'ACTIVE' } });
+    expect(job.statusCode, job.body).toBe(201);
+    const jobId = job.json<{ id: string }>().id;
+    const executionId = await fireJobExecution(app, owner, jobId);
+    const ending = await other.sql.reserve();
+    try {
+      await ending`begin`;
+      // The write's fence: the execution's row.
+      await ending`select 1 from executions where id = ${executionId} for no key update`;
+      const deleted = app.inject({ method: 'DELETE', url: parent === 'workflow' ? `/api/v1/workflows/${workflowId}` : `/api/v1/jobs/${jobId}`, headers: { cookie: owner.cookie } });
+      await eventually(
+        async () => {
+          const [row] = await app.database.sql<{ waiting: number }[]>`
+            select count(*)::int as waiting from pg_stat_activity
+             where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`;
+          return (row?.waiting ?? 0) > 0;
+        },
+        5_000,
+        'the delete waiting for the execution',
+      );
+      // The write's foreign-key checks, while the delete waits: granted at once, not after a lock timeout.
+      await ending`set local lock_timeout = '500ms'`;
+      await ending`select 1 from workflows where id = ${workflowId} for key share`;
+      await ending`select 1 from jobs where id = ${jobId} for key share`;
+      await ending`commit`;
+      expect((await deleted).statusCode).toBe(204);
+    } finally {
+      await ending`rollback`.catch(() => undefined);
+      ending.release();
+    }
   });
 });

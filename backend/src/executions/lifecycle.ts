@@ -3,6 +3,7 @@ import { encodeInSql, MAX_MESSAGE_BYTES } from '../bus/bus.js';
 import type postgres from 'postgres';
 import type { Fragment, Sql } from '../db/client.js';
 import { isRefusedValue } from '../db/errors.js';
+import { retryingConflicts } from '../db/transaction.js';
 import type { webhookDeliveryStatuses, WorkflowSnapshot } from '../db/schema/index.js';
 import { parseSchedule } from '../engine/schedule.js';
 import { executionEndedEvent, failedStepEvents, outbox, outboxWrote } from '../events/outbox.js';
@@ -37,7 +38,9 @@ import type { ExecutionReads, ExecutionRecord, StepRecord, StepStatus } from './
  * Invariants:
  * - Every write of a running execution is fenced by its lease (`lease_owner = worker and status =
  *   'running'`): a worker that lost it (expired, or the execution was cancelled) changes nothing
- *   and learns it from the null result.
+ *   and learns it from the null result. So a write PostgreSQL aborts for a deadlock (it stored
+ *   nothing) is run again (retryingConflicts) rather than failing the run, whose lease would then
+ *   expire and whose step a takeover would repeat.
  * - `revision` is bumped in the statement that makes a change, by the number of events it
  *   announces; the events take the new revisions in order (announce()), so a listener can order
  *   them and notice a gap.
@@ -556,14 +559,14 @@ export class ExecutionLifecycle {
       const events = prepared.map((step) => stepEvent(execution, step));
       // Only a batch with a failed step has anything to tell subscribers: the others pay nothing for the outbox.
       const failing = prepared.some((step) => step.change.status === 'failed');
-      const rows = await this.sql<{ announced: unknown }[]>`
+      const rows = await retryingConflicts(() => this.sql<{ announced: unknown }[]>`
         with fence as (
           update executions set revision = revision + ${events.length}
            where id = ${execution.id}::uuid and lease_owner = ${workerId} and status = 'running'
           returning id, user_id, workflow_id, revision),
         written as (${this.upsertSteps(execution.id, prepared)})
         ${failing ? this.sql`, ${outbox(this.sql, failedStepEvents(this.sql))}` : this.sql``}
-        select ${this.announce(events, { outbox: failing })} from fence where exists (select 1 from written)`;
+        select ${this.announce(events, { outbox: failing })} from fence where exists (select 1 from written)`);
       return this.settled(rows) !== null;
     });
   }
@@ -641,7 +644,7 @@ export class ExecutionLifecycle {
     if (waiting) return new Promise((resolve, reject) => waiting.push({ executionId: execution.id, statement, resolve, reject }));
     this.endsWaiting.set(userId, []);
     try {
-      return await statement(this.sql);
+      return await retryingConflicts(() => statement(this.sql));
     } finally {
       this.writeWaitingEnds(userId);
     }
@@ -668,7 +671,7 @@ export class ExecutionLifecycle {
     }
     for (const end of batch) {
       try {
-        end.resolve(await end.statement(this.sql));
+        end.resolve(await retryingConflicts(() => end.statement(this.sql)));
       } catch (error) {
         end.reject(error);
       }
@@ -776,7 +779,7 @@ export class ExecutionLifecycle {
     return this.failIfRefused(workerId, execution, changes, async () => {
       const prepared = this.prepareChanges(changes);
       const events = [...prepared.map((step) => stepEvent(execution, step)), executionEvent(execution, status, {})];
-      const rows = await this.sql<{ announced: unknown }[]>`
+      const rows = await retryingConflicts(() => this.sql<{ announced: unknown }[]>`
         with fence as (
           update executions
              set status = ${status}, wake_at = ${wakeAt ? wakeAt.toISOString() : null}::timestamptz, lease_owner = null, lease_expires_at = null,
@@ -784,7 +787,7 @@ export class ExecutionLifecycle {
            where id = ${execution.id}::uuid and lease_owner = ${workerId} and status = 'running'
           returning revision)
         ${prepared.length > 0 ? this.sql`, written as (${this.upsertSteps(execution.id, prepared)})` : this.sql``}
-        select ${this.announce(events, { andWork: wakeAt === null })} from fence`;
+        select ${this.announce(events, { andWork: wakeAt === null })} from fence`);
       return this.settled(rows) !== null;
     });
   }

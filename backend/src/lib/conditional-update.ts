@@ -17,10 +17,17 @@ export type VersionedTable = PgTable & {
 export const versionEtag = (row: { version: number }): string => etagOf(row.version);
 
 /**
- * A write under If-Match: in one transaction, locks the caller's row (select … for update), checks
- * If-Match against its version (412 and nothing changed on mismatch), then runs `write` on the locked
- * current row. The check and the write see the same version, so concurrent writes cannot overwrite
- * each other unseen. Returns null when the caller has no such row; otherwise what `write` returns.
+ * A write under If-Match: in one transaction, locks the caller's row, checks If-Match against its
+ * version (412 and nothing changed on mismatch), then runs `write` on the locked current row. The
+ * check and the write see the same version, so concurrent writes cannot overwrite each other
+ * unseen. Returns null when the caller has no such row; otherwise what `write` returns.
+ *
+ * The lock is FOR NO KEY UPDATE (two writers still wait for each other): it leaves the row to the
+ * KEY SHARE locks of foreign-key checks. The engine's writes check their execution's workflow and
+ * job keys while they hold the execution's row (its second update in the statement, by the usage
+ * trigger, is checked again); a delete holding the parent FOR UPDATE while its cascade waited for
+ * that execution deadlocked with them. A delete still takes the full lock when it deletes the row,
+ * after its guard, holding nothing any run's write waits for.
  */
 async function writeIfMatch<T extends VersionedTable, R>(
   db: Db,
@@ -36,7 +43,7 @@ async function writeIfMatch<T extends VersionedTable, R>(
       .select()
       .from(table as PgTable)
       .where(and(eq(table.userId, userId), eq(table.id, id)))
-      .for('update')) as T['$inferSelect'][];
+      .for('no key update')) as T['$inferSelect'][];
     if (!current) return null;
     checkIfMatch(ifMatch, versionEtag(current));
     return write(tx, current);

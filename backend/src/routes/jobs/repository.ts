@@ -1,4 +1,4 @@
-import { and, eq } from 'drizzle-orm';
+import { and, eq, sql } from 'drizzle-orm';
 import type { Db } from '../../db/client.js';
 import { jobs, workflows } from '../../db/schema/index.js';
 import { parseSchedule, type Schedule } from '../../engine/schedule.js';
@@ -117,5 +117,10 @@ export async function update(db: Db, userId: string, id: string, input: UpdateJo
 }
 
 export async function remove(db: Db, userId: string, id: string, ifMatch: string | undefined): Promise<boolean> {
-  return removeIfMatch(db, jobs, userId, id, ifMatch);
+  // Its executions are locked first, in id order, as the engine's writes lock them (see the
+  // workflow's remove): the delete's ON DELETE SET NULL updates them, and in another order it could
+  // deadlock with a run's write, which PostgreSQL aborts (the run is taken over and its step runs again).
+  return removeIfMatch(db, jobs, userId, id, ifMatch, async (tx) => {
+    await tx.execute(sql`select 1 from executions where job_id = ${id} and user_id = ${userId} order by id for update`);
+  });
 }

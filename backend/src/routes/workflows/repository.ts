@@ -192,6 +192,6 @@ export async function remove(db: Db, userId: string, id: string, ifMatch: string
   // before their user's usage row: the cascade below takes that row (with the jobs) before it
   // reaches the executions, which in the other order could deadlock with a run's end.
   return removeIfMatch(db, workflows, userId, id, ifMatch, async (tx) => {
-    await tx.execute(sql`select 1 from executions where workflow_id = ${id} order by id for update`);
+    await tx.execute(sql`select 1 from executions where workflow_id = ${id} and user_id = ${userId} order by id for update`);
   });
 }
