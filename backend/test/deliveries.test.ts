@@ -176,11 +176,12 @@ describe('webhook deliveries', () => {
     expect(rejected[0]).toMatchObject({ status: 'rejected', executionId: null, reason: expect.any(String) });
     const duplicates = (await list(alice, workflow.id, '?status=duplicate')).items;
     expect(duplicates).toEqual([expect.objectContaining({ status: 'duplicate', executionId: first.executionId })]);
-    // A duplicate passed the signature check like the first: it may be replayed, from its own request.
+    // A duplicate keeps no body (it started nothing): it replays as the delivery it repeated.
+    expect(await detail(alice, duplicates[0]?.id ?? '')).toMatchObject({ status: 'duplicate', bodyBytes: Buffer.byteLength(body), body: null });
     const replayed = await replay(alice, duplicates[0]?.id ?? '');
     expect(replayed.statusCode, replayed.body).toBe(202);
     const firstInput = (await execution(alice, first.executionId)).input as Record<string, unknown>;
-    expect(replayed.json<Execution>().input).toEqual({ ...firstInput, receivedAt: duplicates[0]?.receivedAt });
+    expect(replayed.json<Execution>().input).toEqual(firstInput);
     expect(duplicates[0]?.receivedAt).not.toBe(firstInput.receivedAt);
     const started = await list(alice, workflow.id, '?status=accepted,duplicate');
     expect(started.items.map((item) => item.status).sort()).toEqual(['accepted', 'duplicate']);
@@ -238,7 +239,24 @@ describe('webhook deliveries', () => {
     expect(shownRejected.headers).not.toHaveProperty('x-hub-signature-256');
   });
 
-  it('keeps no body of a rejected delivery: forged deliveries of a megabyte add (almost) nothing to their owner’s usage', async () => {
+  it('keeps no body of a repeated delivery, and counts none of what repeats keep towards their owner’s storage', async () => {
+    const user = await signUp(app);
+    await app.inject({ method: 'POST', url: '/api/v1/variables', headers: as(user), payload: { key: SECRET_KEY, value: SECRET, secret: true } });
+    const workflow = await createHookWorkflow(user, hookGraph({ verify: githubVerify }));
+    const body = JSON.stringify({ padding: 'x'.repeat(300_000) });
+    const headers = { 'content-type': 'application/json', 'x-hub-signature-256': sign(body), 'idempotency-key': 'captured-once', 'x-pad': 'p'.repeat(7_000) };
+    const first = await accepted(await deliver(workflow, body, headers));
+    const afterFirst = await usageBytes(user);
+    // A captured request sent again and again: each answers as the first did, and stores no body.
+    for (let n = 0; n < 5; n++) expect((await accepted(await deliver(workflow, body, headers))).executionId).toBe(first.executionId);
+    expect(await usageBytes(user)).toBe(afterFirst);
+    const repeats = (await list(user, workflow.id, '?status=duplicate')).items;
+    expect(repeats.map((item) => item.bodyBytes)).toEqual(Array.from({ length: 5 }, () => Buffer.byteLength(body)));
+    const [row] = await app.database.sql<{ stored: number }[]>`select coalesce(sum(octet_length(body)), 0)::int as stored from webhook_deliveries where workflow_id = ${workflow.id}::uuid and status = 'duplicate'`;
+    expect(row?.stored).toBe(0);
+  });
+
+  it('keeps no body of a rejected delivery: forged deliveries of a megabyte add nothing to their owner’s usage', async () => {
     const user = await signUp(app);
     await app.inject({ method: 'POST', url: '/api/v1/variables', headers: as(user), payload: { key: SECRET_KEY, value: SECRET, secret: true } });
     const workflow = await createHookWorkflow(user, hookGraph({ verify: githubVerify }));
@@ -249,10 +267,10 @@ describe('webhook deliveries', () => {
     for (let n = 0; n < 5; n++) {
       expectProblem(await deliver(workflow, forged, { 'content-type': 'application/json', 'x-hub-signature-256': sign(forged, `guess ${n}`) }), 401);
     }
-    const grew = (await usageBytes(user)) - before;
-    // Five rows of headers and a reason: a few hundred bytes each, not five megabytes.
-    expect(grew).toBeGreaterThan(0);
-    expect(grew).toBeLessThan(5 * 2_048);
+    // Five rows of headers and a reason, kept for the owner, but no part of their stored bytes:
+    // a forger cannot fill the owner's storage quota with them.
+    expect((await usageBytes(user)) - before).toBe(0);
+    expect((await app.inject({ url: '/api/v1/usage', headers: as(user) })).json<{ webhookDeliveries: number }>().webhookDeliveries).toBe(5);
     const rejected = (await list(user, workflow.id, '?status=rejected')).items;
     expect(rejected.map((item) => item.bodyBytes)).toEqual(Array.from({ length: 5 }, () => Buffer.byteLength(forged)));
     expect((await detail(user, rejected[0]?.id ?? '')).body).toBeNull();

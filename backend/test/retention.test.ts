@@ -360,7 +360,8 @@ describe('data retention', () => {
     await sql()`update webhook_deliveries set received_at = now() - interval '31 days' where id = ${String(rejected[0])} or execution_id = ${String(made[0])}`;
     const [gone] = await sql()<{ bytes: number }[]>`
       select (select sum(payload_bytes + step_payload_bytes) from executions where id = ${String(made[0])})
-           + (select sum(payload_bytes) from webhook_deliveries where id = ${String(rejected[0])} or execution_id = ${String(made[0])}) as bytes`;
+           + (select sum(payload_bytes) from webhook_deliveries
+               where (id = ${String(rejected[0])} or execution_id = ${String(made[0])}) and status = 'accepted') as bytes`;
     const before = await usage();
 
     const result = await purgeExpired(sql(), { defaultDays: 30, ...quick });

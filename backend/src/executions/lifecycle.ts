@@ -350,7 +350,9 @@ export class ExecutionLifecycle {
    * written: the replay is the caller's act, not a request to the hook. A `rejected` delivery is
    * never replayed ('rejected'): it started no run (unverified, too large, or refused for its
    * owner's limits) and keeps no body to start one from; the insert itself refuses one, whatever
-   * the caller checked. 'no-webhook' when the workflow's graph no longer has
+   * the caller checked. A `duplicate` keeps no body either: it replays as the delivery it repeated
+   * (the accepted one of the same execution, deleted only with it and so with the duplicate too).
+   * 'no-webhook' when the workflow's graph no longer has
    * a trigger.webhook node to take the request; null when the caller has no such delivery.
    */
   async replay(userId: string, deliveryId: string): Promise<ExecutionRecord | 'rejected' | 'no-webhook' | null> {
@@ -364,13 +366,19 @@ export class ExecutionLifecycle {
         body: Buffer;
         receivedAtMs: number;
         hooked: boolean;
+        firstId: string | null;
       }[]
     >`
       select d.status, d.method, d.headers, d.query, d.content_type as "contentType", d.body,
-             (extract(epoch from d.received_at) * 1000)::float8 as "receivedAtMs", w.hook_id is not null as hooked
+             (extract(epoch from d.received_at) * 1000)::float8 as "receivedAtMs", w.hook_id is not null as hooked,
+             (select f.id from webhook_deliveries f
+               where d.status = 'duplicate' and f.execution_id = d.execution_id and f.status = 'accepted' and f.user_id = d.user_id
+               limit 1) as "firstId"
         from webhook_deliveries d join workflows w on w.id = d.workflow_id
        where d.id = ${deliveryId}::uuid and d.user_id = ${userId}`;
     if (!delivery) return null;
+    // A duplicate keeps no body: it is the first delivery's repeat, and replays as that one (gone with it).
+    if (delivery.status === 'duplicate') return delivery.firstId === null ? 'rejected' : this.replay(userId, delivery.firstId);
     if (delivery.status === 'rejected') return 'rejected';
     if (!delivery.hooked) return 'no-webhook';
     const input = triggerInputOf({ ...delivery, receivedAt: new Date(delivery.receivedAtMs) });
@@ -381,7 +389,7 @@ export class ExecutionLifecycle {
         insert into executions (user_id, workflow_id, workflow_version, trigger, input)
         select w.user_id, w.id, w.version, 'webhook', ${jsonParam(input)}::jsonb
           from webhook_deliveries d join workflows w on w.id = d.workflow_id
-         where d.id = ${deliveryId}::uuid and d.user_id = ${userId} and d.status <> 'rejected'
+         where d.id = ${deliveryId}::uuid and d.user_id = ${userId} and d.status = 'accepted'
         returning *)
       select ${this.reads.columns}, ${this.work} from created`;
     return this.settled(rows);

@@ -70,14 +70,16 @@ export interface DeliveryRecord {
 /**
  * The insert of a webhook_deliveries row: the one place its columns are written. `source` is a
  * query of the row's `user_id`, `workflow_id` and `execution_id` (no row: nothing is inserted);
- * the caller adds a `returning` clause when it needs one. A `rejected` row keeps no body, only
- * its size: its sender proved nothing, and a body (up to 1 MiB) counts toward the owner's storage
- * quota, which forged deliveries would otherwise fill. Its headers (bounded by Node's header
- * limit), query and reason are kept for the owner.
+ * the caller adds a `returning` clause when it needs one. Only an `accepted` row keeps its body: a
+ * `rejected` or `duplicate` one starts nothing and keeps only the body's size (its sender proved
+ * nothing, or sent it before; a body is up to 1 MiB, and repeats of one captured request would
+ * otherwise store a megabyte each). Their headers (bounded by Node's header limit), query and
+ * reason are kept for the owner, and do not count towards the owner's storage quota (migration
+ * 0026), which anyone with the hook's URL could otherwise fill.
  */
 export function insertDelivery(sql: Sql, record: DeliveryRecord, source: Fragment): Fragment {
   const { request } = record;
-  const body = record.status === 'rejected' ? EMPTY_BODY : request.body;
+  const body = record.status === 'accepted' ? request.body : EMPTY_BODY;
   return sql`
     insert into webhook_deliveries (user_id, workflow_id, execution_id, status, dedup_key, reason, method, headers, query, content_type, body, body_bytes, received_at)
     select s.user_id, s.workflow_id, s.execution_id, ${record.status}::webhook_delivery_status, ${record.dedupKey}, ${record.reason}, ${request.method},

@@ -48,10 +48,10 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
  * The raw body as the API shows it: its text when it is valid UTF-8, else its bytes (API.md); null
- * for a rejected delivery, which keeps no body (webhooks/repository.ts, insertDelivery).
+ * for a rejected or duplicate delivery, which keeps no body (webhooks/repository.ts, insertDelivery).
  */
 function presentBody(status: DeliveryStatus, body: Buffer, contentType: string | null): string | BinaryBodyDto | null {
-  if (status === 'rejected') return null;
+  if (status !== 'accepted') return null;
   try {
     return utf8.decode(body);
   } catch {
