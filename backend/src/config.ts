@@ -130,6 +130,7 @@ const variablesSchema = z.object({
     ENGINE_MAX_PAYLOAD_BYTES: integerFromEnv(1_024, 100 * 1024 * 1024).default(2 * 1024 * 1024),
     EVENT_DELIVERY_CONCURRENCY: integerFromEnv(1, 1000).default(8),
     EVENT_DELIVERY_PER_SUBSCRIPTION: integerFromEnv(1, 100).default(2),
+    EVENT_DELIVERY_PER_USER: integerFromEnv(1, 1000).default(4),
     EVENT_RETRY_BASE_MS: integerFromEnv(10, 3_600_000).default(30_000),
     API_MAX_PAGE_DATA_BYTES: integerFromEnv(1_024, 256 * 1024 * 1024).default(8 * 1024 * 1024),
     EXPRESSION_TIMEOUT_MS: integerFromEnv(10, 60_000).default(1_000),
@@ -261,6 +262,8 @@ const configSchema = variablesSchema
           concurrency: env.EVENT_DELIVERY_CONCURRENCY,
           /** Attempts in flight for one subscription, over every process: a dead receiver holds no more workers than this. */
           perSubscription: env.EVENT_DELIVERY_PER_SUBSCRIPTION,
+          /** Attempts in flight for one user's subscriptions together, over every process: one user's slow receivers hold no more workers. */
+          perUser: env.EVENT_DELIVERY_PER_USER,
           /** Longest wait before the first retry; it doubles after each failure, up to an hour (full jitter: a random wait below it). */
           retryBaseMs: env.EVENT_RETRY_BASE_MS,
         },

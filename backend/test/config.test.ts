@@ -92,6 +92,7 @@ describe('config', () => {
       EXECUTION_RETENTION_DAYS: '90',
       EVENT_DELIVERY_CONCURRENCY: '5',
       EVENT_DELIVERY_PER_SUBSCRIPTION: '3',
+      EVENT_DELIVERY_PER_USER: '6',
       EVENT_RETRY_BASE_MS: '1500',
     });
     expect(config).toEqual({
@@ -136,7 +137,7 @@ describe('config', () => {
         pollMs: 50,
         http: { allow: ['127.0.0.1', 'localhost'], timeoutMs: 100, maxResponseBytes: 2048 },
         maxPayloadBytes: 4096,
-        events: { concurrency: 5, perSubscription: 3, retryBaseMs: 1500 },
+        events: { concurrency: 5, perSubscription: 3, perUser: 6, retryBaseMs: 1500 },
         retentionDays: 90,
         expressions: { timeoutMs: 250, workers: 3, maxHeapMb: 64, maxTemplates: 40 },
       },

@@ -299,6 +299,30 @@ describe('the event delivery workers', () => {
     expect(engine).toBeDefined();
   });
 
+  it('holds at most EVENT_DELIVERY_PER_USER attempts for one user: many dead receivers of one user do not delay another user’s messages', async () => {
+    // Six slots; four subscriptions of two attempts each would take them all for 10 s without the per-user cap.
+    engineWith({ EVENT_DELIVERY_CONCURRENCY: '6', EVENT_DELIVERY_PER_USER: '3' });
+    const owner = await signUp(app);
+    const other = await signUp(app);
+    const deadWorkflow = await quickWorkflow(owner);
+    for (let n = 1; n <= 4; n++) await createSubscription(app, owner, { url: `${receiver.url}/stuck-${n}`, events: ['execution.completed'], workflowId: deadWorkflow });
+    const liveWorkflow = await quickWorkflow(other);
+    const live = await createSubscription(app, other, { url: `${receiver.url}/answered`, events: ['execution.completed'] });
+    receiver.answer = (request) => (request.path.startsWith('/stuck-') ? 'hang' : 200);
+    const stuck = () => [1, 2, 3, 4].reduce((open, n) => open + receiver.openCount(`/stuck-${n}`), 0);
+
+    for (let run = 0; run < 4; run++) await complete(deadWorkflow, owner);
+    await eventually(async () => stuck() === 3, 10_000, 'three attempts held by the dead receivers');
+    await sleep(300);
+
+    const started = Date.now();
+    await complete(liveWorkflow, other);
+    const arrived = await eventually(async () => receiver.on('/answered')[0], 8_000, 'the other user’s message');
+    expect(verifies(live.secret, arrived)).toBe(true);
+    expect(arrived.at - started).toBeLessThan(3_000);
+    expect(stuck()).toBe(3);
+  });
+
   describe.skipIf(isEmbeddedDatabase())('across processes (a real PostgreSQL)', () => {
     it('sends again, with the same webhook-id, a message whose worker was killed while sending it', async () => {
       type Worker = ReturnType<typeof runScript>;

@@ -103,40 +103,46 @@ interface ClaimRow {
 
 /**
  * Claims up to `limit` due messages, oldest due first (FOR UPDATE SKIP LOCKED), leaving out
- * subscriptions that have `perSubscription` attempts in flight already, and giving none more than
- * it has room for. Due messages of disabled subscriptions it comes across end `failed`.
+ * subscriptions that have `perSubscription` attempts in flight already and users (all their
+ * subscriptions) that have `perUser`, and giving none more than it has room for: one user's slow
+ * receivers hold at most `perUser` of the workers, whatever the number of their subscriptions.
+ * Due messages of disabled subscriptions it comes across end `failed`.
  */
-export async function claimMessages(sql: Sql, limit: number, perSubscription: number): Promise<ClaimedMessage[]> {
+export async function claimMessages(sql: Sql, limit: number, perSubscription: number, perUser: number): Promise<ClaimedMessage[]> {
   const lease = milliseconds(DELIVERY_LEASE_MS);
   const rows = await sql.begin(async (tx) => {
     await tx`select pg_advisory_xact_lock(hashtextextended(${CLAIM_LOCK}, 0))`;
     // The window's second of slack covers the rounding of stored times to milliseconds.
     return tx<ClaimRow[]>`
-      with busy as (
-        select subscription_id, count(*)::int as n from event_messages
+      with in_flight as (
+        select subscription_id, user_id from event_messages
          where status = 'pending' and next_attempt_at > now() and next_attempt_at <= now() + ${lease}::interval + interval '1 second'
-           and locked_until > now()
-         group by subscription_id),
+           and locked_until > now()),
+      busy as (select subscription_id, count(*)::int as n from in_flight group by subscription_id),
+      busy_users as (select user_id, count(*)::int as n from in_flight group by user_id),
       candidates as (
-        select m.id, m.subscription_id, m.next_attempt_at from event_messages m
+        select m.id, m.subscription_id, m.user_id, m.next_attempt_at from event_messages m
          where m.status = 'pending' and m.next_attempt_at <= now() and (m.locked_until is null or m.locked_until <= now())
            and not exists (select 1 from busy b where b.subscription_id = m.subscription_id and b.n >= ${perSubscription})
+           and not exists (select 1 from busy_users u where u.user_id = m.user_id and u.n >= ${perUser})
          order by m.next_attempt_at
          limit ${limit * CANDIDATES_PER_SLOT}
          for update of m skip locked),
       ranked as (
         select c.id, c.next_attempt_at, s.enabled,
-               row_number() over (partition by c.subscription_id order by c.next_attempt_at) + coalesce(b.n, 0) as slot
+               row_number() over (partition by c.subscription_id order by c.next_attempt_at) + coalesce(b.n, 0) as slot,
+               row_number() over (partition by c.user_id order by c.next_attempt_at) + coalesce(u.n, 0) as user_slot
           from candidates c
           join event_subscriptions s on s.id = c.subscription_id
-          left join busy b on b.subscription_id = c.subscription_id),
+          left join busy b on b.subscription_id = c.subscription_id
+          left join busy_users u on u.user_id = c.user_id),
       abandoned as (
         update event_messages set status = 'failed', locked_until = null, last_error = ${DISABLED_SUBSCRIPTION}
          where id in (select id from ranked where not enabled)),
       claimed as (
         update event_messages m
            set attempts = m.attempts + 1, locked_until = now() + ${lease}::interval, next_attempt_at = now() + ${lease}::interval
-         where m.id in (select id from ranked where enabled and slot <= ${perSubscription} order by next_attempt_at limit ${limit})
+         where m.id in (select id from ranked where enabled and slot <= ${perSubscription} and user_slot <= ${perUser} order by next_attempt_at limit ${limit})
         returning m.id, m.subscription_id, m.webhook_id, m.payload, m.attempts)
       select c.id, c.subscription_id as "subscriptionId", s.user_id as "userId", c.webhook_id as "webhookId", c.payload::text as body,
              c.attempts as attempt, s.url, s.secret_key_id as "secretKeyId", s.secret_ciphertext as "secretCiphertext",

@@ -26,6 +26,8 @@ export interface DeliverySettings {
   readonly concurrency: number;
   /** Attempts in flight for one subscription, over every process. */
   readonly perSubscription: number;
+  /** Attempts in flight for one user's subscriptions together, over every process (EVENT_DELIVERY_PER_USER). */
+  readonly perUser: number;
   /** The first retry's longest wait; doubled per failure up to RETRY_MAX_MS. */
   readonly retryBaseMs: number;
   /** How often an idle worker looks for due messages that nothing announced (retries, expired leases, webhook.rejected). */
@@ -103,13 +105,13 @@ export class EventDeliveryWorker {
   }
 
   private async claimLoop(): Promise<void> {
-    const { concurrency, perSubscription, pollMs } = this.deps.settings;
+    const { concurrency, perSubscription, perUser, pollMs } = this.deps.settings;
     let waitMs = pollMs;
     while (this.state === 'running') {
       this.pause.beginTurn();
       try {
         const free = concurrency - this.inFlight.size;
-        const claimed = free > 0 && (await hasDueMessages(this.deps.sql)) ? await claimMessages(this.deps.sql, free, perSubscription) : [];
+        const claimed = free > 0 && (await hasDueMessages(this.deps.sql)) ? await claimMessages(this.deps.sql, free, perSubscription, perUser) : [];
         for (const message of claimed) this.launch(message);
         waitMs = pollMs;
         // A full batch suggests more due messages: look again at once.
