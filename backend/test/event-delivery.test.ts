@@ -3,6 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import type { Engine } from '../src/engine/engine.js';
 import { DELIVERY_LEASE_MS } from '../src/events/delivery-store.js';
+import { purgeExpired } from '../src/retention/purge.js';
 import {
   createSubscription,
   createWorkflow,
@@ -321,6 +322,37 @@ describe('the event delivery workers', () => {
     expect(verifies(live.secret, arrived)).toBe(true);
     expect(arrived.at - started).toBeLessThan(3_000);
     expect(stuck()).toBe(3);
+  });
+
+  it('keeps the pending messages of a deleted workflow for the subscriptions that remain, and the purge deletes them once ended and old', async () => {
+    engineWith();
+    const owner = await signUp(app);
+    const doomed = await quickWorkflow(owner);
+    const everywhere = await createSubscription(app, owner, { url: `${receiver.url}/later`, events: ['execution.completed'] });
+    const scoped = await createSubscription(app, owner, { url: `${receiver.url}/scoped`, events: ['execution.completed'], workflowId: doomed });
+    let up = false;
+    receiver.answer = (request) => (request.path === '/later' && up ? 200 : 500);
+    await complete(doomed, owner);
+    await eventually(async () => receiver.on('/later').length > 0 && receiver.on('/scoped').length > 0, 10_000, 'first attempts, refused');
+
+    const deleted = await app.inject({ method: 'DELETE', url: `/api/v1/workflows/${doomed}`, headers: { cookie: owner.cookie } });
+    expect(deleted.statusCode, deleted.body).toBe(204);
+    // The workflow's own subscription went with it, and its message; the other's waits for its receiver.
+    expect(await messagesOf(scoped.id)).toEqual([]);
+    up = true;
+    const [message] = await eventually(async () => {
+      const rows = await messagesOf(everywhere.id);
+      return rows[0]?.status === 'delivered' && rows;
+    }, 15_000, 'the message of the deleted workflow delivered');
+    expect(message).toMatchObject({ status: 'delivered', lastStatusCode: 200 });
+    const received = receiver.on('/later').at(-1);
+    if (!received) throw new Error('nothing received at /later');
+    expect(verifies(everywhere.secret, received)).toBe(true);
+
+    // Ended, and written before the default retention's cutoff: the purge deletes it (it has no execution to go with).
+    await app.database.sql`update event_messages set created_at = now() - interval '31 days' where id = ${message?.id ?? ''}::uuid`;
+    expect(await purgeExpired(app.database.sql, { defaultDays: 30, pauseMs: 0 })).toMatchObject({ ran: true, messages: 1 });
+    expect(await messagesOf(everywhere.id)).toEqual([]);
   });
 
   describe.skipIf(isEmbeddedDatabase())('across processes (a real PostgreSQL)', () => {

@@ -450,7 +450,7 @@ describe('data retention', () => {
 
       // Held elsewhere (as by another replica mid-batch): no round runs, on a pool of any size, and nothing goes.
       await holder`select pg_advisory_lock(hashtextextended('autonode:retention-purge', 0))`;
-      expect(await purgeExpired(other.database.sql, { defaultDays: 30 })).toEqual({ ran: false, executions: 0, deliveries: 0, batches: 0, finished: false });
+      expect(await purgeExpired(other.database.sql, { defaultDays: 30 })).toEqual({ ran: false, executions: 0, deliveries: 0, messages: 0, batches: 0, finished: false });
       if (app.config.database.kind !== 'external') throw new Error('needs a real server');
       const single = createDbClient({ url: app.config.database.url, poolSize: 1, idleTimeoutSeconds: 0, connectTimeoutSeconds: 10, statementTimeoutMs: 0 });
       try {
@@ -495,6 +495,7 @@ describe('data retention', () => {
       await explain('ownRetentionDeliveries', purgeStatements.ownRetentionDeliveries(tx, DEFAULT_WALK_START.workflowId, 1_000));
       await explain('unexecutedDeliveries', purgeStatements.unexecutedDeliveries(tx, 30, 1_000));
       await explain('unexecutedDeliveries, later batch', purgeStatements.unexecutedDeliveries(tx, 30, 1_000, new Date(Date.now() - 40 * 86_400_000).toISOString()));
+      await explain('detachedMessages', purgeStatements.detachedMessages(tx, 30, 1_000));
       // What each deleted execution costs through its foreign keys: its retries lose their link.
       const [retry] = await tx<{ 'QUERY PLAN': { Plan: PlanNode }[] }[]>`explain (format json) update executions set retry_of_id = null where retry_of_id = ${randomUUID()}::uuid`;
       if (retry) plans['retry link'] = planNodes(retry['QUERY PLAN'][0]?.Plan ?? { 'Node Type': 'none' });
@@ -525,6 +526,7 @@ describe('data retention', () => {
     expect(ownDeliveryReads.length, JSON.stringify(plans['ownRetentionDeliveries'])).toBeGreaterThan(0);
     for (const node of ownDeliveryReads) expect(node['Index Cond']).toContain('received_at <');
     expect(indexes('retry link')).toContain('executions_retry_of_idx');
+    expect(indexes('detachedMessages'), JSON.stringify(scans('detachedMessages'))).toContain('event_messages_detached_created_idx');
   });
 
   it('takes retentionDays on create and change (1..3650 or null), returns it, and refuses anything else', async () => {

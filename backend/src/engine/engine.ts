@@ -149,7 +149,7 @@ export class Engine {
       const purged = await purgeExpiredIdempotencyKeys(this.deps.db);
       if (purged > 0) this.log.info({ purged }, 'expired idempotency keys deleted');
       const retention = await purgeExpired(this.deps.db.$client, { defaultDays: this.deps.config.retentionDays, shouldStop: () => this.state !== 'running' });
-      if (retention.ran && (retention.executions > 0 || retention.deliveries > 0 || !retention.finished)) {
+      if (retention.ran && (retention.executions > 0 || retention.deliveries > 0 || retention.messages > 0 || !retention.finished)) {
         this.log.info(retention, retention.finished ? 'executions past their retention deleted' : 'executions past their retention deleted; the rest waits for the next round');
       }
     } catch (error) {

@@ -16,7 +16,8 @@ import type { Sql } from '../db/client.js';
  * taking its rows with SKIP LOCKED (it never waits on a row someone else holds), with a pause
  * between batches, and the round lasts at most `maxRunMs`: whatever is left waits for the next.
  *
- * Four walks, each along an index, none reading a row it keeps more than once per round:
+ * Five walks, each along an index, none reading a row it keeps more than once per round (the
+ * fifth, event messages whose workflow was deleted while they were pending, is detachedMessages):
  *  - workflows with a retention of their own (few), through `workflows_own_retention_idx`, each
  *    workflow's oldest ended executions through `executions_workflow_ended_finished_idx`
  *    (workflow, finished_at): each probe stops at that workflow's cutoff, so the executions it keeps
@@ -58,6 +59,8 @@ export interface PurgeResult {
   readonly executions: number;
   /** Deliveries without an execution (those of deleted executions are counted with them, not here). */
   readonly deliveries: number;
+  /** Event messages whose workflow was deleted while they were pending (others go with their execution or delivery). */
+  readonly messages: number;
   readonly batches: number;
   /** True when every walk reached its end; false when the time budget or a stop ended the round first. */
   readonly finished: boolean;
@@ -214,6 +217,28 @@ export const purgeStatements = {
     select (select count(*)::int from gone) as deleted,
            (select count(*)::int from candidates) as found,
            (select max(received_at)::text from candidates) as "receivedAt"`,
+
+  /**
+   * Event messages left without their execution or delivery (a workflow deleted while they were
+   * pending keeps them for their subscriptions: workflows/repository.ts, remove) once they have
+   * ended, delivered or failed, and were written before the default retention's cutoff, oldest
+   * first, through `event_messages_detached_created_idx`. One batch per call; `found` below
+   * `batchSize` means none are left.
+   */
+  detachedMessages: (sql: postgres.ISql, defaultDays: number, batchSize: number) => sql<{ deleted: number; found: number }[]>`
+    with candidates as (
+      select m.id from event_messages m
+       where m.execution_id is null and m.webhook_delivery_id is null
+         and m.created_at < now() - make_interval(days => ${defaultDays}::int)
+         and m.status <> 'pending'
+       order by m.created_at
+       limit ${batchSize}
+       for update of m skip locked
+    ),
+    gone as (
+      delete from event_messages x using candidates c where x.id = c.id returning 1
+    )
+    select (select count(*)::int from gone) as deleted, (select count(*)::int from candidates) as found`,
 };
 
 /** What a batch of a walk over the workflows with a retention of their own answers. */
@@ -226,6 +251,7 @@ interface OwnBatchRow {
 interface BatchOutcome {
   readonly executions: number;
   readonly deliveries: number;
+  readonly messages?: number;
   /** The walk has nothing more to delete this round. */
   readonly done: boolean;
 }
@@ -268,6 +294,10 @@ function walks(defaultDays: number, batchSize: number): Walk[] {
       if (row?.receivedAt) deliveriesAfter = row.receivedAt;
       return { executions: 0, deliveries: row?.deleted ?? 0, done: (row?.found ?? 0) < batchSize };
     },
+    async (sql) => {
+      const [row] = await purgeStatements.detachedMessages(sql, defaultDays, batchSize);
+      return { executions: 0, deliveries: 0, messages: row?.deleted ?? 0, done: (row?.found ?? 0) < batchSize };
+    },
   ];
 }
 
@@ -295,26 +325,28 @@ export async function purgeExpired(sql: Sql, options: PurgeOptions): Promise<Pur
   let pending = walks(options.defaultDays, batchSize);
   let executions = 0;
   let deliveries = 0;
+  let messages = 0;
   let batches = 0;
   let deletedLast = false;
   while (pending.length > 0) {
     const next: Walk[] = [];
     for (const walk of pending) {
-      if (shouldStop() || performance.now() - started >= maxRunMs) return { ran: true, executions, deliveries, batches, finished: false };
+      if (shouldStop() || performance.now() - started >= maxRunMs) return { ran: true, executions, deliveries, messages, batches, finished: false };
       // A batch that deleted nothing wrote nothing: the next one need not wait.
       if (deletedLast) await sleep(pauseMs);
       const outcome = await sql.begin(async (tx) => {
         const [lock] = await tx<{ locked: boolean }[]>`select pg_try_advisory_xact_lock(hashtextextended(${LOCK_KEY}, 0)) as locked`;
         return lock?.locked ? walk(tx) : ('locked' as const);
       });
-      if (outcome === 'locked') return { ran: batches > 0, executions, deliveries, batches, finished: false };
+      if (outcome === 'locked') return { ran: batches > 0, executions, deliveries, messages, batches, finished: false };
       batches += 1;
       executions += outcome.executions;
       deliveries += outcome.deliveries;
-      deletedLast = outcome.executions + outcome.deliveries > 0;
+      messages += outcome.messages ?? 0;
+      deletedLast = outcome.executions + outcome.deliveries + (outcome.messages ?? 0) > 0;
       if (!outcome.done) next.push(walk);
     }
     pending = next;
   }
-  return { ran: true, executions, deliveries, batches, finished: true };
+  return { ran: true, executions, deliveries, messages, batches, finished: true };
 }

@@ -89,6 +89,8 @@ export const eventMessages = pgTable(
     index('event_messages_user_idx').on(table.userId),
     index('event_messages_execution_idx').on(table.executionId),
     index('event_messages_webhook_delivery_idx').on(table.webhookDeliveryId),
+    // The retention purge's walk over messages whose workflow was deleted while they were pending (retention/purge.ts).
+    index('event_messages_detached_created_idx').on(table.createdAt).where(sql`${table.executionId} is null and ${table.webhookDeliveryId} is null`),
   ],
 );
 

@@ -186,12 +186,23 @@ export async function getVersion(db: Db, userId: string, workflowId: string, ver
   return row ? { version: row.version, nodes: row.nodes, edges: row.edges, createdAt: iso(row.createdAt) } : null;
 }
 
-/** Deletes a workflow with its jobs and executions (foreign-key cascades, one statement). */
+/**
+ * Deletes a workflow with its jobs, executions and deliveries (foreign-key cascades, one
+ * statement). The event messages still pending for them stay for their subscriptions (API.md: a
+ * committed message is retried for at least 24 h), detached from the rows that go; the retention
+ * purge deletes them once they have ended (retention/purge.ts, detachedMessages). Those of the
+ * workflow's own subscriptions go with them.
+ */
 export async function remove(db: Db, userId: string, id: string, ifMatch: string | undefined): Promise<boolean> {
   // The workflow's executions are locked first, in id order, as the engine's writes lock them
   // before their user's usage row: the cascade below takes that row (with the jobs) before it
   // reaches the executions, which in the other order could deadlock with a run's end.
   return removeIfMatch(db, workflows, userId, id, ifMatch, async (tx) => {
     await tx.execute(sql`select 1 from executions where workflow_id = ${id} and user_id = ${userId} order by id for update`);
+    await tx.execute(sql`
+      update event_messages set execution_id = null, webhook_delivery_id = null
+       where user_id = ${userId} and status = 'pending'
+         and (execution_id in (select e.id from executions e where e.workflow_id = ${id} and e.user_id = ${userId})
+              or webhook_delivery_id in (select d.id from webhook_deliveries d where d.workflow_id = ${id} and d.user_id = ${userId}))`);
   });
 }

@@ -1,0 +1,1 @@
+CREATE INDEX "event_messages_detached_created_idx" ON "event_messages" USING btree ("created_at") WHERE "event_messages"."execution_id" is null and "event_messages"."webhook_delivery_id" is null;
