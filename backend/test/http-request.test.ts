@@ -248,7 +248,8 @@ describe('performHttpRequest against a local server', () => {
         throw new Error('no connection may be attempted');
       });
       const error = await failureOf(performHttpRequest({ method: 'GET', url: 'http://mixed.example/' }, loopbackAllowed, never));
-      expect(error.message).toBe('refused to connect to mixed.example (10.0.0.1: private address); add it to ENGINE_HTTP_ALLOW to allow it');
+      // The address a name resolves to is not told to the workflow's owner.
+      expect(error.message).toBe('refused to connect to mixed.example (it resolves to a private address); add it to ENGINE_HTTP_ALLOW to allow it');
       expect(connect).not.toHaveBeenCalled();
     });
   });
@@ -319,7 +320,7 @@ describe('refused targets', () => {
     const lookup = vi.spyOn(dns.promises, 'lookup').mockImplementation((async () => [{ address: 'fe80::1%eth0', family: 6 }]) as unknown as typeof dns.promises.lookup);
     try {
       const refused = await failureOf(performHttpRequest({ method: 'GET', url: 'http://zoned.example/' }, nothingAllowed, never));
-      expect(refused.message).toBe('refused to connect to zoned.example (fe80::1%eth0: link-local address); add it to ENGINE_HTTP_ALLOW to allow it');
+      expect(refused.message).toBe('refused to connect to zoned.example (it resolves to a link-local address); add it to ENGINE_HTTP_ALLOW to allow it');
       expect(connect).not.toHaveBeenCalled();
       const error = await failureOf(performHttpRequest({ method: 'GET', url: 'http://zoned.example/' }, { ...nothingAllowed, allow: ['fe80::/64'] }, never));
       expect(error.message).toContain('no connection may be attempted');

@@ -175,7 +175,9 @@ async function vetTarget(url: URL, allow: readonly string[]): Promise<LookupAddr
     const parsed = parseIp(address);
     const kind = parsed ? blockedKind(parsed) : 'not an IP address';
     if (kind === undefined || (parsed && isAllowed(normaliseHostName(hostName), parsed, allow))) continue;
-    const what = literal ? `${address} (${kind})` : `${hostName} (${address}: ${kind})`;
+    // A name's address is not told: the message is stored where the workflow's owner reads it, and
+    // what internal names resolve to is the network's to know, not a tenant's.
+    const what = literal ? `${address} (${kind})` : `${hostName} (it resolves to a ${kind})`;
     throw new StepError(`refused to connect to ${what}; add it to ENGINE_HTTP_ALLOW to allow it`, { retryable: false });
   }
   return addresses;
