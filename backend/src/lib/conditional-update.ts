@@ -17,17 +17,19 @@ export type VersionedTable = PgTable & {
 export const versionEtag = (row: { version: number }): string => etagOf(row.version);
 
 /**
+ * How writeIfMatch locks the row. `update` (FOR UPDATE) also waits for, and holds off, KEY SHARE
+ * locks: a workflow save holds a connection it names that way, so a rename or delete of the
+ * connection waits for the save and then sees the workflow that uses it. `no key update` leaves
+ * the row to KEY SHARE locks (two writers still wait for each other): for the parents of
+ * executions, whose rows a run's write checks its keys against while it holds its execution.
+ */
+export type RowLock = 'update' | 'no key update';
+
+/**
  * A write under If-Match: in one transaction, locks the caller's row, checks If-Match against its
  * version (412 and nothing changed on mismatch), then runs `write` on the locked current row. The
  * check and the write see the same version, so concurrent writes cannot overwrite each other
  * unseen. Returns null when the caller has no such row; otherwise what `write` returns.
- *
- * The lock is FOR NO KEY UPDATE (two writers still wait for each other): it leaves the row to the
- * KEY SHARE locks of foreign-key checks. The engine's writes check their execution's workflow and
- * job keys while they hold the execution's row (its second update in the statement, by the usage
- * trigger, is checked again); a delete holding the parent FOR UPDATE while its cascade waited for
- * that execution deadlocked with them. A delete still takes the full lock when it deletes the row,
- * after its guard, holding nothing any run's write waits for.
  */
 async function writeIfMatch<T extends VersionedTable, R>(
   db: Db,
@@ -36,6 +38,7 @@ async function writeIfMatch<T extends VersionedTable, R>(
   id: string,
   ifMatch: string | undefined,
   write: (tx: Db, current: T['$inferSelect']) => Promise<R>,
+  lock: RowLock = 'update',
 ): Promise<R | null> {
   return transaction(db, async (tx) => {
     // drizzle cannot infer a select from a generic table; the row is the table's own row type.
@@ -43,7 +46,7 @@ async function writeIfMatch<T extends VersionedTable, R>(
       .select()
       .from(table as PgTable)
       .where(and(eq(table.userId, userId), eq(table.id, id)))
-      .for('no key update')) as T['$inferSelect'][];
+      .for(lock)) as T['$inferSelect'][];
     if (!current) return null;
     checkIfMatch(ifMatch, versionEtag(current));
     return write(tx, current);
@@ -80,7 +83,8 @@ export async function updateIfMatch<T extends VersionedTable>(
 /**
  * Deletes one of the caller's rows under If-Match; false when the caller has no such row.
  * `guard` (in the same transaction, on the locked row, after If-Match) may refuse the delete by
- * throwing: what it checks cannot change before the row goes.
+ * throwing: what it checks cannot change before the row goes. `lock`: see RowLock; the delete
+ * itself takes the full lock when it deletes the row, after the guard.
  */
 export async function removeIfMatch<T extends VersionedTable>(
   db: Db,
@@ -89,11 +93,20 @@ export async function removeIfMatch<T extends VersionedTable>(
   id: string,
   ifMatch: string | undefined,
   guard?: (tx: Db, current: T['$inferSelect']) => Promise<void>,
+  lock: RowLock = 'update',
 ): Promise<boolean> {
-  const removed = await writeIfMatch(db, table, userId, id, ifMatch, async (tx, current) => {
-    if (guard) await guard(tx, current);
-    await tx.delete(table).where(eq(table.id, current.id));
-    return true;
-  });
+  const removed = await writeIfMatch(
+    db,
+    table,
+    userId,
+    id,
+    ifMatch,
+    async (tx, current) => {
+      if (guard) await guard(tx, current);
+      await tx.delete(table).where(eq(table.id, current.id));
+      return true;
+    },
+    lock,
+  );
   return removed ?? false;
 }

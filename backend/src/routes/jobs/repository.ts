@@ -118,9 +118,19 @@ export async function update(db: Db, userId: string, id: string, input: UpdateJo
 
 export async function remove(db: Db, userId: string, id: string, ifMatch: string | undefined): Promise<boolean> {
   // Its executions are locked first, in id order, as the engine's writes lock them (see the
-  // workflow's remove): the delete's ON DELETE SET NULL updates them, and in another order it could
-  // deadlock with a run's write, which PostgreSQL aborts (the run is taken over and its step runs again).
-  return removeIfMatch(db, jobs, userId, id, ifMatch, async (tx) => {
-    await tx.execute(sql`select 1 from executions where job_id = ${id} and user_id = ${userId} order by id for update`);
-  });
+  // workflow's remove): the delete's ON DELETE SET NULL updates them. And the job's row is locked
+  // FOR NO KEY UPDATE: a run's write checks its job key (KEY SHARE) while it holds its execution,
+  // which this delete waits for; FOR UPDATE made the two wait for each other, PostgreSQL aborted
+  // the run's write, and a takeover ran its step again.
+  return removeIfMatch(
+    db,
+    jobs,
+    userId,
+    id,
+    ifMatch,
+    async (tx) => {
+      await tx.execute(sql`select 1 from executions where job_id = ${id} and user_id = ${userId} order by id for update`);
+    },
+    'no key update',
+  );
 }

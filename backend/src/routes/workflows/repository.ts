@@ -196,13 +196,22 @@ export async function getVersion(db: Db, userId: string, workflowId: string, ver
 export async function remove(db: Db, userId: string, id: string, ifMatch: string | undefined): Promise<boolean> {
   // The workflow's executions are locked first, in id order, as the engine's writes lock them
   // before their user's usage row: the cascade below takes that row (with the jobs) before it
-  // reaches the executions, which in the other order could deadlock with a run's end.
-  return removeIfMatch(db, workflows, userId, id, ifMatch, async (tx) => {
-    await tx.execute(sql`select 1 from executions where workflow_id = ${id} and user_id = ${userId} order by id for update`);
-    await tx.execute(sql`
-      update event_messages set execution_id = null, webhook_delivery_id = null
-       where user_id = ${userId} and status = 'pending'
-         and (execution_id in (select e.id from executions e where e.workflow_id = ${id} and e.user_id = ${userId})
-              or webhook_delivery_id in (select d.id from webhook_deliveries d where d.workflow_id = ${id} and d.user_id = ${userId}))`);
-  });
+  // reaches the executions, which in the other order could deadlock with a run's end. The
+  // workflow's row is locked FOR NO KEY UPDATE, as a job's (jobs/repository.ts, remove).
+  return removeIfMatch(
+    db,
+    workflows,
+    userId,
+    id,
+    ifMatch,
+    async (tx) => {
+      await tx.execute(sql`select 1 from executions where workflow_id = ${id} and user_id = ${userId} order by id for update`);
+      await tx.execute(sql`
+        update event_messages set execution_id = null, webhook_delivery_id = null
+         where user_id = ${userId} and status = 'pending'
+           and (execution_id in (select e.id from executions e where e.workflow_id = ${id} and e.user_id = ${userId})
+                or webhook_delivery_id in (select d.id from webhook_deliveries d where d.workflow_id = ${id} and d.user_id = ${userId}))`);
+    },
+    'no key update',
+  );
 }
