@@ -31,6 +31,59 @@ describe('migrations', () => {
     expect(appliedAgain).toEqual(applied);
   });
 
+  it('take back what stored rejected and duplicate webhook deliveries had added to their owner`s bytes (0026)', async () => {
+    const upgraded = await createScratchDatabase();
+    const olderFolder = await mkdtemp(path.join(tmpdir(), 'autonode-migrations-'));
+    try {
+      // The schema as it stood before: every delivery's bytes counted.
+      await cp(migrationsFolder, olderFolder, { recursive: true });
+      const journalPath = path.join(olderFolder, 'meta', '_journal.json');
+      const journal = JSON.parse(await readFile(journalPath, 'utf8')) as { entries: { idx: number }[] };
+      await writeFile(journalPath, JSON.stringify({ ...journal, entries: journal.entries.filter((entry) => entry.idx <= 25) }));
+      await upgraded.use((client) => migrate(client.db, { migrationsFolder: olderFolder }));
+
+      const payloadBytes = async (owner: string) =>
+        Number((await upgraded.use(({ sql }) => sql<{ bytes: string }[]>`select payload_bytes::text as bytes from user_usage where user_id = ${owner}`))[0]?.bytes);
+      const deliveryBytes = async (owner: string, statuses: readonly string[]) =>
+        Number((await upgraded.use(({ sql }) => sql<{ bytes: string }[]>`
+          select coalesce(sum(payload_bytes), 0)::text as bytes from webhook_deliveries where user_id = ${owner} and status::text in ${sql(statuses as string[])}`))[0]?.bytes);
+      // Rows as that schema's code wrote them, for two users; the triggers of that schema count them.
+      await upgraded.use(async ({ sql }) => {
+        for (const owner of ['hooked', 'other']) {
+          await sql`insert into "user" (id, name, email) values (${owner}, ${owner}, ${`${owner}@example.test`})`;
+          const [workflow] = await sql<{ id: string }[]>`insert into workflows (user_id, name, nodes, edges) values (${owner}, 'w', '[]'::jsonb, '[]'::jsonb) returning id`;
+          await sql`insert into workflow_versions (workflow_id, version, user_id, nodes, edges) values (${workflow?.id ?? ''}, 1, ${owner}, '[]'::jsonb, '[]'::jsonb)`;
+          const [execution] = await sql<{ id: string }[]>`
+            insert into executions (user_id, workflow_id, workflow_version, trigger, input) values (${owner}, ${workflow?.id ?? ''}, 1, 'webhook', '{}'::jsonb) returning id`;
+          const rows: [string, string | null, string][] = [
+            ['accepted', execution?.id ?? null, 'a'.repeat(500)],
+            ['duplicate', execution?.id ?? null, 'd'.repeat(700)],
+            ['rejected', null, ''],
+          ];
+          for (const [status, executionId, body] of owner === 'hooked' ? rows : rows.slice(0, 1)) {
+            await sql`
+              insert into webhook_deliveries (user_id, workflow_id, execution_id, status, method, headers, query, body, body_bytes)
+              values (${owner}, ${workflow?.id ?? ''}, ${executionId}, ${status}::webhook_delivery_status, 'POST',
+                      ${JSON.stringify({ 'x-pad': 'p'.repeat(900) })}::jsonb, '{"q":"1"}'::jsonb, ${Buffer.from(body)}::bytea, ${body.length})`;
+          }
+        }
+      });
+      const before = { hooked: await payloadBytes('hooked'), other: await payloadBytes('other') };
+      const notAccepted = await deliveryBytes('hooked', ['duplicate', 'rejected']);
+      expect(notAccepted).toBeGreaterThan(2_000);
+
+      await upgraded.use((client) => runMigrations(client.db));
+      expect(await payloadBytes('hooked')).toBe(before.hooked - notAccepted);
+      expect(await payloadBytes('other')).toBe(before.other);
+      // And from now on, as the new trigger counts: deleting them takes nothing more away.
+      await upgraded.use(({ sql }) => sql`delete from webhook_deliveries where user_id = 'hooked' and status <> 'accepted'`);
+      expect(await payloadBytes('hooked')).toBe(before.hooked - notAccepted);
+    } finally {
+      await rm(olderFolder, { recursive: true, force: true });
+      await upgraded.drop();
+    }
+  });
+
   it('move the graphs executions carried into workflow versions, keeping every run and its graph', async () => {
     const upgraded = await createScratchDatabase();
     const olderFolder = await mkdtemp(path.join(tmpdir(), 'autonode-migrations-'));
