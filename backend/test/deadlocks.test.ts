@@ -29,6 +29,19 @@ describe.skipIf(lacksConcurrentConnections())('deadlocks (skipped on the embedde
     await app.close();
   });
 
+  /** Until a session other than the asking one waits for a lock (the request under test, blocked where the test holds a row). */
+  const someoneWaitsForALock = (what: string) =>
+    eventually(
+      async () => {
+        const [row] = await app.database.sql<{ waiting: number }[]>`
+          select count(*)::int as waiting from pg_stat_activity
+           where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`;
+        return (row?.waiting ?? 0) > 0;
+      },
+      5_000,
+      what,
+    );
+
   /** The other side of each collision: it commits once the first transaction has let go. */
   const otherSides: Promise<unknown>[] = [];
 
@@ -104,16 +117,7 @@ describe.skipIf(lacksConcurrentConnections())('deadlocks (skipped on the embedde
       await ending`begin`;
       await ending`select 1 from executions where id = ${lowest ?? ''} for update`;
       const deleted = app.inject({ method: 'DELETE', url: `/api/v1/workflows/${workflowId}`, headers: { cookie: owner.cookie } });
-      await eventually(
-        async () => {
-          const [row] = await app.database.sql<{ waiting: number }[]>`
-            select count(*)::int as waiting from pg_stat_activity
-             where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`;
-          return (row?.waiting ?? 0) > 0;
-        },
-        5_000,
-        'the delete waiting for the first execution',
-      );
+      await someoneWaitsForALock('the delete waiting for the first execution');
       // Had the delete taken any of the others (or the usage row) before waiting, these would wait
       // for it, and fail at the timeout instead of the deadlock.
       await ending`set local lock_timeout = '500ms'`;
@@ -145,16 +149,7 @@ describe.skipIf(lacksConcurrentConnections())('deadlocks (skipped on the embedde
       // The write's fence: the execution's row.
       await ending`select 1 from executions where id = ${executionId} for no key update`;
       const deleted = app.inject({ method: 'DELETE', url: parent === 'workflow' ? `/api/v1/workflows/${workflowId}` : `/api/v1/jobs/${jobId}`, headers: { cookie: owner.cookie } });
-      await eventually(
-        async () => {
-          const [row] = await app.database.sql<{ waiting: number }[]>`
-            select count(*)::int as waiting from pg_stat_activity
-             where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`;
-          return (row?.waiting ?? 0) > 0;
-        },
-        5_000,
-        'the delete waiting for the execution',
-      );
+      await someoneWaitsForALock('the delete waiting for the execution');
       // The write's foreign-key checks, while the delete waits: granted at once, not after a lock timeout.
       await ending`set local lock_timeout = '500ms'`;
       await ending`select 1 from workflows where id = ${workflowId} for key share`;

@@ -6,6 +6,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrationsFolder, runMigrations } from '../src/db/migrate.js';
 import { createScratchDatabase, type ScratchDatabase } from './scratch.js';
 
+/** Applies the migrations up to number `last` only (a copy of the folder, its journal cut there): the schema as it stood then. */
+async function migrateUpTo(database: ScratchDatabase, olderFolder: string, last: number): Promise<void> {
+  await cp(migrationsFolder, olderFolder, { recursive: true });
+  const journalPath = path.join(olderFolder, 'meta', '_journal.json');
+  const journal = JSON.parse(await readFile(journalPath, 'utf8')) as { entries: { idx: number }[] };
+  await writeFile(journalPath, JSON.stringify({ ...journal, entries: journal.entries.filter((entry) => entry.idx <= last) }));
+  await database.use((client) => migrate(client.db, { migrationsFolder: olderFolder }));
+}
+
 describe('migrations', () => {
   let scratch: ScratchDatabase;
   beforeAll(async () => {
@@ -36,11 +45,7 @@ describe('migrations', () => {
     const olderFolder = await mkdtemp(path.join(tmpdir(), 'autonode-migrations-'));
     try {
       // The schema as it stood before: every delivery's bytes counted.
-      await cp(migrationsFolder, olderFolder, { recursive: true });
-      const journalPath = path.join(olderFolder, 'meta', '_journal.json');
-      const journal = JSON.parse(await readFile(journalPath, 'utf8')) as { entries: { idx: number }[] };
-      await writeFile(journalPath, JSON.stringify({ ...journal, entries: journal.entries.filter((entry) => entry.idx <= 25) }));
-      await upgraded.use((client) => migrate(client.db, { migrationsFolder: olderFolder }));
+      await migrateUpTo(upgraded, olderFolder, 25);
 
       const payloadBytes = async (owner: string) =>
         Number((await upgraded.use(({ sql }) => sql<{ bytes: string }[]>`select payload_bytes::text as bytes from user_usage where user_id = ${owner}`))[0]?.bytes);
@@ -89,11 +94,7 @@ describe('migrations', () => {
     const olderFolder = await mkdtemp(path.join(tmpdir(), 'autonode-migrations-'));
     try {
       // The schema as it stood before workflow versions: the migrations up to 0007.
-      await cp(migrationsFolder, olderFolder, { recursive: true });
-      const journalPath = path.join(olderFolder, 'meta', '_journal.json');
-      const journal = JSON.parse(await readFile(journalPath, 'utf8')) as { entries: { idx: number }[] };
-      await writeFile(journalPath, JSON.stringify({ ...journal, entries: journal.entries.filter((entry) => entry.idx <= 7) }));
-      await upgraded.use((client) => migrate(client.db, { migrationsFolder: olderFolder }));
+      await migrateUpTo(upgraded, olderFolder, 7);
 
       // Rows of that schema, as its code wrote them: each execution with its own copy of the graph.
       const graphV1 = { nodes: [{ id: 'start', type: 'trigger.manual' }], edges: [] };
