@@ -277,14 +277,17 @@ describe('the event delivery workers', () => {
   it('holds at most two attempts per subscription: one user’s dead receiver does not delay another user’s messages', async () => {
     // Four slots in this process; without the per-subscription cap the dead receiver would take them all for 10 s.
     const engine = engineWith({ EVENT_DELIVERY_CONCURRENCY: '4' });
+    // A user of its own: the file's shared user has subscriptions of earlier tests, whose messages
+    // would share this user's EVENT_DELIVERY_PER_USER attempts with the dead receiver's.
+    const owner = await signUp(app);
     const other = await signUp(app);
-    const deadWorkflow = await quickWorkflow();
-    await createSubscription(app, user, { url: `${receiver.url}/hanging`, events: ['execution.completed'], workflowId: deadWorkflow });
+    const deadWorkflow = await quickWorkflow(owner);
+    await createSubscription(app, owner, { url: `${receiver.url}/hanging`, events: ['execution.completed'], workflowId: deadWorkflow });
     const liveWorkflow = await quickWorkflow(other);
     const live = await createSubscription(app, other, { url: `${receiver.url}/prompt`, events: ['execution.completed'] });
     receiver.answer = (request) => (request.path === '/hanging' ? 'hang' : 200);
 
-    for (let run = 0; run < 6; run++) await complete(deadWorkflow);
+    for (let run = 0; run < 6; run++) await complete(deadWorkflow, owner);
     await eventually(async () => receiver.openCount('/hanging') === 2, 10_000, 'two attempts held by the dead receiver');
     await sleep(300);
 
