@@ -86,15 +86,23 @@ export interface E2eStack {
   stop(): Promise<void>;
 }
 
-async function freePort(host: string): Promise<number> {
-  const server = createNetServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, host, resolve);
-  });
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+/**
+ * `count` distinct free ports: all are held until each is known, then let go (asked one after
+ * another, the system may give the same port twice, and Caddy then refuses its config).
+ */
+async function freePorts(host: string, count: number): Promise<number[]> {
+  const servers = Array.from({ length: count }, () => createNetServer());
+  try {
+    for (const server of servers) {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(0, host, resolve);
+      });
+    }
+    return servers.map((server) => (server.address() as AddressInfo).port);
+  } finally {
+    await Promise.all(servers.map((server) => new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()))));
+  }
 }
 
 /** Polls `attempt` until it gives a value; fails at once when `child` exits, else after `timeoutMs`. */
@@ -238,8 +246,7 @@ export async function startStack({ nodeEnv = 'development' }: StackOptions = {})
     // Closing a server waits for its keep-alive connections: end them first.
     undo.push({ what: 'end static-site connections', run: async () => { allowed.server.closeAllConnections(); foreign.server.closeAllConnections(); } });
 
-    const caddyPort = await freePort(browserAddress);
-    const secureCaddyPort = await freePort(browserAddress);
+    const [caddyPort, secureCaddyPort] = (await freePorts(browserAddress, 2)) as [number, number];
     // "localhost", not 127.0.0.1: the allowed and foreign sites are localhost too, so all three
     // are the same site (ports do not count for SameSite) and the Lax session cookie goes with
     // their requests; only CORS and the Origin checks can then stop them.
