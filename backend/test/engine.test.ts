@@ -315,7 +315,7 @@ describe('the rows of instant steps', () => {
       const execution = await runWorkflow(app, user, workflowId, { n: 21 });
       const finished = await waitForStatus(app, user, execution.id, ['completed', 'failed']);
       expect(finished).toMatchObject({ status: 'completed', output: { double: 42 } });
-      // This engine may also run other files' executions (the suite shares one database): count this one's.
+      // Counted by this execution's id: the engine may run this file's other executions meanwhile.
       const stepWrites = statements.filter(({ query, parameters }) => /insert into execution_steps/i.test(query) && parameters.includes(execution.id));
       expect(stepWrites).toHaveLength(1);
       const steps = await stepsOf(app, user, execution.id);

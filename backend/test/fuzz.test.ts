@@ -469,7 +469,7 @@ describe('fuzzing every /api/v1 operation from its documented schemas', () => {
 
   /**
    * The caller's data as the API could change it, in one statement. Left out: what engines and
-   * schedulers (of other test files on the same database) change on their own — run status
+   * schedulers (this file's, or the app's own) change on their own — run status
    * other than cancelled, steps, job run bookkeeping, scheduled executions, key lastUsedAt.
    */
   const snapshot = async (): Promise<string> => {
