@@ -7,6 +7,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
+import { createDbClient } from '../src/db/client.js';
 import { containerEnvironment, interpolate, readComposeFile, readDockerfileStages, referencesIn, repoRoot, service } from './compose-file.js';
 
 const execFileAsync = promisify(execFile);
@@ -119,7 +120,11 @@ describe('compose.yml (the production stack of `docker compose up`)', () => {
     const file = await readComposeFile('compose.yml');
     for (const [name, entry] of Object.entries(file.services)) {
       for (const [key, value] of Object.entries(entry.environment ?? {})) {
-        if (!/SECRET|PASSWORD|KEYS|DATABASE_URL/.test(key)) continue;
+        if (key === 'DATABASE_URL') {
+          expect(new URL(String(value)).password, `${name}.${key} holds no password (PGPASSWORD does)`).toBe('');
+          continue;
+        }
+        if (!/SECRET|PASSWORD|KEYS/.test(key)) continue;
         const used = referencesIn(String(value)).map((reference) => reference.variable);
         expect(used.some((variable) => secretVariables.includes(variable)), `${name}.${key} comes from .env`).toBe(true);
       }
@@ -137,13 +142,35 @@ describe('compose.yml (the production stack of `docker compose up`)', () => {
     expect(api.engine.enabled).toBe(false);
     expect(api.trustProxy).toBe(1);
     expect(api.host).toBe('0.0.0.0');
-    expect(api.database).toEqual({ kind: 'external', url: `postgres://autonode:${variables.POSTGRES_PASSWORD}@postgres:5432/autonode` });
+    const apiEnvironment = await containerEnvironment(file, 'api', variables);
+    expect(api.database).toEqual({ kind: 'external', url: 'postgres://autonode@postgres:5432/autonode' });
+    expect(apiEnvironment.PGPASSWORD).toBe(variables.POSTGRES_PASSWORD);
     expect(interpolate(service(file, 'postgres').environment?.POSTGRES_PASSWORD ?? '', variables)).toBe(variables.POSTGRES_PASSWORD);
 
     const worker = loadConfig(await containerEnvironment(file, 'worker', variables));
     expect(worker.isProduction).toBe(true);
     expect(worker.engine.enabled).toBe(true);
     expect(worker.secretsKeys).toBe(api.secretsKeys);
+  });
+
+  it('hands the driver a password holding URL-special characters whole (PGPASSWORD beside a URL without one)', async () => {
+    const password = 'p@ss/w:rd#?%20&é';
+    const environment = await containerEnvironment(await readComposeFile('compose.yml'), 'api', {
+      POSTGRES_PASSWORD: password,
+      BETTER_AUTH_SECRET: 'unused',
+      SECRETS_KEYS: 'unused',
+    });
+    const previous = process.env.PGPASSWORD;
+    process.env.PGPASSWORD = environment.PGPASSWORD;
+    // postgres.js reads PGPASSWORD when the pool is made; it connects only at the first query.
+    const client = createDbClient({ url: environment.DATABASE_URL ?? '', poolSize: 1, idleTimeoutSeconds: 0, connectTimeoutSeconds: 1, statementTimeoutMs: 0 });
+    try {
+      expect(client.sql.options).toMatchObject({ user: 'autonode', host: ['postgres'], database: 'autonode', pass: password });
+    } finally {
+      if (previous === undefined) delete process.env.PGPASSWORD;
+      else process.env.PGPASSWORD = previous;
+      await client.close();
+    }
   });
 
   it('puts caddy in front with the project Caddyfile, balancing over every api replica', async () => {
