@@ -2,7 +2,9 @@ import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import { apiKeys } from '../src/db/schema/index.js';
-import { buildTestApp, expectProblem, lacksConcurrentConnections, logsOf, signUp, type SignedInUser } from './helpers.js';
+import { createDbClient } from '../src/db/client.js';
+import { sessionsWaitForALock } from './engine-helpers.js';
+import { buildTestApp, databaseUrl, expectProblem, lacksConcurrentConnections, logsOf, signUp, type SignedInUser } from './helpers.js';
 
 describe('API keys', () => {
   let app: App;
@@ -58,6 +60,38 @@ describe('API keys', () => {
     expectProblem(await app.inject({ url: '/api/v1/me', headers: { authorization: 'Bearer ank_made-up' } }), 401);
     // A bad key is refused even next to a good cookie: a script must learn its key is broken.
     expectProblem(await app.inject({ url: '/api/v1/me', headers: { cookie: alice.cookie, 'x-api-key': 'ank_nope' } }), 401);
+  });
+
+  // Holds the key's row from a second connection: the embedded database serves one.
+  it.skipIf(lacksConcurrentConnections())('refuses a key at once after its revocation, even when a verification of it began before and ended after', async () => {
+    const key = (await createKey({ name: 'revoked mid-verification' })).json<{ id: string; key: string }>();
+    const holder = createDbClient({ url: databaseUrl(), poolSize: 1, idleTimeoutSeconds: 0, connectTimeoutSeconds: 10, statementTimeoutMs: 0 });
+    try {
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      let held!: () => void;
+      const holding = new Promise<void>((resolve) => (held = resolve));
+      const holderDone = holder.sql.begin(async (tx) => {
+        await tx`select 1 from api_keys where id = ${key.id}::uuid for update`;
+        held();
+        await released;
+      });
+      await holding;
+      // The revocation's delete waits for the row; then the key's first use reads it (still there)
+      // and its lastUsedAt write waits behind the delete.
+      const revoked = app.inject({ method: 'DELETE', url: `/api/v1/api-keys/${key.id}`, headers: { cookie: alice.cookie } });
+      await sessionsWaitForALock(app, 'the revocation waiting for the key row');
+      const used = app.inject({ url: '/api/v1/me', headers: { 'x-api-key': key.key } });
+      await sessionsWaitForALock(app, 'the first use waiting behind the revocation', 2);
+      release();
+      await holderDone;
+      expect((await revoked).statusCode).toBe(204);
+      // Begun before the revocation committed, that request may be served; nothing after it may.
+      expect([200, 401]).toContain((await used).statusCode);
+      expectProblem(await app.inject({ url: '/api/v1/me', headers: { 'x-api-key': key.key } }), 401);
+    } finally {
+      await holder.close();
+    }
   });
 
   it('never lets a key create a key that outlives it, by expiry or by revocation', async () => {

@@ -16,14 +16,14 @@ describe('the verified-caller cache', () => {
     const maxBytes = 64 * 1024;
     const cache = new CallerCache(60_000, maxBytes);
     try {
-      for (let index = 0; index < 5_000; index++) cache.set(`key:${index}`, callerOf(`user-${index % 7}`, 'x'.repeat(index % 300)));
+      for (let index = 0; index < 5_000; index++) cache.set(`key:${index}`, callerOf(`user-${index % 7}`, 'x'.repeat(index % 300)), null, cache.mark());
       expect(cache.size.bytes).toBeLessThanOrEqual(maxBytes);
       expect(cache.size.entries).toBeGreaterThan(0);
       expect(cache.get('key:0')).toBeUndefined();
       expect(cache.get('key:4999')?.user.id).toBe('user-1');
       // One entry larger than the whole budget is not kept, and pushes nothing out.
       const before = cache.size;
-      cache.set('key:huge', callerOf('huge', 'x'.repeat(maxBytes)));
+      cache.set('key:huge', callerOf('huge', 'x'.repeat(maxBytes)), null, cache.mark());
       expect(cache.get('key:huge')).toBeUndefined();
       expect(cache.size).toEqual(before);
       // Forgetting a user gives its bytes back.
@@ -31,6 +31,24 @@ describe('the verified-caller cache', () => {
       expect(cache.size.bytes).toBeLessThan(before.bytes);
       cache.forgetUser('user-0');
       for (let user = 2; user < 7; user++) cache.forgetUser(`user-${user}`);
+      expect(cache.size).toEqual({ entries: 0, bytes: 0 });
+    } finally {
+      cache.stop();
+    }
+  });
+
+  it('keeps nothing a verification begun before a forget brings back after it, and forgets everyone when told to', () => {
+    const cache = new CallerCache(60_000, 64 * 1024);
+    try {
+      const before = cache.mark();
+      cache.forgetUser('someone-else');
+      // Verified from a mark older than a forget (of anyone): it may be what the forget was about.
+      cache.set('key:late', callerOf('revoked'), null, before);
+      expect(cache.get('key:late')).toBeUndefined();
+      cache.set('key:fresh', callerOf('fresh'), null, cache.mark());
+      expect(cache.get('key:fresh')?.user.id).toBe('fresh');
+      cache.forgetAll();
+      expect(cache.get('key:fresh')).toBeUndefined();
       expect(cache.size).toEqual({ entries: 0, bytes: 0 });
     } finally {
       cache.stop();

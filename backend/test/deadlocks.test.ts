@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { App } from '../src/app.js';
 import { createDbClient, type Db, type DbClient } from '../src/db/client.js';
 import { transaction } from '../src/db/transaction.js';
-import { createWorkflow, eventually, runWorkflow } from './engine-helpers.js';
+import { createWorkflow, eventually, runWorkflow, sessionsWaitForALock } from './engine-helpers.js';
 import { fireJobExecution } from './fixtures.js';
 import { buildTestApp, databaseUrl, expectProblem, lacksConcurrentConnections, sampleGraph, signUp } from './helpers.js';
 
@@ -28,19 +28,6 @@ describe.skipIf(lacksConcurrentConnections())('deadlocks (skipped on the embedde
     await other.close();
     await app.close();
   });
-
-  /** Until a session other than the asking one waits for a lock (the request under test, blocked where the test holds a row). */
-  const someoneWaitsForALock = (what: string) =>
-    eventually(
-      async () => {
-        const [row] = await app.database.sql<{ waiting: number }[]>`
-          select count(*)::int as waiting from pg_stat_activity
-           where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`;
-        return (row?.waiting ?? 0) > 0;
-      },
-      5_000,
-      what,
-    );
 
   /** The other side of each collision: it commits once the first transaction has let go. */
   const otherSides: Promise<unknown>[] = [];
@@ -117,7 +104,7 @@ describe.skipIf(lacksConcurrentConnections())('deadlocks (skipped on the embedde
       await ending`begin`;
       await ending`select 1 from executions where id = ${lowest ?? ''} for update`;
       const deleted = app.inject({ method: 'DELETE', url: `/api/v1/workflows/${workflowId}`, headers: { cookie: owner.cookie } });
-      await someoneWaitsForALock('the delete waiting for the first execution');
+      await sessionsWaitForALock(app, 'the delete waiting for the first execution');
       // Had the delete taken any of the others (or the usage row) before waiting, these would wait
       // for it, and fail at the timeout instead of the deadlock.
       await ending`set local lock_timeout = '500ms'`;
@@ -149,7 +136,7 @@ describe.skipIf(lacksConcurrentConnections())('deadlocks (skipped on the embedde
       // The write's fence: the execution's row.
       await ending`select 1 from executions where id = ${executionId} for no key update`;
       const deleted = app.inject({ method: 'DELETE', url: parent === 'workflow' ? `/api/v1/workflows/${workflowId}` : `/api/v1/jobs/${jobId}`, headers: { cookie: owner.cookie } });
-      await someoneWaitsForALock('the delete waiting for the execution');
+      await sessionsWaitForALock(app, 'the delete waiting for the execution');
       // The write's foreign-key checks, while the delete waits: granted at once, not after a lock timeout.
       await ending`set local lock_timeout = '500ms'`;
       await ending`select 1 from workflows where id = ${workflowId} for key share`;

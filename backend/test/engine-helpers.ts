@@ -152,6 +152,23 @@ export async function eventually<T>(check: () => Promise<T | undefined | false>,
   }
 }
 
+/**
+ * Until at least `sessions` sessions other than the asking one wait for a lock on the app's database:
+ * the requests under test, blocked where the test holds a row.
+ */
+export function sessionsWaitForALock(app: App, what: string, sessions = 1): Promise<true> {
+  return eventually(
+    async () => {
+      const [row] = await app.database.sql<{ waiting: number }[]>`
+        select count(*)::int as waiting from pg_stat_activity
+         where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`;
+      return (row?.waiting ?? 0) >= sessions;
+    },
+    5_000,
+    what,
+  );
+}
+
 /** One request an event receiver got: what a customer's endpoint would see. */
 export interface ReceivedEvent {
   readonly path: string;

@@ -66,15 +66,3 @@ export async function dropFileDatabases(url: string, template: string): Promise<
     for (const { name } of copies) await admin.sql`drop database if exists ${admin.sql(name)} with (force)`;
   });
 }
-
-/**
- * Empties every table of `url`'s public schema (the application's; drizzle-kit's record of applied
- * migrations lives in its own schema and stays), as if the database had just been migrated. For the
- * embedded server, whose one database all the files share one after another.
- */
-export async function emptyDatabase(url: string): Promise<void> {
-  await withConnection(url, async ({ sql }) => {
-    const tables = await sql<{ name: string }[]>`select tablename as name from pg_tables where schemaname = 'public'`;
-    if (tables.length > 0) await sql`truncate table ${sql(tables.map(({ name }) => `public.${name}`))} cascade`;
-  });
-}

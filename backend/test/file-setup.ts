@@ -1,5 +1,6 @@
 import { inject } from 'vitest';
-import { createFileDatabase, emptyDatabase } from './file-database.js';
+import { createFileDatabase, withConnection } from './file-database.js';
+import { truncateAll } from './helpers.js';
 
 // Runs before each test file (vitest setupFiles), so that every file starts on a migrated database
 // holding no rows, as production's first start does: on a real server, the file's own database
@@ -10,4 +11,4 @@ import { createFileDatabase, emptyDatabase } from './file-database.js';
 // receivers long gone), and its timings would depend on which files ran first.
 const template = inject('fileDatabaseTemplate');
 if (template) process.env.AUTONODE_TEST_FILE_DATABASE_URL = await createFileDatabase(inject('databaseUrl'), template);
-else await emptyDatabase(inject('databaseUrl'));
+else await withConnection(inject('databaseUrl'), ({ db }) => truncateAll(db));

@@ -140,6 +140,56 @@ describe('rate limits', () => {
     }
   });
 
+  it('still serves valid credentials from an address that failed too often: one client behind a shared address cannot lock the others out', async () => {
+    const app = await buildTestApp({ AUTH_FAILURE_LIMIT: '5' });
+    try {
+      const user = await signUp(app);
+      const key = (await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { cookie: user.cookie }, payload: { name: 'shared office' } })).json<{ key: string }>();
+      const failures = [];
+      for (let index = 0; index < 6; index++) failures.push((await app.inject({ url: '/api/v1/me', headers: { 'x-api-key': `ank_guess${index}` } })).statusCode);
+      expect(failures).toEqual([401, 401, 401, 401, 401, 429]);
+      // From the same address: the key (not cached yet: never used) and the session are served.
+      expect((await app.inject({ url: '/api/v1/me', headers: { 'x-api-key': key.key } })).statusCode).toBe(200);
+      expect((await app.inject({ url: '/api/v1/me', headers: { cookie: user.cookie } })).statusCode).toBe(200);
+      // A bad or missing credential still gets 429 there, with when to come back.
+      for (const headers of [{ 'x-api-key': 'ank_guess-again' }, {}]) {
+        const refused = await app.inject({ url: '/api/v1/me', headers });
+        expectProblem(refused, 429);
+        expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);
+      }
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('renews the session cookie when a request to /api/v1 extends the session, as Better Auth`s own routes do', async () => {
+    const app = await buildTestApp();
+    try {
+      const user = await signUp(app);
+      const expiresAt = async () => {
+        const [row] = await app.database.sql<{ ms: number }[]>`select (extract(epoch from expires_at) * 1000)::float8 as ms from session where user_id = ${user.id}`;
+        return row?.ms ?? 0;
+      };
+      // A fresh session is not due for refresh: no cookie.
+      expect((await app.inject({ url: '/api/v1/me', headers: { cookie: user.cookie } })).headers['set-cookie']).toBeUndefined();
+      // Two days later (of its seven), it is: Better Auth extends it and renews the cookie to match.
+      await app.database.sql`update session set expires_at = now() + interval '5 days' where user_id = ${user.id}`;
+      app.callerCache.forgetUser(user.id);
+      const before = await expiresAt();
+      const response = await app.inject({ url: '/api/v1/me', headers: { cookie: user.cookie } });
+      expect(response.statusCode).toBe(200);
+      const after = await expiresAt();
+      expect(after).toBeGreaterThan(before + 86_400_000);
+      const cookies = ([] as string[]).concat(response.headers['set-cookie'] ?? []);
+      const renewed = cookies.find((cookie) => cookie.startsWith(`${app.sessionCookieName}=`));
+      expect(renewed).toMatch(/Max-Age=604800/);
+      expect(renewed).toMatch(/HttpOnly/);
+      expect((await app.inject({ url: '/api/v1/me', headers: { cookie: cookieHeaderFrom(response) } })).statusCode).toBe(200);
+    } finally {
+      await app.close();
+    }
+  });
+
   it('limits repeated failed sign-ins, answering alike whether or not the email exists', async () => {
     const app = await buildTestApp({ AUTH_RATE_LIMIT_MAX: '3' });
     try {

@@ -28,10 +28,17 @@ function entryBytes(key: string, caller: RequestCaller): number {
  * Memory is bounded too, whatever callers do: the entries together never hold more than
  * `maxBytes` (the oldest leave first), and expired ones are swept every `ttlMs`, so a burst of
  * credentials used once is gone a TTL later rather than when each is presented again.
+ *
+ * A verification runs while the credential may be revoked: begun before a sign-out or revocation
+ * committed and finished after the cache was told, it would put the old caller back for a TTL. So
+ * a verification takes a `mark()` before it reads, and `set` keeps nothing when any user has been
+ * forgotten since that mark (the next request verifies again, after the change).
  */
 export class CallerCache {
   private readonly entries = new Map<string, Entry>();
   private bytes = 0;
+  /** Counts the forgets (of a user, or of everyone); see mark(). */
+  private forgets = 0;
   private readonly sweeper: NodeJS.Timeout | undefined;
 
   constructor(
@@ -63,8 +70,14 @@ export class CallerCache {
     return entry.caller;
   }
 
-  set(key: string, caller: RequestCaller, credentialExpiresAt?: Date | null): void {
-    if (!this.enabled) return;
+  /** Taken before a verification reads the credential; handed back to `set` with its result. */
+  mark(): number {
+    return this.forgets;
+  }
+
+  /** Keeps `caller` under `key`, unless a forget happened after `verifiedFrom` (the verification's mark). */
+  set(key: string, caller: RequestCaller, credentialExpiresAt: Date | null, verifiedFrom: number): void {
+    if (!this.enabled || verifiedFrom !== this.forgets) return;
     const expiresAt = Math.min(Date.now() + this.ttlMs, credentialExpiresAt ? credentialExpiresAt.getTime() : Number.POSITIVE_INFINITY);
     const bytes = entryBytes(key, caller);
     if (bytes > this.maxBytes) return;
@@ -80,7 +93,15 @@ export class CallerCache {
   }
 
   forgetUser(userId: string): void {
+    this.forgets++;
     for (const [key, entry] of this.entries) if (entry.caller.user.id === userId) this.delete(key, entry);
+  }
+
+  /** Forgets every caller: for when the notices of who to forget may have been missed (the bus reconnected). */
+  forgetAll(): void {
+    this.forgets++;
+    this.entries.clear();
+    this.bytes = 0;
   }
 
   /** Drops every expired entry. */

@@ -102,6 +102,8 @@ async function authPlugin(app: FastifyInstance, { auth, apiBaseUrl, callerCacheT
   });
   const unsubscribe = bus.subscribe((message) => {
     if (message.kind === 'callers-changed') cache.forgetUser(message.userId);
+    // The bus reconnected: a sign-out or revocation announced meanwhile was missed.
+    else if (message.kind === 'resync') cache.forgetAll();
   });
   app.addHook('onClose', async () => unsubscribe());
   // Fastify needs an initial value; outside the protected scope these stay null and are never read.
@@ -180,9 +182,16 @@ function presentedCredential(request: FastifyRequest): PresentedCredential | nul
   return { via: 'session', cacheKey: cookie === AMBIGUOUS ? undefined : `session:${sha256(cookie)}` };
 }
 
-/** Verifies a credential that is not cached (one query, or Better Auth's session lookup), and caches the caller. */
-async function verifyCredential(request: FastifyRequest, credential: PresentedCredential): Promise<RequestCaller | null> {
+/**
+ * Verifies a credential that is not cached (one query, or Better Auth's session lookup), and caches
+ * the caller. A session Better Auth finds due for refresh is extended in the database and its
+ * cookie renewed: with `reply`, that cookie is sent, as Better Auth's own routes would send it
+ * (without it, an active user's browser would drop the cookie at its first Max-Age, whatever the
+ * database says).
+ */
+async function verifyCredential(request: FastifyRequest, credential: PresentedCredential, reply?: FastifyReply): Promise<RequestCaller | null> {
   const { callerCache } = request.server;
+  const verifiedFrom = callerCache.mark();
   if (credential.via === 'api-key') {
     const owner = await verifyApiKey(request.server.database.db, credential.secret);
     if (!owner) return null;
@@ -192,14 +201,16 @@ async function verifyCredential(request: FastifyRequest, credential: PresentedCr
       keyId: owner.keyId,
       expiresAt: owner.expiresAt,
     };
-    callerCache.set(credential.cacheKey, caller, owner.expiresAt);
+    callerCache.set(credential.cacheKey, caller, owner.expiresAt, verifiedFrom);
     return caller;
   }
-  const session = await request.server.auth.api.getSession({ headers: toFetchHeaders(request) });
+  const { headers, response: session } = await request.server.auth.api.getSession({ headers: toFetchHeaders(request), returnHeaders: true });
+  const cookies = headers.getSetCookie();
+  if (reply && cookies.length > 0) reply.header('set-cookie', cookies);
   if (!session) return null;
   const { id, name, email } = session.user;
   const caller: RequestCaller = { user: { id, name, email }, via: 'session', expiresAt: new Date(session.session.expiresAt) };
-  if (credential.cacheKey !== undefined) callerCache.set(credential.cacheKey, caller, caller.expiresAt);
+  if (credential.cacheKey !== undefined) callerCache.set(credential.cacheKey, caller, caller.expiresAt, verifiedFrom);
   return caller;
 }
 
@@ -212,8 +223,7 @@ export async function resolveCaller(request: FastifyRequest): Promise<RequestCal
 
 /**
  * The caller the request's credential proves now, verified again whatever the cache holds: for a
- * long-lived request (an event stream) told that its user's credentials changed. A verification
- * that began before the change could have put the old caller back in the cache after it was told.
+ * long-lived request (an event stream) told that its user's credentials changed.
  */
 export async function reverifyCaller(request: FastifyRequest): Promise<RequestCaller | null> {
   const credential = presentedCredential(request);
@@ -266,20 +276,22 @@ function sessionCookieOf(header: string | string[] | undefined, name: string): s
 
 /**
  * Sets `request.caller` and `request.user`, or ends with 401. A client address that keeps failing
- * (guessing keys or cookies) gets 429 for the rest of the minute. Callback-style: a cached caller,
- * the common case, costs no promise.
+ * (guessing keys or cookies) gets 429 instead of 401 for the rest of the minute; a valid credential
+ * from that address is still served, so one client behind a shared address (an office's NAT, a
+ * proxy) cannot lock the others out by failing. Callback-style: a cached caller, the common case,
+ * costs no promise.
  */
-export function requireUser(request: FastifyRequest, done: (error?: Error) => void): void {
+export function requireUser(request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void): void {
   const failures = request.server.authFailures;
-  if (failures.isBlocked(request.ip)) {
-    return done(
-      new ProblemError(429, 'RATE_LIMITED', 'Too many requests without valid credentials from this address.', {
-        headers: { 'retry-after': String(failures.retryAfterSeconds(request.ip)) },
-      }),
-    );
-  }
   const accept = (caller: RequestCaller | null | undefined) => {
     if (!caller) {
+      if (failures.isBlocked(request.ip)) {
+        return done(
+          new ProblemError(429, 'RATE_LIMITED', 'Too many requests without valid credentials from this address.', {
+            headers: { 'retry-after': String(failures.retryAfterSeconds(request.ip)) },
+          }),
+        );
+      }
       failures.record(request.ip);
       return done(unauthorized());
     }
@@ -291,7 +303,7 @@ export function requireUser(request: FastifyRequest, done: (error?: Error) => vo
   if (!credential) return accept(null);
   const cached = cachedCaller(request, credential);
   if (cached) return accept(cached);
-  verifyCredential(request, credential).then(accept, done);
+  verifyCredential(request, credential, reply).then(accept, done);
 }
 
 /** Failures per key in fixed windows, in memory: a brake on guessing, not an accounting. */

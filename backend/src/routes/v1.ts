@@ -19,8 +19,8 @@ import { workflowRoutes } from './workflows/index.js';
  */
 export async function v1Routes(v1: FastifyInstance) {
   v1.addHook('onRequest', v1.admit);
-  v1.addHook('onRequest', (request, _reply, done) => {
-    requireUser(request, (error) => done(error ?? v1.csrfViolation(request) ?? v1.rateLimitViolation(request)));
+  v1.addHook('onRequest', (request, reply, done) => {
+    requireUser(request, reply, (error) => done(error ?? v1.csrfViolation(request) ?? v1.rateLimitViolation(request)));
   });
   await v1.register(meRoutes);
   await v1.register(usageRoutes);
