@@ -30,7 +30,7 @@ describe('API keys', () => {
     for (const headers of [{ authorization: `Bearer ${key.key}` }, { 'x-api-key': key.key }]) {
       const me = await app.inject({ url: '/api/v1/me', headers });
       expect(me.statusCode).toBe(200);
-      expect(me.json()).toMatchObject({ id: alice.id, authenticatedVia: 'api-key' });
+      expect(me.json()).toMatchObject({ id: alice.id, authenticatedVia: 'apiKey' });
     }
 
     const listed = await app.inject({ url: '/api/v1/api-keys', headers: { cookie: alice.cookie } });

@@ -6,7 +6,7 @@ import { buildTestApp, signUp } from './helpers.js';
 
 const callerOf = (id: string, name = 'Someone'): RequestCaller => ({
   user: { id, name, email: `${id}@example.test` },
-  via: 'api-key',
+  via: 'apiKey',
   keyId: `key-${id}`,
   expiresAt: null,
 });

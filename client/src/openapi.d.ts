@@ -3336,7 +3336,7 @@ export interface components {
             /** Format: email */
             email: string;
             /** @enum {string} */
-            authenticatedVia: "session" | "api-key";
+            authenticatedVia: "session" | "apiKey";
         };
         UsageInput: {
             workflows: number;
@@ -4035,7 +4035,7 @@ export interface components {
             /** Format: email */
             email: string;
             /** @enum {string} */
-            authenticatedVia: "session" | "api-key";
+            authenticatedVia: "session" | "apiKey";
         };
         Usage: {
             workflows: number;

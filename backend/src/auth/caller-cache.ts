@@ -12,7 +12,7 @@ const ENTRY_OVERHEAD_BYTES = 240;
 /** The memory an entry holds: its strings (UTF-16, two bytes a unit) and its objects. */
 function entryBytes(key: string, caller: RequestCaller): number {
   const { id, name, email } = caller.user;
-  const keyId = caller.via === 'api-key' ? caller.keyId : '';
+  const keyId = caller.via === 'apiKey' ? caller.keyId : '';
   return ENTRY_OVERHEAD_BYTES + 2 * (key.length + id.length + name.length + email.length + keyId.length);
 }
 

@@ -15,7 +15,7 @@ export type RequestCaller =
     }
   | {
       readonly user: RequestUser;
-      readonly via: 'api-key';
+      readonly via: 'apiKey';
       readonly keyId: string;
       /** When the presented key stops working (null: never); a key it creates may not outlive it. */
       readonly expiresAt: Date | null;

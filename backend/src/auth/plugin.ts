@@ -167,7 +167,7 @@ async function authPlugin(app: FastifyInstance, { auth, apiBaseUrl, callerCacheT
  * cookie that is not the only one of its kind has no key (Better Auth decides, every time).
  */
 type PresentedCredential =
-  | { readonly via: 'api-key'; readonly secret: string; readonly cacheKey: string }
+  | { readonly via: 'apiKey'; readonly secret: string; readonly cacheKey: string }
   | { readonly via: 'session'; readonly cacheKey: string | undefined };
 
 /**
@@ -176,7 +176,7 @@ type PresentedCredential =
  */
 function presentedCredential(request: FastifyRequest): PresentedCredential | null {
   const apiKey = presentedApiKey(request.headers);
-  if (apiKey !== undefined) return { via: 'api-key', secret: apiKey, cacheKey: `key:${hashApiKey(apiKey)}` };
+  if (apiKey !== undefined) return { via: 'apiKey', secret: apiKey, cacheKey: `key:${hashApiKey(apiKey)}` };
   const cookie = sessionCookieOf(request.headers.cookie, request.server.sessionCookieName);
   if (cookie === undefined) return null;
   return { via: 'session', cacheKey: cookie === AMBIGUOUS ? undefined : `session:${sha256(cookie)}` };
@@ -192,12 +192,12 @@ function presentedCredential(request: FastifyRequest): PresentedCredential | nul
 async function verifyCredential(request: FastifyRequest, credential: PresentedCredential, reply?: FastifyReply): Promise<RequestCaller | null> {
   const { callerCache } = request.server;
   const verifiedFrom = callerCache.mark();
-  if (credential.via === 'api-key') {
+  if (credential.via === 'apiKey') {
     const owner = await verifyApiKey(request.server.database.db, credential.secret);
     if (!owner) return null;
     const caller: RequestCaller = {
       user: { id: owner.id, name: owner.name, email: owner.email },
-      via: 'api-key',
+      via: 'apiKey',
       keyId: owner.keyId,
       expiresAt: owner.expiresAt,
     };

@@ -91,7 +91,7 @@ describe('the typed client (@autonode/client) through Caddy', () => {
 
     const api = createAutonodeClient(e2e.stack.siteUrl.replace('localhost', browserAddress), { apiKey: created.key ?? '' });
     const me = await api.GET('/api/v1/me');
-    expect(me.data).toMatchObject({ email: user.email, authenticatedVia: 'api-key' });
+    expect(me.data).toMatchObject({ email: user.email, authenticatedVia: 'apiKey' });
 
     const workflow = await api.POST('/api/v1/workflows', {
       body: { name: 'typed', description: '', nodes: [{ id: 'start', type: 'trigger.manual', params: {} }], edges: [] },

@@ -6,7 +6,7 @@ const Me = z
     id: z.string(),
     name: z.string(),
     email: z.email(),
-    authenticatedVia: z.enum(['session', 'api-key']),
+    authenticatedVia: z.enum(['session', 'apiKey']),
   })
   .meta({ id: 'Me' });
 
