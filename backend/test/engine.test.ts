@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { App } from '../src/app.js';
 import type { Engine } from '../src/engine/engine.js';
 import { buildTestApp, expectProblem, signUp, type SignedInUser } from './helpers.js';
@@ -503,6 +503,41 @@ describe('the scheduler', () => {
     expect((await jobOf(job.id)).locked).toBe(true);
     expect((await cancel(scheduled?.id as string)).statusCode).toBe(200);
     expect((await jobOf(job.id)).locked).toBe(false);
+  });
+
+  it('steps the next run from the database`s clock: a process whose clock runs behind does not fire the same slot again', async () => {
+    const job = await createJob('ACTIVE');
+    await makeDue(job.id, 1);
+    // This process's clock an hour behind the database's (only Date: timers run as they do).
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() - 3_600_000 });
+    try {
+      await app.executions.fireDueJobs();
+    } finally {
+      vi.useRealTimers();
+    }
+    const [row] = await app.database.sql<{ ahead: boolean }[]>`select next_run_at > now() as ahead from jobs where id = ${job.id}`;
+    expect(row?.ahead).toBe(true);
+    expect(await executionsOf(job.id)).toHaveLength(1);
+  });
+
+  it('unlocks a job whose scheduled run goes with its former workflow, so it fires again', async () => {
+    const job = await createJob('ACTIVE');
+    const former = await createWorkflow(app, user, { nodes: [{ id: 'tick', type: 'trigger.schedule' }, { id: 'hold', type: 'delay', params: { ms: 60_000 } }], edges: [{ source: 'tick', target: 'hold' }] });
+    const headers = { cookie: user.cookie };
+    expect((await app.inject({ method: 'PATCH', url: `/api/v1/jobs/${job.id}`, headers, payload: { workflowId: former } })).statusCode).toBe(200);
+    await makeDue(job.id, 1);
+    await app.executions.fireDueJobs();
+    const [run] = await executionsOf(job.id);
+    expect((await jobOf(job.id)).locked).toBe(true);
+
+    // Moved back while that run is under way, then its workflow deleted: the run goes with it.
+    expect((await app.inject({ method: 'PATCH', url: `/api/v1/jobs/${job.id}`, headers, payload: { workflowId } })).statusCode).toBe(200);
+    expect((await app.inject({ method: 'DELETE', url: `/api/v1/workflows/${former}`, headers })).statusCode).toBe(204);
+    expect((await app.inject({ url: `/api/v1/executions/${run?.id}`, headers })).statusCode).toBe(404);
+    expect((await jobOf(job.id)).locked).toBe(false);
+    await makeDue(job.id, 1);
+    await app.executions.fireDueJobs();
+    expect(await executionsOf(job.id)).toEqual([expect.objectContaining({ trigger: 'schedule' })]);
   });
 
   it('fires one catch-up run after a downtime of many slots, and never fires a paused job', async () => {

@@ -63,6 +63,30 @@ describe('schedules across daylight-saving changes', () => {
   });
 });
 
+describe('schedules stepped from inside an hour that a fall-back repeats', () => {
+  // The scheduler steps from now, and a job is created, resumed or caught up at any time: from the
+  // repeated hour's second pass, the next run must still be after `after` (croner alone answers
+  // the slot's first pass, already gone, which a scheduler would fire again every tick), and it is
+  // the first slot after the repeated hour, as that hour fires on its first pass only.
+  const cases = [
+    { cron: '*/20 * * * *', timezone: 'America/New_York', after: '2026-11-01T06:05:00Z', next: '2026-11-01T07:00:00.000Z' },
+    { cron: '* * * * *', timezone: 'America/New_York', after: '2026-11-01T06:05:00Z', next: '2026-11-01T07:00:00.000Z' },
+    { cron: '*/15 * * * *', timezone: 'Europe/Paris', after: '2026-10-25T01:10:00Z', next: '2026-10-25T02:00:00.000Z' },
+    { cron: '*/15 * * * *', timezone: 'Europe/London', after: '2026-10-25T01:10:00Z', next: '2026-10-25T02:00:00.000Z' },
+    { cron: '*/15 * * * *', timezone: 'Australia/Sydney', after: '2026-04-04T16:10:00Z', next: '2026-04-04T17:00:00.000Z' },
+    // A daily run in the repeated hour, asked about during its second pass: tomorrow's.
+    { cron: '30 1 * * *', timezone: 'America/New_York', after: '2026-11-01T06:00:00Z', next: '2026-11-02T06:30:00.000Z' },
+  ];
+
+  it.each(cases)('$cron in $timezone from $after: next $next, and every later run after the one before', ({ cron, timezone, after, next }) => {
+    const schedule = scheduleOf(cron, timezone);
+    expect(schedule.nextRun(new Date(after))?.toISOString()).toBe(next);
+    const listed = schedule.nextRuns(5, new Date(after)).map((run) => Date.parse(run.toISOString()));
+    expect(listed[0]).toBe(Date.parse(next));
+    for (const [index, run] of listed.entries()) expect(run).toBeGreaterThan(index === 0 ? Date.parse(after) : (listed[index - 1] as number));
+  });
+});
+
 describe('schedules that never fire', () => {
   let app: App;
   let user: SignedInUser;

@@ -11,6 +11,9 @@ export interface Schedule {
   nextRun(after?: Date): Date | null;
 }
 
+/** More than the minutes of any repeated hour (an hour at most): nextRun's steps through one. */
+const MAX_STEPS_THROUGH_REPEATED_HOUR = 120;
+
 export function isTimezone(timezone: string): boolean {
   try {
     new Intl.DateTimeFormat('en-US', { timeZone: timezone });
@@ -39,7 +42,7 @@ export function parseSchedule(cron: string, timezone: string): { schedule: Sched
   } catch (error) {
     return { errors: [{ path: 'cron', message: error instanceof Error ? error.message.replace(/^CronPattern: /, '') : 'is not a valid cron expression' }] };
   }
-  const nextRun = (after: Date = new Date()): Date | null => {
+  const croner = (after: Date): Date | null => {
     try {
       return pattern.nextRun(after);
     } catch (error) {
@@ -48,6 +51,19 @@ export function parseSchedule(cron: string, timezone: string): { schedule: Sched
       if (error instanceof RangeError) return null;
       throw error;
     }
+  };
+  // Always strictly after `after`. From inside the second pass of an hour a fall-back repeats,
+  // croner answers the slot's first pass, already gone (01:20 EDT for 01:05 EST): a scheduler
+  // would fire that past slot again every tick until the hour ended. Stepping on from croner's
+  // answers walks the first pass's remaining slots (at most one an hour's minutes) to the first
+  // one after the repeated hour, which is the rule: such an hour fires on its first pass only.
+  const nextRun = (after: Date = new Date()): Date | null => {
+    let run = croner(after);
+    for (let step = 0; run !== null && run.getTime() <= after.getTime(); step++) {
+      if (step === MAX_STEPS_THROUGH_REPEATED_HOUR) throw new Error(`cron '${cron}' in ${timezone}: no run after ${after.toISOString()} found by stepping`);
+      run = croner(run);
+    }
+    return run;
   };
   if (nextRun() === null) return { errors: [{ path: 'cron', message: 'never fires (no such date)' }] };
 

@@ -408,19 +408,21 @@ export class ExecutionLifecycle {
    */
   async fireDueJobs(limit = 500): Promise<FiredJob[]> {
     return this.sql.begin(async (tx) => {
-      const due = await tx<{ id: string; user_id: string; cron: string; timezone: string; next_run_at: string }[]>`
+      const due = await tx<{ id: string; user_id: string; cron: string; timezone: string; next_run_at: string; now_ms: number }[]>`
         with turns as (
           select id, next_run_at, row_number() over (partition by user_id order by next_run_at) as turn
             from jobs
            where status = 'ACTIVE' and next_run_at <= now() and not locked)
-        select j.id, j.user_id, j.cron, j.timezone, j.next_run_at
+        select j.id, j.user_id, j.cron, j.timezone, j.next_run_at, (extract(epoch from now()) * 1000)::float8 as now_ms
           from jobs j
          where j.id in (select id from turns order by turn, next_run_at limit ${limit})
            and j.status = 'ACTIVE' and j.next_run_at <= now() and not j.locked
          for update of j skip locked`;
       if (due.length === 0) return [];
-      // Many jobs share a schedule: each distinct one is parsed and stepped once per batch.
-      const now = new Date();
+      // Many jobs share a schedule: each distinct one is parsed and stepped once per batch. From the
+      // database's clock, which decided these slots were due: from this process's, running behind,
+      // the next run could be the slot just fired, due again at once.
+      const now = new Date(due[0]?.now_ms ?? Date.now());
       const nextRuns = new Map<string, string | null>();
       const nextRunOf = (cron: string, timezone: string) => {
         const key = `${timezone} ${cron}`;

@@ -206,6 +206,13 @@ export async function remove(db: Db, userId: string, id: string, ifMatch: string
     ifMatch,
     async (tx) => {
       await tx.execute(sql`select 1 from executions where workflow_id = ${id} and user_id = ${userId} order by id for update`);
+      // A job moved to another workflow while its scheduled run of this one was under way: only
+      // that run's end unlocks the job (lifecycle.ts, unlockJob), and it is deleted here.
+      await tx.execute(sql`
+        update jobs set locked = false
+         where user_id = ${userId} and locked
+           and id in (select e.job_id from executions e
+                       where e.workflow_id = ${id} and e.user_id = ${userId} and e.trigger = 'schedule' and e.status in ('pending', 'running', 'paused'))`);
       await tx.execute(sql`
         update event_messages set execution_id = null, webhook_delivery_id = null
          where user_id = ${userId} and status = 'pending'
