@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { App } from '../src/app.js';
 import type { Engine } from '../src/engine/engine.js';
+import { MAX_INTERRUPTED_ATTEMPTS } from '../src/engine/runner.js';
 import { buildTestApp, expectProblem, signUp, type SignedInUser } from './helpers.js';
 import {
   createWorkflow,
@@ -360,6 +361,42 @@ describe('the engine across a restart', () => {
       expect(steps.after?.output).toBe('woke up');
     } finally {
       await engine.stop(2_000);
+      await app.close();
+    }
+  });
+  it('fails a step that stops its run at the same place every time, after MAX_INTERRUPTED_ATTEMPTS takeovers past its attempts', async () => {
+    const app = await buildTestApp();
+    const user = await signUp(app);
+    const server = await startTestHttpServer();
+    // Short leases: each takeover waits for one to run out.
+    const engine = startEngine(app, { ENGINE_LEASE_MS: '1000' });
+    const tag = randomUUID().replaceAll('-', '');
+    try {
+      const workflowId = await createWorkflow(app, user, {
+        nodes: [
+          { id: 'start', type: 'trigger.manual' },
+          { id: 'call', type: 'http.request', params: { method: 'POST', url: `${server.url}/charge?key=${tag}` } },
+        ],
+        edges: [{ source: 'start', target: 'call' }],
+      });
+      // A fault at the same place in every attempt: the database refuses the step's completion.
+      await app.database.sql.unsafe(`create function refuse_${tag}() returns trigger language plpgsql as $$ begin
+          if exists (select 1 from executions where id = new.execution_id and workflow_id = '${workflowId}') then raise exception 'refused by the test'; end if;
+          return new; end $$`);
+      await app.database.sql.unsafe(`create trigger refuse_${tag} before insert or update on execution_steps for each row
+        when (new.status = 'completed' and new.node_id = 'call') execute function refuse_${tag}()`);
+      const execution = await runWorkflow(app, user, workflowId);
+      const ended = await waitForStatus(app, user, execution.id, ['completed', 'failed'], 20_000);
+      expect(ended.status).toBe('failed');
+      expect(ended.error).toMatchObject({ nodeId: 'call', code: 'STEP_INTERRUPTED' });
+      const steps = await stepsOf(app, user, execution.id);
+      expect(steps.call).toMatchObject({ status: 'failed', attempt: 1 + MAX_INTERRUPTED_ATTEMPTS });
+      // Sent once per attempt, then never again.
+      expect(server.countFor(tag)).toBe(1 + MAX_INTERRUPTED_ATTEMPTS);
+    } finally {
+      await engine.stop(2_000);
+      await app.database.sql.unsafe(`drop trigger if exists refuse_${tag} on execution_steps; drop function if exists refuse_${tag}()`);
+      await server.close();
       await app.close();
     }
   });

@@ -19,16 +19,28 @@ const postgresPhrases = /unsupported Unicode escape|payload string too long|stac
 
 interface Upstream {
   readonly url: string;
+  /** The requests each path got. */
+  readonly calls: Map<string, number>;
   close(): Promise<void>;
 }
 
 /** An upstream for http.request: answers by path with the bodies the review sent. */
 async function startUpstream(): Promise<Upstream> {
+  const calls = new Map<string, number>();
   const server: Server = createServer((request, response) => {
-    const path = new URL(request.url ?? '/', 'http://upstream').pathname;
+    const url = new URL(request.url ?? '/', 'http://upstream');
+    const path = url.pathname;
+    calls.set(path, (calls.get(path) ?? 0) + 1);
     request.resume();
     request.on('end', () => {
       switch (path) {
+        case '/deep': {
+          // Arrays nested `depth` deep: a few bytes a level, as any server may answer.
+          const depth = Number(url.searchParams.get('depth'));
+          response.writeHead(200, { 'content-type': 'application/json' });
+          response.end('['.repeat(depth) + ']'.repeat(depth));
+          return;
+        }
         case '/nul':
           response.writeHead(200, { 'content-type': 'text/plain' });
           response.end(Buffer.from('before\u0000after', 'utf8'));
@@ -63,6 +75,7 @@ async function startUpstream(): Promise<Upstream> {
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,
+    calls,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
@@ -175,6 +188,26 @@ describe('payloads through the engine', () => {
     expect(JSON.stringify(ended.error)).not.toMatch(postgresPhrases);
     const steps = await stepsOf(app, user, execution.id);
     expect(steps.poison?.status).toBe('failed');
+  });
+
+  // An answer nested deeper than JSON.stringify can recurse used to throw outside the step's
+  // failure handling: the run stayed `running` and its request was sent again at every lease expiry.
+  it.each([20_000, 1_000])('fails a step whose answer is nested %i deep, sending its request once', async (depth) => {
+    const path = '/deep';
+    const before = upstream.calls.get(path) ?? 0;
+    const execution = await run({
+      nodes: [
+        { id: 'start', type: 'trigger.manual' },
+        { id: 'charge', type: 'http.request', params: { method: 'POST', url: `${upstream.url}${path}?depth=${depth}`, body: { amount: 100 } } },
+      ],
+      edges: [{ source: 'start', target: 'charge' }],
+    });
+    const ended = await waitForStatus(app, user, execution.id, ['completed', 'failed'], 10_000);
+    expect(ended.status).toBe('failed');
+    expect(ended.error).toMatchObject({ nodeId: 'charge', code: 'UNSTORABLE_VALUE', message: expect.stringContaining('nested deeper than 512 levels') as unknown });
+    const steps = await stepsOf(app, user, execution.id);
+    expect(steps.charge).toMatchObject({ status: 'failed', attempt: 1 });
+    expect(upstream.calls.get(path)).toBe(before + 1);
   });
 
   // Point 5: 2,700 "€" are 2,700 characters but 8,100 bytes, over NOTIFY's 8000-byte payload.

@@ -27,6 +27,15 @@ type Interruption = { kind: 'release'; status: 'pending' | 'paused'; wakeAt: Dat
 
 const MAX_BACKOFF_MS = 3_600_000;
 
+/**
+ * Attempts beyond its `retry.maxAttempts` a step may be found interrupted (`running` when its run
+ * is taken up) before it fails: a worker stopping mid-step (a deploy, a crash) costs an attempt
+ * and the step runs again, but a fault that stops the run at the same place every time (a write
+ * the database refuses, a bug) must not take the run up at every lease expiry for ever, sending
+ * the step's request each time.
+ */
+export const MAX_INTERRUPTED_ATTEMPTS = 3;
+
 /** Exponential backoff with full jitter between half and all of the step: retries of many executions spread out. */
 export function backoffDelay(backoffMs: number, attempt: number): number {
   const exponential = Math.min(MAX_BACKOFF_MS, backoffMs * 2 ** Math.max(0, attempt - 1));
@@ -140,6 +149,12 @@ export class ExecutionRunner {
       input: execution.input ?? null,
       steps: Object.fromEntries([...steps.values()].filter((step) => step.status === 'completed').map((step) => [step.nodeId, step.output])),
     };
+
+    const maxAttempts = node.retry?.maxAttempts ?? 1;
+    if (!isWaitingDelay && previous?.status === 'running' && attempt > maxAttempts + MAX_INTERRUPTED_ATTEMPTS) {
+      const message = `the step was interrupted in each of its last ${attempt - 1} attempts (the run stopped while it ran, every time); it is not tried again`;
+      return this.failAttempt(execution, node, steps, attempt - 1, new StepError(message, { retryable: false, code: 'STEP_INTERRUPTED' }));
+    }
 
     // A step with I/O is marked running first (live progress; an interrupted attempt is counted).
     const instant = instantTypes.has(node.type);

@@ -17,6 +17,7 @@ import {
   payloadProblem,
   RefusedPayload,
   serialize,
+  serializeOutput,
   STEP_OUTPUT_TOO_LARGE,
   UNSTORABLE_VALUE,
   type PayloadProblem,
@@ -202,7 +203,9 @@ export class ExecutionLifecycle {
    * refuses): the runner fails the step with that reason rather than hand it to a write.
    */
   checkOutput(output: unknown): { bytes: number; problem: PayloadProblem | undefined } {
-    const serialized = serialize(output);
+    const shaped = serializeOutput(output);
+    if ('problem' in shaped) return { bytes: 0, problem: shaped.problem };
+    const { serialized } = shaped;
     return { bytes: serialized?.bytes ?? 0, problem: payloadProblem(serialized, this.limits.maxPayloadBytes, 'the step output', STEP_OUTPUT_TOO_LARGE) };
   }
 

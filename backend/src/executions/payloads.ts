@@ -1,3 +1,5 @@
+import { exceedsDepth } from '../lib/json-depth.js';
+
 /**
  * What an execution stores as JSON (execution input, output and error; step input, output and
  * error): each value is serialized once, measured in UTF-8 bytes, and bounded by
@@ -36,6 +38,30 @@ const unstorableEscape = /(?:^|[^\\])(?:\\\\)*\\u(?:0000|d[89a-f][0-9a-f]{2})/;
 /** True when the JSON text holds a NUL character or an unpaired surrogate, which jsonb refuses. */
 export function holdsUnstorableText(json: string): boolean {
   return json.includes('\\u') && unstorableEscape.test(json);
+}
+
+/**
+ * The deepest nesting a step output may have. An HTTP answer can nest arrays thousands deep in a
+ * few kilobytes: JSON.stringify recurses (it overflows the stack near 5,000 levels), and so do the
+ * serializers of the API answers and events that show the output later. Far beyond real data.
+ */
+export const MAX_PAYLOAD_DEPTH = 512;
+
+/**
+ * A step output's JSON, or why it cannot be stored because of its shape: nested deeper than
+ * MAX_PAYLOAD_DEPTH (checked only when the JSON is long enough to nest that deep: two bytes a level).
+ */
+export function serializeOutput(value: unknown): { serialized: Serialized | undefined } | { problem: PayloadProblem } {
+  const tooDeep = { problem: { code: UNSTORABLE_VALUE, message: `the step output is nested deeper than ${MAX_PAYLOAD_DEPTH} levels, which cannot be stored` } };
+  let serialized: Serialized | undefined;
+  try {
+    serialized = serialize(value);
+  } catch (error) {
+    if (error instanceof RangeError) return tooDeep;
+    throw error;
+  }
+  if (serialized && serialized.bytes > 2 * MAX_PAYLOAD_DEPTH && exceedsDepth(value, MAX_PAYLOAD_DEPTH)) return tooDeep;
+  return { serialized };
 }
 
 /**
