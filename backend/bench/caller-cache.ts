@@ -46,11 +46,11 @@ export async function runCallerCache(): Promise<CallerCacheResults> {
     for (let index = 0; index < CREDENTIALS; index++) {
       const caller: RequestCaller = {
         user: { id: `user-${index % 5_000}`, name: 'n'.repeat(USER_FIELD_LIMITS.nameLength), email: `${'e'.repeat(64)}-${index}@example.test` },
-        via: 'api-key',
+        via: 'apiKey',
         keyId: randomBytes(16).toString('hex'),
         expiresAt: null,
       };
-      cache.set(`key:${randomBytes(32).toString('hex')}`, caller);
+      cache.set(`key:${randomBytes(32).toString('hex')}`, caller, null, cache.mark());
     }
     const full = cache.size;
     const heapFull = heapUsed() - baseline;
