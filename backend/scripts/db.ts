@@ -7,7 +7,8 @@ import { spawnSync } from 'node:child_process';
 import { sql } from 'drizzle-orm';
 import { ConfigError, loadConfig, type Config } from '../src/config.js';
 import { openDatabase, type DbClient } from '../src/db/client.js';
-import { runMigrations } from '../src/db/migrate.js';
+import { describeFailure } from '../src/db/errors.js';
+import { migrateExternal, runMigrations } from '../src/db/migrate.js';
 import { refusalToWipe } from '../src/db/safeguards.js';
 import { createLogger } from '../src/logger.js';
 import { seedDemoData } from './seed.js';
@@ -83,7 +84,8 @@ async function main(): Promise<void> {
   try {
     switch (command) {
       case 'migrate':
-        await runMigrations(database.db);
+        if (config.database.kind === 'external') await migrateExternal(config.database.url, config.db.connectTimeoutSeconds);
+        else await runMigrations(database.db);
         process.stdout.write('migrations applied\n');
         break;
       case 'seed': {
@@ -104,4 +106,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((error: unknown) => fail(`db script failed: ${error instanceof Error ? error.message : String(error)}`));
+main().catch((error: unknown) => fail(`db script failed: ${describeFailure(error)}`));

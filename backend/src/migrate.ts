@@ -1,6 +1,6 @@
 import { ConfigError, loadConfigOrExit } from './config.js';
-import { openDatabase } from './db/client.js';
-import { runMigrations } from './db/migrate.js';
+import { describeFailure } from './db/errors.js';
+import { migrateExternal } from './db/migrate.js';
 import { createLogger } from './logger.js';
 
 /**
@@ -16,22 +16,16 @@ async function main(): Promise<void> {
       throw new ConfigError('Invalid configuration: DATABASE_URL: migrations run against a real PostgreSQL (npm start migrates the embedded database itself)');
     }
   });
+  if (config.database.kind !== 'external') return;
   const logger = createLogger(config);
-  const database = await openDatabase(config, logger, 'autonode-migrate');
-  try {
-    await runMigrations(database.db, logger);
-  } finally {
-    await database.close();
-  }
+  await migrateExternal(config.database.url, config.db.connectTimeoutSeconds, logger);
   logger.info('autonode migrate: the database schema is up to date');
 }
 
 main().then(
   () => process.exit(0),
   (error: unknown) => {
-    // drizzle wraps the driver's error ("Failed query: …"); the cause says why (refused, no such database).
-    const cause = error instanceof Error && error.cause instanceof Error ? ` (${error.cause.message})` : '';
-    process.stderr.write(`autonode migrate failed: ${error instanceof Error ? error.message.trim() : String(error)}${cause}\n`);
+    process.stderr.write(`autonode migrate failed: ${describeFailure(error)}\n`);
     process.exit(1);
   },
 );

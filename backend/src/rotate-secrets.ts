@@ -9,6 +9,7 @@
  */
 import { ConfigError, loadConfigOrExit } from './config.js';
 import { openDatabase } from './db/client.js';
+import { describeFailure } from './db/errors.js';
 import { createLogger } from './logger.js';
 import { developmentKeyFile, loadKeyring } from './secrets/load.js';
 import { describeRotation, rotateSecrets, rotationComplete } from './secrets/rotate.js';
@@ -44,4 +45,4 @@ async function main(): Promise<void> {
   process.exit(complete ? 0 : INCOMPLETE_EXIT_CODE);
 }
 
-main().catch((error: unknown) => fail(`secrets:rotate failed: ${error instanceof Error ? error.message : String(error)}`));
+main().catch((error: unknown) => fail(`secrets:rotate failed: ${describeFailure(error)}`));

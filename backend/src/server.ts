@@ -1,7 +1,8 @@
 import closeWithGrace from 'close-with-grace';
 import { loadConfigOrExit } from './config.js';
 import { openDatabase, type DbClient } from './db/client.js';
-import { runMigrations } from './db/migrate.js';
+import { describeFailure } from './db/errors.js';
+import { assertSchemaCurrent, migrateExternal, runMigrations } from './db/migrate.js';
 import { createLogger } from './logger.js';
 
 /**
@@ -17,11 +18,11 @@ async function loadServiceModules() {
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const logger = createLogger(config);
-  const databaseReady = openDatabase(config, logger).then(async (database) => {
+  const migrated = config.database.kind === 'external' && config.db.migrateOnStart ? migrateExternal(config.database.url, config.db.connectTimeoutSeconds, logger) : Promise.resolve();
+  const databaseReady = migrated.then(() => openDatabase(config, logger)).then(async (database) => {
     try {
-      if (database.kind === 'embedded' || config.db.migrateOnStart) {
-        await runMigrations(database.db, logger);
-      }
+      if (database.kind === 'embedded') await runMigrations(database.db, logger);
+      else await assertSchemaCurrent(database.db);
       return database;
     } catch (error) {
       await database.close().catch(() => undefined);
@@ -65,7 +66,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  const message = error instanceof Error ? error.message : String(error);
-  process.stderr.write(`autonode failed to start: ${message}\n`);
+  process.stderr.write(`autonode failed to start: ${describeFailure(error)}\n`);
   process.exit(1);
 });

@@ -2,7 +2,8 @@ import closeWithGrace from 'close-with-grace';
 import { createEventBus } from './bus/bus.js';
 import { ConfigError, loadConfigOrExit } from './config.js';
 import { openDatabase } from './db/client.js';
-import { runMigrations } from './db/migrate.js';
+import { describeFailure } from './db/errors.js';
+import { assertSchemaCurrent, migrateExternal } from './db/migrate.js';
 import { Engine } from './engine/engine.js';
 import { ExecutionLifecycle } from './executions/lifecycle.js';
 import { ExecutionReads } from './executions/reads.js';
@@ -22,8 +23,14 @@ async function main(): Promise<void> {
   const logger = createLogger(config);
   // Before the database: a worker that cannot open the stored secrets does not start.
   const keyring = await loadKeyring(config, logger);
+  if (config.db.migrateOnStart && config.database.kind === 'external') await migrateExternal(config.database.url, config.db.connectTimeoutSeconds, logger);
   const database = await openDatabase(config, logger, 'autonode-worker');
-  if (config.db.migrateOnStart) await runMigrations(database.db, logger);
+  try {
+    await assertSchemaCurrent(database.db);
+  } catch (error) {
+    await database.close();
+    throw error;
+  }
   const bus = createEventBus(database, logger);
   const lifecycle = new ExecutionLifecycle(database.sql, bus, new ExecutionReads(database.sql), {
     maxPayloadBytes: config.engine.maxPayloadBytes,
@@ -45,6 +52,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`autonode worker failed to start: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.stderr.write(`autonode worker failed to start: ${describeFailure(error)}\n`);
   process.exit(1);
 });

@@ -2,8 +2,10 @@ import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { migrationsFolder, runMigrations } from '../src/db/migrate.js';
+import { lacksConcurrentConnections } from './helpers.js';
+import { runScript, startServerProcess } from './process.js';
 import { createScratchDatabase, type ScratchDatabase } from './scratch.js';
 
 /** Applies the migrations up to number `last` only (a copy of the folder, its journal cut there): the schema as it stood then. */
@@ -124,6 +126,55 @@ describe('migrations', () => {
     } finally {
       await rm(olderFolder, { recursive: true, force: true });
       await upgraded.drop();
+    }
+  });
+});
+
+// Processes on a real PostgreSQL of their own (the embedded server serves one connection, one process).
+describe.skipIf(lacksConcurrentConnections())('migrating from the service`s processes', () => {
+  const production = { NODE_ENV: 'production', BETTER_AUTH_SECRET: 'a'.repeat(32), SECRETS_KEYS: `k1:${Buffer.alloc(32, 7).toString('base64')}`, LOG_LEVEL: 'info' };
+
+  it('applies them once from two migration processes started together, whatever DB_STATEMENT_TIMEOUT says', async () => {
+    const fresh = await createScratchDatabase();
+    try {
+      // A 1 ms statement timeout is for requests; migration statements would not survive it.
+      const env = { ...production, DATABASE_URL: fresh.url, DB_STATEMENT_TIMEOUT: '1' };
+      const runs = [runScript('dist/migrate.js', [], env), runScript('dist/migrate.js', [], env)];
+      const codes = await Promise.all(runs.map((run) => run.exited));
+      expect(codes, runs.map((run) => run.output()).join('\n')).toEqual([0, 0]);
+      const journal = JSON.parse(await readFile(path.join(migrationsFolder, 'meta', '_journal.json'), 'utf8')) as { entries: unknown[] };
+      const [applied] = await fresh.use((client) => client.sql<{ count: number }[]>`select count(*)::int as count from drizzle.__drizzle_migrations`);
+      expect(applied?.count).toBe(journal.entries.length);
+    } finally {
+      await fresh.drop();
+    }
+  });
+
+  it('says why a migration cannot reach its database', async () => {
+    const missing = new URL(inject('databaseUrl'));
+    missing.pathname = `/autonode_missing_${Date.now()}`;
+    const run = runScript('dist/migrate.js', [], { ...production, DATABASE_URL: missing.toString() });
+    expect(await run.exited).toBe(1);
+    expect(run.output()).toMatch(/autonode migrate failed: database "autonode_missing_\d+" does not exist/);
+  });
+
+  it('refuses to start the server on a schema older than its migrations, saying how to migrate', async () => {
+    const older = await createScratchDatabase();
+    const folder = await mkdtemp(path.join(tmpdir(), 'autonode-migrations-'));
+    try {
+      await migrateUpTo(older, folder, 20);
+      const server = await startServerProcess({ ...production, DATABASE_URL: older.url }).catch((error: unknown) => error);
+      expect(String(server)).toMatch(/autonode failed to start: the database schema is older than this version: apply the migrations first \(npm run db:migrate/);
+      // With MIGRATE_ON_START it migrates, then serves.
+      const migrating = await startServerProcess({ ...production, DATABASE_URL: older.url, MIGRATE_ON_START: 'true' });
+      try {
+        expect((await fetch(`${migrating.baseUrl}/api/ready`)).status).toBe(200);
+      } finally {
+        await migrating.stop();
+      }
+    } finally {
+      await rm(folder, { recursive: true, force: true });
+      await older.drop();
     }
   });
 });

@@ -85,3 +85,20 @@ export function isDatabaseError(error: unknown): boolean {
   }
   return false;
 }
+
+/**
+ * One line for a process that failed to start or a script that failed: the driver's reason (the
+ * innermost cause: "database x does not exist", "connect ECONNREFUSED ...") and, for a query that
+ * drizzle wrapped ("Failed query: <sql>\nparams: <values>"), that query's text cut short, never its
+ * parameter values (they may hold data).
+ */
+export function describeFailure(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  let innermost: Error = error;
+  for (let depth = 0; innermost.cause instanceof Error && depth < 5; depth++) innermost = innermost.cause;
+  if (innermost === error) return error.message.trim();
+  const query = /^Failed query: (.*)$/m.exec(error.message)?.[1]?.trim();
+  const reason = innermost.message.trim();
+  if (query === undefined) return `${error.message.trim()}: ${reason}`;
+  return `${reason} (in the query ${query.length > 160 ? `${query.slice(0, 160)}…` : query})`;
+}

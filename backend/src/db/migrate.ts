@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { sql } from 'drizzle-orm';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import type { Logger } from 'pino';
-import type { Db } from './client.js';
+import { createDbClient, type Db } from './client.js';
 
 /** From src/db (tsx, tests) and from dist/db (the build) alike: backend/migrations. */
 export const migrationsFolder = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../migrations');
@@ -38,4 +38,37 @@ async function isUpToDate(db: Db): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** Held, for the session, by the one process applying migrations; the others wait, then find nothing to apply. */
+const MIGRATION_LOCK = 'autonode:migrations';
+
+/**
+ * Applies the migrations to an external PostgreSQL on a connection of their own: with no statement
+ * timeout (DB_STATEMENT_TIMEOUT is for requests; a migration rewriting or indexing a large table
+ * may take minutes), and under a session advisory lock, so replicas started together with
+ * MIGRATE_ON_START, or two migration containers, apply them once (drizzle's migrator creates its
+ * table and applies the files without a lock of its own: two at once fail on the catalog).
+ */
+export async function migrateExternal(url: string, connectTimeoutSeconds: number, logger?: Logger): Promise<void> {
+  const client = createDbClient({ url, poolSize: 1, idleTimeoutSeconds: 0, connectTimeoutSeconds, statementTimeoutMs: 0, applicationName: 'autonode-migrate' });
+  try {
+    // One connection: the lock, the migrations and the unlock (closing the session) share it.
+    await client.sql`select pg_advisory_lock(hashtextextended(${MIGRATION_LOCK}, 0))`;
+    await runMigrations(client.db, logger);
+  } finally {
+    await client.close();
+  }
+}
+
+/**
+ * Refuses to serve on a schema older than this code's migrations (a `git pull` without
+ * `db:migrate`): every request touching what changed would fail with a 500 while /api/ready said 200.
+ * A newer schema is accepted: a replica not upgraded yet during a rolling upgrade.
+ */
+export async function assertSchemaCurrent(db: Db): Promise<void> {
+  if (await isUpToDate(db)) return;
+  throw new Error(
+    'the database schema is older than this version: apply the migrations first (npm run db:migrate, or node dist/migrate.js), or set MIGRATE_ON_START=true',
+  );
 }
