@@ -1,5 +1,6 @@
 import { DrizzleQueryError } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
+import { createRequire } from 'node:module';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config.js';
 import { copyError, OMIT } from './lib/error-copy.js';
@@ -156,8 +157,20 @@ export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pin
   };
   if (destination) return pino(options, destination);
   // Pretty output is for people at a terminal; pipes and log collectors get one JSON object a line.
-  if (process.stdout.isTTY) {
+  // pino-pretty is a development dependency: the production image (`docker compose run`, which
+  // gives a terminal) has none, and logs JSON there too rather than failing to start.
+  if (process.stdout.isTTY && prettyPrinterInstalled()) {
     return pino({ ...options, transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } } });
   }
   return pino(options);
+}
+
+/** Whether pino-pretty can be loaded here (installed in development, pruned from the production image). */
+export function prettyPrinterInstalled(): boolean {
+  try {
+    createRequire(import.meta.url).resolve('pino-pretty');
+    return true;
+  } catch {
+    return false;
+  }
 }

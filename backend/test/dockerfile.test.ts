@@ -1,4 +1,6 @@
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -165,6 +167,9 @@ function runCommand(command: readonly string[], cwd: string, env: Record<string,
   };
 }
 
+/** util-linux's `script` (on Debian, always): it runs a command at a pseudo-terminal. */
+const scriptInstalled = (process.env.PATH ?? '').split(path.delimiter).some((directory) => directory !== '' && existsSync(path.join(directory, 'script')));
+
 describe('the image`s commands, run here from the runtime stage`s files only', () => {
   // The stack needs a real PostgreSQL: api, worker and LISTEN connections at once.
   it.skipIf(lacksConcurrentConnections())(
@@ -240,6 +245,14 @@ describe('the image`s commands, run here from the runtime stage`s files only', (
         const rotate = runCommand(['node', 'dist/rotate-secrets.js'], cwd, { ...(await containerEnvironment(compose, 'api', variables)), ...local });
         expect(await rotate.exited, rotate.output()).toBe(0);
         expect(rotate.output()).toMatch(/^connections: 0 rewrapped, \d+ already current, 0 unreadable$/m);
+        // At a terminal too (`docker compose run` gives one), where the logger would pretty-print in
+        // development: the image has no pino-pretty, and logs JSON instead of failing to start.
+        if (scriptInstalled) {
+          const rotateEnvironment = { ...(await containerEnvironment(compose, 'api', variables)), ...local, PATH: process.env.PATH ?? '' };
+          const atTerminal = spawnSync('script', ['-qec', `${JSON.stringify(process.execPath)} dist/rotate-secrets.js`, '/dev/null'], { cwd, env: rotateEnvironment, encoding: 'utf8' });
+          expect(atTerminal.status, atTerminal.stdout).toBe(0);
+          expect(atTerminal.stdout).toMatch(/connections: 0 rewrapped/);
+        }
 
         api.signal('SIGTERM');
         worker.signal('SIGTERM');
