@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { App } from '../src/app.js';
 import type { Engine } from '../src/engine/engine.js';
-import { MAX_INTERRUPTED_ATTEMPTS } from '../src/engine/runner.js';
+import { MAX_INTERRUPTED_ATTEMPTS, MAX_STEPS_AT_ONCE } from '../src/engine/runner.js';
 import { buildTestApp, expectProblem, signUp, type SignedInUser } from './helpers.js';
 import {
   createWorkflow,
@@ -397,6 +399,49 @@ describe('the engine across a restart', () => {
       await engine.stop(2_000);
       await app.database.sql.unsafe(`drop trigger if exists refuse_${tag} on execution_steps; drop function if exists refuse_${tag}()`);
       await server.close();
+      await app.close();
+    }
+  });
+});
+
+describe('a run of many independent steps', () => {
+  it('runs them MAX_STEPS_AT_ONCE at a time, every one of them, in one wave', async () => {
+    const app = await buildTestApp();
+    const user = await signUp(app);
+    let open = 0;
+    let mostOpen = 0;
+    let served = 0;
+    // Answers each request after 100 ms, counting how many it holds at once.
+    const server = createServer((request, response) => {
+      open++;
+      mostOpen = Math.max(mostOpen, open);
+      request.resume();
+      setTimeout(() => {
+        open--;
+        served++;
+        response.writeHead(200, { 'content-type': 'application/json' });
+        response.end('{"ok":true}');
+      }, 100);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+    const engine = startEngine(app);
+    try {
+      const fanOut = Array.from({ length: 3 * MAX_STEPS_AT_ONCE }, (_, index) => ({ id: `call${index}`, type: 'http.request', params: { method: 'GET', url } }));
+      const workflowId = await createWorkflow(app, user, {
+        nodes: [{ id: 'start', type: 'trigger.manual' }, ...fanOut],
+        edges: fanOut.map((node) => ({ source: 'start', target: node.id })),
+      });
+      const execution = await runWorkflow(app, user, workflowId);
+      const finished = await waitForStatus(app, user, execution.id, ['completed', 'failed'], 20_000);
+      expect(finished.status).toBe('completed');
+      expect(served).toBe(fanOut.length);
+      // Side by side (more than one at once), never more than the cap (all 24 at once before it).
+      expect(mostOpen).toBeGreaterThan(1);
+      expect(mostOpen).toBeLessThanOrEqual(MAX_STEPS_AT_ONCE);
+    } finally {
+      await engine.stop(2_000);
+      await new Promise<void>((resolve) => server.close(() => resolve()));
       await app.close();
     }
   });

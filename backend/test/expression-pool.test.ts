@@ -151,6 +151,38 @@ describe('the expression pool', () => {
     }
   }, 30_000);
 
+  it('serves waiting tasks in turns by owner: one owner`s many tasks hold another`s next one back by one task, not all of them', async () => {
+    const expressions = pool({ timeoutMs: 10_000 });
+    // Busy work of a few hundred milliseconds, far inside the budget (a busy machine is slower); never answered on this thread.
+    const slow = '$count([1..400000].($ * 2))';
+    const finished: string[] = [];
+    const track = (label: string, promise: Promise<unknown>) => promise.then(() => finished.push(label));
+    const hog = [1, 2, 3, 4, 5].map((n) => track(`hog ${n}`, expressions.evaluate(slow, scope, undefined, { owner: 'hog' })));
+    // Queued after all five of the hog's (the first may already run).
+    const neighbour = track('neighbour', expressions.evaluate(`${slow} + 1`, scope, undefined, { owner: 'neighbour' }));
+    await Promise.all([...hog, neighbour]);
+    expect(finished.indexOf('neighbour')).toBeLessThanOrEqual(1);
+    expect(finished).toHaveLength(6);
+  });
+
+  it('drops the waiting tasks of a run that stopped, and runs the next owner`s at once', async () => {
+    const expressions = pool({ timeoutMs: 10_000 });
+    const slow = '$count([1..400000].($ * 2))';
+    const stopped = new AbortController();
+    const context = { owner: 'stopped run', signal: stopped.signal };
+    const outcomes = [1, 2, 3, 4].map((n) => expressions.evaluate(`${slow} + ${n}`, scope, undefined, context).then(() => 'done', (error: Error) => error.message));
+    stopped.abort();
+    const other = await expressions.evaluate('1 + 1 + input.count', scope, undefined, { owner: 'someone else' });
+    expect(other).toBe(5);
+    const settled = await Promise.all(outcomes);
+    // The one a worker had taken ran to its end; the three still waiting never ran.
+    expect(settled.filter((outcome) => outcome === 'done').length).toBeLessThanOrEqual(1);
+    expect(settled.filter((outcome) => /abandoned/.test(outcome))).toHaveLength(settled.filter((outcome) => outcome !== 'done').length);
+    expect(settled.filter((outcome) => outcome !== 'done').length).toBeGreaterThanOrEqual(3);
+    // Aborted before it is submitted: refused at once.
+    await expect(expressions.evaluate(slow, scope, undefined, context)).rejects.toThrow(/abandoned/);
+  });
+
   it('refuses work once closed', async () => {
     const expressions = pool();
     expect(await expressions.evaluate('1', scope)).toBe(1);

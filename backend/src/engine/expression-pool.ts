@@ -9,24 +9,88 @@ import { InlineExpressions } from './inline-expression.js';
 import type { ExpressionTask, FailedEvaluation, NeededParts, SentPart, SentScope, SuppliedParts, WorkerReply } from './expression-worker.js';
 import { readsVars } from './vars-references.js';
 
+/** Whose a task is, and when it is no longer wanted. */
+export interface TaskContext {
+  /** Tasks wait for a worker in turns by owner (the run's user): see FairQueue. */
+  readonly owner: string;
+  /** Aborted (the run was cancelled or its lease lost): a task still waiting is dropped. */
+  readonly signal?: AbortSignal;
+}
+
 /** How nodes evaluate expressions: never in the engine's process (see ExpressionPool). */
 export interface ExpressionEvaluator {
   /** One JSONata expression (transform, condition); JSONata's "nothing" is null. */
-  evaluate(expression: string, scope: ExpressionScope, bindings?: ExpressionBindings): Promise<unknown>;
+  evaluate(expression: string, scope: ExpressionScope, bindings?: ExpressionBindings, context?: TaskContext): Promise<unknown>;
   /** Every `{{ }}` template in one node's params, under one budget of time and count. */
-  resolveTemplates(value: unknown, scope: ExpressionScope, bindings?: ExpressionBindings): Promise<unknown>;
+  resolveTemplates(value: unknown, scope: ExpressionScope, bindings?: ExpressionBindings, context?: TaskContext): Promise<unknown>;
 }
 
 /**
- * The evaluator of one step: every call gets the step's bindings (`$vars`), so nodes evaluate
- * as they always do. Bindings a call passes itself take precedence.
+ * The evaluator of one step: every call gets the step's bindings (`$vars`) and context (its run's
+ * user and signal), so nodes evaluate as they always do. What a call passes itself takes precedence.
  */
-export function bindExpressions(evaluator: ExpressionEvaluator, bindings: ExpressionBindings): ExpressionEvaluator {
+export function bindExpressions(evaluator: ExpressionEvaluator, bindings: ExpressionBindings, context?: TaskContext): ExpressionEvaluator {
   return {
-    evaluate: (expression, scope, own) => evaluator.evaluate(expression, scope, { ...bindings, ...own }),
-    resolveTemplates: (value, scope, own) => evaluator.resolveTemplates(value, scope, { ...bindings, ...own }),
+    evaluate: (expression, scope, own, ownContext) => evaluator.evaluate(expression, scope, { ...bindings, ...own }, ownContext ?? context),
+    resolveTemplates: (value, scope, own, ownContext) => evaluator.resolveTemplates(value, scope, { ...bindings, ...own }, ownContext ?? context),
   };
 }
+
+/**
+ * Tasks waiting for a worker, served in turns by owner: each owner's oldest task, then the next
+ * owner's, round and round (an owner with more waiting goes to the back of the turns after each).
+ * One user's run of 200 slow expressions then holds back another user's next task by at most one
+ * task of each owner ahead of it, not by all 200 (one FIFO did: a minute for everyone).
+ */
+export class FairQueue<T> {
+  /** Map order is the turn order. */
+  private readonly byOwner = new Map<string, T[]>();
+  private count = 0;
+
+  get length(): number {
+    return this.count;
+  }
+
+  push(owner: string, item: T): void {
+    const waiting = this.byOwner.get(owner);
+    if (waiting) waiting.push(item);
+    else this.byOwner.set(owner, [item]);
+    this.count++;
+  }
+
+  shift(): T | undefined {
+    const next = this.byOwner.entries().next();
+    if (next.done) return undefined;
+    const [owner, waiting] = next.value;
+    const item = waiting.shift() as T;
+    this.byOwner.delete(owner);
+    if (waiting.length > 0) this.byOwner.set(owner, waiting);
+    this.count--;
+    return item;
+  }
+
+  /** Takes `item` out if it still waits; true if it did. */
+  remove(owner: string, item: T): boolean {
+    const waiting = this.byOwner.get(owner);
+    const index = waiting?.indexOf(item) ?? -1;
+    if (!waiting || index === -1) return false;
+    waiting.splice(index, 1);
+    if (waiting.length === 0) this.byOwner.delete(owner);
+    this.count--;
+    return true;
+  }
+
+  /** Empties the queue; answers what waited. */
+  drain(): T[] {
+    const all = [...this.byOwner.values()].flat();
+    this.byOwner.clear();
+    this.count = 0;
+    return all;
+  }
+}
+
+/** The owner of tasks submitted without a context. */
+const NO_OWNER = '';
 
 export interface ExpressionPoolOptions {
   /** Worker processes at most (started when first needed). */
@@ -74,6 +138,7 @@ const workerEntry = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './e
 type Request = { readonly kind: 'evaluate'; readonly expression: string } | { readonly kind: 'resolve'; readonly value: unknown };
 
 interface QueuedTask {
+  readonly owner: string;
   readonly request: Request;
   readonly scope: ExpressionScope;
   /** Only those the request's text mentions (see boundIn): the rest are never copied to a worker. */
@@ -105,12 +170,12 @@ interface PoolWorker {
  * whose evaluation is bounded by its text and gives JSONata's answer, is answered on this thread
  * (inline-expression.ts); anything else, or any doubt, goes to a worker.
  *
- * Tasks wait in one FIFO queue for a free worker; the budget's clock starts when a worker takes
- * the task, so waiting costs no budget. Idle workers do not keep the service alive; close() ends them.
+ * Tasks wait for a free worker in turns by owner (FairQueue), and leave the queue when their run
+ * stops; the budget's clock starts when a worker takes the task, so waiting costs no budget. Idle workers do not keep the service alive; close() ends them.
  */
 export class ExpressionPool implements ExpressionEvaluator {
   private readonly workers = new Set<PoolWorker>();
-  private readonly queue: QueuedTask[] = [];
+  private readonly queue = new FairQueue<QueuedTask>();
   private readonly limits: ExpressionLimits;
   /** Plain paths and one-operator expressions, answered here at once (bounded work: see inline-expression.ts). */
   private readonly inline = new InlineExpressions();
@@ -129,26 +194,26 @@ export class ExpressionPool implements ExpressionEvaluator {
     process.on('exit', this.killWorkers);
   }
 
-  evaluate(expression: string, scope: ExpressionScope, bindings?: ExpressionBindings): Promise<unknown> {
+  evaluate(expression: string, scope: ExpressionScope, bindings?: ExpressionBindings, context?: TaskContext): Promise<unknown> {
     if (this.closed) return Promise.reject(new Error('the expression pool is closed'));
     const answered = this.inline.evaluate(expression, scope);
     if (answered) return Promise.resolve(answered.value);
     const request: Request = { kind: 'evaluate', expression };
-    return this.submit(request, scope, boundIn(request, bindings));
+    return this.submit(request, scope, boundIn(request, bindings), context);
   }
 
-  resolveTemplates(value: unknown, scope: ExpressionScope, bindings?: ExpressionBindings): Promise<unknown> {
+  resolveTemplates(value: unknown, scope: ExpressionScope, bindings?: ExpressionBindings, context?: TaskContext): Promise<unknown> {
     // Params without a template come back as they are: one linear scan, no evaluation at all.
     if (!someString(value, (text) => text.includes('{{'))) return Promise.resolve(value);
     const request: Request = { kind: 'resolve', value };
-    return this.submit(request, scope, boundIn(request, bindings));
+    return this.submit(request, scope, boundIn(request, bindings), context);
   }
 
   /** Ends every worker; tasks still queued or running are rejected. */
   async close(): Promise<void> {
     this.closed = true;
     process.off('exit', this.killWorkers);
-    for (const queued of this.queue.splice(0)) queued.reject(new Error('the expression pool is closed'));
+    for (const queued of this.queue.drain()) queued.reject(new Error('the expression pool is closed'));
     const exits = [...this.workers].map((worker) => {
       const exited = new Promise<void>((resolve) => {
         if (worker.child.exitCode !== null || worker.child.signalCode !== null) return resolve();
@@ -164,10 +229,22 @@ export class ExpressionPool implements ExpressionEvaluator {
     await Promise.all(exits);
   }
 
-  private submit(request: Request, scope: ExpressionScope, bindings: ExpressionBindings | undefined): Promise<unknown> {
+  private submit(request: Request, scope: ExpressionScope, bindings: ExpressionBindings | undefined, context: TaskContext | undefined): Promise<unknown> {
     if (this.closed) return Promise.reject(new Error('the expression pool is closed'));
+    const { owner = NO_OWNER, signal } = context ?? {};
+    if (signal?.aborted) return Promise.reject(abandonedError());
     return new Promise((resolve, reject) => {
-      this.queue.push({ request, scope, bindings, resolve, reject });
+      // A task no longer wanted leaves the queue at once; one a worker has taken runs to its end.
+      const abandon = () => {
+        if (this.queue.remove(owner, queued)) reject(abandonedError());
+      };
+      const settled = <A extends unknown[]>(then: (...args: A) => void) => (...args: A) => {
+        signal?.removeEventListener('abort', abandon);
+        then(...args);
+      };
+      const queued: QueuedTask = { owner, request, scope, bindings, resolve: settled(resolve), reject: settled(reject) };
+      signal?.addEventListener('abort', abandon, { once: true });
+      this.queue.push(owner, queued);
       this.pump();
     });
   }
@@ -285,7 +362,7 @@ export class ExpressionPool implements ExpressionEvaluator {
       this.failedStarts++;
       if (this.failedStarts >= MAX_FAILED_STARTS) {
         this.failedStarts = 0;
-        for (const waiting of this.queue.splice(0)) waiting.reject(new Error('expression worker processes fail to start'));
+        for (const waiting of this.queue.drain()) waiting.reject(new Error('expression worker processes fail to start'));
         return;
       }
     }
@@ -355,6 +432,11 @@ function boundIn(request: Request, bindings: ExpressionBindings | undefined): Ex
   if (bindings?.vars === undefined) return undefined;
   const mentionsVars = request.kind === 'evaluate' ? readsVars(request.expression) : someString(request.value, readsVars);
   return mentionsVars ? { vars: bindings.vars } : undefined;
+}
+
+/** Why a task was dropped before it ran: its run no longer wants it (the runner stops on its own signal). */
+function abandonedError(): Error {
+  return new Error('the expression task was abandoned: its run was stopped');
 }
 
 /** The scope's first message: small parts as they are, the rest withheld (sent if read). */

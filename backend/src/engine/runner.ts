@@ -6,6 +6,7 @@ import type { NodeResult } from './nodes/types.js';
 import type { ClaimedExecution, ExecutionLifecycle, StepChange, StepState } from '../executions/lifecycle.js';
 import type { HttpGuard } from './http-request.js';
 import { bindExpressions, type ExpressionEvaluator } from './expression-pool.js';
+import { mapAtMost } from '../lib/map-at-most.js';
 import { executionOutput, planNext } from './plan.js';
 import { Redactor } from './redaction.js';
 import { isNodeType, nodeDefinition } from './registry.js';
@@ -35,6 +36,13 @@ const MAX_BACKOFF_MS = 3_600_000;
  * the step's request each time.
  */
 export const MAX_INTERRUPTED_ATTEMPTS = 3;
+
+/**
+ * Steps of one run in flight at once. A graph may hold 200 independent nodes: all at once, one run
+ * would hold 200 requests' answers in memory together (parsed, many times their size on the wire)
+ * and fill the expression queue, whatever its fairness between users.
+ */
+export const MAX_STEPS_AT_ONCE = 8;
 
 /** Exponential backoff with full jitter between half and all of the step: retries of many executions spread out. */
 export function backoffDelay(backoffMs: number, attempt: number): number {
@@ -120,8 +128,10 @@ export class ExecutionRunner {
         await this.interrupt(execution, { kind: 'release', status: 'pending', wakeAt: null }, log);
         return;
       }
-      // Independent ready nodes run side by side; the wave ends when all have settled.
-      const outcomes = await Promise.all(plan.ready.map((nodeId) => this.runStep(execution, nodes.get(nodeId) as WorkflowNode, steps, signal)));
+      // Independent ready nodes run side by side, MAX_STEPS_AT_ONCE at a time; the wave ends when all have settled.
+      const outcomes = await mapAtMost(plan.ready, MAX_STEPS_AT_ONCE, (nodeId) =>
+        signal.aborted ? Promise.resolve<Interruption>({ kind: 'lost' }) : this.runStep(execution, nodes.get(nodeId) as WorkflowNode, steps, signal),
+      );
       const interruption = outcomes.find((outcome): outcome is Interruption => outcome !== undefined);
       if (interruption) {
         const wakeTimes = outcomes.flatMap((outcome) => (outcome?.kind === 'release' && outcome.wakeAt ? [outcome.wakeAt.getTime()] : []));
@@ -185,7 +195,8 @@ export class ExecutionRunner {
       if (!isNodeType(node.type)) throw new StepError(`unknown node type '${node.type}'`, { retryable: false });
       const definition = nodeDefinition(node.type);
       const params = definition.params.parse(node.params);
-      const expressions = resources.vars === undefined ? this.settings.expressions : bindExpressions(this.settings.expressions, { vars: resources.vars });
+      // Its expressions wait for a worker in its user's turn, and are dropped if the run stops meanwhile.
+      const expressions = bindExpressions(this.settings.expressions, resources.vars === undefined ? {} : { vars: resources.vars }, { owner: execution.userId, signal });
       const result = await definition.execute(params, { scope, signal, step: previous, http: this.settings.http, now: this.settings.now, expressions, resources });
       if (signal.aborted) return { kind: 'lost' };
       executed = redactResult(result, redactor);
