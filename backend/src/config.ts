@@ -1,6 +1,8 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import ipaddr from 'ipaddr.js';
+import { allowEntryProblem } from './engine/http-request.js';
 import { parseKeyEntries } from './secrets/keyring.js';
 
 /** The repository root: `.data/` (the embedded database) lives here, whatever the working directory. */
@@ -52,12 +54,17 @@ const trustProxy = z.string().transform((value, ctx): boolean | number | string[
   if (trimmed === 'true') return true;
   if (/^\d+$/.test(trimmed)) return Number(trimmed);
   const entries = trimmed.split(',').map((part) => part.trim()).filter(Boolean);
-  if (entries.every((entry) => /^[0-9a-fA-F:.]+(\/\d{1,3})?$/.test(entry) || entry === 'loopback' || entry === 'linklocal' || entry === 'uniquelocal')) {
+  if (entries.every((entry) => isAddressOrCidr(entry) || entry === 'loopback' || entry === 'linklocal' || entry === 'uniquelocal')) {
     return entries;
   }
   ctx.addIssue({ code: 'custom', message: 'expected false, true, a hop count, or a comma-separated list of addresses/CIDRs' });
   return z.NEVER;
 });
+
+/** An IP address or a CIDR that ipaddr.js (as proxy-addr, which Fastify's trustProxy uses) reads. */
+function isAddressOrCidr(entry: string): boolean {
+  return entry.includes('/') ? ipaddr.isValidCIDR(entry) : ipaddr.isValid(entry);
+}
 
 const postgresUrl = z
   .string()
@@ -123,7 +130,17 @@ const variablesSchema = z.object({
     ENGINE_USER_WAITING_MAX: integerFromEnv(1, 1_000_000).default(1_000),
     ENGINE_LEASE_MS: integerFromEnv(1_000, 3_600_000).default(30_000),
     ENGINE_POLL_MS: integerFromEnv(10, 60_000).default(500),
-    ENGINE_HTTP_ALLOW: z.string().default('').transform((value) => value.split(',').map((entry) => entry.trim()).filter(Boolean)),
+    ENGINE_HTTP_ALLOW: z
+      .string()
+      .default('')
+      .transform((value, ctx) => {
+        const entries = value.split(',').map((entry) => entry.trim()).filter(Boolean);
+        for (const entry of entries) {
+          const problem = allowEntryProblem(entry);
+          if (problem) ctx.addIssue({ code: 'custom', message: problem });
+        }
+        return entries;
+      }),
     ENGINE_HTTP_TIMEOUT_MS: integerFromEnv(1, 300_000).default(30_000),
     ENGINE_HTTP_MAX_RESPONSE_BYTES: integerFromEnv(1_024, 100 * 1024 * 1024).default(1024 * 1024),
     // 2 MiB: a webhook's 1 MiB body must fit in its run's input beside the method, headers and query.
@@ -320,10 +337,11 @@ function describeIssues(error: z.ZodError): string {
     .join('; ');
 }
 
-/** Parses the environment once into a frozen, typed config. Empty strings count as unset. */
+/** Parses the environment once into a frozen, typed config. Empty (or blank) values count as unset. */
 export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   const present = Object.fromEntries(
-    Object.entries(source).filter(([, value]) => value !== undefined && value !== ''),
+    // Blank as unset: a number would otherwise read ' ' as 0 (PORT: a random port; SHUTDOWN_GRACE_MS: none).
+    Object.entries(source).filter(([, value]) => value !== undefined && value.trim() !== ''),
   );
   const parsed = configSchema.safeParse(present);
   if (!parsed.success) {

@@ -189,10 +189,34 @@ describe('config', () => {
     [{ EXECUTION_RETENTION_DAYS: '0' }, 'EXECUTION_RETENTION_DAYS'],
     [{ EXECUTION_RETENTION_DAYS: '3651' }, 'EXECUTION_RETENTION_DAYS'],
     [{ EXECUTION_RETENTION_DAYS: '1.5' }, 'EXECUTION_RETENTION_DAYS'],
+    // Entries that could never match: said at start-up, not ignored while the guard says "add it".
+    [{ ENGINE_HTTP_ALLOW: '10.0.0.0/99' }, 'ENGINE_HTTP_ALLOW'],
+    [{ ENGINE_HTTP_ALLOW: '127.0.0.1:3812' }, 'ENGINE_HTTP_ALLOW'],
+    [{ ENGINE_HTTP_ALLOW: 'api.local,*.internal' }, 'ENGINE_HTTP_ALLOW'],
+    [{ ENGINE_HTTP_ALLOW: '999.1.1.1' }, 'ENGINE_HTTP_ALLOW'],
+    // Addresses the proxy check cannot read: said here, not as the server's start failing on 'invalid IP address'.
+    [{ TRUST_PROXY: '999.1.1.1' }, 'TRUST_PROXY'],
+    [{ TRUST_PROXY: ':::' }, 'TRUST_PROXY'],
+    [{ TRUST_PROXY: '10.0.0.0/40' }, 'TRUST_PROXY'],
   ])('names the variable in one line when it is invalid: %o', (env, variable) => {
     const message = errorOf(env);
     expect(message).toContain(variable);
     expect(message).not.toContain('\n');
+  });
+
+  it('reads a blank value as unset, never as the number 0', () => {
+    const config = loadConfig({ PORT: ' ', SHUTDOWN_GRACE_MS: '\t', DB_STATEMENT_TIMEOUT: '  ' });
+    const defaults = loadConfig({});
+    expect(config.port).toBe(defaults.port);
+    expect(config.shutdownGraceMs).toBe(defaults.shutdownGraceMs);
+    expect(config.db.statementTimeoutMs).toBe(defaults.db.statementTimeoutMs);
+    expect(config.port).toBeGreaterThan(0);
+  });
+
+  it('takes the ENGINE_HTTP_ALLOW and TRUST_PROXY entries that can match', () => {
+    const config = loadConfig({ ENGINE_HTTP_ALLOW: '127.0.0.1, 10.0.0.0/8, ::1, [fd00::1], fd00::/8, api.internal, Receiver.Local., local_host', TRUST_PROXY: '10.0.0.1, 192.168.0.0/16, ::1, loopback' });
+    expect(config.engine.http.allow).toHaveLength(8);
+    expect(config.trustProxy).toEqual(['10.0.0.1', '192.168.0.0/16', '::1', 'loopback']);
   });
 
   it('never repeats key material in a SECRETS_KEYS error', () => {

@@ -131,6 +131,19 @@ export function isBlockedAddress(address: string): boolean {
 /** A host name as the allow-list compares it: trimmed, lower-case, without IPv6 brackets or trailing dots. */
 export const normaliseHostName = (name: string): string => name.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1').replace(/\.+$/, '');
 
+/**
+ * Why an ENGINE_HTTP_ALLOW entry can never admit anything, or undefined: it must be an IP address,
+ * a CIDR, or a host name as URLs write them (no port, no wildcard). Checked at start-up (config.ts),
+ * so a mistyped entry is said there rather than ignored while the guard says "add it".
+ */
+export function allowEntryProblem(entry: string): string | undefined {
+  const normalised = normaliseHostName(entry);
+  if (parseRange(normalised) !== undefined) return undefined;
+  if (/[/:]/.test(normalised) || /^[\d.]+$/.test(normalised)) return `'${entry}' is not an IP address or CIDR (a host name takes no port)`;
+  if (!/^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$/.test(normalised)) return `'${entry}' is not a host name (no wildcards: name each host)`;
+  return undefined;
+}
+
 function isAllowed(hostName: string, address: IpAddress, allow: readonly string[]): boolean {
   // An allowed IPv4 address also allows its IPv4-mapped form, which is the same destination.
   const candidates = [address, embeddedIPv4(address)].filter((candidate) => candidate !== undefined);
