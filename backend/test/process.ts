@@ -41,12 +41,12 @@ export function runScript(script: string, args: string[], env: Record<string, st
   return runNode([...nodeFlags, ...loader, script, ...args], env);
 }
 
-/** What `npm start` runs (backend/package.json): `node [flags] dist/server.js`, as flags and entry. */
+/** What `npm start` runs (backend/package.json): `exec node [flags] dist/server.js`, as flags and entry. */
 export function startCommand(): { readonly nodeFlags: string[]; readonly entry: string } {
   const manifest = JSON.parse(readFileSync(path.join(backendRoot, 'package.json'), 'utf8')) as { scripts?: Record<string, string> };
   const start = manifest.scripts?.start ?? '';
-  const match = /^node((?: --[\w-]+(?:=\S+)?)*) (dist\/\S+\.js)$/.exec(start);
-  if (!match?.[2]) throw new Error(`backend/package.json: expected "start": "node [flags] dist/<entry>.js", found "${start}"`);
+  const match = /^exec node((?: --[\w-]+(?:=\S+)?)*) (dist\/\S+\.js)$/.exec(start);
+  if (!match?.[2]) throw new Error(`backend/package.json: expected "start": "exec node [flags] dist/<entry>.js", found "${start}"`);
   return { nodeFlags: (match[1] ?? '').split(' ').filter(Boolean), entry: match[2] };
 }
 

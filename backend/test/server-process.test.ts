@@ -1,9 +1,11 @@
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { databaseUrl, isEmbeddedDatabase } from './helpers.js';
-import { startServerProcess } from './process.js';
+import { eventually } from './engine-helpers.js';
+import { backendRoot, startServerProcess } from './process.js';
 
 describe('the server process', () => {
   it('finishes an in-flight request on SIGTERM, refuses new work, and exits 0', async () => {
@@ -64,4 +66,33 @@ describe('npm start on the embedded default', () => {
       await rm(dataDir, { recursive: true, force: true });
     }
   });
+});
+
+describe('npm start and a signal to npm alone', () => {
+  // A supervisor (systemd, pm2, `kill $!`) signals the process it started: npm, not the server under
+  // its shell. The scripts exec, so the signal reaches the server and nothing is left holding the port.
+  it('stops the server when npm start gets SIGTERM', async () => {
+    const dataDir = isEmbeddedDatabase() ? await mkdtemp(path.join(tmpdir(), 'autonode-npm-start-')) : undefined;
+    const database = dataDir ? { EMBEDDED_DATA_DIR: dataDir } : { DATABASE_URL: databaseUrl() };
+    const npm = spawn('npm', ['start'], {
+      cwd: path.resolve(backendRoot, '..'),
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', ...database },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    npm.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    npm.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise<number | string>((resolve) => npm.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
+    try {
+      const baseUrl = await eventually(async () => /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)?.[1], 60_000, `the server listening:\n${output}`);
+      expect((await fetch(`${baseUrl}/api/health`)).status).toBe(200);
+      npm.kill('SIGTERM');
+      await exited;
+      await eventually(async () => (await fetch(`${baseUrl}/api/health`).then(() => false, () => true)), 15_000, 'the server gone');
+      expect(output).toMatch(/"signal":"SIGTERM".*shutting down/);
+    } finally {
+      if (npm.exitCode === null && npm.signalCode === null) npm.kill('SIGKILL');
+      if (dataDir) await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 90_000);
 });
