@@ -190,7 +190,9 @@ const configSchema = variablesSchema
       /** An external server (DATABASE_URL), or the embedded one (development only) in its data directory. */
       database: env.DATABASE_URL
         ? { kind: 'external' as const, url: env.DATABASE_URL }
-        : { kind: 'embedded' as const, dataDir: path.resolve(env.EMBEDDED_DATA_DIR) },
+        : // A relative path is the user's, from where they ran the command: npm runs the workspace's
+          // scripts in backend/, and says where it was started in INIT_CWD.
+          { kind: 'embedded' as const, dataDir: path.resolve(commandDirectory(), env.EMBEDDED_DATA_DIR) },
       db: {
         poolSize: env.DB_POOL_SIZE,
         idleTimeoutSeconds: env.DB_IDLE_TIMEOUT,
@@ -335,6 +337,11 @@ function describeIssues(error: z.ZodError): string {
   return error.issues
     .map((issue) => `${issue.path.join('.') || 'environment'}: ${issue.message}`)
     .join('; ');
+}
+
+/** Where the user ran the command from: npm's INIT_CWD (it runs the workspace's scripts in backend/), else the working directory. */
+function commandDirectory(): string {
+  return process.env.INIT_CWD ?? process.cwd();
 }
 
 /** Parses the environment once into a frozen, typed config. Empty (or blank) values count as unset. */

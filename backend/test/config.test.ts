@@ -204,6 +204,18 @@ describe('config', () => {
     expect(message).not.toContain('\n');
   });
 
+  it('places a relative EMBEDDED_DATA_DIR where the command was run (npm runs the scripts in backend/)', () => {
+    const previous = process.env.INIT_CWD;
+    process.env.INIT_CWD = '/srv/checkout';
+    try {
+      expect(loadConfig({ EMBEDDED_DATA_DIR: 'devdata' }).database).toEqual({ kind: 'embedded', dataDir: '/srv/checkout/devdata' });
+      expect(loadConfig({ EMBEDDED_DATA_DIR: '/var/lib/autonode' }).database).toEqual({ kind: 'embedded', dataDir: '/var/lib/autonode' });
+    } finally {
+      if (previous === undefined) delete process.env.INIT_CWD;
+      else process.env.INIT_CWD = previous;
+    }
+  });
+
   it('reads a blank value as unset, never as the number 0', () => {
     const config = loadConfig({ PORT: ' ', SHUTDOWN_GRACE_MS: '\t', DB_STATEMENT_TIMEOUT: '  ' });
     const defaults = loadConfig({});
