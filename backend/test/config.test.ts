@@ -101,7 +101,7 @@ describe('config', () => {
       host: '0.0.0.0',
       port: 8080,
       logLevel: 'debug',
-      database: { kind: 'embedded', dataDir: path.resolve('relative/data') },
+      database: { kind: 'embedded', dataDir: path.resolve(process.env.INIT_CWD ?? process.cwd(), 'relative/data') },
       db: { poolSize: 7, idleTimeoutSeconds: 21, connectTimeoutSeconds: 11, statementTimeoutMs: 0, migrateOnStart: true, acquireTimeoutMs: 250 },
       auth: {
         apiBaseUrl: 'https://api.example.com/api',
