@@ -115,13 +115,7 @@ export async function resolveTemplates(
   return mapStrings(value, (text) => (text.includes('{{') ? resolved[next++] : text));
 }
 
-/** A node's `expression` param as a save sees it: the reason it does not compile, at `expression`. */
-export function expressionIssues(expression: string): { path: string[]; message: string }[] {
-  const error = expressionSyntaxError(expression);
-  return error === null ? [] : [{ path: ['expression'], message: `is not a JSONata expression: ${error}` }];
-}
-
-/** Checks an expression compiles; returns the error message or null. */
+/** Checks an expression compiles; returns the error message or null (used for validation). */
 export function expressionSyntaxError(expression: string): string | null {
   if (expression.trim() === '') return EMPTY_EXPRESSION_MESSAGE;
   try {
