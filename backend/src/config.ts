@@ -63,7 +63,8 @@ const trustProxy = z.string().transform((value, ctx): boolean | number | string[
 
 /** An IP address or a CIDR that ipaddr.js (as proxy-addr, which Fastify's trustProxy uses) reads. */
 function isAddressOrCidr(entry: string): boolean {
-  return entry.includes('/') ? ipaddr.isValidCIDR(entry) : ipaddr.isValid(entry);
+  // proxy-addr refuses a /0 range ("invalid range on address") when the server starts.
+  return entry.includes('/') ? ipaddr.isValidCIDR(entry) && Number(entry.split('/')[1]) > 0 : ipaddr.isValid(entry);
 }
 
 const postgresUrl = z
@@ -339,9 +340,14 @@ function describeIssues(error: z.ZodError): string {
     .join('; ');
 }
 
-/** Where the user ran the command from: npm's INIT_CWD (it runs the workspace's scripts in backend/), else the working directory. */
+/**
+ * Where the user ran the command from: under an npm script (which npm runs in backend/), npm's
+ * INIT_CWD; else the working directory. Only under npm: INIT_CWD is inherited by any process an
+ * npm script starts, whose directory it does not describe.
+ */
 function commandDirectory(): string {
-  return process.env.INIT_CWD ?? process.cwd();
+  const { INIT_CWD, npm_lifecycle_event } = process.env;
+  return npm_lifecycle_event !== undefined && INIT_CWD !== undefined ? INIT_CWD : process.cwd();
 }
 
 /** Parses the environment once into a frozen, typed config. Empty (or blank) values count as unset. */

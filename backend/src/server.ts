@@ -22,7 +22,7 @@ async function main(): Promise<void> {
   const databaseReady = migrated.then(() => openDatabase(config, logger)).then(async (database) => {
     try {
       if (database.kind === 'embedded') await runMigrations(database.db, logger);
-      else await assertSchemaCurrent(database.db);
+      else await assertSchemaCurrent(database.db, logger);
       return database;
     } catch (error) {
       await database.close().catch(() => undefined);

@@ -26,7 +26,7 @@ async function main(): Promise<void> {
   if (config.db.migrateOnStart && config.database.kind === 'external') await migrateExternal(config.database.url, config.db.connectTimeoutSeconds, logger);
   const database = await openDatabase(config, logger, 'autonode-worker');
   try {
-    await assertSchemaCurrent(database.db);
+    await assertSchemaCurrent(database.db, logger);
   } catch (error) {
     await database.close();
     throw error;

@@ -101,7 +101,7 @@ describe('config', () => {
       host: '0.0.0.0',
       port: 8080,
       logLevel: 'debug',
-      database: { kind: 'embedded', dataDir: path.resolve(process.env.INIT_CWD ?? process.cwd(), 'relative/data') },
+      database: { kind: 'embedded', dataDir: path.resolve(process.env.npm_lifecycle_event !== undefined ? (process.env.INIT_CWD ?? '') : process.cwd(), 'relative/data') },
       db: { poolSize: 7, idleTimeoutSeconds: 21, connectTimeoutSeconds: 11, statementTimeoutMs: 0, migrateOnStart: true, acquireTimeoutMs: 250 },
       auth: {
         apiBaseUrl: 'https://api.example.com/api',
@@ -198,6 +198,8 @@ describe('config', () => {
     [{ TRUST_PROXY: '999.1.1.1' }, 'TRUST_PROXY'],
     [{ TRUST_PROXY: ':::' }, 'TRUST_PROXY'],
     [{ TRUST_PROXY: '10.0.0.0/40' }, 'TRUST_PROXY'],
+    [{ TRUST_PROXY: '0.0.0.0/0' }, 'TRUST_PROXY'],
+    [{ TRUST_PROXY: '::/0' }, 'TRUST_PROXY'],
   ])('names the variable in one line when it is invalid: %o', (env, variable) => {
     const message = errorOf(env);
     expect(message).toContain(variable);
@@ -205,14 +207,19 @@ describe('config', () => {
   });
 
   it('places a relative EMBEDDED_DATA_DIR where the command was run (npm runs the scripts in backend/)', () => {
-    const previous = process.env.INIT_CWD;
-    process.env.INIT_CWD = '/srv/checkout';
+    const previous = { INIT_CWD: process.env.INIT_CWD, npm_lifecycle_event: process.env.npm_lifecycle_event };
+    Object.assign(process.env, { INIT_CWD: '/srv/checkout', npm_lifecycle_event: 'start' });
     try {
       expect(loadConfig({ EMBEDDED_DATA_DIR: 'devdata' }).database).toEqual({ kind: 'embedded', dataDir: '/srv/checkout/devdata' });
       expect(loadConfig({ EMBEDDED_DATA_DIR: '/var/lib/autonode' }).database).toEqual({ kind: 'embedded', dataDir: '/var/lib/autonode' });
+      // Outside an npm script, an inherited INIT_CWD says nothing of this process: the working directory.
+      delete process.env.npm_lifecycle_event;
+      expect(loadConfig({ EMBEDDED_DATA_DIR: 'devdata' }).database).toEqual({ kind: 'embedded', dataDir: path.resolve('devdata') });
     } finally {
-      if (previous === undefined) delete process.env.INIT_CWD;
-      else process.env.INIT_CWD = previous;
+      for (const [name, value] of Object.entries(previous)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
     }
   });
 

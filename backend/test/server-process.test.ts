@@ -39,6 +39,18 @@ describe('the server process', () => {
   });
 });
 
+describe('the server on a database that is down at start-up', () => {
+  it('starts anyway and answers /api/ready 503 (the schema check waits for another start)', async () => {
+    const server = await startServerProcess({ DATABASE_URL: 'postgres://postgres@127.0.0.1:1/autonode', DB_CONNECT_TIMEOUT: '1' });
+    try {
+      expect((await fetch(`${server.baseUrl}/api/ready`)).status).toBe(503);
+      expect(server.output()).toMatch(/the database schema could not be checked/);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe('npm start on the embedded default', () => {
   // Start-up time is not asserted here (the suite loads the machine); it is measured in the README.
   it('serves /api/ready on a new data directory, with no DATABASE_URL', async () => {

@@ -5,6 +5,7 @@ import { sql } from 'drizzle-orm';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import type { Logger } from 'pino';
 import { createDbClient, type Db } from './client.js';
+import { isDatabaseUnavailable, isMissingRelation } from './errors.js';
 
 /** From src/db (tsx, tests) and from dist/db (the build) alike: backend/migrations. */
 export const migrationsFolder = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../migrations');
@@ -35,8 +36,10 @@ async function isUpToDate(db: Db): Promise<boolean> {
       sql`select created_at from drizzle.__drizzle_migrations order by created_at desc limit 1`,
     );
     return newestApplied?.created_at !== undefined && newestApplied.created_at !== null && Number(newestApplied.created_at) >= newestInJournal;
-  } catch {
-    return false;
+  } catch (error) {
+    // Never migrated (no table yet). Anything else (the server unreachable, no permission) is not an answer.
+    if (isMissingRelation(error)) return false;
+    throw error;
   }
 }
 
@@ -54,6 +57,8 @@ export async function migrateExternal(url: string, connectTimeoutSeconds: number
   const client = createDbClient({ url, poolSize: 1, idleTimeoutSeconds: 0, connectTimeoutSeconds, statementTimeoutMs: 0, applicationName: 'autonode-migrate' });
   try {
     // One connection: the lock, the migrations and the unlock (closing the session) share it.
+    // Explicitly: a statement_timeout set on the role or the database would apply otherwise.
+    await client.sql`set statement_timeout = 0`;
     await client.sql`select pg_advisory_lock(hashtextextended(${MIGRATION_LOCK}, 0))`;
     await runMigrations(client.db, logger);
   } finally {
@@ -66,8 +71,18 @@ export async function migrateExternal(url: string, connectTimeoutSeconds: number
  * `db:migrate`): every request touching what changed would fail with a 500 while /api/ready said 200.
  * A newer schema is accepted: a replica not upgraded yet during a rolling upgrade.
  */
-export async function assertSchemaCurrent(db: Db): Promise<void> {
-  if (await isUpToDate(db)) return;
+export async function assertSchemaCurrent(db: Db, logger: Logger): Promise<void> {
+  let current: boolean;
+  try {
+    current = await isUpToDate(db);
+  } catch (error) {
+    // A database down at start-up does not stop the service (it answers /api/ready 503 until the
+    // database is back, and the engine waits for it): the check is skipped, and made at the next start.
+    if (!isDatabaseUnavailable(error)) throw error;
+    logger.warn({ err: error }, 'the database schema could not be checked: the database is unreachable; starting without the check');
+    return;
+  }
+  if (current) return;
   throw new Error(
     'the database schema is older than this version: apply the migrations first (npm run db:migrate, or node dist/migrate.js), or set MIGRATE_ON_START=true',
   );

@@ -57,8 +57,10 @@ export function serializeOutput(value: unknown): { serialized: Serialized | unde
   try {
     serialized = serialize(value);
   } catch (error) {
-    if (error instanceof RangeError) return tooDeep;
-    throw error;
+    if (!(error instanceof RangeError)) throw error;
+    // The call stack (nesting) or V8's longest string (a value whose JSON would pass 512 MB).
+    if (/call stack/i.test(error.message)) return tooDeep;
+    return { problem: { code: STEP_OUTPUT_TOO_LARGE, message: 'the step output is too large to write as JSON' } };
   }
   if (serialized && serialized.bytes > 2 * MAX_PAYLOAD_DEPTH && exceedsDepth(value, MAX_PAYLOAD_DEPTH)) return tooDeep;
   return { serialized };
