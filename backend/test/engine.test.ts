@@ -447,6 +447,83 @@ describe('a run of many independent steps', () => {
   });
 });
 
+describe('a run handed back at shutdown', () => {
+  /** An upstream answering after `delayMs()`, counting the requests it got and holds. */
+  async function slowUpstream(delayMs: () => number) {
+    const counts = { received: 0, served: 0 };
+    const server = createServer((request, response) => {
+      counts.received++;
+      request.resume();
+      setTimeout(() => {
+        counts.served++;
+        response.writeHead(200, { 'content-type': 'application/json' });
+        response.end('{"ok":true}');
+      }, delayMs());
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+    return { url, counts, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+  }
+
+  it('starts none of a wave`s waiting steps once the engine drains, and the next engine runs each once', async () => {
+    const app = await buildTestApp();
+    const user = await signUp(app);
+    const upstream = await slowUpstream(() => 300);
+    let engine = startEngine(app);
+    try {
+      const fanOut = Array.from({ length: 3 * MAX_STEPS_AT_ONCE }, (_, index) => ({ id: `call${index}`, type: 'http.request', params: { method: 'POST', url: upstream.url } }));
+      const workflowId = await createWorkflow(app, user, { nodes: [{ id: 'start', type: 'trigger.manual' }, ...fanOut], edges: fanOut.map((node) => ({ source: 'start', target: node.id })) });
+      const execution = await runWorkflow(app, user, workflowId);
+      await eventually(async () => upstream.counts.received > 0, 10_000, 'the first requests');
+      // Draining, with grace to spare: the steps under way finish, no other starts.
+      await engine.stop(10_000);
+      const sentBeforeStop = upstream.counts.received;
+      expect(sentBeforeStop).toBeLessThanOrEqual(MAX_STEPS_AT_ONCE);
+      expect(upstream.counts.served).toBe(sentBeforeStop);
+      expect((await getExecution(app, user, execution.id)).status).toBe('pending');
+      engine = startEngine(app);
+      expect((await waitForStatus(app, user, execution.id, ['completed', 'failed'], 20_000)).status).toBe('completed');
+      // Each request sent once in all.
+      expect(upstream.counts.received).toBe(fanOut.length);
+    } finally {
+      await engine.stop(2_000);
+      await upstream.close();
+      await app.close();
+    }
+  });
+
+  it('never fails a step STEP_INTERRUPTED for shutdowns: a run handed back is not taken over', async () => {
+    const app = await buildTestApp();
+    const user = await signUp(app);
+    const shutdowns = MAX_INTERRUPTED_ATTEMPTS + 2;
+    // Too slow for each shutdown's grace, then prompt.
+    const upstream = await slowUpstream(() => (upstream.counts.received <= shutdowns ? 30_000 : 10));
+    try {
+      const workflowId = await createWorkflow(app, user, {
+        nodes: [{ id: 'start', type: 'trigger.manual' }, { id: 'call', type: 'http.request', params: { method: 'GET', url: upstream.url } }],
+        edges: [{ source: 'start', target: 'call' }],
+      });
+      const execution = await runWorkflow(app, user, workflowId);
+      for (let shutdown = 1; shutdown <= shutdowns; shutdown++) {
+        const engine = startEngine(app);
+        await eventually(async () => upstream.counts.received >= shutdown, 10_000, `request ${shutdown}`);
+        await engine.stop(100);
+      }
+      const engine = startEngine(app);
+      try {
+        const ended = await waitForStatus(app, user, execution.id, ['completed', 'failed'], 20_000);
+        expect(ended.status, JSON.stringify(ended.error)).toBe('completed');
+        expect((await stepsOf(app, user, execution.id)).call).toMatchObject({ status: 'completed', attempt: shutdowns + 1 });
+      } finally {
+        await engine.stop(2_000);
+      }
+    } finally {
+      await upstream.close();
+      await app.close();
+    }
+  });
+});
+
 describe('shutting an engine down', () => {
   it('lets a running step finish within the grace period and hands the execution back; past the grace, aborts and hands back', async () => {
     const app = await buildTestApp();

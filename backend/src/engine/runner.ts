@@ -29,11 +29,12 @@ type Interruption = { kind: 'release'; status: 'pending' | 'paused'; wakeAt: Dat
 const MAX_BACKOFF_MS = 3_600_000;
 
 /**
- * Attempts beyond its `retry.maxAttempts` a step may be found interrupted (`running` when its run
- * is taken up) before it fails: a worker stopping mid-step (a deploy, a crash) costs an attempt
+ * Attempts beyond its `retry.maxAttempts` a step may be found interrupted (`running`) when its run
+ * is taken over after a lease expired, before it fails: a worker dying mid-step costs an attempt
  * and the step runs again, but a fault that stops the run at the same place every time (a write
  * the database refuses, a bug) must not take the run up at every lease expiry for ever, sending
- * the step's request each time.
+ * the step's request each time. A run handed back (a shutdown's grace running out, say during a
+ * rolling restart) is not taken over, and never fails this way.
  */
 export const MAX_INTERRUPTED_ATTEMPTS = 3;
 
@@ -129,9 +130,13 @@ export class ExecutionRunner {
         return;
       }
       // Independent ready nodes run side by side, MAX_STEPS_AT_ONCE at a time; the wave ends when all have settled.
-      const outcomes = await mapAtMost(plan.ready, MAX_STEPS_AT_ONCE, (nodeId) =>
-        signal.aborted ? Promise.resolve<Interruption>({ kind: 'lost' }) : this.runStep(execution, nodes.get(nodeId) as WorkflowNode, steps, signal),
-      );
+      // A step not started yet when the run is lost or the worker drains is not started: the run is
+      // handed back after the wave, and its next worker starts it.
+      const outcomes = await mapAtMost(plan.ready, MAX_STEPS_AT_ONCE, (nodeId) => {
+        if (signal.aborted) return Promise.resolve<Interruption>({ kind: 'lost' });
+        if (draining()) return Promise.resolve<Interruption>({ kind: 'release', status: 'pending', wakeAt: null });
+        return this.runStep(execution, nodes.get(nodeId) as WorkflowNode, steps, signal);
+      });
       const interruption = outcomes.find((outcome): outcome is Interruption => outcome !== undefined);
       if (interruption) {
         const wakeTimes = outcomes.flatMap((outcome) => (outcome?.kind === 'release' && outcome.wakeAt ? [outcome.wakeAt.getTime()] : []));
@@ -161,7 +166,7 @@ export class ExecutionRunner {
     };
 
     const maxAttempts = node.retry?.maxAttempts ?? 1;
-    if (!isWaitingDelay && previous?.status === 'running' && attempt > maxAttempts + MAX_INTERRUPTED_ATTEMPTS) {
+    if (execution.takenOver && !isWaitingDelay && previous?.status === 'running' && attempt > maxAttempts + MAX_INTERRUPTED_ATTEMPTS) {
       const message = `the step was interrupted in each of its last ${attempt - 1} attempts (the run stopped while it ran, every time); it is not tried again`;
       return this.failAttempt(execution, node, steps, attempt - 1, new StepError(message, { retryable: false, code: 'STEP_INTERRUPTED' }));
     }

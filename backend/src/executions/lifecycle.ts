@@ -81,6 +81,11 @@ export interface ClaimedExecution {
   snapshot: WorkflowSnapshot;
   /** Its step rows so far (read in the claim itself: one round trip fewer per execution). */
   steps: StepState[];
+  /**
+   * Claimed after its lease expired: its last worker stopped without handing it back (a crash, a
+   * kill, a fault that stopped the run). A run handed back (a shutdown, a delay) is not taken over.
+   */
+  takenOver: boolean;
 }
 
 /** What the engine knows of a step: its row without the row's own id and times. */
@@ -494,7 +499,7 @@ export class ExecutionLifecycle {
       sql`c.revision`,
     );
     const rows = await sql<
-      { id: string; user_id: string; workflow_id: string; job_id: string | null; input: unknown; workflow_snapshot: WorkflowSnapshot; steps: StepState[]; announced: unknown }[]
+      { id: string; user_id: string; workflow_id: string; job_id: string | null; input: unknown; workflow_snapshot: WorkflowSnapshot; steps: StepState[]; taken_over: boolean; announced: unknown }[]
     >`
       with busy as (
         select user_id, count(*)::int as running from executions
@@ -540,6 +545,7 @@ export class ExecutionLifecycle {
              (select coalesce(json_agg(json_build_object('nodeId', s.node_id, 'status', s.status, 'attempt', s.attempt,
                                                          'input', s.input, 'output', s.output, 'error', s.error)), '[]'::json)
                 from execution_steps s where s.execution_id = c.id) as steps,
+             exists (select 1 from expired x where x.id = c.id) as taken_over,
              ${this.bus.announce(sql`array[${running}]`)}
         from claimed c`;
     this.bus.settle(rows);
@@ -551,6 +557,7 @@ export class ExecutionLifecycle {
       input: row.input,
       snapshot: row.workflow_snapshot,
       steps: row.steps,
+      takenOver: row.taken_over,
     }));
   }
 
