@@ -276,22 +276,24 @@ function sessionCookieOf(header: string | string[] | undefined, name: string): s
 
 /**
  * Sets `request.caller` and `request.user`, or ends with 401. A client address that keeps failing
- * (guessing keys or cookies) gets 429 instead of 401 for the rest of the minute; a valid credential
- * from that address is still served, so one client behind a shared address (an office's NAT, a
- * proxy) cannot lock the others out by failing. Callback-style: a cached caller, the common case,
- * costs no promise.
+ * (guessing keys or cookies) gets 429 for the rest of the minute, at no database cost, for every
+ * credential except those already seen valid from that address: one client behind a shared address
+ * (an office's NAT, a proxy) failing cannot lock out the others who were working there.
+ * Callback-style: a cached caller, the common case, costs no promise.
  */
 export function requireUser(request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void): void {
   const failures = request.server.authFailures;
+  const tooManyFailures = () =>
+    done(
+      new ProblemError(429, 'RATE_LIMITED', 'Too many requests without valid credentials from this address.', {
+        headers: { 'retry-after': String(failures.retryAfterSeconds(request.ip)) },
+      }),
+    );
+  const credential = presentedCredential(request);
+  const cached = credential ? cachedCaller(request, credential) : undefined;
   const accept = (caller: RequestCaller | null | undefined) => {
     if (!caller) {
-      if (failures.isBlocked(request.ip)) {
-        return done(
-          new ProblemError(429, 'RATE_LIMITED', 'Too many requests without valid credentials from this address.', {
-            headers: { 'retry-after': String(failures.retryAfterSeconds(request.ip)) },
-          }),
-        );
-      }
+      if (failures.isBlocked(request.ip)) return tooManyFailures();
       failures.record(request.ip);
       return done(unauthorized());
     }
@@ -299,16 +301,29 @@ export function requireUser(request: FastifyRequest, reply: FastifyReply, done: 
     request.user = caller.user;
     done();
   };
-  const credential = presentedCredential(request);
-  if (!credential) return accept(null);
-  const cached = cachedCaller(request, credential);
   if (cached) return accept(cached);
-  verifyCredential(request, credential, reply).then(accept, done);
+  if (!credential) return accept(null);
+  if (failures.isBlocked(request.ip) && !failures.seenValid(request.ip, credential.cacheKey)) return tooManyFailures();
+  verifyCredential(request, credential, reply).then((caller) => {
+    // Remembered when verified (a cached caller was, moments ago): the hot path adds nothing.
+    if (caller && credential.cacheKey !== undefined) failures.rememberValid(request.ip, credential.cacheKey);
+    accept(caller);
+  }, done);
 }
 
-/** Failures per key in fixed windows, in memory: a brake on guessing, not an accounting. */
+/** How long a credential seen valid from an address is let through that address's failure block. */
+const SEEN_VALID_MS = 60 * 60_000;
+/** Past this many remembered pairs the memory is cleared (as the failure windows are): a bound, not an accounting. */
+const MAX_REMEMBERED = 100_000;
+
+/**
+ * Failures per client address in fixed windows, in memory: a brake on guessing, not an accounting.
+ * It also remembers which credentials (by their cache key: a hash) were valid from which address
+ * lately, so a blocked address's known users still get through.
+ */
 class FailureCounter {
   private readonly windows = new Map<string, { count: number; resetAt: number }>();
+  private readonly validFrom = new Map<string, number>();
 
   constructor(
     private readonly limit: number,
@@ -319,7 +334,7 @@ class FailureCounter {
     const now = Date.now();
     const window = this.windows.get(key);
     if (!window || window.resetAt <= now) {
-      if (this.windows.size > 100_000) this.windows.clear();
+      if (this.windows.size > MAX_REMEMBERED) this.windows.clear();
       this.windows.set(key, { count: 1, resetAt: now + this.windowMs });
     } else {
       window.count++;
@@ -334,6 +349,16 @@ class FailureCounter {
   retryAfterSeconds(key: string): number {
     const window = this.windows.get(key);
     return window ? Math.max(1, Math.ceil((window.resetAt - Date.now()) / 1000)) : 1;
+  }
+
+  rememberValid(address: string, credentialKey: string): void {
+    if (this.validFrom.size > MAX_REMEMBERED) this.validFrom.clear();
+    this.validFrom.set(`${address} ${credentialKey}`, Date.now() + SEEN_VALID_MS);
+  }
+
+  seenValid(address: string, credentialKey: string | undefined): boolean {
+    if (credentialKey === undefined) return false;
+    return (this.validFrom.get(`${address} ${credentialKey}`) ?? 0) > Date.now();
   }
 }
 
