@@ -1,6 +1,5 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -167,8 +166,8 @@ function runCommand(command: readonly string[], cwd: string, env: Record<string,
   };
 }
 
-/** util-linux's `script` (on Debian, always): it runs a command at a pseudo-terminal. */
-const scriptInstalled = (process.env.PATH ?? '').split(path.delimiter).some((directory) => directory !== '' && existsSync(path.join(directory, 'script')));
+/** util-linux's `script` (on Debian, always; BSD's, on macOS, takes other flags): it runs a command at a pseudo-terminal. */
+const scriptInstalled = spawnSync('script', ['--version'], { encoding: 'utf8' }).stdout?.includes('util-linux') ?? false;
 
 describe('the image`s commands, run here from the runtime stage`s files only', () => {
   // The stack needs a real PostgreSQL: api, worker and LISTEN connections at once.
