@@ -341,13 +341,14 @@ function describeIssues(error: z.ZodError): string {
 }
 
 /**
- * Where the user ran the command from: under an npm script (which npm runs in backend/), npm's
- * INIT_CWD; else the working directory. Only under npm: INIT_CWD is inherited by any process an
- * npm script starts, whose directory it does not describe.
+ * Where the user ran the command from: for a process npm started in backend/ (the workspace's
+ * scripts: npm start, npm run worker), npm's INIT_CWD; else the working directory. INIT_CWD alone
+ * does not tell: every process an npm script starts inherits it, wherever it runs.
  */
 function commandDirectory(): string {
   const { INIT_CWD, npm_lifecycle_event } = process.env;
-  return npm_lifecycle_event !== undefined && INIT_CWD !== undefined ? INIT_CWD : process.cwd();
+  const startedByNpmHere = npm_lifecycle_event !== undefined && INIT_CWD !== undefined && process.cwd() === path.join(repoRoot, 'backend');
+  return startedByNpmHere ? INIT_CWD : process.cwd();
 }
 
 /** Parses the environment once into a frozen, typed config. Empty (or blank) values count as unset. */

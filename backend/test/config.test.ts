@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, DEVELOPMENT_AUTH_SECRET, loadConfig } from '../src/config.js';
+import { ConfigError, DEVELOPMENT_AUTH_SECRET, loadConfig, repoRoot } from '../src/config.js';
 import { generateKeyEntry } from '../src/secrets/keyring.js';
 import { runScript } from './process.js';
 
@@ -101,7 +101,7 @@ describe('config', () => {
       host: '0.0.0.0',
       port: 8080,
       logLevel: 'debug',
-      database: { kind: 'embedded', dataDir: path.resolve(process.env.npm_lifecycle_event !== undefined ? (process.env.INIT_CWD ?? '') : process.cwd(), 'relative/data') },
+      database: { kind: 'embedded', dataDir: path.resolve(process.env.npm_lifecycle_event !== undefined && process.cwd() === path.join(repoRoot, 'backend') ? (process.env.INIT_CWD ?? '') : process.cwd(), 'relative/data') },
       db: { poolSize: 7, idleTimeoutSeconds: 21, connectTimeoutSeconds: 11, statementTimeoutMs: 0, migrateOnStart: true, acquireTimeoutMs: 250 },
       auth: {
         apiBaseUrl: 'https://api.example.com/api',

@@ -468,11 +468,16 @@ describe('a run handed back at shutdown', () => {
   it('starts none of a wave`s waiting steps once the engine drains, and the next engine runs each once', async () => {
     const app = await buildTestApp();
     const user = await signUp(app);
-    const upstream = await slowUpstream(() => 300);
+    const upstream = await slowUpstream(() => 1_000);
     let engine = startEngine(app);
     try {
       const fanOut = Array.from({ length: 3 * MAX_STEPS_AT_ONCE }, (_, index) => ({ id: `call${index}`, type: 'http.request', params: { method: 'POST', url: upstream.url } }));
-      const workflowId = await createWorkflow(app, user, { nodes: [{ id: 'start', type: 'trigger.manual' }, ...fanOut], edges: fanOut.map((node) => ({ source: 'start', target: node.id })) });
+      // A long delay beside them: the steps left unstarted must not wait for it.
+      const wait = { id: 'wait', type: 'delay', params: { ms: 86_400_000 } };
+      const workflowId = await createWorkflow(app, user, {
+        nodes: [{ id: 'start', type: 'trigger.manual' }, wait, ...fanOut],
+        edges: [wait, ...fanOut].map((node) => ({ source: 'start', target: node.id })),
+      });
       const execution = await runWorkflow(app, user, workflowId);
       await eventually(async () => upstream.counts.received > 0, 10_000, 'the first requests');
       // Draining, with grace to spare: the steps under way finish, no other starts.
@@ -482,7 +487,13 @@ describe('a run handed back at shutdown', () => {
       expect(upstream.counts.served).toBe(sentBeforeStop);
       expect((await getExecution(app, user, execution.id)).status).toBe('pending');
       engine = startEngine(app);
-      expect((await waitForStatus(app, user, execution.id, ['completed', 'failed'], 20_000)).status).toBe('completed');
+      // The rest run now; then the run waits for its delay.
+      await eventually(async () => upstream.counts.served === fanOut.length, 20_000, 'every request served');
+      const paused = await waitForStatus(app, user, execution.id, ['paused', 'completed', 'failed'], 20_000).catch(async (error: Error) => {
+        const [row] = await app.database.sql`select status, lease_owner, lease_expires_at, wake_at from executions where id = ${execution.id}::uuid`;
+        throw new Error(`${error.message}; row ${JSON.stringify(row)}; api ${JSON.stringify(await getExecution(app, user, execution.id))}`);
+      });
+      expect(paused.status).toBe('paused');
       // Each request sent once in all.
       expect(upstream.counts.received).toBe(fanOut.length);
     } finally {
@@ -492,7 +503,7 @@ describe('a run handed back at shutdown', () => {
     }
   });
 
-  it('never fails a step STEP_INTERRUPTED for shutdowns: a run handed back is not taken over', async () => {
+  it('never fails a step STEP_INTERRUPTED for shutdowns: a run handed back is not taken over, and one crash after many shutdowns is one takeover', async () => {
     const app = await buildTestApp();
     const user = await signUp(app);
     const shutdowns = MAX_INTERRUPTED_ATTEMPTS + 2;
@@ -509,6 +520,10 @@ describe('a run handed back at shutdown', () => {
         await eventually(async () => upstream.counts.received >= shutdown, 10_000, `request ${shutdown}`);
         await engine.stop(100);
       }
+      // Then one crash: a worker held the run and died (its lease ran out, nothing handed back).
+      await app.database.sql`
+        update executions set status = 'running', lease_owner = 'a worker that died', lease_expires_at = now() - interval '1 second'
+         where id = ${execution.id}::uuid`;
       const engine = startEngine(app);
       try {
         const ended = await waitForStatus(app, user, execution.id, ['completed', 'failed'], 20_000);

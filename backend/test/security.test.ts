@@ -147,9 +147,13 @@ describe('rate limits', () => {
       const user = await signUp(app);
       const create = async (name: string) =>
         (await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { cookie: user.cookie }, payload: { name } })).json<{ key: string }>().key;
-      const [working, unseen] = [await create('working'), await create('never used from here')];
+      const [working, unseen, doomed] = [await create('working'), await create('never used from here'), await create('revoked later')];
       // Colleagues at one address work with a key and a session...
       expect((await app.inject({ url: '/api/v1/me', headers: { 'x-api-key': working } })).statusCode).toBe(200);
+      // ...and with a key revoked since (seen valid, then not).
+      expect((await app.inject({ url: '/api/v1/me', headers: { 'x-api-key': doomed } })).statusCode).toBe(200);
+      const doomedId = (await app.inject({ url: '/api/v1/api-keys', headers: { cookie: user.cookie } })).json<{ items: { id: string; name: string }[] }>().items.find((key) => key.name === 'revoked later')?.id;
+      expect((await app.inject({ method: 'DELETE', url: `/api/v1/api-keys/${doomedId}`, headers: { cookie: user.cookie } })).statusCode).toBe(204);
       // ...then one client there fails until the address is blocked.
       const failures = [];
       for (let index = 0; index < 6; index++) failures.push((await app.inject({ url: '/api/v1/me', headers: { 'x-api-key': `ank_guess${index}` } })).statusCode);
@@ -166,7 +170,14 @@ describe('rate limits', () => {
         expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);
       }
       // (Other statements, such as the rate limiter's periodic sync, may run meanwhile.)
-      expect(statements.filter((query) => /\bapi_keys\b|"session"/.test(query))).toEqual([]);
+      const lookups = () => statements.filter((query) => /\bapi_keys\b|"session"/.test(query));
+      expect(lookups()).toEqual([]);
+      // The revoked key was seen valid: it is looked up once more, fails, and is forgotten.
+      expectProblem(await app.inject({ url: '/api/v1/me', headers: { 'x-api-key': doomed } }), 429);
+      const once = lookups().length;
+      expect(once).toBeGreaterThan(0);
+      expectProblem(await app.inject({ url: '/api/v1/me', headers: { 'x-api-key': doomed } }), 429);
+      expect(lookups()).toHaveLength(once);
     } finally {
       await app.close();
     }

@@ -305,8 +305,12 @@ export function requireUser(request: FastifyRequest, reply: FastifyReply, done: 
   if (!credential) return accept(null);
   if (failures.isBlocked(request.ip) && !failures.seenValid(request.ip, credential.cacheKey)) return tooManyFailures();
   verifyCredential(request, credential, reply).then((caller) => {
-    // Remembered when verified (a cached caller was, moments ago): the hot path adds nothing.
-    if (caller && credential.cacheKey !== undefined) failures.rememberValid(request.ip, credential.cacheKey);
+    // Remembered when verified (a cached caller was, moments ago): the hot path adds nothing. A
+    // credential that no longer verifies (revoked, signed out) is forgotten: it gets no lookups more.
+    if (credential.cacheKey !== undefined) {
+      if (caller) failures.rememberValid(request.ip, credential.cacheKey);
+      else failures.forgetValid(request.ip, credential.cacheKey);
+    }
     accept(caller);
   }, done);
 }
@@ -354,6 +358,10 @@ class FailureCounter {
   rememberValid(address: string, credentialKey: string): void {
     if (this.validFrom.size > MAX_REMEMBERED) this.validFrom.clear();
     this.validFrom.set(`${address} ${credentialKey}`, Date.now() + SEEN_VALID_MS);
+  }
+
+  forgetValid(address: string, credentialKey: string): void {
+    this.validFrom.delete(`${address} ${credentialKey}`);
   }
 
   seenValid(address: string, credentialKey: string | undefined): boolean {

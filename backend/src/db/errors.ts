@@ -55,13 +55,13 @@ export function isTransientConflict(error: unknown): boolean {
   return state === '40P01' || state === '40001';
 }
 
-/** 23503: a row refers to one that is not (or no longer) there. */
 /** A relation or schema that does not exist (42P01, 3F000): a database not migrated (that far) yet. */
 export function isMissingRelation(error: unknown): boolean {
   const state = sqlState(error);
   return state === '42P01' || state === '3F000';
 }
 
+/** 23503: a row refers to one that is not (or no longer) there. */
 export function isForeignKeyViolation(error: unknown): boolean {
   return sqlState(error) === '23503';
 }

@@ -57,8 +57,10 @@ export async function migrateExternal(url: string, connectTimeoutSeconds: number
   const client = createDbClient({ url, poolSize: 1, idleTimeoutSeconds: 0, connectTimeoutSeconds, statementTimeoutMs: 0, applicationName: 'autonode-migrate' });
   try {
     // One connection: the lock, the migrations and the unlock (closing the session) share it.
-    // Explicitly: a statement_timeout set on the role or the database would apply otherwise.
+    // Explicitly: a timeout set on the role or the database would apply otherwise (and lock_timeout
+    // to the wait for another process's migrations too).
     await client.sql`set statement_timeout = 0`;
+    await client.sql`set lock_timeout = 0`;
     await client.sql`select pg_advisory_lock(hashtextextended(${MIGRATION_LOCK}, 0))`;
     await runMigrations(client.db, logger);
   } finally {

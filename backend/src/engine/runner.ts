@@ -29,12 +29,12 @@ type Interruption = { kind: 'release'; status: 'pending' | 'paused'; wakeAt: Dat
 const MAX_BACKOFF_MS = 3_600_000;
 
 /**
- * Attempts beyond its `retry.maxAttempts` a step may be found interrupted (`running`) when its run
- * is taken over after a lease expired, before it fails: a worker dying mid-step costs an attempt
- * and the step runs again, but a fault that stops the run at the same place every time (a write
- * the database refuses, a bug) must not take the run up at every lease expiry for ever, sending
- * the step's request each time. A run handed back (a shutdown's grace running out, say during a
- * rolling restart) is not taken over, and never fails this way.
+ * Takeovers (claims after an expired lease) an execution may have before a step found interrupted
+ * (`running`) at a takeover fails: a worker dying mid-step costs an attempt and the step runs again,
+ * but a fault that stops the run at the same place every time (a write the database refuses, a
+ * bug) must not take the run up at every lease expiry for ever, sending the step's request each
+ * time. A run handed back (a shutdown's grace running out, say during a rolling restart) is not
+ * taken over, and does not count.
  */
 export const MAX_INTERRUPTED_ATTEMPTS = 3;
 
@@ -140,14 +140,19 @@ export class ExecutionRunner {
       const interruption = outcomes.find((outcome): outcome is Interruption => outcome !== undefined);
       if (interruption) {
         const wakeTimes = outcomes.flatMap((outcome) => (outcome?.kind === 'release' && outcome.wakeAt ? [outcome.wakeAt.getTime()] : []));
+        // A step left unstarted (the worker drains) wants the run back at once: a waiting delay pauses
+        // it again from its recorded time, and nothing waits for a sibling's delay or backoff.
+        const unstarted = outcomes.some((outcome) => outcome?.kind === 'release' && outcome.status === 'pending' && outcome.wakeAt === null);
         const merged: Interruption =
           interruption.kind === 'lost' || outcomes.some((outcome) => outcome?.kind === 'lost')
             ? { kind: 'lost' }
-            : {
-                kind: 'release',
-                status: outcomes.some((outcome) => outcome?.kind === 'release' && outcome.status === 'paused') ? 'paused' : 'pending',
-                wakeAt: wakeTimes.length > 0 ? new Date(Math.min(...wakeTimes)) : null,
-              };
+            : unstarted
+              ? { kind: 'release', status: 'pending', wakeAt: null }
+              : {
+                  kind: 'release',
+                  status: outcomes.some((outcome) => outcome?.kind === 'release' && outcome.status === 'paused') ? 'paused' : 'pending',
+                  wakeAt: wakeTimes.length > 0 ? new Date(Math.min(...wakeTimes)) : null,
+                };
         await this.interrupt(execution, merged, log);
         return;
       }
@@ -165,9 +170,8 @@ export class ExecutionRunner {
       steps: Object.fromEntries([...steps.values()].filter((step) => step.status === 'completed').map((step) => [step.nodeId, step.output])),
     };
 
-    const maxAttempts = node.retry?.maxAttempts ?? 1;
-    if (execution.takenOver && !isWaitingDelay && previous?.status === 'running' && attempt > maxAttempts + MAX_INTERRUPTED_ATTEMPTS) {
-      const message = `the step was interrupted in each of its last ${attempt - 1} attempts (the run stopped while it ran, every time); it is not tried again`;
+    if (execution.takenOver && !isWaitingDelay && previous?.status === 'running' && execution.takeovers > MAX_INTERRUPTED_ATTEMPTS) {
+      const message = `the run was taken over ${execution.takeovers} times after its worker stopped without handing it back, this time while this step ran; it is not tried again`;
       return this.failAttempt(execution, node, steps, attempt - 1, new StepError(message, { retryable: false, code: 'STEP_INTERRUPTED' }));
     }
 

@@ -82,9 +82,12 @@ export interface ClaimedExecution {
   /** Its step rows so far (read in the claim itself: one round trip fewer per execution). */
   steps: StepState[];
   /**
-   * Claimed after its lease expired: its last worker stopped without handing it back (a crash, a
-   * kill, a fault that stopped the run). A run handed back (a shutdown, a delay) is not taken over.
+   * Times it was claimed after its lease expired, this claim included: its worker stopped without
+   * handing it back (a crash, a kill, a fault that stopped the run). A run handed back (a shutdown,
+   * a delay) is not taken over.
    */
+  takeovers: number;
+  /** This claim is one of those takeovers. */
   takenOver: boolean;
 }
 
@@ -499,7 +502,7 @@ export class ExecutionLifecycle {
       sql`c.revision`,
     );
     const rows = await sql<
-      { id: string; user_id: string; workflow_id: string; job_id: string | null; input: unknown; workflow_snapshot: WorkflowSnapshot; steps: StepState[]; taken_over: boolean; announced: unknown }[]
+      { id: string; user_id: string; workflow_id: string; job_id: string | null; input: unknown; workflow_snapshot: WorkflowSnapshot; steps: StepState[]; takeovers: number; taken_over: boolean; announced: unknown }[]
     >`
       with busy as (
         select user_id, count(*)::int as running from executions
@@ -536,16 +539,17 @@ export class ExecutionLifecycle {
         update executions e
            set status = 'running', lease_owner = ${workerId},
                lease_expires_at = now() + make_interval(secs => ${leaseMs / 1000}),
-               started_at = coalesce(e.started_at, now()), wake_at = null, revision = e.revision + 1
+               started_at = coalesce(e.started_at, now()), wake_at = null, revision = e.revision + 1,
+               takeovers = e.takeovers + (e.id in (select id from expired))::int
          where e.id in (select id from picked)
-        returning e.id, e.user_id, e.workflow_id, e.workflow_version, e.job_id, e.input, e.revision)
+        returning e.id, e.user_id, e.workflow_id, e.workflow_version, e.job_id, e.input, e.revision, e.takeovers)
       select c.id, c.user_id, c.workflow_id, c.job_id, c.input,
              (select jsonb_build_object('nodes', v.nodes, 'edges', v.edges) from workflow_versions v
                where v.workflow_id = c.workflow_id and v.version = c.workflow_version) as workflow_snapshot,
              (select coalesce(json_agg(json_build_object('nodeId', s.node_id, 'status', s.status, 'attempt', s.attempt,
                                                          'input', s.input, 'output', s.output, 'error', s.error)), '[]'::json)
                 from execution_steps s where s.execution_id = c.id) as steps,
-             exists (select 1 from expired x where x.id = c.id) as taken_over,
+             c.takeovers, exists (select 1 from expired x where x.id = c.id) as taken_over,
              ${this.bus.announce(sql`array[${running}]`)}
         from claimed c`;
     this.bus.settle(rows);
@@ -557,6 +561,7 @@ export class ExecutionLifecycle {
       input: row.input,
       snapshot: row.workflow_snapshot,
       steps: row.steps,
+      takeovers: row.takeovers,
       takenOver: row.taken_over,
     }));
   }

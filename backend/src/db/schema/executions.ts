@@ -53,6 +53,12 @@ export const executions = pgTable(
     wakeAt: millisecondTimestamp('wake_at'),
     /** Bumped by every change to the execution or its steps: orders the live events. */
     revision: integer('revision').notNull().default(0),
+    /**
+     * Times the engine took the execution over after its lease expired (its worker crashed, was
+     * killed, or failed at the same place): a run handed back at shutdown is not counted. Past
+     * MAX_INTERRUPTED_ATTEMPTS, a step found interrupted fails (engine/runner.ts).
+     */
+    takeovers: integer('takeovers').notNull().default(0),
   },
   (table) => [
     // The engine's claim, in the order executions became runnable (a delay or backoff: when it ends;

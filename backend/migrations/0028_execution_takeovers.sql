@@ -1,0 +1,1 @@
+ALTER TABLE "executions" ADD COLUMN "takeovers" integer DEFAULT 0 NOT NULL;
