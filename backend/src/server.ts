@@ -22,7 +22,8 @@ async function main(): Promise<void> {
   const databaseReady = migrated.then(() => openDatabase(config, logger)).then(async (database) => {
     try {
       if (database.kind === 'embedded') await runMigrations(database.db, logger);
-      else await assertSchemaCurrent(database.db, logger);
+      // Migrated just now (migrateExternal) or expected to be: checked only in the second case.
+      else if (!config.db.migrateOnStart) await assertSchemaCurrent(database.db, logger);
       return database;
     } catch (error) {
       await database.close().catch(() => undefined);

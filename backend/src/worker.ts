@@ -25,11 +25,13 @@ async function main(): Promise<void> {
   const keyring = await loadKeyring(config, logger);
   if (config.db.migrateOnStart && config.database.kind === 'external') await migrateExternal(config.database.url, config.db.connectTimeoutSeconds, logger);
   const database = await openDatabase(config, logger, 'autonode-worker');
-  try {
-    await assertSchemaCurrent(database.db, logger);
-  } catch (error) {
-    await database.close();
-    throw error;
+  if (!config.db.migrateOnStart) {
+    try {
+      await assertSchemaCurrent(database.db, logger);
+    } catch (error) {
+      await database.close();
+      throw error;
+    }
   }
   const bus = createEventBus(database, logger);
   const lifecycle = new ExecutionLifecycle(database.sql, bus, new ExecutionReads(database.sql), {

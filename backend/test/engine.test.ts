@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { App } from '../src/app.js';
 import type { Engine } from '../src/engine/engine.js';
-import { MAX_INTERRUPTED_ATTEMPTS, MAX_STEPS_AT_ONCE } from '../src/engine/runner.js';
+import { MAX_TAKEOVERS, MAX_STEPS_AT_ONCE } from '../src/engine/runner.js';
 import { buildTestApp, expectProblem, signUp, type SignedInUser } from './helpers.js';
 import {
   createWorkflow,
@@ -366,7 +366,7 @@ describe('the engine across a restart', () => {
       await app.close();
     }
   });
-  it('fails a step that stops its run at the same place every time, after MAX_INTERRUPTED_ATTEMPTS takeovers past its attempts', async () => {
+  it('fails a step that stops its run at the same place every time, after MAX_TAKEOVERS takeovers', async () => {
     const app = await buildTestApp();
     const user = await signUp(app);
     const server = await startTestHttpServer();
@@ -392,9 +392,9 @@ describe('the engine across a restart', () => {
       expect(ended.status).toBe('failed');
       expect(ended.error).toMatchObject({ nodeId: 'call', code: 'STEP_INTERRUPTED' });
       const steps = await stepsOf(app, user, execution.id);
-      expect(steps.call).toMatchObject({ status: 'failed', attempt: 1 + MAX_INTERRUPTED_ATTEMPTS });
+      expect(steps.call).toMatchObject({ status: 'failed', attempt: 1 + MAX_TAKEOVERS });
       // Sent once per attempt, then never again.
-      expect(server.countFor(tag)).toBe(1 + MAX_INTERRUPTED_ATTEMPTS);
+      expect(server.countFor(tag)).toBe(1 + MAX_TAKEOVERS);
     } finally {
       await engine.stop(2_000);
       await app.database.sql.unsafe(`drop trigger if exists refuse_${tag} on execution_steps; drop function if exists refuse_${tag}()`);
@@ -404,27 +404,32 @@ describe('the engine across a restart', () => {
   });
 });
 
+/** An upstream answering after `delayMs()`, counting the requests it got, served, and held at once (most). */
+async function slowUpstream(delayMs: () => number) {
+  const counts = { received: 0, served: 0, open: 0, mostOpen: 0 };
+  const server = createServer((request, response) => {
+    counts.received++;
+    counts.open++;
+    counts.mostOpen = Math.max(counts.mostOpen, counts.open);
+    request.resume();
+    setTimeout(() => {
+      counts.open--;
+      counts.served++;
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end('{"ok":true}');
+    }, delayMs());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+  return { url, counts, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
 describe('a run of many independent steps', () => {
   it('runs them MAX_STEPS_AT_ONCE at a time, every one of them, in one wave', async () => {
     const app = await buildTestApp();
     const user = await signUp(app);
-    let open = 0;
-    let mostOpen = 0;
-    let served = 0;
-    // Answers each request after 100 ms, counting how many it holds at once.
-    const server = createServer((request, response) => {
-      open++;
-      mostOpen = Math.max(mostOpen, open);
-      request.resume();
-      setTimeout(() => {
-        open--;
-        served++;
-        response.writeHead(200, { 'content-type': 'application/json' });
-        response.end('{"ok":true}');
-      }, 100);
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+    const upstream = await slowUpstream(() => 100);
+    const { url, counts } = upstream;
     const engine = startEngine(app);
     try {
       const fanOut = Array.from({ length: 3 * MAX_STEPS_AT_ONCE }, (_, index) => ({ id: `call${index}`, type: 'http.request', params: { method: 'GET', url } }));
@@ -435,36 +440,19 @@ describe('a run of many independent steps', () => {
       const execution = await runWorkflow(app, user, workflowId);
       const finished = await waitForStatus(app, user, execution.id, ['completed', 'failed'], 20_000);
       expect(finished.status).toBe('completed');
-      expect(served).toBe(fanOut.length);
+      expect(counts.served).toBe(fanOut.length);
       // Side by side (more than one at once), never more than the cap (all 24 at once before it).
-      expect(mostOpen).toBeGreaterThan(1);
-      expect(mostOpen).toBeLessThanOrEqual(MAX_STEPS_AT_ONCE);
+      expect(counts.mostOpen).toBeGreaterThan(1);
+      expect(counts.mostOpen).toBeLessThanOrEqual(MAX_STEPS_AT_ONCE);
     } finally {
       await engine.stop(2_000);
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await upstream.close();
       await app.close();
     }
   });
 });
 
 describe('a run handed back at shutdown', () => {
-  /** An upstream answering after `delayMs()`, counting the requests it got and holds. */
-  async function slowUpstream(delayMs: () => number) {
-    const counts = { received: 0, served: 0 };
-    const server = createServer((request, response) => {
-      counts.received++;
-      request.resume();
-      setTimeout(() => {
-        counts.served++;
-        response.writeHead(200, { 'content-type': 'application/json' });
-        response.end('{"ok":true}');
-      }, delayMs());
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
-    return { url, counts, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
-  }
-
   it('starts none of a wave`s waiting steps once the engine drains, and the next engine runs each once', async () => {
     const app = await buildTestApp();
     const user = await signUp(app);
@@ -506,7 +494,7 @@ describe('a run handed back at shutdown', () => {
   it('never fails a step STEP_INTERRUPTED for shutdowns: a run handed back is not taken over, and one crash after many shutdowns is one takeover', async () => {
     const app = await buildTestApp();
     const user = await signUp(app);
-    const shutdowns = MAX_INTERRUPTED_ATTEMPTS + 2;
+    const shutdowns = MAX_TAKEOVERS + 2;
     // Too slow for each shutdown's grace, then prompt.
     const upstream = await slowUpstream(() => (upstream.counts.received <= shutdowns ? 30_000 : 10));
     try {

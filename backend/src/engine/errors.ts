@@ -24,8 +24,9 @@ export class StepError extends Error {
  * DELAY_TOO_LONG: a delay's `ms` or `until` (from a template) lies beyond the longest wait.
  * STEP_OUTPUT_TOO_LARGE: the output's JSON is over ENGINE_MAX_PAYLOAD_BYTES. UNSTORABLE_VALUE: the
  * output holds text the database cannot store (a NUL character, an unpaired surrogate) or is nested
- * deeper than MAX_PAYLOAD_DEPTH. STEP_INTERRUPTED: the step was found interrupted more than
- * MAX_INTERRUPTED_ATTEMPTS times past its attempts (runner.ts). CONNECTION_NOT_FOUND: the `http.request` names a connection the user no longer has (deleted or
+ * deeper than MAX_PAYLOAD_DEPTH. STEP_INTERRUPTED: the step was found interrupted when its
+ * execution was taken over more than MAX_TAKEOVERS times (runner.ts). CONNECTION_NOT_FOUND: the
+ * `http.request` names a connection the user no longer has (deleted or
  * renamed since the save). CONNECTION_ORIGIN_MISMATCH: its url (from a template) leads to another
  * origin than the connection's baseUrl. SECRET_NOT_FOUND: a `{{ $secrets.KEY }}` names no secret
  * variable (deleted, or made plain, since the save). SECRET_UNREADABLE: a stored secret the step

@@ -36,7 +36,7 @@ const MAX_BACKOFF_MS = 3_600_000;
  * time. A run handed back (a shutdown's grace running out, say during a rolling restart) is not
  * taken over, and does not count.
  */
-export const MAX_INTERRUPTED_ATTEMPTS = 3;
+export const MAX_TAKEOVERS = 3;
 
 /**
  * Steps of one run in flight at once. A graph may hold 200 independent nodes: all at once, one run
@@ -170,7 +170,7 @@ export class ExecutionRunner {
       steps: Object.fromEntries([...steps.values()].filter((step) => step.status === 'completed').map((step) => [step.nodeId, step.output])),
     };
 
-    if (execution.takenOver && !isWaitingDelay && previous?.status === 'running' && execution.takeovers > MAX_INTERRUPTED_ATTEMPTS) {
+    if (execution.takenOver && !isWaitingDelay && previous?.status === 'running' && execution.takeovers > MAX_TAKEOVERS) {
       const message = `the run was taken over ${execution.takeovers} times after its worker stopped without handing it back, this time while this step ran; it is not tried again`;
       return this.failAttempt(execution, node, steps, attempt - 1, new StepError(message, { retryable: false, code: 'STEP_INTERRUPTED' }));
     }

@@ -56,7 +56,7 @@ export const executions = pgTable(
     /**
      * Times the engine took the execution over after its lease expired (its worker crashed, was
      * killed, or failed at the same place): a run handed back at shutdown is not counted. Past
-     * MAX_INTERRUPTED_ATTEMPTS, a step found interrupted fails (engine/runner.ts).
+     * MAX_TAKEOVERS, a step found interrupted fails (engine/runner.ts).
      */
     takeovers: integer('takeovers').notNull().default(0),
   },
